@@ -1,0 +1,33 @@
+# Two commands after cloning:  `make quickstart` (main job on default data), `make test`.
+# Both create .venv on first use, installing the CPU build of torch first (an unpinned
+# torch would pull multi-GB CUDA wheels).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+export NLP_SSL_DATA_DIR ?= $(abspath ../shared/data)
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: quickstart test venv bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+quickstart: venv
+	$(BIN)/nlp-ssl tokenizer recipes/tokenizer/bpe_imdb.yaml --overwrite
+
+test: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_tokenizer.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,73 @@
+"""``nlp-ssl STAGE RECIPE.yaml [key.sub=value ...]``: stage name + recipe + overrides -> the
+stage's run function. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+
+from nlp_ssl import __version__
+from nlp_ssl.config import dump_yaml, load_recipe
+from nlp_ssl.errors import NlpSslError
+from nlp_ssl.progress import setup_logging
+
+logger = logging.getLogger("nlp_ssl.cli")
+
+
+@dataclass(frozen=True)
+class Stage:
+    module: str
+    config: str
+    help: str
+
+
+# Stages are imported lazily so `nlp-ssl --help` does not pay for torch/transformers.
+STAGES = {
+    "tokenizer": Stage("nlp_ssl.tokenizer", "TokenizerConfig", "train a BPE / WordPiece / Unigram tokenizer"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nlp-ssl",
+        description="Raw text to a published, fine-tuned language model: tokenizer, pretraining, fine-tuning, publishing.",
+    )
+    parser.add_argument("--version", action="version", version=f"nlp-ssl {__version__}")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, stage in STAGES.items():
+        p = sub.add_parser(name, help=stage.help, description=stage.help)
+        p.add_argument("recipe", help="YAML recipe file")
+        p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe values")
+        p.add_argument("--overwrite", action="store_true", help="replace a finished output_dir")
+        p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    stage = STAGES[args.stage]
+    try:
+        module = importlib.import_module(stage.module)
+        cfg = load_recipe(getattr(module, stage.config), args.recipe, args.overrides)
+        if args.print_config:
+            print(dump_yaml(cfg), end="")
+            return 0
+        metrics = module.run(cfg, overwrite=args.overwrite)
+    except NlpSslError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

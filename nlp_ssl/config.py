@@ -1,0 +1,244 @@
+"""Typed recipes: YAML -> dataclasses, with dotted CLI overrides and strict validation.
+
+A recipe maps one-to-one onto a dataclass tree. Every field is typed; loading checks
+each value against its annotation and rejects unknown keys with the closest valid name,
+so a typo in a recipe fails before any work starts instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from nlp_ssl.errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def load_recipe(cls: type, path: str | Path | None, overrides: list[str] | None = None):
+    """Read a YAML recipe (or start from defaults if ``path`` is None), apply
+    ``key.sub=value`` overrides, and build a validated ``cls`` instance."""
+    raw: dict[str, Any] = {}
+    source = "<overrides>"
+    if path is not None:
+        source = str(path)
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: recipe file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(loaded).__name__}")
+        raw = loaded
+    for item in overrides or []:
+        apply_override(raw, item)
+    return from_dict(cls, raw, source=source)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; the value is parsed as a YAML scalar/flow."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        target = _list_index(node, part)
+        if target is not None:
+            node = target
+            continue
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, (dict, list)):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])!r} is a value, not a section")
+        node = child
+    last = parts[-1]
+    if isinstance(node, list):
+        index = _parse_index(last, item, len(node))
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node, part):
+    if isinstance(node, list):
+        index = _parse_index(part, part, len(node))
+        if not isinstance(node[index], (dict, list)):
+            node[index] = {}
+        return node[index]
+    return None
+
+
+def _parse_index(part: str, item: str, length: int) -> int:
+    try:
+        index = int(part)
+    except ValueError:
+        raise ConfigError(f"override {item!r}: {part!r} must be a list index") from None
+    if not -length <= index < length:
+        raise ConfigError(f"override {item!r}: index {index} out of range (list has {length} items)")
+    return index
+
+
+def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
+    where = prefix or "recipe"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        suggestion = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+        hint = f"; did you mean {_join(prefix, suggestion[0])!r}?" if suggestion else ""
+        valid = ", ".join(sorted(fields))
+        raise ConfigError(f"{source}: unknown key {_join(prefix, key)!r}{hint} (valid keys: {valid})")
+    kwargs = {}
+    for name, field in fields.items():
+        full = _join(prefix, name)
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], source, full)
+        elif field.default is _MISSING and field.default_factory is _MISSING:
+            raise ConfigError(f"{source}: missing required key {full!r}")
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as exc:  # raised by a config's __post_init__ value checks
+        raise ConfigError(f"{source}: {prefix + ': ' if prefix else ''}{exc}") from None
+    return obj
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str):
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, source, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        expected = " or ".join(_type_name(o) for o in options)
+        raise ConfigError(f"{source}: {key!r} must be {expected}, got {_describe(value)}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value in choices:
+            return value
+        suggestion = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""
+        raise ConfigError(f"{source}: {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
+    if origin is list:
+        (item_tp,) = get_args(tp) or (Any,)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key!r} must be a list, got {_describe(value)}")
+        return [_coerce(item_tp, v, source, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, val_tp = get_args(tp) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key!r} must be a mapping, got {_describe(value)}")
+        return {_coerce(key_tp, k, source, key): _coerce(val_tp, v, source, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {key!r} must be true or false, got {_describe(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        number = _yaml_number(value)
+        if number is not None and float(number).is_integer():
+            return int(number)  # allow 1e6 for step/token counts
+        raise ConfigError(f"{source}: {key!r} must be an integer, got {_describe(value)}")
+    if tp is float:
+        number = _yaml_number(value)
+        if number is not None:
+            return float(number)
+        raise ConfigError(f"{source}: {key!r} must be a number, got {_describe(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: {key!r} must be a string, got {_describe(value)}")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _yaml_number(value: Any) -> int | float | None:
+    """A number, including YAML 1.1's blind spot: ``1e-4`` and ``1e6`` (no dot) load as strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
+    return None
+
+
+def to_dict(obj) -> Any:
+    """Plain-data view of a config (what gets written next to every output)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def dump_yaml(obj) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if get_origin(tp) is list:
+        return "a list"
+    if get_origin(tp) is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, str(tp))

@@ -1,0 +1,156 @@
+"""The output-directory contract every stage keeps, and atomic writes.
+
+Every stage's ``output_dir`` holds, beside what the stage produces:
+``resolved_config.yaml`` (the recipe after overrides and defaults), ``run_info.json``
+(stage, seed, library versions, command line, start/finish timestamps) and
+``metrics.json`` (a flat mapping of the figures the stage measured). ``metrics.json`` is
+written last: its presence marks a finished run, which is never replaced without
+``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from nlp_ssl.config import dump_yaml
+from nlp_ssl.errors import OutputError
+
+CONFIG_FILE = "resolved_config.yaml"
+RUN_INFO_FILE = "run_info.json"
+METRICS_FILE = "metrics.json"
+
+_LIBRARIES = (
+    "nlp-ssl",
+    "torch",
+    "transformers",
+    "datasets",
+    "tokenizers",
+    "accelerate",
+    "evaluate",
+    "huggingface_hub",
+)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def is_finished(path: Path) -> bool:
+    return (Path(path) / METRICS_FILE).is_file()
+
+
+def check_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse to start a run whose output would replace something the user has."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return
+    if not path.is_dir():
+        raise OutputError(f"output_dir {path} exists and is not a directory")
+    if is_finished(path):
+        raise OutputError(f"output_dir {path} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
+    if any(path.iterdir()):
+        raise OutputError(f"output_dir {path} exists and is not empty; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def staged_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build an output directory beside its final place and move it in only on success.
+
+    A crash leaves the previous directory (if any) untouched and no half-written one
+    under the final name.
+    """
+    path = Path(path).absolute()
+    check_output_dir(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder should look like any other
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_dir(staging, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put directory ``new`` at ``target``, replacing any existing one atomically enough
+    that ``target`` is always either the old or the new complete directory."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON through a temp file and rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_run_files(directory: Path, *, stage: str, config, seed: int, started_at: str, metrics: dict) -> None:
+    """Write the contract files; ``metrics.json`` last, as the finished marker."""
+    directory = Path(directory)
+    write_text(directory / CONFIG_FILE, dump_yaml(config))
+    write_json(
+        directory / RUN_INFO_FILE,
+        {
+            "stage": stage,
+            "seed": seed,
+            "started_at": started_at,
+            "finished_at": now(),
+            "command": sys.argv,
+            "platform": platform.platform(),
+            "versions": library_versions(),
+        },
+    )
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    if len(flat) != len(metrics):
+        bad = sorted(set(metrics) - set(flat))
+        raise ValueError(f"metrics must be flat scalars; not scalar: {bad}")
+    write_json(directory / METRICS_FILE, flat)
+
+
+def read_metrics(directory: Path) -> dict:
+    return json.loads((Path(directory) / METRICS_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,33 @@
+"""Progress bars and logging that only the main process prints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def is_main_process() -> bool:
+    # Set by torchrun / accelerate launch; absent in a plain single-process run.
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def progress_bar(**kwargs):
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not is_main_process())
+    kwargs.setdefault("mininterval", 1.0)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(**kwargs)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if not is_main_process():
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("nlp_ssl")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
