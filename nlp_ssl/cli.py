@@ -28,6 +28,7 @@ class Stage:
 # Stages are imported lazily so `nlp-ssl --help` does not pay for torch/transformers.
 STAGES = {
     "tokenizer": Stage("nlp_ssl.tokenizer", "TokenizerConfig", "train a BPE / WordPiece / Unigram tokenizer"),
+    "pretrain": Stage("nlp_ssl.pretrain", "PretrainConfig", "masked-LM or next-token LM pretraining (accelerate launch for many processes)"),
 }
 
 

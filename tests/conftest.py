@@ -18,3 +18,20 @@ from tests.helpers import make_sentences, write_jsonl  # noqa: E402  (environmen
 @pytest.fixture
 def corpus_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in make_sentences(300)])
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """~600 short documents: enough for a few epochs of tiny blocks."""
+    root = tmp_path_factory.mktemp("corpus")
+    return write_jsonl(root / "corpus.jsonl", [{"text": t} for t in make_sentences(600, seed=3)])
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory, tiny_corpus) -> Path:
+    from nlp_ssl.data import DatasetSpec
+    from nlp_ssl.tokenizer import TokenizerConfig, run
+
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    run(TokenizerConfig(output_dir=str(out), datasets=[DatasetSpec(files=str(tiny_corpus))], vocab_size=320))
+    return out

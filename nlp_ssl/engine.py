@@ -1,0 +1,462 @@
+"""THE training loop, shared by every stage.
+
+A task hands the engine three things (see ``Task``): a training module whose forward
+returns the *sum* of per-target losses, the number of training examples, and a function that
+builds a ``Batch`` from example indices. The engine owns everything else: Accelerate,
+AdamW, the schedule, gradient accumulation, clipping, evaluation, logging, checkpoints.
+
+Following a batch: ``_step_indices`` picks the example indices of optimizer step ``s`` from
+a per-epoch permutation seeded by ``(seed, epoch)`` and splits them over processes and
+micro-steps; ``task.make_batch`` reads and collates them; the loop normalises each
+micro-batch's loss sum by the number of targets in the *whole* accumulated global batch, so
+accumulation and multi-process training give the gradient of one big batch. Because the
+data position is a pure function of the step count (and any randomness in a batch is seeded
+by example), resuming needs nothing but the step: no batches are replayed or skipped.
+
+The LR scheduler is stepped exactly once per optimizer step, on every process; it is not
+passed to ``accelerator.prepare`` (whose wrapper would step it once per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Protocol
+
+import numpy as np
+import torch
+
+from nlp_ssl import checkpoint as ckpt
+from nlp_ssl.config import to_dict
+from nlp_ssl.errors import ConfigError, NlpSslError
+from nlp_ssl.progress import progress_bar
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+
+
+class TrainingError(NlpSslError):
+    """Training cannot go on (non-finite loss, ...); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(NlpSslError):
+    """SIGINT/SIGTERM: a checkpoint was saved; ``resume: latest`` continues."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, evaluation, logging and checkpointing; shared by all stages."""
+
+    max_steps: int = 1000
+    """Optimizer steps. Runs are sized in steps, never epochs (streams have no length)."""
+    micro_batch_size: int = 16
+    """Examples per process per forward pass."""
+    grad_accum_steps: int = 1
+    """Global batch = micro_batch_size x grad_accum_steps x processes."""
+    lr: float = 5e-4
+    scheduler: Literal["linear", "cosine", "constant_with_warmup", "constant"] = "cosine"
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.05
+    """Used when warmup_steps is not set."""
+    weight_decay: float = 0.01
+    """Decoupled (AdamW) decay; never applied to biases, norms or embeddings' LayerNorm."""
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 disables clipping)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """bf16 on GPUs that support it; keep "no" on CPU (no speed-up, see FACTS)."""
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    """torch.compile the model (first step compiles: ~1 min on CPU)."""
+    eval_every: int = 200
+    eval_max_batches: int | None = None
+    log_every: int = 10
+    save_every: int = 500
+    keep_last: int = 2
+    """Checkpoints to keep (older ones are deleted after a newer one is complete)."""
+    resume: str | None = None
+    """``latest`` (newest complete checkpoint in output_dir, or a fresh start) or a checkpoint path."""
+    tracker: Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "none"] = "tensorboard"
+    peak_flops: float | None = None
+    """Device peak FLOP/s for MFU; default: 2.5e11 on CPU (measured fp32 matmul here), a table for GPUs."""
+
+    def __post_init__(self):
+        positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "eval_every", "log_every", "save_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name!r} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"'lr' must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError("'weight_decay' and 'max_grad_norm' must be >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
+            raise ConfigError(f"'warmup_steps' must be in [0, max_steps], got {self.warmup_steps}")
+        if self.keep_last < 1:
+            raise ConfigError(f"'keep_last' must be >= 1, got {self.keep_last}")
+
+    @property
+    def num_warmup_steps(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_ratio * self.max_steps)
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]
+    n_targets: int
+    """Positions (or examples) that carry a loss: the normaliser."""
+    n_tokens: int
+    """Input tokens processed, for throughput."""
+
+
+class Task(Protocol):
+    module: torch.nn.Module
+    """forward(**batch.inputs) -> scalar sum of per-target losses (fp32)."""
+    model: torch.nn.Module
+    """The ``transformers`` model inside ``module`` (what gets saved)."""
+    n_train: int
+
+    def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch: ...
+
+    def eval_indices(self) -> np.ndarray: ...
+
+    def save_pretrained(self, directory: Path) -> None: ...
+
+    def flops_per_token(self) -> float: ...
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (through Accelerate's custom-state hook)."""
+
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    best: dict = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
+        self.best = dict(state.get("best", {}))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases and normalisation weights are 1-D and stay undecayed."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def default_peak_flops(device: torch.device) -> float:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}.items():
+            if key in name:
+                return value
+        return 100e12
+    return 2.5e11  # fp32 matmul peak measured on the 2-core CPU machine
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning("received %s: saving a checkpoint after this step", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def fit(
+    task: Task,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    seed: int,
+    hparams: dict | None = None,
+    accelerator=None,
+    on_eval: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train ``task`` for ``cfg.max_steps`` optimizer steps; return the final metrics."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from transformers import get_scheduler
+
+    run_dir = Path(run_dir)
+    if accelerator is None:
+        tracker = None if cfg.tracker == "none" else cfg.tracker
+        accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            log_with=tracker,
+            project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+        )
+    set_seed(seed)
+    model = task.model
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    module = torch.compile(task.module) if cfg.compile else task.module
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+        **_fast_adamw_kwargs(accelerator.device),
+    )
+    scheduler = get_scheduler(
+        cfg.scheduler, optimizer, num_warmup_steps=cfg.num_warmup_steps, num_training_steps=cfg.max_steps
+    )
+    module, optimizer = accelerator.prepare(module, optimizer)
+    state = TrainState()
+    accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_for_checkpointing(state)
+
+    if accelerator.is_main_process:
+        ckpt.clean_partials(run_dir)
+    accelerator.wait_for_everyone()
+    start_from = ckpt.resolve_resume(cfg.resume, run_dir)
+    if start_from is not None:
+        try:
+            accelerator.load_state(str(start_from / "state"))
+        except Exception as exc:
+            raise TrainingError(f"{start_from}: checkpoint cannot be loaded ({type(exc).__name__}: {exc})") from None
+        logger.info("resumed from %s at step %d", start_from, state.step)
+    _truncate_log(run_dir / LOG_FILE, state.step, accelerator.is_main_process)
+
+    if cfg.tracker != "none":
+        accelerator.init_trackers("nlp_ssl", config=_flat_hparams(hparams or {}))
+
+    world = accelerator.num_processes
+    global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * world
+    steps_per_epoch = task.n_train // global_batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"global batch {global_batch} (micro_batch_size x grad_accum_steps x {world} processes) "
+            f"exceeds the {task.n_train} training examples"
+        )
+    flops_per_token = task.flops_per_token()
+    peak = cfg.peak_flops or default_peak_flops(accelerator.device) * world
+    permutations: dict[int, np.ndarray] = {}
+
+    def step_indices(step: int, micro: int) -> tuple[np.ndarray, int]:
+        epoch, k = divmod(step, steps_per_epoch)
+        if epoch not in permutations:
+            permutations.clear()
+            permutations[epoch] = np.random.default_rng([seed, epoch]).permutation(task.n_train)
+        chunk = permutations[epoch][k * global_batch : (k + 1) * global_batch]
+        start = (micro * world + accelerator.process_index) * cfg.micro_batch_size
+        return chunk[start : start + cfg.micro_batch_size], epoch
+
+    last_metrics: dict = {}
+    bar = progress_bar(total=cfg.max_steps, initial=state.step, desc="training", unit="step",
+                       disable=not accelerator.is_main_process)
+    window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0}
+    with _StopFlag() as stop, bar:
+        module.train()
+        while state.step < cfg.max_steps:
+            t_step = time.perf_counter()
+            micro = []
+            for m in range(cfg.grad_accum_steps):
+                indices, epoch = step_indices(state.step, m)
+                micro.append(task.make_batch(indices, epoch, "train"))
+            counts = torch.tensor([sum(b.n_targets for b in micro), sum(b.n_tokens for b in micro)],
+                                  dtype=torch.float64, device=accelerator.device)
+            n_targets, n_tokens = accelerator.reduce(counts, reduction="sum").tolist()
+            step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+            for m, batch in enumerate(micro):
+                sync = contextlib.nullcontext() if m == len(micro) - 1 else accelerator.no_sync(module)
+                with sync, accelerator.autocast():
+                    loss_sum = module(**_to_device(batch.inputs, accelerator.device))
+                    # DDP averages gradients over processes: scale so the result is the global mean
+                    accelerator.backward(loss_sum * (world / max(n_targets, 1)))
+                step_loss += loss_sum.detach().double()
+            step_loss = accelerator.reduce(step_loss, reduction="sum").item()
+            if not math.isfinite(step_loss):
+                last = ckpt.list_checkpoints(run_dir)
+                raise TrainingError(
+                    f"non-finite loss ({step_loss}) at step {state.step + 1}; "
+                    f"last good checkpoint: {last[-1] if last else 'none'} (lower lr, or use bf16 instead of fp16)"
+                )
+            grad_norm = None
+            if cfg.max_grad_norm > 0:
+                grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.tokens += int(n_tokens)
+            state.seconds += time.perf_counter() - t_step
+            window["loss"] += step_loss
+            window["targets"] += n_targets
+            window["tokens"] += n_tokens
+            window["steps"] += 1
+            bar.update(1)
+
+            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+                elapsed = time.perf_counter() - window["t0"]
+                tokens_per_s = window["tokens"] / max(elapsed, 1e-9)
+                logs = {
+                    "train/loss": window["loss"] / max(window["targets"], 1),
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/tokens_per_s": tokens_per_s,
+                    "train/mfu": tokens_per_s * flops_per_token / peak,
+                    "train/tokens": state.tokens,
+                    "train/epoch": state.step / steps_per_epoch,
+                }
+                if grad_norm is not None:
+                    logs["train/grad_norm"] = float(grad_norm)
+                _log(accelerator, run_dir, state.step, logs, cfg.tracker)
+                bar.set_postfix(loss=f"{logs['train/loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0}
+
+            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+                last_metrics = evaluate(task, module, accelerator, cfg)
+                _log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()}, cfg.tracker)
+                if on_eval is not None:
+                    on_eval(last_metrics)
+                module.train()
+
+            if state.step % cfg.save_every == 0 or state.step == cfg.max_steps or stop.signal is not None:
+                save_checkpoint(task, accelerator, run_dir, state, cfg.keep_last)
+            if stop.signal is not None and state.step < cfg.max_steps:
+                accelerator.end_training()
+                raise TrainingInterrupted(
+                    f"stopped by {signal.Signals(stop.signal).name} at step {state.step}; checkpoint saved in "
+                    f"{run_dir / ckpt.CHECKPOINTS}; rerun with train.resume=latest to continue"
+                )
+    accelerator.end_training()
+    summary = {
+        "steps": state.step,
+        "tokens": state.tokens,
+        "train_seconds": round(state.seconds, 3),
+        "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1),
+        "processes": world,
+        "global_batch": global_batch,
+    }
+    summary["mfu"] = round(summary["tokens_per_s"] * flops_per_token / peak, 4)
+    summary.update({f"eval_{k}": v for k, v in last_metrics.items()})
+    return summary
+
+
+@torch.no_grad()
+def evaluate(task: Task, module, accelerator, cfg: TrainConfig) -> dict:
+    """Mean loss over the evaluation examples (each process takes a strided share)."""
+    module.eval()
+    indices = task.eval_indices()
+    if cfg.eval_max_batches is not None:
+        indices = indices[: cfg.eval_max_batches * cfg.micro_batch_size * accelerator.num_processes]
+    mine = indices[accelerator.process_index :: accelerator.num_processes]
+    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    for start in range(0, len(mine), cfg.micro_batch_size):
+        batch = task.make_batch(mine[start : start + cfg.micro_batch_size], 0, "eval")
+        with accelerator.autocast():
+            loss_sum = module(**_to_device(batch.inputs, accelerator.device))
+        totals[0] += loss_sum.double()
+        totals[1] += batch.n_targets
+    loss_sum, n = accelerator.reduce(totals, reduction="sum").tolist()
+    loss = loss_sum / max(n, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "targets": int(n)}
+
+
+def save_checkpoint(task: Task, accelerator, run_dir: Path, state: TrainState, keep_last: int) -> Path:
+    """All processes write into a hidden staging folder; the main process renames it."""
+    staging = ckpt.staging_path(run_dir, state.step)
+    if accelerator.is_main_process:
+        staging.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging / "state"))
+    final = staging
+    if accelerator.is_main_process:
+        task.save_pretrained(staging / "model")
+        with open(staging / ckpt.STATE_FILE, "w", encoding="utf-8") as fh:
+            json.dump(state.state_dict(), fh, indent=2)
+        final = ckpt.commit(staging, keep_last)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fast_adamw_kwargs(device: torch.device) -> dict:
+    # foreach batches the per-parameter updates into a few kernels; fused is CUDA-only for AdamW here
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+def _to_device(inputs: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _log(accelerator, run_dir: Path, step: int, values: dict, tracker: str) -> None:
+    if tracker != "none":
+        accelerator.log(values, step=step)
+    if accelerator.is_main_process:
+        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **{k: _plain(v) for k, v in values.items()}}) + "\n")
+
+
+def _truncate_log(path: Path, step: int, is_main: bool) -> None:
+    """After a resume, drop log lines from steps the interrupted run did past its checkpoint."""
+    if not is_main or not path.exists():
+        return
+    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    kept = [l for l in lines if json.loads(l)["step"] <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / LOG_FILE
+    if not path.exists():
+        return []
+    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _flat_hparams(d: dict, prefix: str = "") -> dict:
+    """TensorBoard's hparams accept scalars and strings only."""
+    out = {}
+    for k, v in to_dict(d).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_hparams(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out

@@ -1,0 +1,189 @@
+"""Pretraining stage: ``nlp-ssl pretrain RECIPE.yaml`` (alone, or under ``accelerate launch``).
+
+setup (tokenizer, model, packed data) -> ``engine.fit`` -> final model folder + run files.
+Output: ``<output_dir>/model/`` (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM`` +
+tokenizer), ``checkpoints/``, ``logs/`` (TensorBoard), ``train_log.jsonl`` and the
+run files of every stage (``metrics.json`` last).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from nlp_ssl import checkpoint as ckpt
+from nlp_ssl.data import DatasetSpec
+from nlp_ssl.engine import TrainConfig, fit
+from nlp_ssl.errors import ConfigError, OutputError
+from nlp_ssl.models import ModelConfig, build_model, check_vocab
+from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, now, replace_dir, write_run_files, write_text
+from nlp_ssl.config import dump_yaml
+from nlp_ssl.packing import pack
+from nlp_ssl.tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+
+
+@dataclass
+class MaskingConfig:
+    probability: float = 0.15
+    """Fraction of tokens selected for prediction."""
+    mask_replace_prob: float = 0.8
+    """Of the selected: replaced by <mask>."""
+    random_replace_prob: float = 0.1
+    """Of the selected: replaced by a random token (the rest stay unchanged)."""
+
+    def __post_init__(self):
+        if not 0 < self.probability < 1:
+            raise ConfigError(f"'probability' must be in (0, 1), got {self.probability}")
+        if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
+            raise ConfigError("'mask_replace_prob' and 'random_replace_prob' must be >= 0 and sum to at most 1")
+
+
+@dataclass
+class PretrainDataConfig:
+    datasets: list[DatasetSpec]
+    """Corpora, concatenated in order, then packed."""
+    validation: list[DatasetSpec] = field(default_factory=list)
+    """Held-out corpora; when empty, ``validation_fraction`` of the packed blocks is held out."""
+    validation_fraction: float = 0.01
+    block_size: int = 128
+    num_proc: int | None = None
+    """Processes for tokenization (datasets.map)."""
+    cache_dir: str | None = None
+    """Where packed blocks are cached (default: $NLP_SSL_CACHE or ~/.cache/nlp_ssl)."""
+
+    def __post_init__(self):
+        if not self.datasets:
+            raise ConfigError("'datasets' must list at least one dataset")
+        if self.block_size < 8:
+            raise ConfigError(f"'block_size' must be >= 8, got {self.block_size}")
+        if not 0 < self.validation_fraction < 0.5:
+            raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
+        if any(d.streaming for d in self.datasets + self.validation):
+            raise ConfigError("streaming datasets are not supported by pretraining yet: set streaming: false")
+
+
+@dataclass
+class PretrainConfig:
+    """Recipe of the ``pretrain`` stage."""
+
+    output_dir: str
+    tokenizer: str
+    """Tokenizer folder (the tokenizer stage's output_dir)."""
+    objective: Literal["mlm", "clm"]
+    data: PretrainDataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.data.block_size > self.model.max_positions:
+            raise ConfigError(
+                f"'data.block_size' ({self.data.block_size}) exceeds 'model.max_positions' ({self.model.max_positions})"
+            )
+
+
+def prepare_run_dir(out: Path, cfg: PretrainConfig, overwrite: bool) -> None:
+    """Refuse to clobber; allow continuing an interrupted run only when asked to resume."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if overwrite:
+        return
+    if is_finished(out):
+        raise OutputError(f"output_dir {out} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
+    if not (out / CONFIG_FILE).exists():
+        raise OutputError(f"output_dir {out} exists, is not empty and is not an nlp-ssl run; pass --overwrite to replace it")
+    if cfg.train.resume is None:
+        raise OutputError(
+            f"output_dir {out} holds an unfinished run; set train.resume=latest to continue it or pass --overwrite"
+        )
+
+
+def load_data(cfg: PretrainConfig, tokenizer):
+    """Packed train and validation blocks, and which block indices each split uses."""
+    d = cfg.data
+    train = pack(d.datasets, tokenizer, d.block_size, d.cache_dir, d.num_proc)
+    if d.validation:
+        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc)
+        return train, np.arange(len(train.blocks)), valid, np.arange(len(valid.blocks))
+    # hold out a seeded sample of blocks; training sees the rest
+    n = len(train.blocks)
+    held = max(1, int(round(n * d.validation_fraction)))
+    if n - held < 1:
+        raise ConfigError(f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation")
+    order = np.random.default_rng([cfg.seed, 12345]).permutation(n)
+    return train, np.sort(order[held:]), train, np.sort(order[:held])
+
+
+def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    from nlp_ssl.tasks.pretrain import PretrainTask
+
+    started = now()
+    out = Path(cfg.output_dir).absolute()
+    tcfg = cfg.train
+    accelerator = Accelerator(
+        mixed_precision=tcfg.mixed_precision,
+        log_with=None if tcfg.tracker == "none" else tcfg.tracker,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    prepare_run_dir(out, cfg, overwrite)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / CONFIG_FILE, dump_yaml(cfg))
+    accelerator.wait_for_everyone()
+
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    model = build_model(cfg.objective, cfg.model, tokenizer)
+    check_vocab(model, tokenizer, cfg.tokenizer)
+    with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
+        train, train_idx, valid, eval_idx = load_data(cfg, tokenizer)
+    task = PretrainTask(cfg.objective, model, tokenizer, train.blocks, train_idx, valid.blocks, eval_idx,
+                        seed=cfg.seed, masking=cfg.masking)
+    info = task.describe()
+    logger.info(
+        "%s pretraining: %.2fM parameters, %d train blocks x %d tokens (%d docs), %d eval blocks, %d processes",
+        cfg.objective, info["parameters"] / 1e6, info["train_blocks"], info["block_size"], train.n_docs,
+        info["eval_blocks"], accelerator.num_processes,
+    )
+    summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
+
+    if accelerator.is_main_process:
+        staging = out / f".{MODEL_DIR}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        task.save_pretrained(staging)
+        replace_dir(staging, out / MODEL_DIR)
+        bpt = valid.bytes_per_token
+        metrics = {
+            "objective": cfg.objective,
+            **info,
+            **summary,
+            "eval_bits_per_byte": round(summary["eval_loss"] / math.log(2) / bpt, 4) if "eval_loss" in summary else None,
+            "bytes_per_token": round(bpt, 4),
+            "corpus_tokens": train.n_tokens,
+            "corpus_docs": train.n_docs,
+            "model_dir": str(out / MODEL_DIR),
+        }
+        write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        from nlp_ssl.outputs import read_metrics
+
+        return read_metrics(out)
+    return {}

@@ -1,0 +1,1 @@
+"""One module per task: its data preparation, loss module, batch builder and metrics."""

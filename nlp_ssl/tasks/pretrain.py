@@ -1,0 +1,126 @@
+"""Self-supervised objectives on packed blocks: masked-LM (``mlm``) and next-token LM (``clm``).
+
+What this task adds to the engine: the loss modules and the batch builder. The masked-LM
+loss runs the output layer only at masked positions (sparse prediction): with 15% masking
+the vocabulary projection, the largest matmul of a small model, shrinks about 7x. Masking
+itself is ``DataCollatorForLanguageModeling``'s, seeded per example by
+``(seed, epoch, block)`` so that a batch is the same whether it is built on one process or
+split over several, and after a resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nlp_ssl.engine import Batch
+from nlp_ssl.models import count_parameters, flops_per_token
+
+
+class MaskedLMLoss(torch.nn.Module):
+    """Sum of cross-entropies at masked positions; the head sees only those positions."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        base = getattr(self.model, self.model.base_model_prefix)
+        hidden = base(input_ids=input_ids).last_hidden_state
+        selected = labels != -100
+        logits = self.model.cls(hidden[selected])
+        return F.cross_entropy(logits.float(), labels[selected], reduction="sum")
+
+
+class CausalLMLoss(torch.nn.Module):
+    """Sum of next-token cross-entropies over every position but the last of each block."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        logits = self.model(input_ids=input_ids).logits[:, :-1]
+        return F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), input_ids[:, 1:].reshape(-1), reduction="sum"
+        )
+
+
+class PretrainTask:
+    """Engine task over memory-mapped packed blocks."""
+
+    def __init__(self, objective: str, model, tokenizer, train_blocks: np.ndarray, train_index: np.ndarray,
+                 eval_blocks: np.ndarray, eval_index: np.ndarray, *, seed: int, masking=None):
+        self.objective = objective
+        self.model = model
+        self.tokenizer = tokenizer
+        # index arrays select rows of the (memory-mapped) block arrays without copying them
+        self.blocks = {"train": (train_blocks, np.asarray(train_index)), "eval": (eval_blocks, np.asarray(eval_index))}
+        self.seed = seed
+        self.n_train = len(train_index)
+        self.block_size = train_blocks.shape[1]
+        self._eval = np.arange(len(eval_index))
+        if objective == "mlm":
+            from transformers import DataCollatorForLanguageModeling
+
+            self.module = MaskedLMLoss(model)
+            self.collator = DataCollatorForLanguageModeling(
+                tokenizer,
+                mlm=True,
+                mlm_probability=masking.probability,
+                mask_replace_prob=masking.mask_replace_prob,
+                random_replace_prob=masking.random_replace_prob,
+            )
+            self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+            self.mask_probability = masking.probability
+        else:
+            self.module = CausalLMLoss(model)
+
+    def eval_indices(self) -> np.ndarray:
+        return self._eval
+
+    def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
+        blocks, index = self.blocks[split]
+        rows = index[np.asarray(indices)]
+        ids = torch.from_numpy(np.asarray(blocks[rows], dtype=np.int64))
+        n_tokens = ids.numel()
+        if self.objective == "clm":
+            return Batch({"input_ids": ids}, n_targets=ids.size(0) * (ids.size(1) - 1), n_tokens=n_tokens)
+        inputs, labels = self.mask(ids, rows, epoch, split)
+        return Batch({"input_ids": inputs, "labels": labels}, int((labels != -100).sum()), n_tokens)
+
+    def mask(self, ids: torch.Tensor, indices, epoch: int, split: str):
+        special = torch.isin(ids, self.special_ids)
+        inputs, labels = torch.empty_like(ids), torch.empty_like(ids)
+        stream = 0 if split == "train" else 1
+        for row, index in enumerate(indices):
+            self.collator.generator = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, stream, epoch, int(index)]).generate_state(1)[0])
+            )
+            inputs[row : row + 1], labels[row : row + 1] = self.collator.torch_mask_tokens(
+                ids[row : row + 1].clone(), special[row : row + 1]
+            )
+        return inputs, labels
+
+    def flops_per_token(self) -> float:
+        dense = flops_per_token(self.model, self.block_size)
+        if self.objective == "clm":
+            return dense
+        # the vocabulary projection runs on masked positions only
+        head = 6 * self.model.config.vocab_size * self.model.config.hidden_size
+        return dense - head * (1 - self.mask_probability)
+
+    def save_pretrained(self, directory: Path) -> None:
+        self.model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+
+    def describe(self) -> dict:
+        return {
+            "parameters": count_parameters(self.model),
+            "train_blocks": self.n_train,
+            "eval_blocks": int(len(self._eval)),
+            "block_size": self.block_size,
+        }

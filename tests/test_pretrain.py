@@ -1,0 +1,254 @@
+"""Pretraining: packing, masking, the training loop's promises, checkpoints and resume."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+from nlp_ssl import engine, pretrain
+from nlp_ssl.checkpoint import list_checkpoints, resolve_resume, staging_path
+from nlp_ssl.data import DatasetSpec
+from nlp_ssl.engine import TrainingError, TrainingInterrupted, read_log
+from nlp_ssl.errors import ConfigError, DataError, OutputError
+from nlp_ssl.models import ModelConfig, build_model, check_vocab
+from nlp_ssl.packing import pack
+from tests.pretrain_helpers import tiny_config
+
+
+def weights(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def assert_same_weights(a: dict, b: dict, atol=1e-6):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-5, msg=k)
+
+
+def losses(run_dir: Path, key="train/loss") -> dict:
+    return {r["step"]: r[key] for r in read_log(run_dir) if key in r}
+
+
+# -- packing ---------------------------------------------------------------------------
+
+
+def test_packing_loses_and_duplicates_nothing(tmp_path, tiny_corpus, tiny_tokenizer):
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    packed = pack([DatasetSpec(files=str(tiny_corpus))], tok, 32, cache_dir=tmp_path)
+    docs = [json.loads(line)["text"] for line in open(tiny_corpus)]
+    stream = np.concatenate([tok(d)["input_ids"] for d in docs])
+    n = len(packed.blocks)
+    assert packed.n_tokens == len(stream) and len(stream) - n * 32 < 32  # only the last partial block dropped
+    np.testing.assert_array_equal(np.asarray(packed.blocks).reshape(-1), stream[: n * 32])
+    assert (np.asarray(packed.blocks) == tok.eos_token_id).sum() >= len(docs) - 1  # documents stay separated
+    assert packed.n_bytes == sum(len(d.encode()) for d in docs)
+    again = pack([DatasetSpec(files=str(tiny_corpus))], tok, 32, cache_dir=tmp_path)  # from the cache
+    assert isinstance(again.blocks, np.memmap) and np.array_equal(again.blocks, packed.blocks)
+    assert len(list(tmp_path.glob("packed-*.npy"))) == 2  # blocks + meta, nothing else
+
+
+def test_packing_too_little_text(tmp_path, tiny_tokenizer):
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    small = tmp_path / "s.jsonl"
+    small.write_text('{"text": "short"}\n')
+    with pytest.raises(DataError, match=r"fewer than one block of 32"):
+        pack([DatasetSpec(files=str(small))], tok, 32, cache_dir=tmp_path)
+
+
+# -- masking ---------------------------------------------------------------------------
+
+
+def test_masking_statistics_and_determinism(tiny_tokenizer):
+    from nlp_ssl.pretrain import MaskingConfig
+    from nlp_ssl.tasks.pretrain import PretrainTask
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(5, len(tok), size=(400, 128)).astype(np.uint16)
+    blocks[:, ::16] = tok.eos_token_id  # document boundaries: special, never masked
+    model = build_model("mlm", ModelConfig(preset="tiny"), tok)
+    task = PretrainTask("mlm", model, tok, blocks, np.arange(400), blocks, np.arange(400), seed=0,
+                        masking=MaskingConfig())
+    batch = task.make_batch(np.arange(400), epoch=0, split="train")
+    ids = torch.from_numpy(blocks.astype(np.int64))
+    inputs, labels = batch.inputs["input_ids"], batch.inputs["labels"]
+    selected = labels != -100
+    special = ids == tok.eos_token_id
+    assert not selected[special].any()
+    assert selected.float().sum() / (~special).sum() == pytest.approx(0.15, abs=0.005)
+    assert torch.equal(labels[selected], ids[selected])
+    masked = (inputs == tok.mask_token_id) & selected
+    unchanged = (inputs == ids) & selected
+    n = selected.sum().item()
+    assert masked.sum().item() / n == pytest.approx(0.8, abs=0.015)
+    assert unchanged.sum().item() / n == pytest.approx(0.1, abs=0.015)  # random replacements are the rest
+    assert torch.equal((inputs != ids), selected & ~unchanged)
+    assert batch.n_targets == n
+    # the same example is masked the same way whatever batch it is in; a new epoch masks anew
+    again = task.make_batch(np.array([7, 3]), epoch=0, split="train")
+    assert torch.equal(again.inputs["labels"][1], labels[3]) and torch.equal(again.inputs["labels"][0], labels[7])
+    other = task.make_batch(np.array([3]), epoch=1, split="train")
+    assert not torch.equal(other.inputs["labels"][0], labels[3])
+
+
+# -- training --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_loss_decreases_and_model_reloads(tmp_path, tiny_corpus, tiny_tokenizer, objective):
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, objective, max_steps=40, eval_every=20,
+                      save_every=20)
+    metrics = pretrain.run(cfg)
+    log = losses(tmp_path / "run")
+    first, last = np.mean([log[s] for s in (1, 2, 3)]), np.mean([log[s] for s in (38, 39, 40)])
+    assert last < first - 0.5, (first, last)
+    evals = losses(tmp_path / "run", "eval/loss")
+    assert evals[40] < evals[20]
+    assert metrics["eval_perplexity"] == pytest.approx(np.exp(metrics["eval_loss"]))
+    assert metrics["eval_bits_per_byte"] > 0 and metrics["tokens_per_s"] > 0 and metrics["steps"] == 40
+    auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
+    model = auto.from_pretrained(tmp_path / "run/model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "run/model")
+    assert model.config.vocab_size == len(tok)
+    with torch.no_grad():
+        out = model(**tok(["the movie was good."], return_tensors="pt"))
+    assert out.logits.shape[-1] == len(tok) and torch.isfinite(out.logits).all()
+    for name in ("metrics.json", "resolved_config.yaml", "run_info.json", "train_log.jsonl"):
+        assert (tmp_path / "run" / name).is_file()
+    assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["step-00000020", "step-00000040"]
+
+
+def test_lr_schedule_steps_once_per_optimizer_step(tmp_path, tiny_corpus, tiny_tokenizer):
+    from transformers import get_scheduler
+
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "clm", max_steps=10, grad_accum_steps=3,
+                      micro_batch_size=4, warmup_steps=3, scheduler="linear")
+    pretrain.run(cfg)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+    ref = get_scheduler("linear", opt, num_warmup_steps=3, num_training_steps=10)
+    expected = {}
+    for step in range(1, 11):
+        opt.step()
+        ref.step()
+        expected[step] = ref.get_last_lr()[0]
+    assert losses(tmp_path / "run", "train/lr") == pytest.approx(expected)
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert metrics["global_batch"] == 12 and metrics["tokens"] == 10 * 12 * 32
+
+
+def test_gradient_accumulation_equals_the_big_batch(tmp_path, tiny_corpus, tiny_tokenizer):
+    big = tiny_config(tmp_path / "big", tiny_tokenizer, tiny_corpus, "mlm", max_steps=6, micro_batch_size=16)
+    acc = tiny_config(tmp_path / "acc", tiny_tokenizer, tiny_corpus, "mlm", max_steps=6, micro_batch_size=4,
+                      grad_accum_steps=4)
+    pretrain.run(big)
+    pretrain.run(acc)
+    assert losses(tmp_path / "acc") == pytest.approx(losses(tmp_path / "big"), rel=1e-5)
+    assert_same_weights(weights(tmp_path / "acc"), weights(tmp_path / "big"), atol=1e-5)
+
+
+def _sigterm_during_step(monkeypatch, step: int, micro_steps: int):
+    """Deliver SIGTERM while step ``step`` is being built, as a cluster scheduler would."""
+    from nlp_ssl.tasks.pretrain import PretrainTask
+
+    real = PretrainTask.make_batch
+    calls = {"n": 0}
+
+    def make_batch(self, indices, epoch, split):
+        if split == "train":
+            calls["n"] += 1
+            if calls["n"] == (step - 1) * micro_steps + 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, indices, epoch, split)
+
+    monkeypatch.setattr(PretrainTask, "make_batch", make_batch)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_resume_is_exact_across_an_epoch_boundary(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch, objective):
+    kw = dict(max_steps=30, micro_batch_size=16, grad_accum_steps=2, save_every=15, eval_every=10)
+    straight = tiny_config(tmp_path / "straight", tiny_tokenizer, tiny_corpus, objective, **kw)
+    metrics = pretrain.run(straight)
+    steps_per_epoch = metrics["train_blocks"] // 32
+    assert metrics["steps"] == 30 and 15 < steps_per_epoch * 2 < 30  # stops in epoch 2, resumes into epoch 3
+
+    stopped = tiny_config(tmp_path / "stopped", tiny_tokenizer, tiny_corpus, objective, **kw)
+    with monkeypatch.context() as m:
+        _sigterm_during_step(m, step=17, micro_steps=2)
+        with pytest.raises(TrainingInterrupted, match=r"SIGTERM at step 17; .*train.resume=latest"):
+            pretrain.run(stopped)
+    assert [c.name for c in list_checkpoints(tmp_path / "stopped")] == ["step-00000015", "step-00000017"]
+    assert not (tmp_path / "stopped/metrics.json").exists()
+    with pytest.raises(OutputError, match=r"unfinished run; set train.resume=latest"):
+        pretrain.run(stopped)
+    stopped.train.resume = "latest"
+    pretrain.run(stopped)
+    assert losses(tmp_path / "stopped") == pytest.approx(losses(tmp_path / "straight"), rel=1e-6)
+    assert losses(tmp_path / "stopped", "eval/loss") == pytest.approx(losses(tmp_path / "straight", "eval/loss"))
+    assert_same_weights(weights(tmp_path / "stopped"), weights(tmp_path / "straight"))
+
+
+def test_half_written_checkpoint_is_never_picked_up(tmp_path, tiny_corpus, tiny_tokenizer):
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "clm", max_steps=4, save_every=4)
+    pretrain.run(cfg)
+    run_dir = tmp_path / "run"
+    partial = staging_path(run_dir, 8)  # as if a crash hit mid-save of step 8
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "model.safetensors").write_bytes(b"garbage")
+    torn = run_dir / "checkpoints" / "step-00000009"  # renamed dir without its state file
+    torn.mkdir()
+    assert resolve_resume("latest", run_dir).name == "step-00000004"
+    with pytest.raises(DataError, match=r"not a complete checkpoint"):
+        resolve_resume(str(torn), run_dir)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch):
+    from nlp_ssl.tasks import pretrain as tasks
+
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "clm", max_steps=10, save_every=3)
+    real = tasks.CausalLMLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, input_ids):
+        calls["n"] += 1
+        loss = real(self, input_ids)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(tasks.CausalLMLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 5; last good checkpoint: .*step-00000003"):
+        pretrain.run(cfg)
+    assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["step-00000003"]
+    assert not (tmp_path / "run/model").exists()
+
+
+def test_vocab_mismatch_is_an_error(tiny_tokenizer):
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    model = build_model("clm", ModelConfig(preset="tiny"), tok)
+    model.resize_token_embeddings(len(tok) - 10)
+    with pytest.raises(DataError, match=rf"tokenizer has {len(tok)} tokens but the model's embedding has {len(tok) - 10}"):
+        check_vocab(model, tok, "tok")
+
+
+def test_mlm_needs_a_mask_token(tmp_path, tiny_tokenizer):
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    tok.mask_token = None
+    with pytest.raises(DataError, match=r"has no mask token"):
+        build_model("mlm", ModelConfig(preset="tiny"), tok)
+
+
+def test_bad_pretrain_recipes(tmp_path, tiny_corpus, tiny_tokenizer):
+    with pytest.raises(ConfigError, match=r"'data.block_size' \(128\) exceeds 'model.max_positions' \(64\)"):
+        cfg = tiny_config(tmp_path / "r", tiny_tokenizer, tiny_corpus)
+        cfg.data.block_size = 128
+        cfg.__post_init__()
+    with pytest.raises(ConfigError, match=r"'lr' must be positive"):
+        tiny_config(tmp_path / "r", tiny_tokenizer, tiny_corpus, lr=-1.0)
+    with pytest.raises(ConfigError, match=r"global batch 4096 .* exceeds the \d+ training examples"):
+        pretrain.run(tiny_config(tmp_path / "r", tiny_tokenizer, tiny_corpus, micro_batch_size=4096))
+    with pytest.raises(DataError, match=r"not a tokenizer folder"):
+        pretrain.run(tiny_config(tmp_path / "r2", tmp_path, tiny_corpus))
