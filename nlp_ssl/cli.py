@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(metrics, indent=2))
+    if metrics:  # only the main process of a multi-process run returns them
+        print(json.dumps(metrics, indent=2))
     return 0
 
 

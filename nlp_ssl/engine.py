@@ -199,6 +199,27 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def make_accelerator(cfg: TrainConfig, run_dir: Path):
+    """The run's ``Accelerator``: trackers write under ``run_dir/logs``.
+
+    Several processes on a machine without an accelerator device get ``cpu=True``, which
+    makes Accelerate set up gloo DDP (MULTI_CPU); without it each process would train alone.
+    """
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    no_device = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return Accelerator(
+        cpu=multi_process and no_device,
+        mixed_precision=cfg.mixed_precision,
+        log_with=None if cfg.tracker == "none" else cfg.tracker,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+    )
+
+
 def fit(
     task: Task,
     cfg: TrainConfig,
@@ -209,19 +230,16 @@ def fit(
     accelerator=None,
     on_eval: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train ``task`` for ``cfg.max_steps`` optimizer steps; return the final metrics."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    """Train ``task`` for ``cfg.max_steps`` optimizer steps; return the final metrics.
+
+    The caller ends the run with ``accelerator.end_training()`` (which also tears down the
+    process group) once it has saved what it needs.
+    """
+    from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     run_dir = Path(run_dir)
-    if accelerator is None:
-        tracker = None if cfg.tracker == "none" else cfg.tracker
-        accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision,
-            log_with=tracker,
-            project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
-        )
+    accelerator = accelerator or make_accelerator(cfg, run_dir)
     set_seed(seed)
     model = task.model
     if cfg.gradient_checkpointing:
@@ -350,12 +368,10 @@ def fit(
             if state.step % cfg.save_every == 0 or state.step == cfg.max_steps or stop.signal is not None:
                 save_checkpoint(task, accelerator, run_dir, state, cfg.keep_last)
             if stop.signal is not None and state.step < cfg.max_steps:
-                accelerator.end_training()
                 raise TrainingInterrupted(
                     f"stopped by {signal.Signals(stop.signal).name} at step {state.step}; checkpoint saved in "
                     f"{run_dir / ckpt.CHECKPOINTS}; rerun with train.resume=latest to continue"
                 )
-    accelerator.end_training()
     summary = {
         "steps": state.step,
         "tokens": state.tokens,

@@ -19,10 +19,19 @@ import numpy as np
 
 from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import TrainConfig, fit
+from nlp_ssl.engine import TrainConfig, fit, make_accelerator
 from nlp_ssl.errors import ConfigError, OutputError
 from nlp_ssl.models import ModelConfig, build_model, check_vocab
-from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, now, replace_dir, write_run_files, write_text
+from nlp_ssl.outputs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    is_finished,
+    now,
+    read_metrics,
+    replace_dir,
+    write_run_files,
+    write_text,
+)
 from nlp_ssl.config import dump_yaml
 from nlp_ssl.packing import pack
 from nlp_ssl.tokenizer import load_tokenizer
@@ -126,19 +135,14 @@ def load_data(cfg: PretrainConfig, tokenizer):
 
 
 def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import set_seed
 
     from nlp_ssl.tasks.pretrain import PretrainTask
 
     started = now()
     out = Path(cfg.output_dir).absolute()
     tcfg = cfg.train
-    accelerator = Accelerator(
-        mixed_precision=tcfg.mixed_precision,
-        log_with=None if tcfg.tracker == "none" else tcfg.tracker,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-    )
+    accelerator = make_accelerator(tcfg, out)
     prepare_run_dir(out, cfg, overwrite)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -149,6 +153,7 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(cfg.tokenizer)
+    set_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
     model = build_model(cfg.objective, cfg.model, tokenizer)
     check_vocab(model, tokenizer, cfg.tokenizer)
     with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
@@ -161,29 +166,30 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         cfg.objective, info["parameters"] / 1e6, info["train_blocks"], info["block_size"], train.n_docs,
         info["eval_blocks"], accelerator.num_processes,
     )
-    summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
+    try:
+        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
 
+        if accelerator.is_main_process:
+            staging = out / f".{MODEL_DIR}.partial"
+            if staging.exists():
+                shutil.rmtree(staging)
+            task.save_pretrained(staging)
+            replace_dir(staging, out / MODEL_DIR)
+            bpt = valid.bytes_per_token
+            metrics = {
+                "objective": cfg.objective,
+                **info,
+                **summary,
+                "eval_bits_per_byte": round(summary["eval_loss"] / math.log(2) / bpt, 4) if "eval_loss" in summary else None,
+                "bytes_per_token": round(bpt, 4),
+                "corpus_tokens": train.n_tokens,
+                "corpus_docs": train.n_docs,
+                "model_dir": str(out / MODEL_DIR),
+            }
+            write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
+        accelerator.wait_for_everyone()
+    finally:
+        accelerator.end_training()
     if accelerator.is_main_process:
-        staging = out / f".{MODEL_DIR}.partial"
-        if staging.exists():
-            shutil.rmtree(staging)
-        task.save_pretrained(staging)
-        replace_dir(staging, out / MODEL_DIR)
-        bpt = valid.bytes_per_token
-        metrics = {
-            "objective": cfg.objective,
-            **info,
-            **summary,
-            "eval_bits_per_byte": round(summary["eval_loss"] / math.log(2) / bpt, 4) if "eval_loss" in summary else None,
-            "bytes_per_token": round(bpt, 4),
-            "corpus_tokens": train.n_tokens,
-            "corpus_docs": train.n_docs,
-            "model_dir": str(out / MODEL_DIR),
-        }
-        write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        from nlp_ssl.outputs import read_metrics
-
         return read_metrics(out)
     return {}
