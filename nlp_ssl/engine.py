@@ -126,9 +126,13 @@ class Task(Protocol):
     """forward(**batch.inputs) -> scalar sum of per-target losses (fp32)."""
     model: torch.nn.Module
     """The ``transformers`` model inside ``module`` (what gets saved)."""
-    n_train: int
+    n_train: int | None
+    """Training examples, or None when the training data streams (then ``next_batch`` and
+    ``stream``, an object with ``state_dict``/``load_state_dict``, are used instead)."""
 
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch: ...
+
+    def next_batch(self, size: int) -> Batch: ...
 
     def eval_indices(self) -> np.ndarray: ...
 
@@ -259,6 +263,9 @@ def fit(
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(state)
+    streaming = task.n_train is None
+    if streaming:  # the stream's position (reader state + leftover tokens) rides in the checkpoint
+        accelerator.register_for_checkpointing(task.stream)
 
     if accelerator.is_main_process:
         ckpt.clean_partials(run_dir)
@@ -277,7 +284,7 @@ def fit(
 
     world = accelerator.num_processes
     global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * world
-    steps_per_epoch = task.n_train // global_batch
+    steps_per_epoch = 1 if streaming else task.n_train // global_batch
     if steps_per_epoch == 0:
         raise ConfigError(
             f"global batch {global_batch} (micro_batch_size x grad_accum_steps x {world} processes) "
@@ -306,8 +313,11 @@ def fit(
             t_step = time.perf_counter()
             micro = []
             for m in range(cfg.grad_accum_steps):
-                indices, epoch = step_indices(state.step, m)
-                micro.append(task.make_batch(indices, epoch, "train"))
+                if streaming:
+                    micro.append(task.next_batch(cfg.micro_batch_size))
+                else:
+                    indices, epoch = step_indices(state.step, m)
+                    micro.append(task.make_batch(indices, epoch, "train"))
             counts = torch.tensor([sum(b.n_targets for b in micro), sum(b.n_tokens for b in micro)],
                                   dtype=torch.float64, device=accelerator.device)
             n_targets, n_tokens = accelerator.reduce(counts, reduction="sum").tolist()
@@ -350,7 +360,7 @@ def fit(
                     "train/tokens_per_s": tokens_per_s,
                     "train/mfu": tokens_per_s * flops_per_token / peak,
                     "train/tokens": state.tokens,
-                    "train/epoch": state.step / steps_per_epoch,
+                    "train/epoch": task.stream.epoch if streaming else state.step / steps_per_epoch,
                 }
                 if grad_norm is not None:
                     logs["train/grad_norm"] = float(grad_norm)

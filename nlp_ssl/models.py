@@ -117,16 +117,16 @@ def count_parameters(model, trainable_only: bool = True) -> int:
 
 
 def flops_per_token(model, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for the weights plus attention scores (PaLM appendix B).
+    """Training FLOPs per token: 6N for the matmul weights plus attention scores (PaLM, app. B).
 
-    ``N`` excludes the position embeddings; the output projection counts once even when tied.
+    ``N`` counts no embedding table (a lookup costs no FLOPs) but does count the output
+    projection onto the vocabulary, tied or not, since that is a full matmul.
     """
+    import torch
+
     cfg = model.config
-    n = count_parameters(model)
+    embeddings = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
     layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
     hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
-    positions = getattr(cfg, "max_position_embeddings", None) or cfg.n_positions
-    n -= positions * hidden
-    if getattr(cfg, "tie_word_embeddings", True):
-        n += cfg.vocab_size * hidden  # the tied output projection still costs its matmul
+    n = count_parameters(model) - embeddings + cfg.vocab_size * hidden
     return 6 * n + 12 * layers * hidden * seq_len

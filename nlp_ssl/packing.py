@@ -132,3 +132,122 @@ def pack(
         os.replace(tmp, target)
     logger.info("packed %d docs, %d tokens into %d blocks of %d -> %s", n_docs, flat.size, n_blocks, block_size, path)
     return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(flat.size), n_bytes)
+
+
+class PackedStream:
+    """Packs a streamed corpus into blocks on the fly, in bounded memory.
+
+    Documents are read in order (each process reads its own share, through
+    ``datasets.distributed.split_dataset_by_node``), tokenized a few at a time, appended to a
+    token buffer and cut into blocks. The resumable position is the ``datasets`` iterator
+    state plus the leftover tokens (less than a block plus one read batch), so a resume
+    continues mid-epoch without re-reading what was consumed. When the stream ends, the next
+    epoch starts over (``set_epoch`` reshuffles when ``shuffle_buffer`` is set).
+    """
+
+    def __init__(self, specs: list[DatasetSpec], tokenizer, block_size: int, *, seed: int = 0,
+                 process_index: int = 0, num_processes: int = 1, shuffle_buffer: int = 0, read_batch: int = 64):
+        import datasets
+        from datasets.distributed import split_dataset_by_node
+
+        streams = []
+        for spec in specs:
+            ds = load_split(spec)
+            if ds.column_names is None:  # JSON streams learn their columns from the first rows
+                ds = ds._resolve_features()
+            _check_columns(ds.column_names, spec.text_columns, spec.describe())
+            streams.append(ds.map(_text_rows(spec), batched=True, remove_columns=ds.column_names))
+        texts = streams
+        ds = texts[0] if len(texts) == 1 else datasets.concatenate_datasets(texts)
+        if shuffle_buffer:
+            ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+        self.ds = split_dataset_by_node(ds, rank=process_index, world_size=num_processes)
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.read_batch = read_batch
+        self.label = ", ".join(s.describe() for s in specs)
+        self.epoch = 0
+        self.blocks_out = 0
+        self.bytes_in = 0
+        self.tokens_in = 0
+        self._buffer = np.zeros(0, dtype=np.int64)
+        self._iter = None
+
+    def next_blocks(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` blocks ``[n, block_size]`` and their running numbers in this stream."""
+        need = n * self.block_size
+        empty_epochs = 0
+        while len(self._buffer) < need:
+            texts = self._read()
+            if texts is None:  # end of the stream: next epoch
+                empty_epochs = empty_epochs + 1 if self.tokens_in == 0 else 0
+                if empty_epochs > 1:
+                    raise DataError(f"streamed dataset {self.label}: no text")
+                self.epoch += 1
+                self.ds.set_epoch(self.epoch)
+                self._iter = None
+                continue
+            encoded = self.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)
+            self.bytes_in += sum(len(t.encode("utf-8")) for t in texts)
+            ids = np.fromiter((i for seq in encoded["input_ids"] for i in seq), dtype=np.int64)
+            self.tokens_in += len(ids)
+            self._buffer = np.concatenate([self._buffer, ids])
+        out, self._buffer = self._buffer[:need].reshape(n, self.block_size), self._buffer[need:].copy()
+        numbers = np.arange(self.blocks_out, self.blocks_out + n)
+        self.blocks_out += n
+        return out, numbers
+
+    def _read(self) -> list[str] | None:
+        if self._iter is None:
+            self._iter = iter(self.ds)
+        texts = []
+        for _ in range(self.read_batch):
+            try:
+                row = next(self._iter)
+            except StopIteration:
+                break
+            texts.append(row["text"])
+        return texts or None
+
+    def state_dict(self) -> dict:
+        return {
+            "ds": self.ds.state_dict(),
+            "epoch": self.epoch,
+            "blocks_out": self.blocks_out,
+            "bytes_in": self.bytes_in,
+            "tokens_in": self.tokens_in,
+            "buffer": self._buffer.tolist(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.ds.set_epoch(self.epoch)
+        self.ds.load_state_dict(state["ds"])
+        self.blocks_out, self.bytes_in, self.tokens_in = int(state["blocks_out"]), int(state["bytes_in"]), int(state["tokens_in"])
+        self._buffer = np.asarray(state["buffer"], dtype=np.int64)
+        self._iter = None
+
+
+def _text_rows(spec: DatasetSpec):
+    """Batched map: one ``text`` row per (row, text column), validated and cleaned."""
+    columns, clean, label = spec.text_columns, spec.clean_html, spec.describe()
+
+    def to_text(batch):
+        texts = []
+        n = len(next(iter(batch.values()))) if batch else 0
+        for column in columns:
+            top = column.split(".")[0]
+            if top not in batch:
+                raise DataError(f"dataset {label}: no column {top!r} (columns: {', '.join(batch)})")
+            values = batch[top]
+            for part in column.split(".")[1:]:
+                values = [v.get(part) if isinstance(v, dict) else None for v in values]
+            for value in values:
+                if not isinstance(value, str):
+                    kind = "null" if value is None else type(value).__name__
+                    raise DataError(f"dataset {label}: column {column!r} holds {kind}, expected text")
+                texts.append(_HTML_BREAK.sub("\n", value) if clean else value)
+        assert n == 0 or len(texts) == n * len(columns)
+        return {"text": texts}
+
+    return to_text

@@ -33,7 +33,7 @@ from nlp_ssl.outputs import (
     write_text,
 )
 from nlp_ssl.config import dump_yaml
-from nlp_ssl.packing import pack
+from nlp_ssl.packing import PackedStream, pack
 from nlp_ssl.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ class PretrainDataConfig:
     """Processes for tokenization (datasets.map)."""
     cache_dir: str | None = None
     """Where packed blocks are cached (default: $NLP_SSL_CACHE or ~/.cache/nlp_ssl)."""
+    shuffle_buffer: int = 0
+    """Streaming only: shuffle documents through a buffer of this many. ``datasets`` does not
+    checkpoint the buffer, so a resumed run is exact only with 0 (a pre-shuffled corpus)."""
 
     def __post_init__(self):
         if not self.datasets:
@@ -77,8 +80,19 @@ class PretrainDataConfig:
             raise ConfigError(f"'block_size' must be >= 8, got {self.block_size}")
         if not 0 < self.validation_fraction < 0.5:
             raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
-        if any(d.streaming for d in self.datasets + self.validation):
-            raise ConfigError("streaming datasets are not supported by pretraining yet: set streaming: false")
+        streaming = {d.streaming for d in self.datasets}
+        if len(streaming) > 1:
+            raise ConfigError("'datasets' must all stream or all not (streaming: true on every one, or none)")
+        if any(d.streaming for d in self.validation):
+            raise ConfigError("'validation' datasets cannot stream: a held-out set is small, load it (streaming: false)")
+        if self.streaming and not self.validation:
+            raise ConfigError("streaming 'datasets' need 'validation' datasets (no fraction can be held out of a stream)")
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"'shuffle_buffer' must be >= 0, got {self.shuffle_buffer}")
+
+    @property
+    def streaming(self) -> bool:
+        return self.datasets[0].streaming
 
 
 @dataclass
@@ -119,8 +133,12 @@ def prepare_run_dir(out: Path, cfg: PretrainConfig, overwrite: bool) -> None:
 
 
 def load_data(cfg: PretrainConfig, tokenizer):
-    """Packed train and validation blocks, and which block indices each split uses."""
+    """Packed train and validation blocks, and which block indices each split uses
+    (train blocks are None when the training data streams)."""
     d = cfg.data
+    if d.streaming:
+        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc)
+        return None, None, valid, np.arange(len(valid.blocks))
     train = pack(d.datasets, tokenizer, d.block_size, d.cache_dir, d.num_proc)
     if d.validation:
         valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc)
@@ -158,12 +176,18 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     check_vocab(model, tokenizer, cfg.tokenizer)
     with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
         train, train_idx, valid, eval_idx = load_data(cfg, tokenizer)
-    task = PretrainTask(cfg.objective, model, tokenizer, train.blocks, train_idx, valid.blocks, eval_idx,
-                        seed=cfg.seed, masking=cfg.masking)
+    stream = None
+    if cfg.data.streaming:
+        stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
+                              process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                              shuffle_buffer=cfg.data.shuffle_buffer)
+    task = PretrainTask(cfg.objective, model, tokenizer, train.blocks if train else None, train_idx, valid.blocks, eval_idx,
+                        seed=cfg.seed, masking=cfg.masking, stream=stream)
     info = task.describe()
     logger.info(
-        "%s pretraining: %.2fM parameters, %d train blocks x %d tokens (%d docs), %d eval blocks, %d processes",
-        cfg.objective, info["parameters"] / 1e6, info["train_blocks"], info["block_size"], train.n_docs,
+        "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",
+        cfg.objective, info["parameters"] / 1e6, info["train_blocks"], info["block_size"],
+        train.n_docs if train else "streamed",
         info["eval_blocks"], accelerator.num_processes,
     )
     try:
@@ -182,8 +206,8 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
                 **summary,
                 "eval_bits_per_byte": round(summary["eval_loss"] / math.log(2) / bpt, 4) if "eval_loss" in summary else None,
                 "bytes_per_token": round(bpt, 4),
-                "corpus_tokens": train.n_tokens,
-                "corpus_docs": train.n_docs,
+                "corpus_tokens": train.n_tokens if train else stream.tokens_in,
+                "corpus_docs": train.n_docs if train else "streamed",
                 "model_dir": str(out / MODEL_DIR),
             }
             write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)

@@ -18,6 +18,7 @@ from nlp_ssl.engine import TrainingError, TrainingInterrupted, read_log
 from nlp_ssl.errors import ConfigError, DataError, OutputError
 from nlp_ssl.models import ModelConfig, build_model, check_vocab
 from nlp_ssl.packing import pack
+from tests.helpers import needs_shared_data
 from tests.pretrain_helpers import tiny_config
 
 
@@ -252,3 +253,92 @@ def test_bad_pretrain_recipes(tmp_path, tiny_corpus, tiny_tokenizer):
         pretrain.run(tiny_config(tmp_path / "r", tiny_tokenizer, tiny_corpus, micro_batch_size=4096))
     with pytest.raises(DataError, match=r"not a tokenizer folder"):
         pretrain.run(tiny_config(tmp_path / "r2", tmp_path, tiny_corpus))
+
+
+@pytest.mark.integration
+@needs_shared_data("imdb_unsup_lm")
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_smoke_recipes_on_the_shared_corpus(tmp_path, objective):
+    from nlp_ssl.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    tok = tmp_path / "tok"
+    assert main(["tokenizer", str(repo / "recipes/tokenizer/smoke.yaml"), f"output_dir={tok}"]) == 0
+    out = tmp_path / objective
+    args = ["pretrain", str(repo / f"recipes/pretrain/smoke_{objective}.yaml"), f"output_dir={out}",
+            f"tokenizer={tok}", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 30 and metrics["corpus_docs"] == 1000
+    log = losses(out)
+    assert log[30] < log[5]
+    vocab = len(AutoTokenizer.from_pretrained(out / "model"))
+    assert metrics["eval_loss"] < np.log(vocab)  # better than a uniform guess over the vocabulary
+    assert list((out / "logs").rglob("events.out.tfevents.*"))  # TensorBoard by default
+
+
+# -- streaming -------------------------------------------------------------------------
+
+
+def test_stream_packs_like_the_cached_path_in_bounded_memory(tmp_path, tiny_corpus, tiny_tokenizer):
+    from nlp_ssl.packing import PackedStream
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    packed = pack([DatasetSpec(files=str(tiny_corpus))], tok, 32, cache_dir=tmp_path)
+    stream = PackedStream([DatasetSpec(files=str(tiny_corpus), streaming=True)], tok, 32, read_batch=8)
+    got = []
+    while len(got) * 4 < len(packed.blocks) - 4:
+        blocks, numbers = stream.next_blocks(4)
+        assert numbers.tolist() == list(range(len(got) * 4, len(got) * 4 + 4))
+        assert len(stream._buffer) < 32 * 4 + 8 * 64  # never more than a batch plus one read
+        got.append(blocks)
+    np.testing.assert_array_equal(np.concatenate(got), np.asarray(packed.blocks)[: len(got) * 4])
+    assert stream.epoch == 0
+    for _ in range(len(packed.blocks)):  # runs past the end: a new epoch starts
+        stream.next_blocks(4)
+    assert stream.epoch >= 1
+
+
+def _streaming(cfg, corpus):
+    cfg.data.datasets = [DatasetSpec(files=str(corpus), streaming=True)]
+    cfg.data.validation = [DatasetSpec(files=str(corpus), max_rows=60)]
+    return cfg
+
+
+def test_streaming_recipe_needs_validation(tmp_path, tiny_corpus, tiny_tokenizer):
+    from nlp_ssl.config import from_dict
+    from nlp_ssl.pretrain import PretrainDataConfig
+
+    with pytest.raises(ConfigError, match=r"streaming 'datasets' need 'validation'"):
+        from_dict(PretrainDataConfig, {"datasets": [{"files": str(tiny_corpus), "streaming": True}]})
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_streaming_pretraining_resumes_exactly(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch, objective):
+    kw = dict(max_steps=40, micro_batch_size=16, save_every=10, eval_every=10)
+    straight = _streaming(tiny_config(tmp_path / "straight", tiny_tokenizer, tiny_corpus, objective, **kw), tiny_corpus)
+    metrics = pretrain.run(straight)
+    assert metrics["train_blocks"] == "streaming" and metrics["steps"] == 40
+    log = losses(tmp_path / "straight")
+    assert log[40] < log[1] - 0.5
+    assert {r["train/epoch"] for r in read_log(tmp_path / "straight") if "train/epoch" in r} >= {0, 1}  # past the end
+
+    stopped = _streaming(tiny_config(tmp_path / "stopped", tiny_tokenizer, tiny_corpus, objective, **kw), tiny_corpus)
+    with monkeypatch.context() as m:
+        real = engine.save_checkpoint
+        calls = {"n": 0}
+
+        def save_then_signal(*args, **kwargs):
+            path = real(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return path
+
+        m.setattr(engine, "save_checkpoint", save_then_signal)
+        with pytest.raises(TrainingInterrupted, match=r"at step 10"):
+            pretrain.run(stopped)
+    stopped.train.resume = "latest"
+    pretrain.run(stopped)
+    assert losses(tmp_path / "stopped") == pytest.approx(log, rel=1e-6)
+    assert_same_weights(weights(tmp_path / "stopped"), weights(tmp_path / "straight"))

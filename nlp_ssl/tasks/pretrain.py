@@ -43,25 +43,32 @@ class CausalLMLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        logits = self.model(input_ids=input_ids).logits[:, :-1]
-        return F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(), input_ids[:, 1:].reshape(-1), reduction="sum"
-        )
+        # drop the last position before the vocabulary projection rather than slicing the
+        # (much larger) logits afterwards, which would copy them
+        base = getattr(self.model, self.model.base_model_prefix)
+        hidden = base(input_ids=input_ids).last_hidden_state[:, :-1]
+        logits = self.model.get_output_embeddings()(hidden.reshape(-1, hidden.size(-1)))
+        return F.cross_entropy(logits.float(), input_ids[:, 1:].reshape(-1), reduction="sum")
 
 
 class PretrainTask:
     """Engine task over memory-mapped packed blocks."""
 
-    def __init__(self, objective: str, model, tokenizer, train_blocks: np.ndarray, train_index: np.ndarray,
-                 eval_blocks: np.ndarray, eval_index: np.ndarray, *, seed: int, masking=None):
+    def __init__(self, objective: str, model, tokenizer, train_blocks: np.ndarray | None,
+                 train_index: np.ndarray | None, eval_blocks: np.ndarray, eval_index: np.ndarray, *, seed: int,
+                 masking=None, stream=None):
         self.objective = objective
         self.model = model
         self.tokenizer = tokenizer
         # index arrays select rows of the (memory-mapped) block arrays without copying them
-        self.blocks = {"train": (train_blocks, np.asarray(train_index)), "eval": (eval_blocks, np.asarray(eval_index))}
+        self.blocks = {"eval": (eval_blocks, np.asarray(eval_index))}
+        self.stream = stream
+        """A ``PackedStream`` when the training data streams; then ``n_train`` is None."""
+        if stream is None:
+            self.blocks["train"] = (train_blocks, np.asarray(train_index))
         self.seed = seed
-        self.n_train = len(train_index)
-        self.block_size = train_blocks.shape[1]
+        self.n_train = None if stream is not None else len(train_index)
+        self.block_size = eval_blocks.shape[1]
         self._eval = np.arange(len(eval_index))
         if objective == "mlm":
             from transformers import DataCollatorForLanguageModeling
@@ -85,11 +92,19 @@ class PretrainTask:
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
         blocks, index = self.blocks[split]
         rows = index[np.asarray(indices)]
-        ids = torch.from_numpy(np.asarray(blocks[rows], dtype=np.int64))
+        return self._batch(np.asarray(blocks[rows], dtype=np.int64), rows, epoch, split)
+
+    def next_batch(self, size: int) -> Batch:
+        """Streaming: the next ``size`` blocks of this process's share of the stream."""
+        blocks, numbers = self.stream.next_blocks(size)
+        return self._batch(blocks, numbers, self.stream.epoch, "train")
+
+    def _batch(self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str) -> Batch:
+        ids = torch.from_numpy(blocks)
         n_tokens = ids.numel()
         if self.objective == "clm":
             return Batch({"input_ids": ids}, n_targets=ids.size(0) * (ids.size(1) - 1), n_tokens=n_tokens)
-        inputs, labels = self.mask(ids, rows, epoch, split)
+        inputs, labels = self.mask(ids, example_ids, epoch, split)
         return Batch({"input_ids": inputs, "labels": labels}, int((labels != -100).sum()), n_tokens)
 
     def mask(self, ids: torch.Tensor, indices, epoch: int, split: str):
@@ -120,7 +135,7 @@ class PretrainTask:
     def describe(self) -> dict:
         return {
             "parameters": count_parameters(self.model),
-            "train_blocks": self.n_train,
+            "train_blocks": self.n_train if self.n_train is not None else "streaming",
             "eval_blocks": int(len(self._eval)),
             "block_size": self.block_size,
         }
