@@ -31,6 +31,8 @@ class PackedBlocks:
     n_docs: int
     n_tokens: int
     n_bytes: int
+    word_starts: np.ndarray | None = None
+    """``[n_blocks, block_size]`` uint8: 1 where a token starts a word (whole-word masking)."""
 
     @property
     def bytes_per_token(self) -> float:
@@ -44,9 +46,20 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
-def tokenize_split(spec: DatasetSpec, tokenizer, num_proc: int | None = None):
+def word_start_flags(encoding) -> list[int]:
+    """1 for the first token of each word, from the tokenizer's own word ids (works for
+    byte-level BPE and Unigram, not only WordPiece's ``##``); 0 for special tokens."""
+    flags, previous = [], None
+    for word in encoding.word_ids:
+        flags.append(int(word is not None and word != previous))
+        previous = word
+    return flags
+
+
+def tokenize_split(spec: DatasetSpec, tokenizer, num_proc: int | None = None, word_starts: bool = False):
     """``datasets.map`` tokenization of every text column; reused from the cache on the next
-    run with the same data, tokenizer and settings. Adds ``n_bytes`` per row."""
+    run with the same data, tokenizer and settings. Adds ``n_bytes`` per row (and
+    ``word_start`` flags when asked)."""
     source = resolve(spec)
     ds = load_split(spec, source)
     _check_columns(ds.column_names, spec.text_columns, source.label)
@@ -65,7 +78,10 @@ def tokenize_split(spec: DatasetSpec, tokenizer, num_proc: int | None = None):
                     raise DataError(f"dataset {source.label}: row {i}: column {column!r} is {kind}, expected text")
                 texts.append(_HTML_BREAK.sub("\n", value) if clean else value)
         encoded = tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)
-        return {"input_ids": encoded["input_ids"], "n_bytes": [len(t.encode("utf-8")) for t in texts]}
+        out = {"input_ids": encoded["input_ids"], "n_bytes": [len(t.encode("utf-8")) for t in texts]}
+        if word_starts:
+            out["word_start"] = [word_start_flags(e) for e in encoded.encodings]
+        return out
 
     try:
         return ds.map(
@@ -94,21 +110,24 @@ def pack(
     block_size: int,
     cache_dir: Path | None = None,
     num_proc: int | None = None,
+    word_starts: bool = False,
 ) -> PackedBlocks:
     """Tokenize ``specs`` (cached) and pack their concatenation into ``block_size`` blocks."""
     import pyarrow.compute as pc
 
-    tokenized = [tokenize_split(spec, tokenizer, num_proc) for spec in specs]
+    tokenized = [tokenize_split(spec, tokenizer, num_proc, word_starts) for spec in specs]
     key = hashlib.sha256(
         ("|".join(t._fingerprint for t in tokenized) + f"|{block_size}").encode()
     ).hexdigest()[:20]
     cache_dir = Path(cache_dir or default_cache_dir())
     path = cache_dir / f"packed-{key}.npy"
     meta_path = path.with_suffix(".meta.npy")
+    ws_path = path.with_suffix(".words.npy")
     n_docs = sum(len(t) for t in tokenized)
-    if path.exists() and meta_path.exists():
+    if path.exists() and meta_path.exists() and (ws_path.exists() or not word_starts):
         n_tokens, n_bytes = np.load(meta_path).tolist()
-        return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(n_tokens), int(n_bytes))
+        ws = np.load(ws_path, mmap_mode="r") if word_starts else None
+        return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(n_tokens), int(n_bytes), ws)
 
     flat = np.concatenate(
         [pc.list_flatten(t.data.column("input_ids")).to_numpy() for t in tokenized]
@@ -125,13 +144,18 @@ def pack(
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.int32
     blocks = flat[: n_blocks * block_size].astype(dtype).reshape(n_blocks, block_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for target, array in ((path, blocks), (meta_path, np.array([flat.size, n_bytes], dtype=np.int64))):
+    arrays = [(path, blocks), (meta_path, np.array([flat.size, n_bytes], dtype=np.int64))]
+    if word_starts:
+        flags = np.concatenate([pc.list_flatten(t.data.column("word_start")).to_numpy() for t in tokenized])
+        arrays.insert(1, (ws_path, flags[: n_blocks * block_size].astype(np.uint8).reshape(n_blocks, block_size)))
+    for target, array in arrays:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, array)
         os.replace(tmp, target)
     logger.info("packed %d docs, %d tokens into %d blocks of %d -> %s", n_docs, flat.size, n_blocks, block_size, path)
-    return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(flat.size), n_bytes)
+    ws = np.load(ws_path, mmap_mode="r") if word_starts else None
+    return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(flat.size), n_bytes, ws)
 
 
 class PackedStream:
@@ -146,7 +170,8 @@ class PackedStream:
     """
 
     def __init__(self, specs: list[DatasetSpec], tokenizer, block_size: int, *, seed: int = 0,
-                 process_index: int = 0, num_processes: int = 1, shuffle_buffer: int = 0, read_batch: int = 64):
+                 process_index: int = 0, num_processes: int = 1, shuffle_buffer: int = 0, read_batch: int = 64,
+                 word_starts: bool = False):
         import datasets
         from datasets.distributed import split_dataset_by_node
 
@@ -170,11 +195,14 @@ class PackedStream:
         self.blocks_out = 0
         self.bytes_in = 0
         self.tokens_in = 0
+        self.word_starts = word_starts
         self._buffer = np.zeros(0, dtype=np.int64)
+        self._words = np.zeros(0, dtype=np.uint8)
         self._iter = None
 
-    def next_blocks(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` blocks ``[n, block_size]`` and their running numbers in this stream."""
+    def next_blocks(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``n`` blocks ``[n, block_size]``, their running numbers in this stream, and their
+        word-start flags (or None)."""
         need = n * self.block_size
         empty_epochs = 0
         while len(self._buffer) < need:
@@ -192,10 +220,16 @@ class PackedStream:
             ids = np.fromiter((i for seq in encoded["input_ids"] for i in seq), dtype=np.int64)
             self.tokens_in += len(ids)
             self._buffer = np.concatenate([self._buffer, ids])
+            if self.word_starts:
+                flags = [f for e in encoded.encodings for f in word_start_flags(e)]
+                self._words = np.concatenate([self._words, np.asarray(flags, dtype=np.uint8)])
         out, self._buffer = self._buffer[:need].reshape(n, self.block_size), self._buffer[need:].copy()
+        words = None
+        if self.word_starts:
+            words, self._words = self._words[:need].reshape(n, self.block_size), self._words[need:].copy()
         numbers = np.arange(self.blocks_out, self.blocks_out + n)
         self.blocks_out += n
-        return out, numbers
+        return out, numbers, words
 
     def _read(self) -> list[str] | None:
         if self._iter is None:
@@ -217,6 +251,7 @@ class PackedStream:
             "bytes_in": self.bytes_in,
             "tokens_in": self.tokens_in,
             "buffer": self._buffer.tolist(),
+            "words": self._words.tolist(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -225,6 +260,7 @@ class PackedStream:
         self.ds.load_state_dict(state["ds"])
         self.blocks_out, self.bytes_in, self.tokens_in = int(state["blocks_out"]), int(state["bytes_in"]), int(state["tokens_in"])
         self._buffer = np.asarray(state["buffer"], dtype=np.int64)
+        self._words = np.asarray(state.get("words", []), dtype=np.uint8)
         self._iter = None
 
 

@@ -49,6 +49,9 @@ class MaskingConfig:
     """Of the selected: replaced by <mask>."""
     random_replace_prob: float = 0.1
     """Of the selected: replaced by a random token (the rest stay unchanged)."""
+    whole_word: bool = False
+    """Select whole words (from the tokenizer's word ids, any tokenizer type). The library's
+    whole-word masking replaces every selected token by <mask> (no random/unchanged share)."""
 
     def __post_init__(self):
         if not 0 < self.probability < 1:
@@ -136,12 +139,13 @@ def load_data(cfg: PretrainConfig, tokenizer):
     """Packed train and validation blocks, and which block indices each split uses
     (train blocks are None when the training data streams)."""
     d = cfg.data
+    words = cfg.objective == "mlm" and cfg.masking.whole_word
     if d.streaming:
-        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc)
+        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, words)
         return None, None, valid, np.arange(len(valid.blocks))
-    train = pack(d.datasets, tokenizer, d.block_size, d.cache_dir, d.num_proc)
+    train = pack(d.datasets, tokenizer, d.block_size, d.cache_dir, d.num_proc, words)
     if d.validation:
-        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc)
+        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, words)
         return train, np.arange(len(train.blocks)), valid, np.arange(len(valid.blocks))
     # hold out a seeded sample of blocks; training sees the rest
     n = len(train.blocks)
@@ -180,9 +184,11 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     if cfg.data.streaming:
         stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
                               process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                              shuffle_buffer=cfg.data.shuffle_buffer)
+                              shuffle_buffer=cfg.data.shuffle_buffer,
+                              word_starts=cfg.objective == "mlm" and cfg.masking.whole_word)
     task = PretrainTask(cfg.objective, model, tokenizer, train.blocks if train else None, train_idx, valid.blocks, eval_idx,
-                        seed=cfg.seed, masking=cfg.masking, stream=stream)
+                        seed=cfg.seed, masking=cfg.masking, stream=stream,
+                        train_words=train.word_starts if train else None, eval_words=valid.word_starts)
     info = task.describe()
     logger.info(
         "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",

@@ -288,7 +288,7 @@ def test_stream_packs_like_the_cached_path_in_bounded_memory(tmp_path, tiny_corp
     stream = PackedStream([DatasetSpec(files=str(tiny_corpus), streaming=True)], tok, 32, read_batch=8)
     got = []
     while len(got) * 4 < len(packed.blocks) - 4:
-        blocks, numbers = stream.next_blocks(4)
+        blocks, numbers, _ = stream.next_blocks(4)
         assert numbers.tolist() == list(range(len(got) * 4, len(got) * 4 + 4))
         assert len(stream._buffer) < 32 * 4 + 8 * 64  # never more than a batch plus one read
         got.append(blocks)
@@ -342,3 +342,57 @@ def test_streaming_pretraining_resumes_exactly(tmp_path, tiny_corpus, tiny_token
     pretrain.run(stopped)
     assert losses(tmp_path / "stopped") == pytest.approx(log, rel=1e-6)
     assert_same_weights(weights(tmp_path / "stopped"), weights(tmp_path / "straight"))
+
+
+# -- whole-word masking ------------------------------------------------------------------
+
+
+def test_word_offsets_encode_word_boundaries():
+    from transformers import DataCollatorForLanguageModeling
+
+    from nlp_ssl.tasks.pretrain import word_offsets
+
+    starts = np.array([[0, 1, 0, 0, 1, 1, 0]])  # <s> [w1 w1 w1] [w2] [w3 w3]
+    special = np.array([[1, 0, 0, 0, 0, 0, 0]])
+    word_ids, _ = DataCollatorForLanguageModeling._calc_word_ids_and_prob_mask(word_offsets(starts), special)
+    assert word_ids.tolist() == [[-1, 1, 1, 1, 2, 3, 3]]
+
+
+@pytest.mark.parametrize("model", ["bpe", "unigram"])
+def test_whole_word_masking_masks_whole_words_of_any_tokenizer(tmp_path, tiny_corpus, model):
+    from nlp_ssl.pretrain import MaskingConfig
+    from nlp_ssl.tasks.pretrain import PretrainTask
+    from nlp_ssl.tokenizer import TokenizerConfig, run
+
+    # a small vocabulary splits most words into several pieces
+    run(TokenizerConfig(output_dir=str(tmp_path / "tok"), datasets=[DatasetSpec(files=str(tiny_corpus))],
+                        model=model, vocab_size=270 if model == "bpe" else 60))
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    packed = pack([DatasetSpec(files=str(tiny_corpus))], tok, 32, cache_dir=tmp_path / "c", word_starts=True)
+    words = np.asarray(packed.word_starts)
+    assert words.shape == packed.blocks.shape and 0 < words.mean() < 0.6  # multi-token words exist
+    n = len(packed.blocks)
+    task = PretrainTask("mlm", build_model("mlm", ModelConfig(preset="tiny"), tok), tok, packed.blocks, np.arange(n),
+                        packed.blocks, np.arange(n), seed=0, masking=MaskingConfig(whole_word=True),
+                        train_words=packed.word_starts, eval_words=packed.word_starts)
+    batch = task.make_batch(np.arange(n), 0, "train")
+    selected = (batch.inputs["labels"] != -100).numpy()
+    blocks = np.asarray(packed.blocks)
+    special = np.isin(blocks, tok.all_special_ids)
+    word_id = np.cumsum(words, axis=1)
+    whole, split = 0, 0
+    for r in range(n):
+        for w in np.unique(word_id[r][~special[r] & (word_id[r] > 0)]):
+            members = selected[r][(word_id[r] == w) & ~special[r]]
+            whole += members.all() and len(members) > 1
+            split += members.any() and not members.all()
+    assert split == 0 and whole > 20
+    assert 0.08 < selected.sum() / (~special).sum() < 0.3
+    assert (batch.inputs["input_ids"].numpy()[selected] == tok.mask_token_id).all()
+
+
+def test_whole_word_pretraining_runs(tmp_path, tiny_corpus, tiny_tokenizer):
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "mlm", max_steps=6)
+    cfg.masking.whole_word = True
+    metrics = pretrain.run(cfg)
+    assert metrics["steps"] == 6 and np.isfinite(metrics["eval_loss"])
