@@ -20,14 +20,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# Main job: tokenizer (~10 s) then masked-LM pretraining (~10 min on 2 CPU cores).
 quickstart: venv
 	$(BIN)/nlp-ssl tokenizer recipes/tokenizer/bpe_imdb.yaml --overwrite
+	$(BIN)/nlp-ssl pretrain recipes/pretrain/mlm_imdb.yaml --overwrite
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_tokenizer.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_pretrain.py --objective mlm --steps 150
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_pretrain.py --objective clm --steps 300 --compile
 
 clean:
 	rm -rf $(VENV) runs

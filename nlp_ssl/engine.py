@@ -214,6 +214,12 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps one global state per process; a stage run after another in the same
+    # process (pipeline, tests) may want other settings (mixed precision). The distributed
+    # set-up (PartialState) is kept.
+    AcceleratorState._reset_state()
     multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
     no_device = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
     return Accelerator(

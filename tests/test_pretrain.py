@@ -396,3 +396,17 @@ def test_whole_word_pretraining_runs(tmp_path, tiny_corpus, tiny_tokenizer):
     cfg.masking.whole_word = True
     metrics = pretrain.run(cfg)
     assert metrics["steps"] == 6 and np.isfinite(metrics["eval_loss"])
+
+
+def test_gradient_checkpointing_and_bf16_flags(tmp_path, tiny_corpus, tiny_tokenizer):
+    plain = tiny_config(tmp_path / "plain", tiny_tokenizer, tiny_corpus, "clm", max_steps=4)
+    ckpt_cfg = tiny_config(tmp_path / "gc", tiny_tokenizer, tiny_corpus, "clm", max_steps=4,
+                           gradient_checkpointing=True)
+    pretrain.run(plain)
+    pretrain.run(ckpt_cfg)
+    # recomputing activations changes memory, not results
+    assert losses(tmp_path / "gc") == pytest.approx(losses(tmp_path / "plain"), rel=1e-5)
+    bf16 = tiny_config(tmp_path / "bf16", tiny_tokenizer, tiny_corpus, "mlm", max_steps=4, mixed_precision="bf16")
+    metrics = pretrain.run(bf16)
+    assert np.isfinite(metrics["eval_loss"])
+    assert load_file(str(tmp_path / "bf16/model/model.safetensors"))["bert.embeddings.word_embeddings.weight"].dtype == torch.float32

@@ -167,3 +167,12 @@ def test_integration_shared_pretraining_corpus(tmp_path):
     assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
     # <br /> tags were cleaned before training: no merge learned for them
     assert "<br" not in "".join(tok.convert_ids_to_tokens(range(len(tok))))
+
+
+def test_overrides_may_follow_flags(tmp_path, corpus_file, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "o"), "datasets": [{"files": str(corpus_file)}]}))
+    assert main(["tokenizer", str(recipe), "--overwrite", "vocab_size=300", "--print-config"]) == 0
+    assert "vocab_size: 300" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["tokenizer", str(recipe), "--no-such-flag"])
