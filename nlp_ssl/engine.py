@@ -388,6 +388,8 @@ def fit(
                     f"stopped by {signal.Signals(stop.signal).name} at step {state.step}; checkpoint saved in "
                     f"{run_dir / ckpt.CHECKPOINTS}; rerun with train.resume=latest to continue"
                 )
+    if not last_metrics:  # resumed from the final checkpoint: nothing ran, still report eval
+        last_metrics = evaluate(task, module, accelerator, cfg)
     summary = {
         "steps": state.step,
         "tokens": state.tokens,

@@ -410,3 +410,12 @@ def test_gradient_checkpointing_and_bf16_flags(tmp_path, tiny_corpus, tiny_token
     metrics = pretrain.run(bf16)
     assert np.isfinite(metrics["eval_loss"])
     assert load_file(str(tmp_path / "bf16/model/model.safetensors"))["bert.embeddings.word_embeddings.weight"].dtype == torch.float32
+
+
+def test_resuming_a_run_whose_last_checkpoint_is_final(tmp_path, tiny_corpus, tiny_tokenizer):
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "clm", max_steps=4, save_every=4)
+    first = pretrain.run(cfg)
+    (tmp_path / "run/metrics.json").unlink()  # as if the process died after the final checkpoint
+    cfg.train.resume = "latest"
+    again = pretrain.run(cfg)
+    assert again["steps"] == 4 and again["eval_loss"] == pytest.approx(first["eval_loss"])
