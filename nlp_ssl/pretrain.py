@@ -161,6 +161,9 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
 
     from nlp_ssl.tasks.pretrain import PretrainTask
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown the training bar
     started = now()
     out = Path(cfg.output_dir).absolute()
     tcfg = cfg.train
