@@ -190,17 +190,8 @@ def iter_text_batches(spec: DatasetSpec, batch_size: int = 1000) -> Iterator[lis
             _check_columns(list(batch), columns, label)
         n = len(batch[tops[0]])
         for column in columns:
-            values = _column_values(batch, column)
-            texts = []
-            for i, value in enumerate(values):
-                if not isinstance(value, str):
-                    kind = "null" if value is None else type(value).__name__
-                    raise DataError(f"dataset {label}: row {row + i}: column {column!r} is {kind}, expected text")
-                if spec.clean_html:
-                    value = _HTML_BREAK.sub("\n", value)
-                if not saw_text and value.strip():
-                    saw_text = True
-                texts.append(value)
+            texts = column_texts(batch, column, spec, label, rows=range(row, row + n))
+            saw_text = saw_text or any(t.strip() for t in texts)
             yield texts
         row += n
     if row == 0:
@@ -209,12 +200,27 @@ def iter_text_batches(spec: DatasetSpec, batch_size: int = 1000) -> Iterator[lis
         raise DataError(f"dataset {label}: split {spec.split!r} has {row} rows but no text (all empty or whitespace)")
 
 
-def _column_values(batch: dict, column: str) -> list:
+def column_texts(batch: dict, column: str, spec: DatasetSpec, label: str, rows=None) -> list[str]:
+    """The texts of one (possibly dotted, nested) column of a batch, checked and cleaned.
+
+    Every reader of text (tokenizer training, tokenization for packing, streams) goes
+    through here, so they reject the same values with the same message. ``rows`` numbers
+    the batch's rows for that message (a stream has no row numbers).
+    """
     top, *rest = column.split(".")
+    if top not in batch:
+        raise DataError(f"dataset {label}: no column {top!r} (columns: {', '.join(batch)})")
     values = batch[top]
     for part in rest:
         values = [v.get(part) if isinstance(v, dict) else None for v in values]
-    return values
+    texts = []
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            where = f"row {rows[i]}: " if rows is not None else ""
+            raise DataError(f"dataset {label}: {where}column {column!r} is {kind}, expected text")
+        texts.append(_HTML_BREAK.sub("\n", value) if spec.clean_html else value)
+    return texts
 
 
 def _check_columns(available, columns: list[str], label: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlp_ssl.data import DatasetSpec, _check_columns, _HTML_BREAK, load_split, resolve
+from nlp_ssl.data import DatasetSpec, _check_columns, column_texts, load_split, resolve
 from nlp_ssl.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -63,20 +63,8 @@ def tokenize_split(spec: DatasetSpec, tokenizer, num_proc: int | None = None, wo
     source = resolve(spec)
     ds = load_split(spec, source)
     _check_columns(ds.column_names, spec.text_columns, source.label)
-    columns = spec.text_columns
-    clean = spec.clean_html
-
     def tokenize(batch, indices):
-        texts = []
-        for column in columns:
-            values = batch[column.split(".")[0]]
-            for part in column.split(".")[1:]:
-                values = [v.get(part) if isinstance(v, dict) else None for v in values]
-            for i, value in zip(indices, values):
-                if not isinstance(value, str):
-                    kind = "null" if value is None else type(value).__name__
-                    raise DataError(f"dataset {source.label}: row {i}: column {column!r} is {kind}, expected text")
-                texts.append(_HTML_BREAK.sub("\n", value) if clean else value)
+        texts = [t for column in spec.text_columns for t in column_texts(batch, column, spec, source.label, rows=indices)]
         encoded = tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)
         out = {"input_ids": encoded["input_ids"], "n_bytes": [len(t.encode("utf-8")) for t in texts]}
         if word_starts:
@@ -266,24 +254,8 @@ class PackedStream:
 
 def _text_rows(spec: DatasetSpec):
     """Batched map: one ``text`` row per (row, text column), validated and cleaned."""
-    columns, clean, label = spec.text_columns, spec.clean_html, spec.describe()
 
     def to_text(batch):
-        texts = []
-        n = len(next(iter(batch.values()))) if batch else 0
-        for column in columns:
-            top = column.split(".")[0]
-            if top not in batch:
-                raise DataError(f"dataset {label}: no column {top!r} (columns: {', '.join(batch)})")
-            values = batch[top]
-            for part in column.split(".")[1:]:
-                values = [v.get(part) if isinstance(v, dict) else None for v in values]
-            for value in values:
-                if not isinstance(value, str):
-                    kind = "null" if value is None else type(value).__name__
-                    raise DataError(f"dataset {label}: column {column!r} holds {kind}, expected text")
-                texts.append(_HTML_BREAK.sub("\n", value) if clean else value)
-        assert n == 0 or len(texts) == n * len(columns)
-        return {"text": texts}
+        return {"text": [t for column in spec.text_columns for t in column_texts(batch, column, spec, spec.describe())]}
 
     return to_text
