@@ -209,7 +209,7 @@ def run(cfg: TokenizerConfig, overwrite: bool = False) -> dict:
     out = Path(cfg.output_dir)
     with staged_output(out, overwrite) as staging:
         fast, metrics, per_dataset = train_tokenizer(cfg)
-        fast.save_pretrained(staging)
+        save_tokenizer(fast, staging)
         write_json(
             staging / CORPUS_FILE,
             {"datasets": per_dataset, "settings": {k: v for k, v in to_dict(cfg).items() if k != "datasets"}},
@@ -220,6 +220,19 @@ def run(cfg: TokenizerConfig, overwrite: bool = False) -> dict:
         cfg.model, metrics["vocab_size"], metrics["corpus_mb"], metrics["seconds"], metrics["mb_per_s"], out,
     )
     return metrics
+
+
+def save_tokenizer(tokenizer, directory: Path) -> None:
+    """``save_pretrained``, naming the class ``PreTrainedTokenizerFast``: transformers 5 writes
+    ``TokenizersBackend``, a name 4.x cannot load; 5.x reads either."""
+    import json
+
+    tokenizer.save_pretrained(directory)
+    path = Path(directory) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def load_tokenizer(path: str | Path):

@@ -31,6 +31,8 @@ def test_each_model_loads_with_autotokenizer(tmp_path, corpus_file, model):
     cfg = config(tmp_path, corpus_file, model=model, vocab_size=300 if model == "bpe" else 120, normalization=normalization)
     metrics = run(cfg)
     tok = AutoTokenizer.from_pretrained(cfg.output_dir)
+    # a class name transformers 4.x knows too
+    assert json.loads((tmp_path / "tok/tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     # ids fixed by SpecialTokens order: both objectives find what they need
     assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.mask_token_id) == (0, 1, 2, 3, 4)
     assert tok.cls_token == tok.bos_token and tok.sep_token == tok.eos_token

@@ -153,8 +153,10 @@ class PretrainTask:
         return dense - head * (1 - self.mask_probability)
 
     def save_pretrained(self, directory: Path) -> None:
+        from nlp_ssl.tokenizer import save_tokenizer
+
         self.model.save_pretrained(directory, safe_serialization=True)
-        self.tokenizer.save_pretrained(directory)
+        save_tokenizer(self.tokenizer, directory)
 
     def describe(self) -> dict:
         return {
