@@ -27,7 +27,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Protocol
+from typing import Callable, Literal, Protocol
 
 import numpy as np
 import torch
@@ -312,7 +312,7 @@ def fit(
     last_metrics: dict = {}
     bar = progress_bar(total=cfg.max_steps, initial=state.step, desc="training", unit="step",
                        disable=not accelerator.is_main_process)
-    window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0}
+    window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter()}
     with _StopFlag() as stop, bar:
         module.train()
         while state.step < cfg.max_steps:
@@ -354,7 +354,6 @@ def fit(
             window["loss"] += step_loss
             window["targets"] += n_targets
             window["tokens"] += n_tokens
-            window["steps"] += 1
             bar.update(1)
 
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
@@ -372,7 +371,7 @@ def fit(
                     logs["train/grad_norm"] = float(grad_norm)
                 _log(accelerator, run_dir, state.step, logs, cfg.tracker)
                 bar.set_postfix(loss=f"{logs['train/loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-                window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0}
+                window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter()}
 
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 last_metrics = evaluate(task, module, accelerator, cfg)

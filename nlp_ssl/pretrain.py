@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 
-from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import TrainConfig, fit, make_accelerator
 from nlp_ssl.errors import ConfigError, OutputError
