@@ -186,9 +186,7 @@ def iter_text_batches(spec: DatasetSpec, batch_size: int = 1000) -> Iterator[lis
             break
         except Exception as exc:  # streaming reads happen here, not at load time
             raise _explain_load_failure(exc, source, spec) from None
-        if row == 0:
-            _check_columns(list(batch), columns, label)
-        n = len(batch[tops[0]])
+        n = len(next(iter(batch.values())))  # column_texts reports a missing column
         for column in columns:
             texts = column_texts(batch, column, spec, label, rows=range(row, row + n))
             saw_text = saw_text or any(t.strip() for t in texts)
