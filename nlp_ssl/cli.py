@@ -29,6 +29,26 @@ class Stage:
 STAGES = {
     "tokenizer": Stage("nlp_ssl.tokenizer", "TokenizerConfig", "train a BPE / WordPiece / Unigram tokenizer"),
     "pretrain": Stage("nlp_ssl.pretrain", "PretrainConfig", "masked-LM or next-token LM pretraining (accelerate launch for many processes)"),
+    "finetune": Stage("nlp_ssl.finetune", "recipe_class", "fine-tune a pretrained (or fresh) model on a labelled task"),
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command that is not a recipe stage: its own arguments, a ``run(args)`` function."""
+
+    module: str
+    arguments: str
+    run: str
+    help: str
+
+
+# Importing nlp_ssl.inference is cheap (torch/transformers load inside its functions).
+COMMANDS = {
+    "evaluate": Command("nlp_ssl.inference", "add_evaluate_arguments", "run_evaluate",
+                        "score a fine-tuned checkpoint on a dataset (metrics.json, predictions.jsonl)"),
+    "predict": Command("nlp_ssl.inference", "add_predict_arguments", "run_predict",
+                       "print the predicted label and probability for texts"),
 }
 
 
@@ -46,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace a finished output_dir")
         p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        getattr(importlib.import_module(command.module), command.arguments)(p)
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -53,19 +77,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # overrides may also come after flags (`nlp-ssl pretrain r.yaml --overwrite train.lr=1e-3`)
     args, rest = parser.parse_known_args(argv)
+    if args.stage in COMMANDS:
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        setup_logging(args.verbose)
+        command = COMMANDS[args.stage]
+        return _guarded(lambda: getattr(importlib.import_module(command.module), command.run)(args))
     stray = [a for a in rest if a.startswith("-") or "=" not in a]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = list(args.overrides) + rest
     setup_logging(args.verbose)
     stage = STAGES[args.stage]
-    try:
+
+    def run_stage():
         module = importlib.import_module(stage.module)
         cfg = load_recipe(getattr(module, stage.config), args.recipe, args.overrides)
         if args.print_config:
             print(dump_yaml(cfg), end="")
-            return 0
-        metrics = module.run(cfg, overwrite=args.overwrite)
+            return None
+        return module.run(cfg, overwrite=args.overwrite)
+
+    return _guarded(run_stage)
+
+
+def _guarded(action) -> int:
+    """Run a stage: user errors become one ``error:`` line and a non-zero exit."""
+    try:
+        metrics = action()
     except NlpSslError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -22,9 +22,10 @@ from nlp_ssl.errors import ConfigError
 _MISSING = dataclasses.MISSING
 
 
-def load_recipe(cls: type, path: str | Path | None, overrides: list[str] | None = None):
+def load_recipe(cls, path: str | Path | None, overrides: list[str] | None = None):
     """Read a YAML recipe (or start from defaults if ``path`` is None), apply
-    ``key.sub=value`` overrides, and build a validated ``cls`` instance."""
+    ``key.sub=value`` overrides, and build a validated ``cls`` instance. ``cls`` may also be a
+    function ``(raw, source) -> class`` that picks the class from the recipe's keys."""
     raw: dict[str, Any] = {}
     source = "<overrides>"
     if path is not None:
@@ -47,6 +48,8 @@ def load_recipe(cls: type, path: str | Path | None, overrides: list[str] | None 
         raw = loaded
     for item in overrides or []:
         apply_override(raw, item)
+    if not isinstance(cls, type):  # a selector: the recipe's own keys pick its class (finetune's ``task``)
+        cls = cls(raw, source)
     return from_dict(cls, raw, source=source)
 
 
@@ -241,4 +244,6 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
     return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, str(tp))

@@ -52,7 +52,8 @@ class DatasetSpec:
     """One dataset split and the text columns to read from it."""
 
     name: str | None = None
-    """Hub id (``rotten_tomatoes``, ``roneneldan/TinyStories``) or local-mirror folder name."""
+    """Hub id (``rotten_tomatoes``, ``roneneldan/TinyStories``), local-mirror folder name, or a local
+    folder laid out like the mirror (``<split>.jsonl``, ``<split>.csv``, ...)."""
     config: str | None = None
     """Hub configuration (subset) name, e.g. ``sst2`` for ``glue``."""
     files: str | list[str] | dict[str, str | list[str]] | None = None
@@ -118,20 +119,28 @@ def resolve(spec: DatasetSpec) -> Source:
     if spec.files is not None:
         files = _expand_files(spec)
         return Source("files", _builder_for(files), files, ", ".join(files))
+    local = Path(spec.name).expanduser()
+    if local.is_dir():  # a folder laid out like the mirror: <split>.jsonl, <split>.csv, ...
+        return _from_folder(local, spec, "folder")
     for root in mirror_roots():
         for folder in mirror_candidates(spec.name, spec.config):
             directory = root / folder
-            if not directory.is_dir():
-                continue
-            found = _split_files(directory, spec.split)
-            if not found:
-                available = sorted({_split_of(p) for p in directory.iterdir() if _split_of(p)})
-                raise DataError(
-                    f"dataset {spec.name!r}: mirror folder {directory} has no split {spec.split!r} "
-                    f"(available: {', '.join(available) or 'none'})"
-                )
-            return Source("mirror", _builder_for(found), found, f"{spec.name} from {directory}")
+            if directory.is_dir():
+                return _from_folder(directory, spec, "mirror folder")
     return Source("hub", None, [], spec.name)
+
+
+def _from_folder(directory: Path, spec: DatasetSpec, what: str) -> Source:
+    found = _split_files(directory, spec.split)
+    if not found:
+        available = sorted({_split_of(p) for p in directory.iterdir() if _split_of(p)})
+        raise DataError(
+            f"dataset {spec.name!r}: {what} {directory} has no split {spec.split!r} "
+            f"(available: {', '.join(available) or 'none'})"
+        )
+    where = found[0] if len(found) == 1 else str(directory)  # name the file when there is one
+    label = where if what == "folder" else f"{spec.name} from {where}"
+    return Source("mirror", _builder_for(found), found, label)
 
 
 def load_split(spec: DatasetSpec, source: Source | None = None):
@@ -139,6 +148,9 @@ def load_split(spec: DatasetSpec, source: Source | None = None):
     import datasets
 
     source = source or resolve(spec)
+    empty = [f for f in source.files if os.path.getsize(f) == 0]
+    if source.files and len(empty) == len(source.files):
+        raise DataError(f"dataset {source.label}: split {spec.split!r} is empty ({', '.join(empty)} has no rows)")
     try:
         if source.kind == "hub":
             ds = _load_from_hub(spec)

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ import torch
 from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.config import to_dict
 from nlp_ssl.errors import ConfigError, NlpSslError
+from nlp_ssl.outputs import replace_dir
 from nlp_ssl.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,10 @@ class TrainConfig:
     """Optimisation, schedule, evaluation, logging and checkpointing; shared by all stages."""
 
     max_steps: int = 1000
-    """Optimizer steps. Runs are sized in steps, never epochs (streams have no length)."""
+    """Optimizer steps. Pretraining is sized in steps (streams have no length)."""
+    epochs: float | None = None
+    """When set, replaces ``max_steps`` by ``ceil(epochs x steps per epoch)`` (not for streams).
+    An epoch is ``n_train // global batch`` steps; each epoch draws a fresh permutation."""
     micro_batch_size: int = 16
     """Examples per process per forward pass."""
     grad_accum_steps: int = 1
@@ -79,10 +84,20 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile: bool = False
     """torch.compile the model (first step compiles: ~1 min on CPU)."""
-    eval_every: int = 200
+    eval_every: int | Literal["epoch"] = 200
+    """Evaluate every this many steps, or at the end of every epoch; and always at the end."""
     eval_max_batches: int | None = None
     log_every: int = 10
-    save_every: int = 500
+    save_every: int | Literal["epoch"] = 500
+    metric_for_best: str | None = None
+    """An evaluation metric (``loss``, ``accuracy``, ``f1_macro``, ...): the model with the best
+    value is kept in ``best_model/`` and becomes the run's final model."""
+    greater_is_better: bool | None = None
+    """Default: False for ``loss``/``perplexity``, True for anything else."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement of ``metric_for_best``."""
+    early_stopping_threshold: float = 0.0
+    """An improvement must exceed this to count."""
     keep_last: int = 2
     """Checkpoints to keep (older ones are deleted after a newer one is complete)."""
     resume: str | None = None
@@ -94,7 +109,7 @@ class TrainConfig:
     def __post_init__(self):
         positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "eval_every", "log_every", "save_every")
         for name in positive:
-            if getattr(self, name) <= 0:
+            if getattr(self, name) != "epoch" and getattr(self, name) <= 0:
                 raise ConfigError(f"{name!r} must be positive, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"'lr' must be positive, got {self.lr}")
@@ -102,14 +117,39 @@ class TrainConfig:
             raise ConfigError("'weight_decay' and 'max_grad_norm' must be >= 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= self.max_steps:
+        if self.warmup_steps is not None and (
+            self.warmup_steps < 0 or (self.epochs is None and self.warmup_steps > self.max_steps)
+        ):
             raise ConfigError(f"'warmup_steps' must be in [0, max_steps], got {self.warmup_steps}")
         if self.keep_last < 1:
             raise ConfigError(f"'keep_last' must be >= 1, got {self.keep_last}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"'epochs' must be positive, got {self.epochs}")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ConfigError(f"'early_stopping_patience' must be >= 1, got {self.early_stopping_patience}")
+            if self.metric_for_best is None:
+                raise ConfigError("'early_stopping_patience' needs 'metric_for_best' (the metric to watch)")
 
     @property
-    def num_warmup_steps(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_ratio * self.max_steps)
+    def higher_is_better(self) -> bool:
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        return self.metric_for_best not in ("loss", "perplexity")
+
+    def total_steps(self, steps_per_epoch: int | None) -> int:
+        if self.epochs is None:
+            return self.max_steps
+        if steps_per_epoch is None:
+            raise ConfigError("'epochs' cannot size a run over streaming data (no length); set 'max_steps'")
+        return max(1, math.ceil(self.epochs * steps_per_epoch))
+
+    def warmup_for(self, total: int) -> int:
+        if self.warmup_steps is not None:
+            if self.warmup_steps > total:
+                raise ConfigError(f"'warmup_steps' ({self.warmup_steps}) exceeds the run's {total} steps")
+            return self.warmup_steps
+        return int(self.warmup_ratio * total)
 
 
 @dataclass
@@ -134,7 +174,7 @@ class Task(Protocol):
 
     def next_batch(self, size: int) -> Batch: ...
 
-    def eval_indices(self) -> np.ndarray: ...
+    def eval_indices(self, split: str = "eval") -> np.ndarray: ...
 
     def save_pretrained(self, directory: Path) -> None: ...
 
@@ -238,12 +278,14 @@ def fit(
     seed: int,
     hparams: dict | None = None,
     accelerator=None,
-    on_eval: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train ``task`` for ``cfg.max_steps`` optimizer steps; return the final metrics.
+    """Train ``task`` for ``cfg.max_steps`` (or ``cfg.epochs``) optimizer steps; return the
+    final metrics.
 
-    The caller ends the run with ``accelerator.end_training()`` (which also tears down the
-    process group) once it has saved what it needs.
+    With ``cfg.metric_for_best`` the best model so far is kept in ``run_dir/best_model``
+    (see ``BEST_DIR``) and ``early_stopping_patience`` may end the run early; the summary says
+    which step was best. The caller ends the run with ``accelerator.end_training()`` (which
+    also tears down the process group) once it has saved what it needs.
     """
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -251,9 +293,22 @@ def fit(
     run_dir = Path(run_dir)
     accelerator = accelerator or make_accelerator(cfg, run_dir)
     set_seed(seed)
+    streaming = task.n_train is None
+    world = accelerator.num_processes
+    global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * world
+    steps_per_epoch = None if streaming else task.n_train // global_batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"global batch {global_batch} (micro_batch_size x grad_accum_steps x {world} processes) "
+            f"exceeds the {task.n_train} training examples"
+        )
+    total = cfg.total_steps(steps_per_epoch)
+    eval_every = _every(cfg.eval_every, steps_per_epoch, "eval_every")
+    save_every = _every(cfg.save_every, steps_per_epoch, "save_every")
+
     model = task.model
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.gradient_checkpointing:  # renamed in transformers 5; the old name goes in v6
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     module = torch.compile(task.module) if cfg.compile else task.module
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
@@ -263,13 +318,12 @@ def fit(
         **_fast_adamw_kwargs(accelerator.device),
     )
     scheduler = get_scheduler(
-        cfg.scheduler, optimizer, num_warmup_steps=cfg.num_warmup_steps, num_training_steps=cfg.max_steps
+        cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_for(total), num_training_steps=total
     )
     module, optimizer = accelerator.prepare(module, optimizer)
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(state)
-    streaming = task.n_train is None
     if streaming:  # the stream's position (reader state + leftover tokens) rides in the checkpoint
         accelerator.register_for_checkpointing(task.stream)
 
@@ -288,14 +342,6 @@ def fit(
     if cfg.tracker != "none":
         accelerator.init_trackers("nlp_ssl", config=_flat_hparams(hparams or {}))
 
-    world = accelerator.num_processes
-    global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * world
-    steps_per_epoch = 1 if streaming else task.n_train // global_batch
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"global batch {global_batch} (micro_batch_size x grad_accum_steps x {world} processes) "
-            f"exceeds the {task.n_train} training examples"
-        )
     flops_per_token = task.flops_per_token()
     peak = cfg.peak_flops or default_peak_flops(accelerator.device) * world
     permutations: dict[int, np.ndarray] = {}
@@ -310,12 +356,12 @@ def fit(
         return chunk[start : start + cfg.micro_batch_size], epoch
 
     last_metrics: dict = {}
-    bar = progress_bar(total=cfg.max_steps, initial=state.step, desc="training", unit="step",
+    bar = progress_bar(total=total, initial=state.step, desc="training", unit="step",
                        disable=not accelerator.is_main_process)
     window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter()}
     with _StopFlag() as stop, bar:
         module.train()
-        while state.step < cfg.max_steps:
+        while state.step < total and not state.best.get("stopped_early"):
             t_step = time.perf_counter()
             micro = []
             for m in range(cfg.grad_accum_steps):
@@ -355,8 +401,9 @@ def fit(
             window["targets"] += n_targets
             window["tokens"] += n_tokens
             bar.update(1)
+            last_step = state.step == total
 
-            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+            if state.step % cfg.log_every == 0 or last_step:
                 elapsed = time.perf_counter() - window["t0"]
                 tokens_per_s = window["tokens"] / max(elapsed, 1e-9)
                 logs = {
@@ -373,16 +420,17 @@ def fit(
                 bar.set_postfix(loss=f"{logs['train/loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
                 window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter()}
 
-            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+            if state.step % eval_every == 0 or last_step:
                 last_metrics = evaluate(task, module, accelerator, cfg)
                 _log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()}, cfg.tracker)
-                if on_eval is not None:
-                    on_eval(last_metrics)
+                if cfg.metric_for_best is not None:
+                    _track_best(task, accelerator, run_dir, state, cfg, last_metrics)
                 module.train()
 
-            if state.step % cfg.save_every == 0 or state.step == cfg.max_steps or stop.signal is not None:
+            stopping = bool(state.best.get("stopped_early"))
+            if state.step % save_every == 0 or last_step or stopping or stop.signal is not None:
                 save_checkpoint(task, accelerator, run_dir, state, cfg.keep_last)
-            if stop.signal is not None and state.step < cfg.max_steps:
+            if stop.signal is not None and not last_step and not stopping:
                 raise TrainingInterrupted(
                     f"stopped by {signal.Signals(stop.signal).name} at step {state.step}; checkpoint saved in "
                     f"{run_dir / ckpt.CHECKPOINTS}; rerun with train.resume=latest to continue"
@@ -398,28 +446,102 @@ def fit(
         "global_batch": global_batch,
     }
     summary["mfu"] = round(summary["tokens_per_s"] * flops_per_token / peak, 4)
+    if steps_per_epoch is not None:
+        summary["epochs"] = round(state.step / steps_per_epoch, 3)
     summary.update({f"eval_{k}": v for k, v in last_metrics.items()})
+    if cfg.metric_for_best is not None:
+        summary.update({"best_step": state.best.get("step"), f"best_{cfg.metric_for_best}": state.best.get("value"),
+                        "stopped_early": bool(state.best.get("stopped_early"))})
     return summary
 
 
+BEST_DIR = "best_model"
+
+
+def _every(value, steps_per_epoch: int | None, name: str) -> int:
+    if value != "epoch":
+        return value
+    if steps_per_epoch is None:
+        raise ConfigError(f"'{name}: epoch' needs data with a length; streaming data has no epochs")
+    return steps_per_epoch
+
+
+def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: TrainConfig, metrics: dict) -> None:
+    """Keep the best model on disk, count evaluations without improvement, decide to stop.
+
+    Every process takes the same decision (the metrics are reduced over all of them). The
+    record lives in ``state.best``, so a resumed run continues the count.
+    """
+    name = cfg.metric_for_best
+    if name not in metrics:
+        raise ConfigError(f"'metric_for_best': no evaluation metric {name!r} (metrics: {', '.join(sorted(metrics))})")
+    value = float(metrics[name])
+    best = state.best.get("value")
+    sign = 1.0 if cfg.higher_is_better else -1.0
+    if best is None or sign * (value - best) > cfg.early_stopping_threshold:
+        state.best = {"metric": name, "value": value, "step": state.step, "stale": 0}
+        if accelerator.is_main_process:
+            staging = run_dir / f".{BEST_DIR}.partial"
+            if staging.exists():
+                shutil.rmtree(staging)
+            task.save_pretrained(staging)
+            replace_dir(staging, run_dir / BEST_DIR)
+        accelerator.wait_for_everyone()
+        return
+    state.best["stale"] = state.best.get("stale", 0) + 1
+    patience = cfg.early_stopping_patience
+    if patience is not None and state.best["stale"] >= patience:
+        state.best["stopped_early"] = True
+        logger.info("early stopping at step %d: %s has not improved on %.4f (step %d) for %d evaluations",
+                    state.step, name, state.best["value"], state.best["step"], patience)
+
+
 @torch.no_grad()
-def evaluate(task: Task, module, accelerator, cfg: TrainConfig) -> dict:
-    """Mean loss over the evaluation examples (each process takes a strided share)."""
+def evaluate(task: Task, module, accelerator, cfg: TrainConfig, split: str = "eval", outputs: bool = False):
+    """Mean loss over a split's evaluation examples (each process takes a strided share),
+    plus the task's own metrics when it has ``compute_metrics``.
+
+    Such a task's ``eval_step(module, inputs)`` returns the loss sum and per-example arrays
+    (predictions, probabilities); these are gathered from every process, put back in
+    example order and handed to ``task.compute_metrics``. With ``outputs=True`` they are
+    returned too: ``(metrics, outputs)``, ``outputs["index"]`` naming each example.
+    """
     module.eval()
-    indices = task.eval_indices()
-    if cfg.eval_max_batches is not None:
+    indices = task.eval_indices(split)
+    if cfg.eval_max_batches is not None and split == "eval":
         indices = indices[: cfg.eval_max_batches * cfg.micro_batch_size * accelerator.num_processes]
     mine = indices[accelerator.process_index :: accelerator.num_processes]
+    per_example = hasattr(task, "compute_metrics")
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    pieces: list[dict] = []
     for start in range(0, len(mine), cfg.micro_batch_size):
-        batch = task.make_batch(mine[start : start + cfg.micro_batch_size], 0, "eval")
+        chunk = mine[start : start + cfg.micro_batch_size]
+        batch = task.make_batch(chunk, 0, split)
+        inputs = _to_device(batch.inputs, accelerator.device)
         with accelerator.autocast():
-            loss_sum = module(**_to_device(batch.inputs, accelerator.device))
+            if per_example:
+                loss_sum, out = task.eval_step(module, inputs)
+                pieces.append({"index": np.asarray(chunk), **{k: _numpy(v) for k, v in out.items()}})
+            else:
+                loss_sum = module(**inputs)
         totals[0] += loss_sum.double()
         totals[1] += batch.n_targets
     loss_sum, n = accelerator.reduce(totals, reduction="sum").tolist()
     loss = loss_sum / max(n, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "targets": int(n)}
+    metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "targets": int(n)}
+    gathered = None
+    if per_example:
+        if accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            pieces = gather_object(pieces)
+        gathered = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]} if pieces else {}
+        if gathered:
+            order = np.argsort(gathered["index"], kind="stable")
+            gathered = {k: v[order] for k, v in gathered.items()}
+        del metrics["perplexity"]
+        metrics.update(task.compute_metrics(gathered, split))
+    return (metrics, gathered) if outputs else metrics
 
 
 def save_checkpoint(task: Task, accelerator, run_dir: Path, state: TrainState, keep_last: int) -> Path:
@@ -442,6 +564,13 @@ def save_checkpoint(task: Task, accelerator, run_dir: Path, state: TrainState, k
 def _fast_adamw_kwargs(device: torch.device) -> dict:
     # foreach batches the per-parameter updates into a few kernels; fused is CUDA-only for AdamW here
     return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+def _numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.is_floating_point() else value).numpy()  # numpy has no bf16
+    return np.asarray(value)
 
 
 def _to_device(inputs: dict, device) -> dict:

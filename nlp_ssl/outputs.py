@@ -72,6 +72,23 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
         raise OutputError(f"output_dir {path} exists and is not empty; pass --overwrite to replace it")
 
 
+def prepare_run_dir(out: Path, resume: str | None, overwrite: bool) -> None:
+    """Refuse to clobber a training run's folder; allow continuing an interrupted run only
+    when asked to resume."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if overwrite:
+        return
+    if is_finished(out):
+        raise OutputError(f"output_dir {out} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
+    if not (out / CONFIG_FILE).exists():
+        raise OutputError(f"output_dir {out} exists, is not empty and is not an nlp-ssl run; pass --overwrite to replace it")
+    if resume is None:
+        raise OutputError(
+            f"output_dir {out} holds an unfinished run; set train.resume=latest to continue it or pass --overwrite"
+        )
+
+
 @contextlib.contextmanager
 def staged_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Build an output directory beside its final place and move it in only on success.
@@ -119,6 +136,16 @@ def write_json(path: Path, obj: Any) -> None:
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, records) -> None:
+    """One JSON object per line, written through a temp file and renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 

@@ -19,13 +19,12 @@ import numpy as np
 
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import TrainConfig, fit, make_accelerator
-from nlp_ssl.errors import ConfigError, OutputError
+from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import ModelConfig, build_model, check_vocab
 from nlp_ssl.outputs import (
     CONFIG_FILE,
-    METRICS_FILE,
-    is_finished,
     now,
+    prepare_run_dir,
     read_metrics,
     replace_dir,
     write_run_files,
@@ -118,22 +117,6 @@ class PretrainConfig:
             )
 
 
-def prepare_run_dir(out: Path, cfg: PretrainConfig, overwrite: bool) -> None:
-    """Refuse to clobber; allow continuing an interrupted run only when asked to resume."""
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if overwrite:
-        return
-    if is_finished(out):
-        raise OutputError(f"output_dir {out} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
-    if not (out / CONFIG_FILE).exists():
-        raise OutputError(f"output_dir {out} exists, is not empty and is not an nlp-ssl run; pass --overwrite to replace it")
-    if cfg.train.resume is None:
-        raise OutputError(
-            f"output_dir {out} holds an unfinished run; set train.resume=latest to continue it or pass --overwrite"
-        )
-
-
 def load_data(cfg: PretrainConfig, tokenizer):
     """Packed train and validation blocks, and which block indices each split uses
     (train blocks are None when the training data streams)."""
@@ -167,7 +150,7 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     out = Path(cfg.output_dir).absolute()
     tcfg = cfg.train
     accelerator = make_accelerator(tcfg, out)
-    prepare_run_dir(out, cfg, overwrite)
+    prepare_run_dir(out, tcfg.resume, overwrite)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if overwrite and out.exists():

@@ -30,3 +30,23 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def needs_shared_data(name: str):
     return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(), reason=f"{SHARED_DATA / name} not present")
+
+
+POSITIVE = "great good brilliant love funny".split()
+NEGATIVE = "bad boring awful hate slow".split()
+NEUTRAL = "the a movie film story actor scene plot music camera director script".split()
+
+
+def make_reviews(n: int, seed: int = 0, labels=("negative", "positive")) -> list[dict]:
+    """Labelled sentences a tiny model learns in seconds: the sentiment words decide the label
+    (a ``neutral`` label, when asked for, has none)."""
+    rng = random.Random(seed)
+    cues = {"negative": NEGATIVE, "positive": POSITIVE, "neutral": []}
+    rows = []
+    for _ in range(n):
+        label = rng.choice(labels)
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(3, 8))]
+        words += [rng.choice(cues[label]) for _ in range(2 if cues[label] else 0)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words).capitalize() + ".", "label": label})
+    return rows

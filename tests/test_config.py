@@ -135,5 +135,4 @@ def test_every_shipped_recipe_loads(path):
     stage_name = path.relative_to(REPO / "recipes").parts[0]
     stage = STAGES.get(stage_name)
     assert stage is not None, f"recipes/{stage_name}/ does not match a stage ({', '.join(STAGES)})"
-    cls = getattr(importlib.import_module(stage.module), stage.config)
-    from_dict(cls, __import__("yaml").safe_load(path.read_text()), source=str(path))
+    load_recipe(getattr(importlib.import_module(stage.module), stage.config), path)

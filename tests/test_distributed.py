@@ -49,3 +49,41 @@ def test_two_process_ddp_matches_single_process(tmp_path, tiny_corpus, tiny_toke
     # losses went down: it trained
     log = {r["step"]: r["train/loss"] for r in read_log(tmp_path / "ddp") if "train/loss" in r}
     assert log[8] < log[1]
+
+
+@pytest.mark.slow
+def test_two_process_finetune_matches_single_process(tmp_path, tiny_corpus, tiny_tokenizer):
+    """Fine-tuning runs on the same engine: 2 processes (evaluation gathered from both) give
+    the metrics and weights of 1 process with the same global batch."""
+    from nlp_ssl import finetune
+    from tests.finetune_helpers import sentiment_config, write_sentiment_folder
+
+    pretrain.run(tiny_config(tmp_path / "mlm", tiny_tokenizer, tiny_corpus, "mlm", max_steps=4, save_every=4))
+    data = write_sentiment_folder(tmp_path / "data", sizes=(160, 50, 51))  # odd sizes: uneven shares
+    ddp = sentiment_config(tmp_path / "ddp", tmp_path / "mlm", data, epochs=2, micro_batch_size=8)
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(dump_yaml(ddp))
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(REPO / "accelerate_configs/cpu_ddp_2proc.yaml"), "--main_process_port", "0",
+         "-m", "nlp_ssl", "finetune", str(recipe)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    a = json.loads((tmp_path / "ddp/metrics.json").read_text())
+    single = sentiment_config(tmp_path / "single", tmp_path / "mlm", data, epochs=2, micro_batch_size=8,
+                              grad_accum_steps=2)
+    b = finetune.run(single)
+    assert a["processes"] == 2 and a["global_batch"] == b["global_batch"] == 16
+    assert a["steps"] == b["steps"] == 20 and a["best_step"] == b["best_step"]
+    assert a["validation_targets"] == 50 and a["test_targets"] == 51
+    for key in ("validation_loss", "validation_accuracy", "test_accuracy", "test_f1_macro"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    wa = load_file(str(tmp_path / "ddp/model/model.safetensors"))
+    wb = load_file(str(tmp_path / "single/model/model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4, msg=k)
+    ra = [json.loads(l) for l in (tmp_path / "ddp/predictions.jsonl").read_text().splitlines()]
+    rb = [json.loads(l) for l in (tmp_path / "single/predictions.jsonl").read_text().splitlines()]
+    assert [(r["text"], r["prediction"]) for r in ra] == [(r["text"], r["prediction"]) for r in rb]
+    assert [r["probability"] for r in ra] == pytest.approx([r["probability"] for r in rb], abs=1e-4)

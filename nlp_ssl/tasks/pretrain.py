@@ -104,7 +104,7 @@ class PretrainTask:
         else:
             self.module = CausalLMLoss(model)
 
-    def eval_indices(self) -> np.ndarray:
+    def eval_indices(self, split: str = "eval") -> np.ndarray:
         return self._eval
 
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:

@@ -1,0 +1,246 @@
+"""Fine-tuning stage: ``nlp-ssl finetune RECIPE.yaml`` (alone, or under ``accelerate launch``).
+
+The recipe's ``task`` picks its config class (``RECIPES``). Flow: model folder (ours or
+anyone's) -> task data -> ``engine.fit`` (the same loop as pretraining; best model kept by
+``train.metric_for_best``, optional early stopping) -> the best model scored on validation
+and test -> ``<output_dir>/model/`` (loads with ``AutoModelFor...`` and ``pipeline``),
+``predictions.jsonl`` and the run files (``metrics.json`` last).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from nlp_ssl.config import dump_yaml
+from nlp_ssl.data import DatasetSpec
+from nlp_ssl.engine import BEST_DIR, TrainConfig, evaluate, fit, make_accelerator
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.outputs import (
+    CONFIG_FILE,
+    now,
+    prepare_run_dir,
+    read_metrics,
+    replace_dir,
+    write_jsonl,
+    write_run_files,
+    write_text,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+@dataclass
+class FinetuneTrainConfig(TrainConfig):
+    """``TrainConfig`` with fine-tuning defaults: sized in epochs, evaluated every epoch, the
+    most accurate model kept."""
+
+    max_steps: int = 1000
+    epochs: float | None = 3.0
+    micro_batch_size: int = 32
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    eval_every: int | Literal["epoch"] = "epoch"
+    save_every: int | Literal["epoch"] = "epoch"
+    keep_last: int = 1
+    metric_for_best: str | None = "accuracy"
+
+
+@dataclass
+class SentimentDataConfig:
+    train: DatasetSpec
+    validation: DatasetSpec | None = None
+    """When absent, ``validation_fraction`` of ``train`` is held out (seeded)."""
+    test: DatasetSpec | None = None
+    """Scored once, with the best model, at the end."""
+    label_column: str = "label"
+    labels: list[str] | None = None
+    """Label names in id order (integer labels index this list; string labels must be in it).
+    Default: a ClassLabel feature's names, else 0..max for integers, else the sorted strings."""
+    max_length: int = 128
+    """Tokens per example (longer texts are truncated)."""
+    train_samples: int | None = None
+    """Train on a seeded, class-balanced subsample of this many examples (few-label runs)."""
+    validation_fraction: float = 0.1
+    num_proc: int | None = None
+
+    def __post_init__(self):
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ConfigError(f"'train_samples' must be positive, got {self.train_samples}")
+        if not 0 < self.validation_fraction < 0.5:
+            raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
+        if self.max_length < 2:
+            raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
+        if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
+            raise ConfigError("fine-tuning data cannot stream (labelled sets are loaded; set streaming: false)")
+
+
+@dataclass
+class SentimentConfig:
+    """Recipe of ``finetune`` with ``task: sentiment`` (any single-label text classification)."""
+
+    output_dir: str
+    task: Literal["sentiment"]
+    init: str
+    """Model to start from: one of our pretraining runs (or its ``model/``, or a checkpoint),
+    any Hugging Face model folder, ``pkg:<package>/<path>``, or a Hub id (online)."""
+    data: SentimentDataConfig
+    from_scratch: bool = False
+    """Same architecture and tokenizer as ``init``, fresh weights: the labels-only baseline."""
+    tokenizer: str | None = None
+    """Tokenizer folder, when ``init`` has none."""
+    dropout: float | None = 0.1
+    """Set the model's dropout rates (None keeps the folder's; pretraining runs use 0)."""
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
+
+
+RECIPES = {"sentiment": SentimentConfig}
+
+
+def recipe_class(raw: dict, source: str) -> type:
+    """The config class for a finetune recipe, chosen by its ``task`` key."""
+    task = raw.get("task")
+    if task is None:
+        raise ConfigError(f"{source}: missing required key 'task' (one of: {', '.join(RECIPES)})")
+    if task not in RECIPES:
+        raise ConfigError(f"{source}: 'task' must be one of: {', '.join(RECIPES)}; got {task!r}")
+    return RECIPES[task]
+
+
+def load_sentiment_data(cfg: SentimentConfig, tokenizer):
+    """Tokenized train / eval / test splits, the label set, and the training indices."""
+    from nlp_ssl.tasks.classification import LabelSet, balanced_subsample, tokenize_labelled
+
+    d = cfg.data
+    labels = LabelSet(list(d.labels)) if d.labels is not None else None
+    train, labels = tokenize_labelled(d.train, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+    splits = {"train": train}
+    if d.validation is not None:
+        splits["eval"], _ = tokenize_labelled(d.validation, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+        pool = np.arange(len(train))
+    else:
+        order = np.random.default_rng([cfg.seed, 0xE7A1]).permutation(len(train))
+        held = max(1, int(round(len(train) * d.validation_fraction)))
+        if len(train) - held < 1:
+            raise ConfigError(f"data.train: {len(train)} examples are too few to hold out a validation set")
+        splits["eval"] = train.select(np.sort(order[:held]))
+        pool = np.sort(order[held:])
+    if d.test is not None:
+        splits["test"], _ = tokenize_labelled(d.test, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+    train_index = pool
+    if d.train_samples is not None:
+        if d.train_samples > len(pool):
+            logger.warning("train_samples=%d exceeds the %d training examples; using all", d.train_samples, len(pool))
+        label_ids = np.asarray(train.select_columns(["label_id"])["label_id"])[pool]
+        train_index = pool[balanced_subsample(label_ids, d.train_samples, cfg.seed)]
+    return splits, labels, train_index
+
+
+def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
+    from accelerate.utils import set_seed
+    from transformers.utils import logging as hf_logging
+
+    from nlp_ssl.models import max_positions, resolve_model_dir
+    from nlp_ssl.tasks.classification import ClassificationTask, build_classifier, load_tokenizer_for
+
+    hf_logging.disable_progress_bar()
+    started = now()
+    out = Path(cfg.output_dir).absolute()
+    tcfg = cfg.train
+    accelerator = make_accelerator(tcfg, out)
+    prepare_run_dir(out, tcfg.resume, overwrite)
+    # everything that can reject the input runs before output_dir is touched
+    model_dir = resolve_model_dir(cfg.init)
+    positions = max_positions(model_dir)
+    if positions is not None and cfg.data.max_length > positions:
+        raise ConfigError(f"'data.max_length' ({cfg.data.max_length}) exceeds the {positions} positions of the model "
+                          f"in {model_dir}; set data.max_length={positions} or less")
+    tokenizer = load_tokenizer_for(model_dir, cfg.tokenizer)
+    # saved with the model: evaluate/predict then truncate as training did
+    tokenizer.model_max_length = cfg.data.max_length
+    with accelerator.main_process_first():  # tokenize once; the other processes read the cache
+        splits, labels, train_index = load_sentiment_data(cfg, tokenizer)
+    set_seed(cfg.seed)  # the new head's initial weights are part of what a seed reproduces
+    model = build_classifier(model_dir, labels, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+    task = ClassificationTask(model, tokenizer, splits, labels, train_index)
+    info = task.describe()
+    logger.info("sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
+                model_dir, " (fresh weights)" if cfg.from_scratch else "", info["parameters"] / 1e6,
+                info["num_labels"], info["train_examples"], info["eval_examples"])
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / CONFIG_FILE, dump_yaml(cfg))
+    accelerator.wait_for_everyone()
+    try:
+        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
+        best_dir = out / BEST_DIR
+        accelerator.wait_for_everyone()
+        if tcfg.metric_for_best is not None and best_dir.is_dir():
+            _load_weights(task.model, best_dir)
+        scores, predictions = {}, None
+        for split, prefix in (("eval", "validation"), ("test", "test")):
+            if split in task.splits:
+                m, outputs = evaluate(task, task.module, accelerator, tcfg, split=split, outputs=True)
+                scores.update({f"{prefix}_{k}": v for k, v in m.items()})
+                predictions = (split, outputs)  # test when there is one, else validation
+        if accelerator.is_main_process:
+            staging = out / f".{MODEL_DIR}.partial"
+            if staging.exists():
+                shutil.rmtree(staging)
+            task.save_pretrained(staging)
+            replace_dir(staging, out / MODEL_DIR)
+            split, outputs = predictions
+            text_columns = getattr(cfg.data, "test" if split == "test" else "validation", None) or cfg.data.train
+            records = task.records(split, outputs, text_columns.text_columns, cfg.data.label_column)
+            write_jsonl(out / PREDICTIONS_FILE, records)
+            shutil.rmtree(best_dir, ignore_errors=True)  # model/ now holds it
+            train_summary = {k: v for k, v in summary.items() if not k.startswith("eval_")}
+            metrics = {
+                "task": cfg.task,
+                "init": cfg.init,
+                "from_scratch": cfg.from_scratch,
+                **info,
+                **train_summary,
+                **scores,
+                "predictions_split": "test" if split == "test" else "validation",
+                "model_dir": str(out / MODEL_DIR),
+            }
+            write_run_files(out, stage="finetune", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
+        accelerator.wait_for_everyone()
+    finally:
+        accelerator.end_training()
+    if accelerator.is_main_process:
+        return read_metrics(out)
+    return {}
+
+
+def _load_weights(model, folder: Path) -> None:
+    """Put the weights saved in ``folder`` into ``model`` (same architecture), in place, so
+    that the engine's wrapped copy sees them too."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # tied weights are saved once; anything else missing means the folder is not this model
+    tied = {k for k in missing if k.endswith(("decoder.weight", "lm_head.weight"))}
+    if unexpected or set(missing) - tied:
+        raise ConfigError(f"{folder}: weights do not match the model (missing {sorted(missing)[:3]}, "
+                          f"unexpected {sorted(unexpected)[:3]})")

@@ -1,0 +1,191 @@
+"""Using a fine-tuned classifier without retraining it.
+
+``nlp-ssl evaluate CHECKPOINT DATASET [--split NAME]``: score it on any dataset the data
+layer reads (Hub id, mirror name, local folder or file), through the engine's evaluation
+(so ``accelerate launch`` splits the work), writing ``metrics.json`` and
+``predictions.jsonl``. ``nlp-ssl predict CHECKPOINT "text" ... [--file F]``: print label and
+probability per text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlp_ssl.data import DatasetSpec
+from nlp_ssl.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateConfig:
+    """What ``nlp-ssl evaluate`` ran (saved as its ``resolved_config.yaml``)."""
+
+    checkpoint: str
+    data: DatasetSpec
+    output_dir: str
+    label_column: str = "label"
+    max_length: int | None = None
+    """Default: the length the model was fine-tuned with (its tokenizer's ``model_max_length``)."""
+    batch_size: int = 64
+
+
+def load_classifier(checkpoint: str):
+    """A fine-tuned sequence classifier, its tokenizer and label set, from a checkpoint folder
+    (a finetune run, its ``model/``, a checkpoint, or any HF classifier folder)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from nlp_ssl.models import check_vocab, resolve_model_dir
+    from nlp_ssl.tasks.classification import LabelSet, load_tokenizer_for
+
+    model_dir = resolve_model_dir(checkpoint, key="checkpoint")
+    config_file = Path(model_dir) / "config.json"
+    if config_file.is_file():
+        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise DataError(f"checkpoint {model_dir}: not a sequence classifier (architectures: "
+                            f"{', '.join(architectures) or 'none'}); fine-tune it first (nlp-ssl finetune)")
+    tokenizer = load_tokenizer_for(model_dir)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    except Exception as exc:
+        raise DataError(f"checkpoint {model_dir}: cannot be loaded ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+    check_vocab(model, tokenizer, model_dir)
+    labels = LabelSet([model.config.id2label[i] for i in range(model.config.num_labels)])
+    return model.eval(), tokenizer, labels
+
+
+def default_max_length(model, tokenizer) -> int:
+    """What fine-tuning truncated to (saved as the tokenizer's ``model_max_length``), within
+    the model's position table."""
+    cfg = model.config
+    positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
+    return min(positions, tokenizer.model_max_length or positions)
+
+
+def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
+    from nlp_ssl.engine import TrainConfig, evaluate, make_accelerator
+    from nlp_ssl.finetune import PREDICTIONS_FILE
+    from nlp_ssl.outputs import now, staged_output, write_jsonl, write_run_files
+    from nlp_ssl.tasks.classification import ClassificationTask, tokenize_labelled
+
+    started = now()
+    out = Path(cfg.output_dir).absolute()
+    model, tokenizer, labels = load_classifier(cfg.checkpoint)
+    max_length = cfg.max_length or default_max_length(model, tokenizer)
+    ds, _ = tokenize_labelled(cfg.data, tokenizer, labels, cfg.label_column, max_length)
+    task = ClassificationTask(model, tokenizer, {"test": ds}, labels)
+    tcfg = TrainConfig(micro_batch_size=cfg.batch_size, tracker="none")
+    accelerator = make_accelerator(tcfg, out)
+    model.to(accelerator.device)
+    scores, outputs = evaluate(task, task.module, accelerator, tcfg, split="test", outputs=True)
+    if not accelerator.is_main_process:
+        return {}
+    with staged_output(out, overwrite) as staging:
+        write_jsonl(staging / PREDICTIONS_FILE, task.records("test", outputs, cfg.data.text_columns, cfg.label_column))
+        metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(ds), **scores}
+        write_run_files(staging, stage="evaluate", config=cfg, seed=0, started_at=started, metrics=metrics)
+    return metrics
+
+
+def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> list[dict]:
+    """Label and probability (and every label's probability) for each text."""
+    import torch
+
+    model, tokenizer, labels = load_classifier(checkpoint)
+    max_length = max_length or default_max_length(model, tokenizer)
+    use_types = bool(getattr(model.config, "type_vocab_size", 0))
+    results = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+                            return_token_type_ids=use_types)
+            probs = torch.softmax(model(**enc).logits.float(), dim=-1)
+            for text, p in zip(chunk, probs):
+                k = int(p.argmax())
+                results.append({"text": text, "label": labels.names[k], "probability": round(float(p[k]), 6),
+                                "probabilities": {n: round(float(v), 6) for n, v in zip(labels.names, p)}})
+    return results
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder or any HF classifier folder")
+    p.add_argument("dataset", help="Hub id or mirror name (rotten_tomatoes), a local folder of <split>.jsonl/csv files, or a file")
+    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--config", default=None, help="Hub configuration (subset) name, e.g. sst2 for glue")
+    p.add_argument("--text-column", default="text", help="text column (dotted for nested; comma for sentence pairs)")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--output-dir", default=None, help="default: runs/evaluate/<checkpoint>-<dataset>-<split>")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=None, help="default: the length the model was fine-tuned with")
+    p.add_argument("--max-rows", type=int, default=None, help="score only the first N rows")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    columns = args.text_column.split(",")
+    text_column = columns[0] if len(columns) == 1 else columns
+    path = Path(args.dataset).expanduser()
+    if path.is_file():
+        spec = DatasetSpec(files=str(path), split=args.split, text_column=text_column, max_rows=args.max_rows)
+    else:
+        spec = DatasetSpec(name=args.dataset, config=args.config, split=args.split, text_column=text_column,
+                           max_rows=args.max_rows)
+    output_dir = args.output_dir or str(
+        Path("runs/evaluate") / f"{_slug(args.checkpoint)}-{_slug(args.dataset)}-{args.split}"
+    )
+    cfg = EvaluateConfig(checkpoint=args.checkpoint, data=spec, output_dir=output_dir, label_column=args.label_column,
+                         max_length=args.max_length, batch_size=args.batch_size)
+    metrics = evaluate_checkpoint(cfg, overwrite=args.overwrite)
+    if metrics:
+        logger.info("wrote %s", output_dir)
+    return metrics
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder or any HF classifier folder")
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--file", default=None, help="also classify each non-empty line of this file ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="one JSON object per text (with every label's probability)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=None)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    texts = list(args.texts)
+    if args.file is not None:
+        texts += _read_lines(args.file)
+    if not texts:
+        raise DataError("predict: no texts (give them as arguments or with --file)")
+    for r in predict_texts(args.checkpoint, texts, args.batch_size, args.max_length):
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            print(f"{r['label']}\t{r['probability']:.4f}\t{r['text']}")
+    return None
+
+
+def _read_lines(name: str) -> list[str]:
+    if name == "-":
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    path = Path(name)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _slug(value: str) -> str:
+    parts = [p for p in Path(value).parts if p not in ("/", ".", "..", "model")]
+    return (parts[-1] if parts else "data").replace(":", "_")

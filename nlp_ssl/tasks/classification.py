@@ -1,0 +1,322 @@
+"""Sequence classification (``task: sentiment``): labelled text -> label.
+
+What this task adds to the engine: reading labelled splits (labels checked and mapped to
+ids, texts tokenized once with ``datasets.map`` and cached), the class-balanced few-label
+subsample, a loss module over any ``AutoModelForSequenceClassification`` (BERT-style from
+the [CLS] position, GPT-style from the last non-pad token), dynamic padding with
+``DataCollatorWithPadding`` (fine-tuning never packs: examples must not see each other),
+and accuracy / macro and per-class F1 through the shipped ``evaluate`` module.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nlp_ssl.data import DatasetSpec, column_texts, load_split, resolve
+from nlp_ssl.engine import Batch
+from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.models import count_parameters, flops_per_token
+
+logger = logging.getLogger(__name__)
+
+
+class SequenceClassificationLoss(torch.nn.Module):
+    """Sum of per-example cross-entropies (the engine normalises by the global count)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, labels: torch.Tensor, return_logits: bool = False, **inputs):
+        logits = self.model(**inputs).logits
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        return (loss, logits) if return_logits else loss
+
+
+@dataclass
+class LabelSet:
+    """Label names in id order; ids are what the model predicts."""
+
+    names: list[str]
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+    def to_ids(self, values: list, rows, where: str) -> list[int]:
+        """Map a column of labels (ids or names) to ids, naming the first bad row."""
+        lookup = self.label2id
+        ids = []
+        for row, value in zip(rows, values):
+            if value is None:
+                raise DataError(f"{where}: row {row}: label is missing")
+            if isinstance(value, (bool, np.bool_)):
+                value = int(value)
+            if isinstance(value, (int, np.integer)):
+                if not 0 <= value < len(self.names):
+                    raise DataError(
+                        f"{where}: row {row}: label {value} is out of range (expected 0..{len(self.names) - 1}: "
+                        f"{', '.join(self.names)})"
+                    )
+                ids.append(int(value))
+            elif isinstance(value, str) and value in lookup:
+                ids.append(lookup[value])
+            else:
+                raise DataError(f"{where}: row {row}: label {value!r} is not one of: {', '.join(self.names)}")
+        return ids
+
+
+def infer_labels(ds, column: str, where: str) -> LabelSet:
+    """Label names from the data: a ``ClassLabel`` feature's names, ``0..max`` for integer
+    labels, or the sorted distinct strings."""
+    from datasets import ClassLabel
+
+    feature = ds.features.get(column)
+    if isinstance(feature, ClassLabel):
+        return LabelSet(list(feature.names))
+    values = [v for v in ds[column] if v is not None]
+    if not values:
+        raise DataError(f"{where}: column {column!r} holds no labels")
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        low, high = min(values), max(values)
+        if low < 0:
+            raise DataError(f"{where}: label {low} is negative; integer labels must be 0..K-1 "
+                            "(an unlabeled split, such as GLUE test, cannot be used for training or scoring)")
+        return LabelSet([str(i) for i in range(high + 1)])
+    return LabelSet(sorted({str(v) for v in values}))
+
+
+def tokenize_labelled(spec: DatasetSpec, tokenizer, labels: LabelSet | None, label_column: str,
+                      max_length: int, num_proc: int | None = None):
+    """Load a split, check text and label columns, and tokenize it (``datasets.map``, cached).
+
+    Returns the tokenized dataset (original columns kept, plus ``input_ids``,
+    ``attention_mask`` and ``label_id``) and the label set (inferred when ``labels`` is None).
+    """
+    source = resolve(spec)
+    ds = load_split(spec, source)
+    where = f"dataset {source.label}"
+    columns = spec.text_columns
+    if len(columns) > 2:
+        raise ConfigError(f"{where}: 'text_column' takes one column, or two for sentence pairs; got {columns}")
+    for column in columns + [label_column]:
+        if column.split(".")[0] not in ds.column_names:
+            what = "label column" if column == label_column else "column"
+            raise DataError(f"{where}: no {what} {column!r} (columns: {', '.join(ds.column_names)})")
+    if labels is None:
+        labels = infer_labels(ds, label_column, where)
+
+    def encode(batch, indices):
+        texts = [column_texts(batch, c, spec, source.label, rows=indices) for c in columns]
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+        enc["label_id"] = labels.to_ids(batch[label_column], indices, where)
+        return dict(enc)
+
+    ds = ds.map(encode, batched=True, with_indices=True, num_proc=num_proc,
+                desc=f"tokenizing {spec.describe()}")
+    return ds, labels
+
+
+def balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` example indices with the classes as equally represented as the data allows.
+
+    Seeded; a smaller ``n`` with the same seed picks a subset of a larger one (each class
+    is read in one fixed shuffled order), so learning curves add labels rather than swap them.
+    """
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 0xBA1])
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    quota = {c: n // len(classes) for c in classes}
+    for c in rng.permutation(classes)[: n % len(classes)]:
+        quota[c] += 1
+    take = {c: min(quota[c], len(pools[c])) for c in classes}
+    short = n - sum(take.values())
+    while short > 0:  # a class ran out: the others fill in, one at a time
+        for c in classes:
+            if short and take[c] < len(pools[c]):
+                take[c] += 1
+                short -= 1
+    return np.sort(np.concatenate([pools[c][: take[c]] for c in classes]))
+
+
+class ClassificationTask:
+    """Engine task over tokenized labelled splits (``train``, ``eval`` and optionally ``test``)."""
+
+    model_inputs = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, model, tokenizer, splits: dict, labels: LabelSet, train_index: np.ndarray | None = None):
+        from transformers import DataCollatorWithPadding
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.module = SequenceClassificationLoss(model)
+        # GPT-2 would add token-type embeddings looked up in its word embeddings: only models
+        # with a token-type table get token_type_ids
+        keep = [c for c in self.model_inputs if c != "token_type_ids" or getattr(model.config, "type_vocab_size", 0)]
+        self.splits = {}
+        for name, ds in splits.items():
+            columns = [c for c in keep if c in ds.column_names] + ["label_id"]
+            self.splits[name] = ds.select_columns(columns)
+        self.texts = splits
+        self.index = {name: np.arange(len(ds)) for name, ds in splits.items()}
+        if train_index is not None:
+            self.index["train"] = np.asarray(train_index)
+        self.n_train = len(self.index["train"]) if "train" in splits else 0
+        self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+        self._mean_length = self._mean_tokens(next(iter(splits)))
+
+    def eval_indices(self, split: str = "eval") -> np.ndarray:
+        if split not in self.splits:
+            raise ConfigError(f"no {split!r} split to evaluate")
+        return np.arange(len(self.index[split]))
+
+    def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
+        rows = self.index[split][np.asarray(indices)]
+        features = self.splits[split][rows.tolist()]
+        examples = [{k: features[k][i] for k in features if k != "label_id"} | {"labels": features["label_id"][i]}
+                    for i in range(len(rows))]
+        inputs = self.collator(examples)
+        return Batch(dict(inputs), n_targets=len(rows), n_tokens=int(inputs["attention_mask"].sum()))
+
+    def eval_step(self, module, inputs: dict):
+        loss, logits = module(**inputs, return_logits=True)
+        probs = torch.softmax(logits.float(), dim=-1)
+        return loss, {"prediction": probs.argmax(-1), "probs": probs, "label": inputs["labels"]}
+
+    def compute_metrics(self, outputs: dict, split: str) -> dict:
+        from nlp_ssl import metrics
+
+        if not outputs:
+            return {}
+        result = metrics.load("classification").compute(
+            predictions=outputs["prediction"], references=outputs["label"], num_labels=len(self.labels.names)
+        )
+        # per-class figures under the label's name (f1_positive) rather than its id
+        named = {}
+        for key, value in result.items():
+            head, _, tail = key.rpartition("_")
+            named[f"{head}_{self.labels.names[int(tail)]}" if tail.isdigit() else key] = value
+        return named
+
+    def records(self, split: str, outputs: dict, text_columns: list[str], label_column: str) -> list[dict]:
+        """One JSON-ready record per example of ``split`` (for ``predictions.jsonl``)."""
+        ds = self.texts[split]
+        rows = self.index[split][outputs["index"]]
+        names = self.labels.names
+        out = []
+        for k, row in enumerate(rows.tolist()):
+            example = ds[row]
+            record = {c: _dig(example, c) for c in text_columns}
+            probs = outputs["probs"][k]
+            pred = int(outputs["prediction"][k])
+            record.update({
+                "label": names[int(outputs["label"][k])],
+                "prediction": names[pred],
+                "probability": round(float(probs[pred]), 6),
+                "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
+            })
+            out.append(record)
+        return out
+
+    def flops_per_token(self) -> float:
+        # no vocabulary projection in a classifier: take it back out of the LM estimate
+        cfg = self.model.config
+        hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
+        return flops_per_token(self.model, int(self._mean_length)) - 6 * cfg.vocab_size * hidden
+
+    def save_pretrained(self, directory: Path) -> None:
+        from nlp_ssl.tokenizer import save_tokenizer
+
+        self.model.save_pretrained(directory, safe_serialization=True)
+        save_tokenizer(self.tokenizer, directory)
+
+    def describe(self) -> dict:
+        return {
+            "parameters": count_parameters(self.model),
+            "num_labels": len(self.labels.names),
+            "train_examples": self.n_train,
+            **{f"{name}_examples": len(idx) for name, idx in self.index.items() if name != "train"},
+        }
+
+    def _mean_tokens(self, split: str) -> float:
+        ds = self.splits[split]
+        sample = ds[: min(len(ds), 2000)]["input_ids"]
+        return float(np.mean([len(x) for x in sample])) if len(sample) else 1.0
+
+
+def _dig(example: dict, column: str):
+    value = example
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def load_tokenizer_for(model_dir: str, tokenizer_dir: str | None = None):
+    """The tokenizer saved with a model (or the one named instead), ready to pad batches."""
+    from transformers import AutoTokenizer
+
+    from nlp_ssl.tokenizer import load_tokenizer
+
+    where = tokenizer_dir or model_dir
+    tokenizer = load_tokenizer(where) if Path(where).exists() else AutoTokenizer.from_pretrained(where)
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers: pad with EOS, as is customary
+        if tokenizer.eos_token is None:
+            raise DataError(f"tokenizer {where}: has neither a pad nor an EOS token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratch: bool = False,
+                     dropout: float | None = None, key: str = "init"):
+    """A sequence classifier from a model folder, its vocabulary checked against ``tokenizer``.
+
+    ``from_scratch`` keeps the folder's architecture and tokenizer but not its weights: the
+    supervised-only baseline. Weights that the folder lacks (the classification head, BERT's
+    pooler) are initialised fresh; the caller seeds first.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from nlp_ssl.models import check_vocab
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except Exception as exc:
+        raise DataError(f"{key}: {model_dir}: model config cannot be loaded ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+    config.num_labels = len(labels.names)
+    config.id2label = dict(enumerate(labels.names))
+    config.label2id = labels.label2id
+    if getattr(config, "pad_token_id", None) is None:
+        # causal models classify from the last non-pad token, which they find by this id
+        config.pad_token_id = tokenizer.pad_token_id
+    if dropout is not None:
+        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+                     "dropout", "attention_dropout"):
+            if hasattr(config, attr):
+                setattr(config, attr, dropout)
+    try:
+        if from_scratch:
+            model = AutoModelForSequenceClassification.from_config(config)
+        else:
+            # a folder that is already a classifier with another label count gets a new head
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config,
+                                                                       ignore_mismatched_sizes=True)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot classify sequences "
+                            "(use an encoder such as BERT/RoBERTa or a decoder such as GPT-2)") from None
+        raise
+    except OSError as exc:
+        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]})") from None
+    check_vocab(model, tokenizer, tokenizer.name_or_path)
+    return model

@@ -1,0 +1,34 @@
+"""Tiny fine-tuning configs for the tests: labelled splits in a folder, 1-layer models."""
+
+from pathlib import Path
+
+from nlp_ssl.config import from_dict
+from tests.helpers import make_reviews, write_jsonl
+
+
+def write_sentiment_folder(root: Path, labels=("negative", "positive"), sizes=(400, 120, 120), as_ids=True) -> Path:
+    """``train/validation/test.jsonl`` laid out like the data mirror; labels as ids by default."""
+    for split, n, seed in zip(("train", "validation", "test"), sizes, (0, 1, 2)):
+        rows = make_reviews(n, seed=seed, labels=labels)
+        if as_ids:
+            rows = [{"text": r["text"], "label": labels.index(r["label"])} for r in rows]
+        write_jsonl(root / f"{split}.jsonl", rows)
+    return root
+
+
+def sentiment_config(out: Path, init, data_dir: Path, labels=("negative", "positive"), *, data=None, **train):
+    from nlp_ssl.finetune import SentimentConfig
+
+    train_cfg = {"epochs": 3, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none", "log_every": 1,
+                 "warmup_ratio": 0.1}
+    train_cfg.update(train)
+    data_cfg = {
+        "train": {"name": str(data_dir), "split": "train"},
+        "validation": {"name": str(data_dir), "split": "validation"},
+        "test": {"name": str(data_dir), "split": "test"},
+        "labels": list(labels),
+        "max_length": 32,
+    }
+    data_cfg.update(data or {})
+    return from_dict(SentimentConfig, {"output_dir": str(out), "task": "sentiment", "init": str(init),
+                                       "data": data_cfg, "dropout": 0.0, "train": train_cfg, "seed": 0})
