@@ -424,7 +424,7 @@ def fit(
                 last_metrics = evaluate(task, module, accelerator, cfg)
                 _log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()}, cfg.tracker)
                 if cfg.metric_for_best is not None:
-                    _track_best(task, accelerator, run_dir, state, cfg, last_metrics)
+                    _track_best(task, accelerator, run_dir, state, cfg, last_metrics, total)
                 module.train()
 
             stopping = bool(state.best.get("stopped_early"))
@@ -466,7 +466,8 @@ def _every(value, steps_per_epoch: int | None, name: str) -> int:
     return steps_per_epoch
 
 
-def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: TrainConfig, metrics: dict) -> None:
+def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: TrainConfig, metrics: dict,
+                total: int) -> None:
     """Keep the best model on disk, count evaluations without improvement, decide to stop.
 
     Every process takes the same decision (the metrics are reduced over all of them). The
@@ -490,7 +491,7 @@ def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: 
         return
     state.best["stale"] = state.best.get("stale", 0) + 1
     patience = cfg.early_stopping_patience
-    if patience is not None and state.best["stale"] >= patience:
+    if patience is not None and state.best["stale"] >= patience and state.step < total:
         state.best["stopped_early"] = True
         logger.info("early stopping at step %d: %s has not improved on %.4f (step %d) for %d evaluations",
                     state.step, name, state.best["value"], state.best["step"], patience)

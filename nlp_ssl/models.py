@@ -180,3 +180,64 @@ def max_positions(model_dir: str) -> int | None:
         if isinstance(getattr(config, attr, None), int):
             return getattr(config, attr)
     return None
+
+
+DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+                 "dropout", "attention_dropout")
+
+
+def set_dropout(config, p: float) -> None:
+    """Set every dropout rate a BERT/RoBERTa/GPT-2-style config has."""
+    for attr in DROPOUT_ATTRS:
+        if hasattr(config, attr):
+            setattr(config, attr, p)
+
+
+def load_pretrained_lm(objective: str, model_dir: str, dropout: float | None = None, key: str = "init_from"):
+    """An existing checkpoint, with the head ``objective`` needs, to continue pretraining.
+
+    A BERT-style folder without its MLM head (``BertModel``, e.g. a sentence-embedding model)
+    gets a fresh head, its decoder tied to the word embeddings when the config ties them.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except Exception as exc:
+        raise DataError(f"{key}: {model_dir}: model config cannot be loaded ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+    if dropout is not None:
+        set_dropout(config, dropout)
+    auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(model_dir, config=config)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            kind = "masked-LM (an encoder such as BERT/RoBERTa)" if objective == "mlm" else "next-token LM (a decoder such as GPT-2)"
+            raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot be trained as a {kind}") from None
+        raise
+    except OSError as exc:
+        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]})") from None
+    if objective == "mlm" and not (hasattr(model, "cls") or hasattr(model, "lm_head")):
+        raise DataError(f"{key}: {model_dir}: {type(model).__name__} has no BERT/RoBERTa-style MLM head "
+                        "(cls or lm_head), which the sparse masked-LM loss uses")
+    return model
+
+
+def check_same_tokenizer(tokenizer, model_dir: str, tokenizer_dir: str) -> None:
+    """Refuse a tokenizer other than the one a checkpoint was trained with: same-sized but
+    different vocabularies would train on garbage without any error."""
+    from pathlib import Path
+
+    from nlp_ssl.tokenizer import load_tokenizer
+
+    if Path(tokenizer_dir).resolve() == Path(model_dir).resolve():
+        return
+    own = Path(model_dir)
+    if not ((own / "tokenizer.json").is_file() or (own / "tokenizer_config.json").is_file()):
+        return  # the checkpoint has no tokenizer of its own: check_vocab bounds the ids
+    theirs = load_tokenizer(own).get_vocab()
+    if tokenizer.get_vocab() != theirs:
+        raise DataError(f"tokenizer {tokenizer_dir} does not match the tokenizer of {model_dir} "
+                        f"({len(tokenizer)} vs {len(theirs)} tokens, different vocabularies); "
+                        "leave 'tokenizer' unset to use the checkpoint's own")

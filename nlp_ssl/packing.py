@@ -56,6 +56,25 @@ def word_start_flags(encoding) -> list[int]:
     return flags
 
 
+def encode_documents(tokenizer, texts: list[str], word_starts: bool = False):
+    """Token ids of each document with its boundary tokens (and word-start flags, or None).
+
+    The tokenizer's template supplies them (``<s> text </s>``, ``[CLS] text [SEP]``); one that
+    adds no end token (GPT-2's) gets EOS appended, so packed documents stay separated.
+    """
+    encoded = tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)
+    ids = encoded["input_ids"]
+    flags = [word_start_flags(e) for e in encoded.encodings] if word_starts else None
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if end is not None:
+        for i, doc in enumerate(ids):
+            if not doc or doc[-1] != end:
+                doc.append(end)
+                if flags is not None:
+                    flags[i].append(0)
+    return ids, flags
+
+
 def tokenize_split(spec: DatasetSpec, tokenizer, num_proc: int | None = None, word_starts: bool = False):
     """``datasets.map`` tokenization of every text column; reused from the cache on the next
     run with the same data, tokenizer and settings. Adds ``n_bytes`` per row (and
@@ -63,12 +82,13 @@ def tokenize_split(spec: DatasetSpec, tokenizer, num_proc: int | None = None, wo
     source = resolve(spec)
     ds = load_split(spec, source)
     _check_columns(ds.column_names, spec.text_columns, source.label)
+
     def tokenize(batch, indices):
         texts = [t for column in spec.text_columns for t in column_texts(batch, column, spec, source.label, rows=indices)]
-        encoded = tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)
-        out = {"input_ids": encoded["input_ids"], "n_bytes": [len(t.encode("utf-8")) for t in texts]}
-        if word_starts:
-            out["word_start"] = [word_start_flags(e) for e in encoded.encodings]
+        ids, flags = encode_documents(tokenizer, texts, word_starts)
+        out = {"input_ids": ids, "n_bytes": [len(t.encode("utf-8")) for t in texts]}
+        if flags is not None:
+            out["word_start"] = flags
         return out
 
     try:
@@ -203,14 +223,13 @@ class PackedStream:
                 self.ds.set_epoch(self.epoch)
                 self._iter = None
                 continue
-            encoded = self.tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False)
+            docs, flags = encode_documents(self.tokenizer, texts, self.word_starts)
             self.bytes_in += sum(len(t.encode("utf-8")) for t in texts)
-            ids = np.fromiter((i for seq in encoded["input_ids"] for i in seq), dtype=np.int64)
+            ids = np.fromiter((i for seq in docs for i in seq), dtype=np.int64)
             self.tokens_in += len(ids)
             self._buffer = np.concatenate([self._buffer, ids])
             if self.word_starts:
-                flags = [f for e in encoded.encodings for f in word_start_flags(e)]
-                self._words = np.concatenate([self._words, np.asarray(flags, dtype=np.uint8)])
+                self._words = np.concatenate([self._words, np.fromiter((f for d in flags for f in d), dtype=np.uint8)])
         out, self._buffer = self._buffer[:need].reshape(n, self.block_size), self._buffer[need:].copy()
         words = None
         if self.word_starts:

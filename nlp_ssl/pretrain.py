@@ -19,8 +19,16 @@ import numpy as np
 
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import TrainConfig, fit, make_accelerator
-from nlp_ssl.errors import ConfigError
-from nlp_ssl.models import ModelConfig, build_model, check_vocab
+from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.models import (
+    ModelConfig,
+    build_model,
+    check_same_tokenizer,
+    check_vocab,
+    load_pretrained_lm,
+    max_positions,
+    resolve_model_dir,
+)
 from nlp_ssl.outputs import (
     CONFIG_FILE,
     now,
@@ -101,17 +109,24 @@ class PretrainConfig:
     """Recipe of the ``pretrain`` stage."""
 
     output_dir: str
-    tokenizer: str
-    """Tokenizer folder (the tokenizer stage's output_dir)."""
     objective: Literal["mlm", "clm"]
     data: PretrainDataConfig
+    tokenizer: str | None = None
+    """Tokenizer folder (the tokenizer stage's output_dir). With ``init_from``: default the
+    checkpoint's own tokenizer; any other must have the same vocabulary."""
+    init_from: str | None = None
+    """Continue pretraining an existing checkpoint (domain- or task-adaptive pretraining): one
+    of our runs, any Hugging Face model folder, ``pkg:<package>/<folder>``, or a Hub id. Its
+    architecture and size are kept (``model.*`` is ignored but ``model.dropout``)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
     def __post_init__(self):
-        if self.data.block_size > self.model.max_positions:
+        if self.tokenizer is None and self.init_from is None:
+            raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init_from')")
+        if self.init_from is None and self.data.block_size > self.model.max_positions:
             raise ConfigError(
                 f"'data.block_size' ({self.data.block_size}) exceeds 'model.max_positions' ({self.model.max_positions})"
             )
@@ -138,9 +153,35 @@ def load_data(cfg: PretrainConfig, tokenizer):
     return train, np.sort(order[held:]), train, np.sort(order[:held])
 
 
-def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
+def load_tokenizer_and_model(cfg: PretrainConfig):
+    """A fresh model sized by ``cfg.model``, or the ``init_from`` checkpoint to continue; the
+    tokenizer checked against it."""
     from accelerate.utils import set_seed
 
+    if cfg.init_from is None:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        set_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
+        model = build_model(cfg.objective, cfg.model, tokenizer)
+        check_vocab(model, tokenizer, cfg.tokenizer)
+        return tokenizer, model
+    model_dir = resolve_model_dir(cfg.init_from, key="init_from")
+    positions = max_positions(model_dir)
+    if positions is not None and cfg.data.block_size > positions:
+        raise ConfigError(f"'data.block_size' ({cfg.data.block_size}) exceeds the {positions} positions of the "
+                          f"model in {model_dir}")
+    tokenizer_dir = cfg.tokenizer or model_dir
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if cfg.objective == "mlm" and tokenizer.mask_token_id is None:
+        raise DataError(f"tokenizer {tokenizer_dir}: has no mask token, which masked-LM pretraining needs")
+    check_same_tokenizer(tokenizer, model_dir, tokenizer_dir)
+    set_seed(cfg.seed)  # a head the checkpoint lacks is initialised fresh
+    model = load_pretrained_lm(cfg.objective, model_dir, cfg.model.dropout)
+    check_vocab(model, tokenizer, tokenizer_dir)
+    logger.info("continuing %s pretraining from %s", cfg.objective, model_dir)
+    return tokenizer, model
+
+
+def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.tasks.pretrain import PretrainTask
 
     from transformers.utils import logging as hf_logging
@@ -151,6 +192,10 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     tcfg = cfg.train
     accelerator = make_accelerator(tcfg, out)
     prepare_run_dir(out, tcfg.resume, overwrite)
+    # everything that can reject the input runs before output_dir is touched
+    tokenizer, model = load_tokenizer_and_model(cfg)
+    with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
+        train, train_idx, valid, eval_idx = load_data(cfg, tokenizer)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if overwrite and out.exists():
@@ -158,13 +203,6 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / CONFIG_FILE, dump_yaml(cfg))
     accelerator.wait_for_everyone()
-
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    set_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
-    model = build_model(cfg.objective, cfg.model, tokenizer)
-    check_vocab(model, tokenizer, cfg.tokenizer)
-    with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
-        train, train_idx, valid, eval_idx = load_data(cfg, tokenizer)
     stream = None
     if cfg.data.streaming:
         stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,

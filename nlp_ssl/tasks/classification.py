@@ -286,7 +286,7 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from nlp_ssl.models import check_vocab
+    from nlp_ssl.models import check_vocab, set_dropout
 
     try:
         config = AutoConfig.from_pretrained(model_dir)
@@ -300,10 +300,7 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
         # causal models classify from the last non-pad token, which they find by this id
         config.pad_token_id = tokenizer.pad_token_id
     if dropout is not None:
-        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
-                     "dropout", "attention_dropout"):
-            if hasattr(config, attr):
-                setattr(config, attr, dropout)
+        set_dropout(config, dropout)
     try:
         if from_scratch:
             model = AutoModelForSequenceClassification.from_config(config)

@@ -26,12 +26,15 @@ class MaskedLMLoss(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        # the whole MLM head (transform + decoder): BERT names it cls, RoBERTa lm_head. A name,
+        # not a second reference, so the head's weights are registered once
+        self.head_name = "cls" if hasattr(model, "cls") else "lm_head"
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         base = getattr(self.model, self.model.base_model_prefix)
         hidden = base(input_ids=input_ids).last_hidden_state
         selected = labels != -100
-        logits = self.model.cls(hidden[selected])
+        logits = getattr(self.model, self.head_name)(hidden[selected])
         return F.cross_entropy(logits.float(), labels[selected], reduction="sum")
 
 
