@@ -20,10 +20,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,transfer]"
 	touch $@
 
-# Main job: tokenizer (~10 s) then masked-LM pretraining (~10 min on 2 CPU cores).
+# Main job: tokenizer (~10 s), masked-LM pretraining (~10 min on 2 CPU cores), then
+# sentiment fine-tuning of that checkpoint on rotten_tomatoes (~10 min).
 quickstart: venv
 	$(BIN)/nlp-ssl tokenizer recipes/tokenizer/bpe_imdb.yaml --overwrite
 	$(BIN)/nlp-ssl pretrain recipes/pretrain/mlm_imdb.yaml --overwrite
+	$(BIN)/nlp-ssl finetune recipes/finetune/sentiment_rt_mlm.yaml --overwrite
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -39,8 +39,11 @@ def load_classifier(checkpoint: str):
     """A fine-tuned sequence classifier, its tokenizer and label set, from a checkpoint folder
     (a finetune run, its ``model/``, a checkpoint, or any HF classifier folder)."""
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     from nlp_ssl.models import check_vocab, resolve_model_dir
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with predict's output
     from nlp_ssl.tasks.classification import LabelSet, load_tokenizer_for
 
     model_dir = resolve_model_dir(checkpoint, key="checkpoint")
