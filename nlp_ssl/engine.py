@@ -28,7 +28,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -166,6 +166,8 @@ class Task(Protocol):
     """forward(**batch.inputs) -> scalar sum of per-target losses (fp32)."""
     model: torch.nn.Module
     """The ``transformers`` model inside ``module`` (what gets saved)."""
+    tokenizer: object
+    """Saved beside the model in every model folder."""
     n_train: int | None
     """Training examples, or None when the training data streams (then ``next_batch`` and
     ``stream``, an object with ``state_dict``/``load_state_dict``, are used instead)."""
@@ -176,7 +178,6 @@ class Task(Protocol):
 
     def eval_indices(self, split: str = "eval") -> np.ndarray: ...
 
-    def save_pretrained(self, directory: Path) -> None: ...
 
     def flops_per_token(self) -> float: ...
 
@@ -482,11 +483,7 @@ def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: 
     if best is None or sign * (value - best) > cfg.early_stopping_threshold:
         state.best = {"metric": name, "value": value, "step": state.step, "stale": 0}
         if accelerator.is_main_process:
-            staging = run_dir / f".{BEST_DIR}.partial"
-            if staging.exists():
-                shutil.rmtree(staging)
-            task.save_pretrained(staging)
-            replace_dir(staging, run_dir / BEST_DIR)
+            save_model_folder(task, run_dir / BEST_DIR)
         accelerator.wait_for_everyone()
         return
     state.best["stale"] = state.best.get("stale", 0) + 1
@@ -554,12 +551,30 @@ def save_checkpoint(task: Task, accelerator, run_dir: Path, state: TrainState, k
     accelerator.save_state(str(staging / "state"))
     final = staging
     if accelerator.is_main_process:
-        task.save_pretrained(staging / "model")
+        write_model_folder(task, staging / "model")
         with open(staging / ckpt.STATE_FILE, "w", encoding="utf-8") as fh:
             json.dump(state.state_dict(), fh, indent=2)
         final = ckpt.commit(staging, keep_last)
     accelerator.wait_for_everyone()
     return final
+
+
+def write_model_folder(task: Task, directory: Path) -> None:
+    """The task's model and tokenizer as one ``from_pretrained`` folder."""
+    from nlp_ssl.tokenizer import save_tokenizer
+
+    task.model.save_pretrained(directory, safe_serialization=True)
+    save_tokenizer(task.tokenizer, directory)
+
+
+def save_model_folder(task: Task, target: Path) -> None:
+    """``write_model_folder`` beside ``target``, then renamed over it: readers never see
+    half a model."""
+    staging = target.with_name(f".{target.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    write_model_folder(task, staging)
+    replace_dir(staging, target)
 
 
 def _fast_adamw_kwargs(device: torch.device) -> dict:

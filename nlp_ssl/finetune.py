@@ -17,20 +17,10 @@ from typing import Literal
 
 import numpy as np
 
-from nlp_ssl.config import dump_yaml
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import BEST_DIR, TrainConfig, evaluate, fit, make_accelerator
+from nlp_ssl.engine import BEST_DIR, TrainConfig, evaluate, fit, make_accelerator, save_model_folder
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.outputs import (
-    CONFIG_FILE,
-    now,
-    prepare_run_dir,
-    read_metrics,
-    replace_dir,
-    write_jsonl,
-    write_run_files,
-    write_text,
-)
+from nlp_ssl.outputs import now, open_run_dir, prepare_run_dir, read_metrics, write_jsonl, write_run_files
 
 logger = logging.getLogger(__name__)
 
@@ -182,13 +172,7 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
     logger.info("sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
                 model_dir, " (fresh weights)" if cfg.from_scratch else "", info["parameters"] / 1e6,
                 info["num_labels"], info["train_examples"], info["eval_examples"])
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / CONFIG_FILE, dump_yaml(cfg))
-    accelerator.wait_for_everyone()
+    open_run_dir(out, cfg, overwrite, accelerator)
     try:
         summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
         best_dir = out / BEST_DIR
@@ -202,11 +186,7 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
                 scores.update({f"{prefix}_{k}": v for k, v in m.items()})
                 predictions = (split, outputs)  # test when there is one, else validation
         if accelerator.is_main_process:
-            staging = out / f".{MODEL_DIR}.partial"
-            if staging.exists():
-                shutil.rmtree(staging)
-            task.save_pretrained(staging)
-            replace_dir(staging, out / MODEL_DIR)
+            save_model_folder(task, out / MODEL_DIR)
             split, outputs = predictions
             text_columns = getattr(cfg.data, "test" if split == "test" else "validation", None) or cfg.data.train
             records = task.records(split, outputs, text_columns.text_columns, cfg.data.label_column)

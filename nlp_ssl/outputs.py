@@ -89,6 +89,18 @@ def prepare_run_dir(out: Path, resume: str | None, overwrite: bool) -> None:
         )
 
 
+def open_run_dir(out: Path, config, overwrite: bool, accelerator) -> None:
+    """Create a training run's folder (emptied first with ``overwrite``) holding its
+    ``resolved_config.yaml``; every process waits for it."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / CONFIG_FILE, dump_yaml(config))
+    accelerator.wait_for_everyone()
+
+
 @contextlib.contextmanager
 def staged_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Build an output directory beside its final place and move it in only on success.

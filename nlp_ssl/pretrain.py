@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import TrainConfig, fit, make_accelerator
+from nlp_ssl.engine import TrainConfig, fit, make_accelerator, save_model_folder
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.models import (
     ModelConfig,
@@ -29,16 +28,7 @@ from nlp_ssl.models import (
     max_positions,
     resolve_model_dir,
 )
-from nlp_ssl.outputs import (
-    CONFIG_FILE,
-    now,
-    prepare_run_dir,
-    read_metrics,
-    replace_dir,
-    write_run_files,
-    write_text,
-)
-from nlp_ssl.config import dump_yaml
+from nlp_ssl.outputs import now, open_run_dir, prepare_run_dir, read_metrics, write_run_files
 from nlp_ssl.packing import PackedStream, pack
 from nlp_ssl.tokenizer import load_tokenizer
 
@@ -196,13 +186,7 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     tokenizer, model = load_tokenizer_and_model(cfg)
     with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
         train, train_idx, valid, eval_idx = load_data(cfg, tokenizer)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / CONFIG_FILE, dump_yaml(cfg))
-    accelerator.wait_for_everyone()
+    open_run_dir(out, cfg, overwrite, accelerator)
     stream = None
     if cfg.data.streaming:
         stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
@@ -223,11 +207,7 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
 
         if accelerator.is_main_process:
-            staging = out / f".{MODEL_DIR}.partial"
-            if staging.exists():
-                shutil.rmtree(staging)
-            task.save_pretrained(staging)
-            replace_dir(staging, out / MODEL_DIR)
+            save_model_folder(task, out / MODEL_DIR)
             bpt = valid.bytes_per_token
             metrics = {
                 "objective": cfg.objective,

@@ -7,7 +7,7 @@ from typing import Literal
 import pytest
 
 from nlp_ssl.cli import STAGES
-from nlp_ssl.config import apply_override, dump_yaml, from_dict, load_recipe
+from nlp_ssl.config import apply_override, dump_yaml, load_recipe
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.tokenizer import TokenizerConfig
 

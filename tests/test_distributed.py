@@ -18,6 +18,17 @@ from tests.pretrain_helpers import tiny_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+def launch_two_processes(stage: str, recipe: Path) -> None:
+    """``accelerate launch`` with the shipped 2-process CPU config (gloo DDP)."""
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(REPO / "accelerate_configs/cpu_ddp_2proc.yaml"), "--main_process_port", "0",
+         "-m", "nlp_ssl", stage, str(recipe)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
 def test_two_process_ddp_matches_single_process(tmp_path, tiny_corpus, tiny_tokenizer, objective):
@@ -25,13 +36,7 @@ def test_two_process_ddp_matches_single_process(tmp_path, tiny_corpus, tiny_toke
                       eval_every=4, save_every=4)
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(dump_yaml(ddp))
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(REPO / "accelerate_configs/cpu_ddp_2proc.yaml"), "--main_process_port", "0",
-         "-m", "nlp_ssl", "pretrain", str(recipe)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    launch_two_processes("pretrain", recipe)
     metrics = json.loads((tmp_path / "ddp/metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["global_batch"] == 16 and metrics["tokens"] == 8 * 16 * 32
 
@@ -63,19 +68,13 @@ def test_two_process_finetune_matches_single_process(tmp_path, tiny_corpus, tiny
     ddp = sentiment_config(tmp_path / "ddp", tmp_path / "mlm", data, epochs=2, micro_batch_size=8)
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(dump_yaml(ddp))
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(REPO / "accelerate_configs/cpu_ddp_2proc.yaml"), "--main_process_port", "0",
-         "-m", "nlp_ssl", "finetune", str(recipe)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    launch_two_processes("finetune", recipe)
     a = json.loads((tmp_path / "ddp/metrics.json").read_text())
     single = sentiment_config(tmp_path / "single", tmp_path / "mlm", data, epochs=2, micro_batch_size=8,
                               grad_accum_steps=2)
     b = finetune.run(single)
     assert a["processes"] == 2 and a["global_batch"] == b["global_batch"] == 16
-    assert a["steps"] == b["steps"] == 20 and a["best_step"] == b["best_step"]
+    assert a["steps"] == b["steps"] == 20 and a["best_step"] == b["best_step"], (a, b)
     assert a["validation_targets"] == 50 and a["test_targets"] == 51
     for key in ("validation_loss", "validation_accuracy", "test_accuracy", "test_f1_macro"):
         assert a[key] == pytest.approx(b[key], rel=1e-4), key

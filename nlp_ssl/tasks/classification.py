@@ -234,12 +234,6 @@ class ClassificationTask:
         hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
         return flops_per_token(self.model, int(self._mean_length)) - 6 * cfg.vocab_size * hidden
 
-    def save_pretrained(self, directory: Path) -> None:
-        from nlp_ssl.tokenizer import save_tokenizer
-
-        self.model.save_pretrained(directory, safe_serialization=True)
-        save_tokenizer(self.tokenizer, directory)
-
     def describe(self) -> dict:
         return {
             "parameters": count_parameters(self.model),

@@ -10,7 +10,6 @@ split over several, and after a resume.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -154,12 +153,6 @@ class PretrainTask:
         # the vocabulary projection runs on masked positions only
         head = 6 * self.model.config.vocab_size * self.model.config.hidden_size
         return dense - head * (1 - self.mask_probability)
-
-    def save_pretrained(self, directory: Path) -> None:
-        from nlp_ssl.tokenizer import save_tokenizer
-
-        self.model.save_pretrained(directory, safe_serialization=True)
-        save_tokenizer(self.tokenizer, directory)
 
     def describe(self) -> dict:
         return {
