@@ -43,12 +43,14 @@ class Command:
     help: str
 
 
-# Importing nlp_ssl.inference is cheap (torch/transformers load inside its functions).
+# Importing these modules is cheap (torch/transformers load inside its functions).
 COMMANDS = {
     "evaluate": Command("nlp_ssl.inference", "add_evaluate_arguments", "run_evaluate",
                         "score a fine-tuned checkpoint on a dataset (metrics.json, predictions.jsonl)"),
     "predict": Command("nlp_ssl.inference", "add_predict_arguments", "run_predict",
                        "print the predicted label and probability for texts"),
+    "export": Command("nlp_ssl.publish", "add_export_arguments", "run_export",
+                      "write a Hub-ready folder (safetensors, config, tokenizer, model card) for a run"),
 }
 
 

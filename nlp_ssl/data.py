@@ -33,6 +33,15 @@ MIRROR_ALIASES = {
     ("knkarthick/dialogsum", None): "dialogsum",
 }
 
+# The Hub id each mirror folder is a copy of (see the mirror's README), for model cards.
+MIRROR_SOURCES = {
+    "rotten_tomatoes": "cornell-movie-review-data/rotten_tomatoes",
+    "sst2": "nyu-mll/glue",
+    "imdb_unsup_lm": "stanfordnlp/imdb",
+    "multi30k_en_de": "bentrevett/multi30k",
+    "dialogsum": "knkarthick/dialogsum",
+}
+
 _BUILDERS = {
     ".txt": "text",
     ".text": "text",
@@ -95,6 +104,16 @@ class Source:
     builder: str | None
     files: list[str]
     label: str
+
+
+def hub_id(spec: DatasetSpec) -> str | None:
+    """The public Hub dataset a spec stands for (None for local files and folders)."""
+    if spec.name is None or Path(spec.name).expanduser().exists():
+        return None
+    for (name, config), folder in MIRROR_ALIASES.items():
+        if spec.name == folder or (spec.name == name and config in (None, spec.config)):
+            return MIRROR_SOURCES.get(folder, name)
+    return MIRROR_SOURCES.get(spec.name, spec.name)
 
 
 def mirror_roots() -> list[Path]:

@@ -55,6 +55,20 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def hardware() -> str:
+    """What the run ran on, in words (for run_info.json and model cards)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            return f"{len(names)} x {names[0]}"
+    except ImportError:
+        pass
+    cpu = platform.processor() or platform.machine()
+    return f"CPU only, {os.cpu_count()} cores ({cpu})"
+
+
 def is_finished(path: Path) -> bool:
     return (Path(path) / METRICS_FILE).is_file()
 
@@ -181,6 +195,7 @@ def write_run_files(directory: Path, *, stage: str, config, seed: int, started_a
             "finished_at": now(),
             "command": sys.argv,
             "platform": platform.platform(),
+            "hardware": hardware(),
             "versions": library_versions(),
         },
     )

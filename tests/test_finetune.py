@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 
-from nlp_ssl import finetune, pretrain
+from nlp_ssl import finetune
 from nlp_ssl.cli import main
 from nlp_ssl.errors import ConfigError, DataError, OutputError
 from nlp_ssl.inference import predict_texts
@@ -20,31 +20,6 @@ from nlp_ssl.models import resolve_model_dir
 from nlp_ssl.tasks.classification import ClassificationTask, LabelSet, balanced_subsample, build_classifier
 from tests.finetune_helpers import sentiment_config, write_sentiment_folder
 from tests.helpers import write_jsonl
-from tests.pretrain_helpers import tiny_config
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, tiny_corpus, tiny_tokenizer) -> dict:
-    """A few steps of tiny MLM and CLM pretraining: real run folders to start from."""
-    root = tmp_path_factory.mktemp("pretrained")
-    runs = {}
-    for objective in ("mlm", "clm"):
-        cfg = tiny_config(root / objective, tiny_tokenizer, tiny_corpus, objective, max_steps=4, save_every=4)
-        pretrain.run(cfg)
-        runs[objective] = root / objective
-    return runs
-
-
-@pytest.fixture(scope="module")
-def sentiment_dir(tmp_path_factory) -> Path:
-    return write_sentiment_folder(tmp_path_factory.mktemp("sentiment"))
-
-
-@pytest.fixture(scope="module")
-def finetuned(tmp_path_factory, pretrained, sentiment_dir) -> Path:
-    out = tmp_path_factory.mktemp("ft") / "mlm"
-    finetune.run(sentiment_config(out, pretrained["mlm"], sentiment_dir))
-    return out
 
 
 def read_jsonl(path: Path) -> list[dict]:

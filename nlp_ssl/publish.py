@@ -1,0 +1,341 @@
+"""Publishing: ``nlp-ssl export RUN OUT_DIR`` writes a folder any ``transformers`` user can
+load (weights as safetensors, config, tokenizer, generation config) with a model card
+(``README.md``, built with ``huggingface_hub.ModelCard``) carrying the run's evaluation
+results as ``model-index``. Nothing else leaves the run: no optimizer state, no pickles, no
+machine paths, no tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from nlp_ssl.errors import DataError, OutputError
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
+
+# What a loadable model folder needs, and nothing more.
+EXPORTED = (
+    "*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "*.model", "chat_template.jinja",
+)
+# Keys that record where files were on the machine that wrote them.
+PATH_KEYS = ("_name_or_path", "name_or_path")
+METRIC_NAMES = {
+    "accuracy": ("accuracy", "Accuracy"),
+    "f1_macro": ("f1", "F1 (macro)"),
+    "precision_macro": ("precision", "Precision (macro)"),
+    "recall_macro": ("recall", "Recall (macro)"),
+    "loss": ("loss", "Cross-entropy loss"),
+    "perplexity": ("perplexity", "Perplexity"),
+}
+PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation", "sentiment": "text-classification"}
+
+
+@dataclass
+class RunRecord:
+    """A model folder and what its run left beside it (all empty for a bare folder)."""
+
+    model_dir: Path
+    run_dir: Path | None = None
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str | None:
+        return self.info.get("stage")
+
+    @property
+    def kind(self) -> str | None:
+        """``mlm``, ``clm`` or the fine-tuning task."""
+        return self.config.get("objective") or self.config.get("task")
+
+
+def find_run(checkpoint: str) -> RunRecord:
+    """The model folder behind ``checkpoint`` (a run, its ``model/``, a checkpoint, any
+    model folder) and, when it came from an nlp-ssl run, that run's recipe and metrics."""
+    from nlp_ssl.models import resolve_model_dir
+    from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE
+
+    model_dir = Path(resolve_model_dir(checkpoint, key="checkpoint"))
+    if not model_dir.exists():
+        raise DataError(f"checkpoint {checkpoint}: not a local folder (export works on local runs and model folders)")
+    record = RunRecord(model_dir)
+    for candidate in (model_dir.parent, model_dir.parent.parent.parent):  # run/model, run/checkpoints/step-N/model
+        if (candidate / METRICS_FILE).is_file() and (candidate / CONFIG_FILE).is_file():
+            record.run_dir = candidate
+            record.config = yaml.safe_load((candidate / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+            record.metrics = json.loads((candidate / METRICS_FILE).read_text(encoding="utf-8"))
+            info = candidate / RUN_INFO_FILE
+            record.info = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+            break
+    if record.run_dir is not None and model_dir.parent != record.run_dir:
+        logger.warning("%s is an intermediate checkpoint: the card reports the final run's metrics", model_dir)
+        record.metrics = {}
+    return record
+
+
+def eval_results(record: RunRecord) -> list:
+    """``model-index`` entries: every evaluation the run recorded, per split and metric."""
+    from huggingface_hub import EvalResult
+
+    from nlp_ssl.data import hub_id
+
+    results = []
+    m, cfg = record.metrics, record.config
+    if record.stage == "finetune":
+        data = cfg.get("data", {})
+        splits = [("validation", data.get("validation") or data.get("train")), ("test", data.get("test"))]
+        for split, spec in splits:
+            if not spec:
+                continue
+            spec = _spec(spec)
+            dataset = hub_id(spec) or "local data"
+            split_name = spec.split if split == "test" or data.get("validation") else f"{spec.split} (held out)"
+            for key, (metric_type, metric_name) in METRIC_NAMES.items():
+                value = m.get(f"{split}_{key}")
+                if value is None or key == "perplexity":
+                    continue
+                results.append(EvalResult(
+                    task_type=PIPELINE_TAGS.get(record.kind, "text-classification"), task_name="Sentiment analysis",
+                    dataset_type=dataset, dataset_name=dataset, dataset_config=spec.config, dataset_split=split_name,
+                    metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
+                ))
+    elif record.stage == "pretrain":
+        validation = (cfg.get("data", {}).get("validation") or cfg.get("data", {}).get("datasets") or [{}])[0]
+        spec = _spec(validation) if validation else None
+        dataset = (hub_id(spec) if spec else None) or "local data"
+        for key in ("loss", "perplexity"):
+            value = m.get(f"eval_{key}")
+            if value is None:
+                continue
+            metric_type, metric_name = METRIC_NAMES[key]
+            results.append(EvalResult(
+                task_type=PIPELINE_TAGS.get(record.kind, "fill-mask"),
+                task_name="Masked language modeling" if record.kind == "mlm" else "Causal language modeling",
+                dataset_type=dataset, dataset_name=dataset, dataset_split=spec.split if spec else None,
+                metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
+            ))
+    return results
+
+
+def build_card(record: RunRecord, *, license: str = "other", language: str | None = "en",
+               base_model: str | None = None, repo_id: str | None = None):
+    """The model card of an exported folder (``huggingface_hub.ModelCard``)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from nlp_ssl import __version__
+    from nlp_ssl.data import hub_id
+
+    cfg = record.config
+    kind = record.kind
+    name = repo_id.split("/")[-1] if repo_id else (record.run_dir or record.model_dir).name
+    datasets = sorted({d for d in (hub_id(s) for s in _dataset_specs(cfg)) if d})
+    results = eval_results(record)
+    card_data = ModelCardData(
+        model_name=name, license=license, language=language, library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS.get(kind), tags=["nlp-ssl", *([kind] if kind else [])],
+        datasets=datasets or None, base_model=base_model, eval_results=results or None,
+    )
+    train = cfg.get("train", {})
+    sized_by = "epochs" if train.get("epochs") is not None else "max_steps"
+    hyper = [(k, train[k]) for k in (sized_by, "micro_batch_size", "grad_accum_steps", "lr",
+                                     "scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "mixed_precision",
+                                     "metric_for_best") if train.get(k) is not None]
+    hyper += [(f"masking.{k}", v) for k, v in cfg.get("masking", {}).items()] if kind == "mlm" else []
+    hyper += [("seed", cfg.get("seed"))] if "seed" in cfg else []
+    m = record.metrics
+    cost = "not recorded"
+    if m.get("train_seconds") is not None:
+        cost = (f"{m.get('steps')} optimizer steps, {m.get('tokens', 0):,} tokens, "
+                f"{m['train_seconds'] / 60:.1f} minutes of training on {record.info.get('hardware', 'unknown hardware')}"
+                f" ({m.get('processes', 1)} process{'es' if m.get('processes', 1) > 1 else ''})")
+    versions = ", ".join(f"{k} {v}" for k, v in record.info.get("versions", {}).items()) or "not recorded"
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=name,
+        summary=_summary(record, base_model),
+        usage=_usage(kind, repo_id or "PATH_OR_REPO_ID"),
+        results=[{"split": r.dataset_split, "dataset": r.dataset_name, "metric": r.metric_name,
+                  "value": f"{r.metric_value:.4f}"} for r in results],
+        training=_training(record),
+        hyperparameters=hyper,
+        cost=cost,
+        versions=versions,
+        limitations=_limitations(kind),
+        nlp_ssl_version=record.info.get("versions", {}).get("nlp-ssl", __version__),
+        command=_portable_command(record.info.get("command", [])),
+        recipe=yaml.safe_dump(_portable(cfg), sort_keys=False).strip() if cfg else "# not an nlp-ssl run",
+    )
+    return card
+
+
+def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: str = "other",
+           language: str | None = "en", base_model: str | None = None, repo_id: str | None = None) -> Path:
+    """Write the Hub-ready folder for ``checkpoint`` at ``out_dir`` (atomically)."""
+    from nlp_ssl.outputs import staged_output
+
+    record = find_run(checkpoint)
+    files = export_files(record.model_dir)
+    if not any(f.endswith(".safetensors") for f in files):
+        raise DataError(f"checkpoint {record.model_dir}: no *.safetensors weights (pickled weights are not exported; "
+                        "load the model and save_pretrained(..., safe_serialization=True) first)")
+    card = build_card(record, license=license, language=language, base_model=base_model, repo_id=repo_id)
+    out = Path(out_dir).absolute()
+    if record.run_dir is not None and out.is_relative_to(record.run_dir):
+        raise OutputError(f"export folder {out} lies inside the run {record.run_dir}; choose a folder outside it")
+    with staged_output(out, overwrite) as staging:
+        for name in files:
+            shutil.copy2(record.model_dir / name, staging / name)
+            if name.endswith(".json"):
+                _drop_path_keys(staging / name)
+        card.save(str(staging / "README.md"))
+        leaks = scan_for_leaks(staging)
+        if leaks:
+            raise OutputError(f"export would publish {leaks[0]}; nothing was written")
+    return out
+
+
+def export_files(model_dir: Path) -> list[str]:
+    """The files of ``model_dir`` an export copies (and so would upload)."""
+    return sorted(p.name for p in model_dir.iterdir()
+                  if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in EXPORTED))
+
+
+def scan_for_leaks(folder: Path) -> list[str]:
+    """Text files that hold a Hub token or an absolute path of this machine."""
+    secrets = [v for v in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")) if v]
+    home = str(Path.home())
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix in (".safetensors", ".model"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if any(s in text for s in secrets) or re.search(r"\bhf_[A-Za-z0-9]{30,}\b", text):
+            found.append(f"a Hub token in {path.name}")
+        elif (home != "/" and home in text) or re.search(r"(?<![\w.])/(?:tmp|work|home|root|Users)/\S", text):
+            found.append(f"a local path in {path.name}")
+    return found
+
+
+def _spec(raw: dict):
+    from nlp_ssl.data import DatasetSpec
+
+    return DatasetSpec(**{k: v for k, v in raw.items() if k in DatasetSpec.__dataclass_fields__})
+
+
+def _dataset_specs(cfg: dict) -> list:
+    """Every dataset a recipe names: pretraining lists, fine-tuning train/validation/test."""
+    data = cfg.get("data", {})
+    raw = []
+    for key in ("datasets", "validation", "train", "test"):
+        value = data.get(key)
+        raw += value if isinstance(value, list) else [value]
+    return [_spec(r) for r in raw if isinstance(r, dict)]
+
+
+def _drop_path_keys(path: Path) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and any(k in data for k in PATH_KEYS):
+        for k in PATH_KEYS:
+            data.pop(k, None)
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _portable(value):
+    """The recipe without this machine's absolute paths (kept: their last part)."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return f"<local>/{Path(value).name}"
+    return value
+
+
+def _portable_command(argv: list[str]) -> str:
+    if not argv:
+        return "nlp-ssl"
+    args = [a if not os.path.isabs(a) else f"<local>/{Path(a).name}" for a in argv[1:]]
+    return " ".join(["nlp-ssl", *args])
+
+
+def _summary(record: RunRecord, base_model: str | None) -> str:
+    m, cfg, kind = record.metrics, record.config, record.kind
+    params = f"{m['parameters'] / 1e6:.1f}M-parameter " if m.get("parameters") else ""
+    arch = json.loads((record.model_dir / "config.json").read_text(encoding="utf-8")).get("architectures", ["?"])[0]
+    if record.stage == "pretrain":
+        what = "masked-language-model (BERT-style)" if kind == "mlm" else "next-token language model (GPT-style)"
+        start = f" continued from `{_portable(cfg['init_from'])}`" if cfg.get("init_from") else " trained from scratch"
+        return f"A {params}{what} `{arch}`{start} with nlp-ssl's self-supervised pretraining."
+    if record.stage == "finetune":
+        start = "fresh weights (no pretraining)" if cfg.get("from_scratch") else f"`{base_model or _portable(cfg.get('init'))}`"
+        labels = ", ".join(json.loads((record.model_dir / "config.json").read_text())
+                           .get("id2label", {}).values())
+        return f"A {params}`{arch}` fine-tuned for {kind} classification (labels: {labels}) from {start}."
+    return f"A `{arch}` model exported with nlp-ssl."
+
+
+def _usage(kind: str | None, where: str) -> str:
+    if kind == "sentiment":
+        return (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{where}")\n'
+                'classify("a gripping, beautifully shot film")')
+    if kind == "clm":
+        return (f'from transformers import pipeline\n\ngenerate = pipeline("text-generation", model="{where}")\n'
+                'generate("The movie was", max_new_tokens=20)')
+    return (f'from transformers import AutoModelForMaskedLM, AutoTokenizer\n\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+            f'model = AutoModelForMaskedLM.from_pretrained("{where}")  # or fine-tune it: AutoModelForSequenceClassification')
+
+
+def _training(record: RunRecord) -> str:
+    cfg, m = record.config, record.metrics
+    if record.stage == "pretrain":
+        return (f"Objective: {'masked-LM' if record.kind == 'mlm' else 'next-token LM'} on packed blocks of "
+                f"{cfg.get('data', {}).get('block_size')} tokens; final validation loss "
+                f"{m.get('eval_loss', float('nan')):.4f}.")
+    if record.stage == "finetune":
+        best = f"; the best validation {cfg.get('train', {}).get('metric_for_best')} was reached at step " \
+               f"{m.get('best_step')} and that model is the one published" if m.get("best_step") else ""
+        return f"Fine-tuned on {m.get('train_examples')} labelled examples for {m.get('steps')} steps{best}."
+    return "Not an nlp-ssl run: no training record."
+
+
+def _limitations(kind: str | None) -> str:
+    base = ("A small model trained on a small budget: it reflects the biases and the domain of its training text "
+            "(see the datasets above) and is meant for experiments and as a starting point, not for decisions about "
+            "people.")
+    if kind == "sentiment":
+        return base + " Sentiment labels are binary polarity of short English movie-review text; other domains, " \
+                      "sarcasm and mixed opinions are out of scope."
+    return base
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run folder (pretrain or finetune), its model/ folder, or a checkpoint")
+    p.add_argument("out_dir", help="the folder to write (model files + README.md model card)")
+    p.add_argument("--license", default="other", help="license identifier for the card (default: other)")
+    p.add_argument("--language", default="en")
+    p.add_argument("--base-model", default=None, help="Hub id of the model this one was trained from")
+    p.add_argument("--repo-id", default=None, help="the Hub repo it is meant for (names the card and its snippets)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing out_dir")
+
+
+def run_export(args: argparse.Namespace) -> dict:
+    out = export(args.checkpoint, args.out_dir, overwrite=args.overwrite, license=args.license,
+                 language=args.language, base_model=args.base_model, repo_id=args.repo_id)
+    return {"exported": str(out), "files": sorted(p.name for p in out.iterdir())}
