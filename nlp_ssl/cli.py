@@ -51,6 +51,8 @@ COMMANDS = {
                        "print the predicted label and probability for texts"),
     "export": Command("nlp_ssl.publish", "add_export_arguments", "run_export",
                       "write a Hub-ready folder (safetensors, config, tokenizer, model card) for a run"),
+    "push": Command("nlp_ssl.publish", "add_push_arguments", "run_push",
+                    "export a run and upload it to the Hugging Face Hub as one commit"),
 }
 
 
