@@ -279,6 +279,7 @@ def fit(
     seed: int,
     hparams: dict | None = None,
     accelerator=None,
+    on_checkpoint=None,
 ) -> dict:
     """Train ``task`` for ``cfg.max_steps`` (or ``cfg.epochs``) optimizer steps; return the
     final metrics.
@@ -286,7 +287,8 @@ def fit(
     With ``cfg.metric_for_best`` the best model so far is kept in ``run_dir/best_model``
     (see ``BEST_DIR``) and ``early_stopping_patience`` may end the run early; the summary says
     which step was best. The caller ends the run with ``accelerator.end_training()`` (which
-    also tears down the process group) once it has saved what it needs.
+    also tears down the process group) once it has saved what it needs. ``on_checkpoint(path,
+    step)`` runs on the main process after each checkpoint is complete (pushing it, say).
     """
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -430,7 +432,9 @@ def fit(
 
             stopping = bool(state.best.get("stopped_early"))
             if state.step % save_every == 0 or last_step or stopping or stop.signal is not None:
-                save_checkpoint(task, accelerator, run_dir, state, cfg.keep_last)
+                saved = save_checkpoint(task, accelerator, run_dir, state, cfg.keep_last)
+                if on_checkpoint is not None and accelerator.is_main_process:
+                    on_checkpoint(saved, state.step)
             if stop.signal is not None and not last_step and not stopping:
                 raise TrainingInterrupted(
                     f"stopped by {signal.Signals(stop.signal).name} at step {state.step}; checkpoint saved in "

@@ -20,6 +20,7 @@ import numpy as np
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import BEST_DIR, TrainConfig, evaluate, fit, make_accelerator, save_model_folder
 from nlp_ssl.errors import ConfigError
+from nlp_ssl.publish import HubOptions, checkpoint_pusher, push_run, refuse_offline_push
 from nlp_ssl.outputs import now, open_run_dir, prepare_run_dir, read_metrics, write_jsonl, write_run_files
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ class SentimentDataConfig:
 
 
 @dataclass
-class SentimentConfig:
-    """Recipe of ``finetune`` with ``task: sentiment`` (any single-label text classification)."""
+class SentimentConfig(HubOptions):
+    """Recipe of ``finetune`` with ``task: sentiment`` (any single-label text classification;
+    plus ``push_to_hub`` and the other ``HubOptions``)."""
 
     output_dir: str
     task: Literal["sentiment"]
@@ -95,6 +97,7 @@ class SentimentConfig:
     seed: int = 0
 
     def __post_init__(self):
+        self.check_hub_options()
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
 
@@ -154,6 +157,7 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
     tcfg = cfg.train
     accelerator = make_accelerator(tcfg, out)
     prepare_run_dir(out, tcfg.resume, overwrite)
+    refuse_offline_push(cfg)
     # everything that can reject the input runs before output_dir is touched
     model_dir = resolve_model_dir(cfg.init)
     positions = max_positions(model_dir)
@@ -174,7 +178,8 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
                 info["num_labels"], info["train_examples"], info["eval_examples"])
     open_run_dir(out, cfg, overwrite, accelerator)
     try:
-        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
+        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator,
+                      on_checkpoint=checkpoint_pusher(cfg))
         best_dir = out / BEST_DIR
         accelerator.wait_for_everyone()
         if tcfg.metric_for_best is not None and best_dir.is_dir():
@@ -207,9 +212,11 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
         accelerator.wait_for_everyone()
     finally:
         accelerator.end_training()
-    if accelerator.is_main_process:
-        return read_metrics(out)
-    return {}
+    if not accelerator.is_main_process:
+        return {}
+    if cfg.push_to_hub:
+        push_run(cfg, out)
+    return read_metrics(out)
 
 
 def _load_weights(model, folder: Path) -> None:

@@ -30,6 +30,7 @@ from nlp_ssl.models import (
 )
 from nlp_ssl.outputs import now, open_run_dir, prepare_run_dir, read_metrics, write_run_files
 from nlp_ssl.packing import PackedStream, pack
+from nlp_ssl.publish import HubOptions, checkpoint_pusher, push_run, refuse_offline_push
 from nlp_ssl.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ class PretrainDataConfig:
 
 
 @dataclass
-class PretrainConfig:
-    """Recipe of the ``pretrain`` stage."""
+class PretrainConfig(HubOptions):
+    """Recipe of the ``pretrain`` stage (plus ``push_to_hub`` and the other ``HubOptions``)."""
 
     output_dir: str
     objective: Literal["mlm", "clm"]
@@ -114,6 +115,7 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        self.check_hub_options()
         if self.tokenizer is None and self.init_from is None:
             raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init_from')")
         if self.init_from is None and self.data.block_size > self.model.max_positions:
@@ -182,6 +184,7 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     tcfg = cfg.train
     accelerator = make_accelerator(tcfg, out)
     prepare_run_dir(out, tcfg.resume, overwrite)
+    refuse_offline_push(cfg)
     # everything that can reject the input runs before output_dir is touched
     tokenizer, model = load_tokenizer_and_model(cfg)
     with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
@@ -204,7 +207,8 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         info["eval_blocks"], accelerator.num_processes,
     )
     try:
-        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator)
+        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator,
+                      on_checkpoint=checkpoint_pusher(cfg))
 
         if accelerator.is_main_process:
             save_model_folder(task, out / MODEL_DIR)
@@ -223,6 +227,8 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         accelerator.wait_for_everyone()
     finally:
         accelerator.end_training()
-    if accelerator.is_main_process:
-        return read_metrics(out)
-    return {}
+    if not accelerator.is_main_process:
+        return {}
+    if cfg.push_to_hub:
+        push_run(cfg, out)
+    return read_metrics(out)

@@ -75,16 +75,17 @@ def find_run(checkpoint: str) -> RunRecord:
         raise DataError(f"checkpoint {checkpoint}: not a local folder (export works on local runs and model folders)")
     record = RunRecord(model_dir)
     for candidate in (model_dir.parent, model_dir.parent.parent.parent):  # run/model, run/checkpoints/step-N/model
-        if (candidate / METRICS_FILE).is_file() and (candidate / CONFIG_FILE).is_file():
+        if (candidate / CONFIG_FILE).is_file():
             record.run_dir = candidate
             record.config = yaml.safe_load((candidate / CONFIG_FILE).read_text(encoding="utf-8")) or {}
-            record.metrics = json.loads((candidate / METRICS_FILE).read_text(encoding="utf-8"))
             info = candidate / RUN_INFO_FILE
             record.info = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+            metrics = candidate / METRICS_FILE
+            if metrics.is_file() and model_dir.parent == candidate:  # a checkpoint's are not the final ones
+                record.metrics = json.loads(metrics.read_text(encoding="utf-8"))
+            if "stage" not in record.info:
+                record.info["stage"] = "pretrain" if "objective" in record.config else "finetune"
             break
-    if record.run_dir is not None and model_dir.parent != record.run_dir:
-        logger.warning("%s is an intermediate checkpoint: the card reports the final run's metrics", model_dir)
-        record.metrics = {}
     return record
 
 
@@ -341,6 +342,64 @@ def run_export(args: argparse.Namespace) -> dict:
     return {"exported": str(out), "files": sorted(p.name for p in out.iterdir())}
 
 
+@dataclass(kw_only=True)
+class HubOptions:
+    """Recipe keys shared by every training stage: push the result to the Hub at the end."""
+
+    push_to_hub: bool = False
+    """After the run: export it (model card included) and push it as one commit."""
+    hub_model_id: str | None = None
+    """NAMESPACE/NAME of the Hub repo (created if missing)."""
+    hub_private: bool = False
+    hub_checkpoint_branch: str | None = None
+    """Also push every checkpoint, to this branch, tagged ``step-N`` (e.g. ``checkpoints``)."""
+
+    def check_hub_options(self) -> None:
+        from nlp_ssl.errors import ConfigError
+
+        if (self.push_to_hub or self.hub_checkpoint_branch) and not self.hub_model_id:
+            raise ConfigError("'push_to_hub' and 'hub_checkpoint_branch' need 'hub_model_id' (NAMESPACE/NAME)")
+        if self.hub_model_id is not None and (self.hub_model_id.count("/") != 1 or not all(self.hub_model_id.split("/"))):
+            raise ConfigError(f"'hub_model_id' must be NAMESPACE/NAME, got {self.hub_model_id!r}")
+
+    @property
+    def pushes(self) -> bool:
+        return self.push_to_hub or self.hub_checkpoint_branch is not None
+
+
+def refuse_offline_push(options: HubOptions) -> None:
+    """A recipe that will push must not find out after hours of training that it cannot."""
+    if options.pushes and _offline():
+        raise PublishError("push_to_hub is set but HF_HUB_OFFLINE is too: unset one of them "
+                           "(checked before training; nothing was done)")
+
+
+def push_run(options: HubOptions, run_dir: Path) -> dict:
+    """The end-of-run push; a failure keeps the finished run and says how to push it later."""
+    try:
+        return push(str(run_dir), options.hub_model_id, private=options.hub_private)
+    except PublishError as exc:
+        raise PublishError(f"the run finished and is saved in {run_dir}, but {exc}; push it later with "
+                           f"nlp-ssl push {run_dir} --repo-id {options.hub_model_id}") from None
+
+
+def checkpoint_pusher(options: HubOptions):
+    """``fit``'s ``on_checkpoint`` hook pushing each checkpoint's model to the checkpoint branch."""
+    if not options.hub_checkpoint_branch:
+        return None
+
+    def on_checkpoint(path: Path, step: int) -> None:
+        push(str(path / "model"), options.hub_model_id, private=options.hub_private,
+             revision=options.hub_checkpoint_branch, tag=f"step-{step}",
+             message=f"Checkpoint at step {step}")
+
+    return on_checkpoint
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+
+
 class PublishError(OutputError):
     """A push did not complete; local files are untouched."""
 
@@ -360,7 +419,7 @@ def push(checkpoint: str, repo_id: str, *, private: bool = False, revision: str 
     """
     import tempfile
 
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no"):
+    if _offline():
         raise PublishError("push: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push "
                            "(nothing was exported or uploaded)")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):

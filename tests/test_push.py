@@ -134,3 +134,51 @@ def test_offline_push_is_refused_before_any_work(tmp_path, runs, capsys):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert main(["push", str(runs["ft"]), "--repo-id", "me/x"]) == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_a_training_recipe_pushes_its_checkpoints_and_its_result(tmp_path, hub, runs, sentiment_dir):
+    from nlp_ssl.config import dump_yaml
+    from tests.finetune_helpers import sentiment_config
+
+    cfg = sentiment_config(tmp_path / "run", runs["base"], sentiment_dir, epochs=2, save_every="epoch")
+    cfg.push_to_hub, cfg.hub_model_id, cfg.hub_checkpoint_branch = True, "me/trained", "checkpoints"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(dump_yaml(cfg))
+    done = nlp_ssl(client_env(tmp_path, hub.endpoint), "finetune", str(recipe))
+    assert done.returncode == 0, done.stderr[-3000:]
+    repo = hub.hub.repos["me/trained"]
+    assert [(c["ref"], c["summary"]) for c in hub.hub.commits] == [
+        ("checkpoints", "Checkpoint at step 25"), ("checkpoints", "Checkpoint at step 50"),
+        ("main", hub.hub.commits[-1]["summary"])]
+    assert hub.hub.commits[-1]["summary"].startswith("Upload sentiment model (test accuracy")
+    assert set(repo["tags"]) == {"step-25", "step-50"}
+    assert set(repo["refs"]["main"]) == {"README.md", "config.json", "model.safetensors", "tokenizer.json",
+                                         "tokenizer_config.json"}
+    assert json.loads((tmp_path / "run/pushed.json").read_text())["revision"] == "main"
+    assert hub.hub.violations == []
+
+
+def test_a_recipe_that_would_push_offline_is_refused_before_training(tmp_path, runs, sentiment_dir):
+    from nlp_ssl import finetune
+    from nlp_ssl.publish import PublishError
+    from tests.finetune_helpers import sentiment_config
+
+    cfg = sentiment_config(tmp_path / "run", runs["base"], sentiment_dir)
+    cfg.push_to_hub, cfg.hub_model_id = True, "me/trained"
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is too"):
+        finetune.run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.live
+@pytest.mark.skipif(not (os.environ.get("NLP_SSL_LIVE_HUB_TOKEN") and os.environ.get("NLP_SSL_LIVE_HUB_REPO")),
+                    reason="pushes to the real Hub: set NLP_SSL_LIVE_HUB_TOKEN and NLP_SSL_LIVE_HUB_REPO (by hand only)")
+def test_live_push_to_the_real_hub(tmp_path, runs):
+    """By hand: NLP_SSL_LIVE_HUB_TOKEN=hf_... NLP_SSL_LIVE_HUB_REPO=me/nlp-ssl-test pytest -m live."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    env.update(HF_TOKEN=os.environ["NLP_SSL_LIVE_HUB_TOKEN"], HF_HOME=str(tmp_path / "hf_home"))
+    repo = os.environ["NLP_SSL_LIVE_HUB_REPO"]
+    pushed = nlp_ssl(env, "push", str(runs["ft"]), "--repo-id", repo, "--private")
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    load = f"from transformers import pipeline; print(pipeline('text-classification', model='{repo}')('good film'))"
+    assert subprocess.run([sys.executable, "-c", load], env=env, timeout=600).returncode == 0
