@@ -144,21 +144,14 @@ def load_sentiment_data(cfg: SentimentConfig, tokenizer):
     return splits, labels, train_index
 
 
-def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
+def setup_sentiment(cfg: SentimentConfig, accelerator):
+    """Tokenizer, labelled splits and classifier for ``task: sentiment``; returns the engine
+    task and what to report about where it started."""
     from accelerate.utils import set_seed
-    from transformers.utils import logging as hf_logging
 
     from nlp_ssl.models import max_positions, resolve_model_dir
     from nlp_ssl.tasks.classification import ClassificationTask, build_classifier, load_tokenizer_for
 
-    hf_logging.disable_progress_bar()
-    started = now()
-    out = Path(cfg.output_dir).absolute()
-    tcfg = cfg.train
-    accelerator = make_accelerator(tcfg, out)
-    prepare_run_dir(out, tcfg.resume, overwrite)
-    refuse_offline_push(cfg)
-    # everything that can reject the input runs before output_dir is touched
     model_dir = resolve_model_dir(cfg.init)
     positions = max_positions(model_dir)
     if positions is not None and cfg.data.max_length > positions:
@@ -171,11 +164,28 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
         splits, labels, train_index = load_sentiment_data(cfg, tokenizer)
     set_seed(cfg.seed)  # the new head's initial weights are part of what a seed reproduces
     model = build_classifier(model_dir, labels, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
-    task = ClassificationTask(model, tokenizer, splits, labels, train_index)
-    info = task.describe()
+    task = ClassificationTask(model, tokenizer, splits, labels, train_index, text_columns=cfg.data.train.text_columns)
+    origin = {"init": cfg.init, "from_scratch": cfg.from_scratch}
     logger.info("sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
-                model_dir, " (fresh weights)" if cfg.from_scratch else "", info["parameters"] / 1e6,
-                info["num_labels"], info["train_examples"], info["eval_examples"])
+                model_dir, " (fresh weights)" if cfg.from_scratch else "", task.describe()["parameters"] / 1e6,
+                len(labels.names), task.n_train, len(task.index["eval"]))
+    return task, origin
+
+
+def run(cfg, overwrite: bool = False) -> dict:
+    """Fine-tune on any task in ``RECIPES``: the task's setup, then one shared flow."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    started = now()
+    out = Path(cfg.output_dir).absolute()
+    tcfg = cfg.train
+    accelerator = make_accelerator(tcfg, out)
+    prepare_run_dir(out, tcfg.resume, overwrite)
+    refuse_offline_push(cfg)
+    # everything that can reject the input runs before output_dir is touched
+    task, origin = SETUPS[cfg.task](cfg, accelerator)
+    info = task.describe()
     open_run_dir(out, cfg, overwrite, accelerator)
     try:
         summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator,
@@ -193,15 +203,12 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
         if accelerator.is_main_process:
             save_model_folder(task, out / MODEL_DIR)
             split, outputs = predictions
-            text_columns = getattr(cfg.data, "test" if split == "test" else "validation", None) or cfg.data.train
-            records = task.records(split, outputs, text_columns.text_columns, cfg.data.label_column)
-            write_jsonl(out / PREDICTIONS_FILE, records)
+            write_jsonl(out / PREDICTIONS_FILE, task.records(split, outputs))
             shutil.rmtree(best_dir, ignore_errors=True)  # model/ now holds it
             train_summary = {k: v for k, v in summary.items() if not k.startswith("eval_")}
             metrics = {
                 "task": cfg.task,
-                "init": cfg.init,
-                "from_scratch": cfg.from_scratch,
+                **origin,
                 **info,
                 **train_summary,
                 **scores,
@@ -217,6 +224,9 @@ def run(cfg: SentimentConfig, overwrite: bool = False) -> dict:
     if cfg.push_to_hub:
         push_run(cfg, out)
     return read_metrics(out)
+
+
+SETUPS = {"sentiment": setup_sentiment}
 
 
 def _load_weights(model, folder: Path) -> None:

@@ -83,7 +83,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     model, tokenizer, labels = load_classifier(cfg.checkpoint)
     max_length = cfg.max_length or default_max_length(model, tokenizer)
     ds, _ = tokenize_labelled(cfg.data, tokenizer, labels, cfg.label_column, max_length)
-    task = ClassificationTask(model, tokenizer, {"test": ds}, labels)
+    task = ClassificationTask(model, tokenizer, {"test": ds}, labels, text_columns=cfg.data.text_columns)
     tcfg = TrainConfig(micro_batch_size=cfg.batch_size, tracker="none")
     accelerator = make_accelerator(tcfg, out)
     model.to(accelerator.device)
@@ -91,7 +91,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     if not accelerator.is_main_process:
         return {}
     with staged_output(out, overwrite) as staging:
-        write_jsonl(staging / PREDICTIONS_FILE, task.records("test", outputs, cfg.data.text_columns, cfg.label_column))
+        write_jsonl(staging / PREDICTIONS_FILE, task.records("test", outputs))
         metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(ds), **scores}
         write_run_files(staging, stage="evaluate", config=cfg, seed=0, started_at=started, metrics=metrics)
     return metrics

@@ -153,12 +153,15 @@ class ClassificationTask:
 
     model_inputs = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, model, tokenizer, splits: dict, labels: LabelSet, train_index: np.ndarray | None = None):
+    def __init__(self, model, tokenizer, splits: dict, labels: LabelSet, train_index: np.ndarray | None = None,
+                 text_columns: list[str] | None = None):
         from transformers import DataCollatorWithPadding
 
         self.model = model
         self.tokenizer = tokenizer
         self.labels = labels
+        self.text_columns = text_columns or ["text"]
+        """Columns copied into prediction records."""
         self.module = SequenceClassificationLoss(model)
         # GPT-2 would add token-type embeddings looked up in its word embeddings: only models
         # with a token-type table get token_type_ids
@@ -208,7 +211,7 @@ class ClassificationTask:
             named[f"{head}_{self.labels.names[int(tail)]}" if tail.isdigit() else key] = value
         return named
 
-    def records(self, split: str, outputs: dict, text_columns: list[str], label_column: str) -> list[dict]:
+    def records(self, split: str, outputs: dict) -> list[dict]:
         """One JSON-ready record per example of ``split`` (for ``predictions.jsonl``)."""
         ds = self.texts[split]
         rows = self.index[split][outputs["index"]]
@@ -216,7 +219,7 @@ class ClassificationTask:
         out = []
         for k, row in enumerate(rows.tolist()):
             example = ds[row]
-            record = {c: _dig(example, c) for c in text_columns}
+            record = {c: _dig(example, c) for c in self.text_columns}
             probs = outputs["probs"][k]
             pred = int(outputs["prediction"][k])
             record.update({
