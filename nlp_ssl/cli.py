@@ -48,7 +48,7 @@ COMMANDS = {
     "evaluate": Command("nlp_ssl.inference", "add_evaluate_arguments", "run_evaluate",
                         "score a fine-tuned checkpoint on a dataset (metrics.json, predictions.jsonl)"),
     "predict": Command("nlp_ssl.inference", "add_predict_arguments", "run_predict",
-                       "print the predicted label and probability for texts"),
+                       "print the predicted label and probability (or the generated text) for texts"),
     "export": Command("nlp_ssl.publish", "add_export_arguments", "run_export",
                       "write a Hub-ready folder (safetensors, config, tokenizer, model card) for a run"),
     "push": Command("nlp_ssl.publish", "add_push_arguments", "run_push",

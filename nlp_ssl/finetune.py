@@ -102,7 +102,119 @@ class SentimentConfig(HubOptions):
             raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
 
 
-RECIPES = {"sentiment": SentimentConfig}
+@dataclass
+class GenerationOptions:
+    """How evaluation, ``evaluate`` and ``predict`` generate (saved as the model's
+    ``generation_config.json``, so everyone uses the same settings)."""
+
+    max_new_tokens: int = 64
+    num_beams: int = 4
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    early_stopping: bool = True
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.num_beams < 1:
+            raise ConfigError("'max_new_tokens' and 'num_beams' must be >= 1")
+
+
+@dataclass(kw_only=True)
+class Seq2SeqData:
+    """Splits and lengths shared by translation and summarization."""
+
+    train: DatasetSpec
+    validation: DatasetSpec | None = None
+    """When absent, ``validation_fraction`` of ``train`` is held out (seeded). Every evaluation
+    generates for each example: keep it small (``max_rows``)."""
+    test: DatasetSpec | None = None
+    max_source_length: int = 128
+    max_target_length: int = 64
+    """Target tokens including the final EOS."""
+    train_samples: int | None = None
+    """Train on a seeded random subsample of this many pairs."""
+    validation_fraction: float = 0.05
+    num_proc: int | None = None
+
+    def __post_init__(self):
+        if self.max_source_length < 2 or self.max_target_length < 2:
+            raise ConfigError("'max_source_length' and 'max_target_length' must be >= 2")
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ConfigError(f"'train_samples' must be positive, got {self.train_samples}")
+        if not 0 < self.validation_fraction < 0.5:
+            raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
+
+
+@dataclass(kw_only=True)
+class TranslationData(Seq2SeqData):
+    source_lang: str
+    """Key of the source language inside ``column`` (``en``)."""
+    target_lang: str
+    column: str = "translation"
+    """The column holding ``{lang: text}`` pairs, as in the Hub's translation datasets."""
+
+    @property
+    def source_column(self) -> str:
+        return f"{self.column}.{self.source_lang}"
+
+    @property
+    def target_column(self) -> str:
+        return f"{self.column}.{self.target_lang}"
+
+
+@dataclass(kw_only=True)
+class SummarizationData(Seq2SeqData):
+    source_column: str = "document"
+    target_column: str = "summary"
+
+
+@dataclass(kw_only=True)
+class Seq2SeqTrainConfig(FinetuneTrainConfig):
+    """Fine-tuning defaults, keeping the model with the lowest validation loss (generation-based
+    metrics are computed at every evaluation too; ``metric_for_best: bleu`` selects on them)."""
+
+    metric_for_best: str | None = "loss"
+    lr: float = 3e-4
+
+
+@dataclass(kw_only=True)
+class Seq2SeqConfig(HubOptions):
+    """Recipe of ``finetune`` with ``task: translation`` or ``task: summarization``."""
+
+    output_dir: str
+    encoder: str
+    """Encoder checkpoint: our masked-LM run (BERT), any encoder folder, ``pkg:``, a Hub id."""
+    decoder: str | None = None
+    """Decoder checkpoint (cross-attention is added): our next-token run (GPT-2), or a masked-LM
+    run (BERT as decoder, its own copy of the weights: transformers 5 dropped shared
+    encoder-decoder weights). Default: the encoder's checkpoint."""
+    from_scratch: bool = False
+    """The same shapes with fresh weights: the labels-only baseline."""
+    tokenizer: str | None = None
+    """Default: the encoder's tokenizer (the decoder's must be the same)."""
+    dropout: float | None = 0.1
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        self.check_hub_options()
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(kw_only=True)
+class TranslationConfig(Seq2SeqConfig):
+    task: Literal["translation"]
+    data: TranslationData
+
+
+@dataclass(kw_only=True)
+class SummarizationConfig(Seq2SeqConfig):
+    task: Literal["summarization"]
+    data: SummarizationData
+
+
+RECIPES = {"sentiment": SentimentConfig, "translation": TranslationConfig, "summarization": SummarizationConfig}
 
 
 def recipe_class(raw: dict, source: str) -> type:
@@ -226,18 +338,68 @@ def run(cfg, overwrite: bool = False) -> dict:
     return read_metrics(out)
 
 
-SETUPS = {"sentiment": setup_sentiment}
+def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
+    """Tokenizer, source/target splits and encoder-decoder for translation and summarization."""
+    from accelerate.utils import set_seed
+
+    from nlp_ssl.models import check_same_tokenizer, max_positions, resolve_model_dir
+    from nlp_ssl.tasks.classification import load_tokenizer_for
+    from nlp_ssl.tasks.seq2seq import Seq2SeqTask, build_seq2seq, tokenize_pairs
+
+    d = cfg.data
+    encoder = resolve_model_dir(cfg.encoder, key="encoder")
+    decoder = resolve_model_dir(cfg.decoder, key="decoder") if cfg.decoder else encoder
+    for folder, length, key in ((encoder, d.max_source_length, "max_source_length"),
+                                (decoder, d.max_target_length, "max_target_length")):
+        positions = max_positions(folder)
+        if positions is not None and length > positions:
+            raise ConfigError(f"'data.{key}' ({length}) exceeds the {positions} positions of the model in {folder}")
+    tokenizer = load_tokenizer_for(encoder, cfg.tokenizer)
+    if decoder != encoder:
+        check_same_tokenizer(tokenizer, decoder, cfg.tokenizer or encoder)
+    tokenizer.model_max_length = d.max_source_length
+
+    def pairs(spec):
+        return tokenize_pairs(spec, tokenizer, d.source_column, d.target_column, d.max_source_length,
+                              d.max_target_length, d.num_proc)
+
+    with accelerator.main_process_first():
+        train = pairs(d.train)
+        splits = {"train": train}
+        pool = np.arange(len(train))
+        if d.validation is not None:
+            splits["eval"] = pairs(d.validation)
+        else:
+            order = np.random.default_rng([cfg.seed, 0xE7A1]).permutation(len(train))
+            held = max(1, int(round(len(train) * d.validation_fraction)))
+            splits["eval"], pool = train.select(np.sort(order[:held])), np.sort(order[held:])
+        if d.test is not None:
+            splits["test"] = pairs(d.test)
+    if d.train_samples is not None and d.train_samples < len(pool):
+        pool = np.sort(np.random.default_rng([cfg.seed, 0x5A3]).permutation(pool)[: d.train_samples])
+    set_seed(cfg.seed)
+    model = build_seq2seq(encoder, decoder, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout,
+                          generation=cfg.generation)
+    # what evaluate/predict need to know about this model, saved in its config.json
+    model.config.nlp_ssl = {"task": cfg.task, "source_column": d.source_column, "target_column": d.target_column}
+    metric = "sacrebleu_chrf" if cfg.task == "translation" else "rouge"
+    task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
+                       metric=metric, train_index=pool)
+    origin = {"encoder": cfg.encoder, "decoder": cfg.decoder or cfg.encoder, "from_scratch": cfg.from_scratch}
+    logger.info("%s fine-tuning, encoder %s, decoder %s%s: %.2fM parameters, %d train / %d validation pairs",
+                cfg.task, encoder, decoder, " (fresh weights)" if cfg.from_scratch else "",
+                task.describe()["parameters"] / 1e6, task.n_train, len(task.index["eval"]))
+    return task, origin
+
+
+SETUPS = {"sentiment": setup_sentiment, "translation": setup_seq2seq, "summarization": setup_seq2seq}
 
 
 def _load_weights(model, folder: Path) -> None:
     """Put the weights saved in ``folder`` into ``model`` (same architecture), in place, so
     that the engine's wrapped copy sees them too."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # tied weights are saved once; anything else missing means the folder is not this model
-    tied = {k for k in missing if k.endswith(("decoder.weight", "lm_head.weight"))}
-    if unexpected or set(missing) - tied:
+    best = type(model).from_pretrained(str(folder))
+    missing, unexpected = model.load_state_dict(best.state_dict(), strict=False)
+    if missing or unexpected:
         raise ConfigError(f"{folder}: weights do not match the model (missing {sorted(missing)[:3]}, "
                           f"unexpected {sorted(unexpected)[:3]})")

@@ -1,10 +1,10 @@
-"""Using a fine-tuned classifier without retraining it.
+"""Using a fine-tuned model (classifier or encoder-decoder) without retraining it.
 
 ``nlp-ssl evaluate CHECKPOINT DATASET [--split NAME]``: score it on any dataset the data
 layer reads (Hub id, mirror name, local folder or file), through the engine's evaluation
 (so ``accelerate launch`` splits the work), writing ``metrics.json`` and
 ``predictions.jsonl``. ``nlp-ssl predict CHECKPOINT "text" ... [--file F]``: print label and
-probability per text.
+probability per text (a classifier) or the generated text (an encoder-decoder).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.errors import DataError
+from nlp_ssl.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -33,60 +33,98 @@ class EvaluateConfig:
     max_length: int | None = None
     """Default: the length the model was fine-tuned with (its tokenizer's ``model_max_length``)."""
     batch_size: int = 64
+    source_column: str | None = None
+    """Encoder-decoders: default the columns the model was fine-tuned on."""
+    target_column: str | None = None
 
 
-def load_classifier(checkpoint: str):
-    """A fine-tuned sequence classifier, its tokenizer and label set, from a checkpoint folder
-    (a finetune run, its ``model/``, a checkpoint, or any HF classifier folder)."""
-    from transformers import AutoModelForSequenceClassification
+@dataclass
+class Finetuned:
+    """A fine-tuned model ready to score or use."""
+
+    kind: str
+    """``classifier`` or ``seq2seq``."""
+    model: object
+    tokenizer: object
+    labels: object = None
+    """The ``LabelSet`` of a classifier."""
+    task: dict = field(default_factory=dict)
+    """What fine-tuning saved about a seq2seq task (``config.nlp_ssl``: task, columns)."""
+
+    @property
+    def max_length(self) -> int:
+        """What fine-tuning truncated inputs to (saved as the tokenizer's ``model_max_length``),
+        within the model's (encoder's) position table."""
+        cfg = self.model.encoder.config if self.kind == "seq2seq" else self.model.config
+        positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
+        return min(positions, self.tokenizer.model_max_length or positions)
+
+
+def load_finetuned(checkpoint: str) -> Finetuned:
+    """A fine-tuned classifier or encoder-decoder from a checkpoint folder (a finetune run, its
+    ``model/``, a checkpoint, or any HF sequence-classification / seq2seq folder)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     from nlp_ssl.models import check_vocab, resolve_model_dir
-
-    hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with predict's output
     from nlp_ssl.tasks.classification import LabelSet, load_tokenizer_for
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with predict's output
     model_dir = resolve_model_dir(checkpoint, key="checkpoint")
     config_file = Path(model_dir) / "config.json"
-    if config_file.is_file():
-        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in architectures):
-            raise DataError(f"checkpoint {model_dir}: not a sequence classifier (architectures: "
-                            f"{', '.join(architectures) or 'none'}); fine-tune it first (nlp-ssl finetune)")
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        kind, auto = "classifier", AutoModelForSequenceClassification
+    elif config.get("is_encoder_decoder") or any(a.endswith(("EncoderDecoderModel", "ForConditionalGeneration"))
+                                                for a in architectures):
+        kind, auto = "seq2seq", AutoModelForSeq2SeqLM
+    else:
+        raise DataError(f"checkpoint {model_dir}: not a sequence classifier or an encoder-decoder (architectures: "
+                        f"{', '.join(architectures) or 'none'}); fine-tune it first (nlp-ssl finetune)")
     tokenizer = load_tokenizer_for(model_dir)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        model = auto.from_pretrained(model_dir)
     except Exception as exc:
         raise DataError(f"checkpoint {model_dir}: cannot be loaded ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
-    check_vocab(model, tokenizer, model_dir)
-    labels = LabelSet([model.config.id2label[i] for i in range(model.config.num_labels)])
-    return model.eval(), tokenizer, labels
-
-
-def default_max_length(model, tokenizer) -> int:
-    """What fine-tuning truncated to (saved as the tokenizer's ``model_max_length``), within
-    the model's position table."""
-    cfg = model.config
-    positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
-    return min(positions, tokenizer.model_max_length or positions)
+    if kind == "classifier":
+        check_vocab(model, tokenizer, model_dir)
+        labels = LabelSet([model.config.id2label[i] for i in range(model.config.num_labels)])
+        return Finetuned(kind, model.eval(), tokenizer, labels=labels)
+    check_vocab(model.get_encoder(), tokenizer, model_dir)
+    return Finetuned(kind, model.eval(), tokenizer, task=dict(config.get("nlp_ssl") or {}))
 
 
 def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.engine import TrainConfig, evaluate, make_accelerator
     from nlp_ssl.finetune import PREDICTIONS_FILE
     from nlp_ssl.outputs import now, staged_output, write_jsonl, write_run_files
-    from nlp_ssl.tasks.classification import ClassificationTask, tokenize_labelled
 
     started = now()
     out = Path(cfg.output_dir).absolute()
-    model, tokenizer, labels = load_classifier(cfg.checkpoint)
-    max_length = cfg.max_length or default_max_length(model, tokenizer)
-    ds, _ = tokenize_labelled(cfg.data, tokenizer, labels, cfg.label_column, max_length)
-    task = ClassificationTask(model, tokenizer, {"test": ds}, labels, text_columns=cfg.data.text_columns)
+    ft = load_finetuned(cfg.checkpoint)
+    max_length = cfg.max_length or ft.max_length
+    if ft.kind == "classifier":
+        from nlp_ssl.tasks.classification import ClassificationTask, tokenize_labelled
+
+        ds, _ = tokenize_labelled(cfg.data, ft.tokenizer, ft.labels, cfg.label_column, max_length)
+        task = ClassificationTask(ft.model, ft.tokenizer, {"test": ds}, ft.labels, text_columns=cfg.data.text_columns)
+    else:
+        from nlp_ssl.tasks.seq2seq import Seq2SeqTask, tokenize_pairs
+
+        source = cfg.source_column or ft.task.get("source_column")
+        target = cfg.target_column or ft.task.get("target_column")
+        if not source or not target:
+            raise ConfigError("this encoder-decoder does not record its columns: pass --source-column and --target-column")
+        ds = tokenize_pairs(cfg.data, ft.tokenizer, source, target, max_length,
+                            ft.model.generation_config.max_new_tokens + 1)
+        metric = "sacrebleu_chrf" if ft.task.get("task", "translation") == "translation" else "rouge"
+        task = Seq2SeqTask(ft.model, ft.tokenizer, {"test": ds}, source_column=source, target_column=target,
+                           metric=metric)
     tcfg = TrainConfig(micro_batch_size=cfg.batch_size, tracker="none")
     accelerator = make_accelerator(tcfg, out)
-    model.to(accelerator.device)
+    ft.model.to(accelerator.device)
     scores, outputs = evaluate(task, task.module, accelerator, tcfg, split="test", outputs=True)
     if not accelerator.is_main_process:
         return {}
@@ -98,33 +136,42 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
 
 
 def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> list[dict]:
-    """Label and probability (and every label's probability) for each text."""
+    """For a classifier: label and probability (and every label's) per text; for an
+    encoder-decoder: the generated output (the model's saved generation settings)."""
     import torch
 
-    model, tokenizer, labels = load_classifier(checkpoint)
-    max_length = max_length or default_max_length(model, tokenizer)
-    use_types = bool(getattr(model.config, "type_vocab_size", 0))
+    ft = load_finetuned(checkpoint)
+    max_length = max_length or ft.max_length
+    use_types = ft.kind == "classifier" and bool(getattr(ft.model.config, "type_vocab_size", 0))
     results = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
-            enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
-                            return_token_type_ids=use_types)
-            probs = torch.softmax(model(**enc).logits.float(), dim=-1)
+            enc = ft.tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+                               return_token_type_ids=use_types)
+            if ft.kind == "seq2seq":
+                generated = ft.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+                outputs = ft.tokenizer.batch_decode(generated, skip_special_tokens=True)
+                results += [{"text": t, "output": o.strip()} for t, o in zip(chunk, outputs)]
+                continue
+            probs = torch.softmax(ft.model(**enc).logits.float(), dim=-1)
+            names = ft.labels.names
             for text, p in zip(chunk, probs):
                 k = int(p.argmax())
-                results.append({"text": text, "label": labels.names[k], "probability": round(float(p[k]), 6),
-                                "probabilities": {n: round(float(v), 6) for n, v in zip(labels.names, p)}})
+                results.append({"text": text, "label": names[k], "probability": round(float(p[k]), 6),
+                                "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}})
     return results
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder or any HF classifier folder")
+    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder, or any HF classifier or seq2seq folder")
     p.add_argument("dataset", help="Hub id or mirror name (rotten_tomatoes), a local folder of <split>.jsonl/csv files, or a file")
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--config", default=None, help="Hub configuration (subset) name, e.g. sst2 for glue")
     p.add_argument("--text-column", default="text", help="text column (dotted for nested; comma for sentence pairs)")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--source-column", default=None, help="encoder-decoders: source column (default: as fine-tuned)")
+    p.add_argument("--target-column", default=None, help="encoder-decoders: reference column (default: as fine-tuned)")
     p.add_argument("--output-dir", default=None, help="default: runs/evaluate/<checkpoint>-<dataset>-<split>")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=None, help="default: the length the model was fine-tuned with")
@@ -145,7 +192,8 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         Path("runs/evaluate") / f"{_slug(args.checkpoint)}-{_slug(args.dataset)}-{args.split}"
     )
     cfg = EvaluateConfig(checkpoint=args.checkpoint, data=spec, output_dir=output_dir, label_column=args.label_column,
-                         max_length=args.max_length, batch_size=args.batch_size)
+                         max_length=args.max_length, batch_size=args.batch_size, source_column=args.source_column,
+                         target_column=args.target_column)
     metrics = evaluate_checkpoint(cfg, overwrite=args.overwrite)
     if metrics:
         logger.info("wrote %s", output_dir)
@@ -153,7 +201,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder or any HF classifier folder")
+    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder, or any HF classifier or seq2seq folder")
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", default=None, help="also classify each non-empty line of this file ('-' for stdin)")
     p.add_argument("--json", action="store_true", help="one JSON object per text (with every label's probability)")
@@ -170,6 +218,8 @@ def run_predict(args: argparse.Namespace) -> None:
     for r in predict_texts(args.checkpoint, texts, args.batch_size, args.max_length):
         if args.json:
             print(json.dumps(r, ensure_ascii=False))
+        elif "output" in r:  # encoder-decoder: one output line per input
+            print(r["output"])
         else:
             print(f"{r['label']}\t{r['probability']:.4f}\t{r['text']}")
     return None

@@ -32,3 +32,39 @@ def sentiment_config(out: Path, init, data_dir: Path, labels=("negative", "posit
     data_cfg.update(data or {})
     return from_dict(SentimentConfig, {"output_dir": str(out), "task": "sentiment", "init": str(init),
                                        "data": data_cfg, "dropout": 0.0, "train": train_cfg, "seed": 0})
+
+
+def write_translation_folder(root: Path, sizes=(300, 40, 40)) -> Path:
+    """``{"translation": {"en", "xx"}}`` pairs where "xx" is the English words in reverse order:
+    a task a tiny encoder-decoder starts to learn in a few dozen steps."""
+    import random
+
+    from tests.helpers import WORDS
+
+    for split, n, seed in zip(("train", "validation", "test"), sizes, (0, 1, 2)):
+        rng = random.Random(seed)
+        rows = []
+        for _ in range(n):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(3, 7))]
+            rows.append({"translation": {"en": " ".join(words), "xx": " ".join(reversed(words))}})
+        write_jsonl(root / f"{split}.jsonl", rows)
+    return root
+
+
+def translation_config(out: Path, encoder, decoder, data_dir: Path, *, data=None, **top):
+    from nlp_ssl.finetune import TranslationConfig
+
+    data_cfg = {
+        "train": {"name": str(data_dir), "split": "train"},
+        "validation": {"name": str(data_dir), "split": "validation"},
+        "test": {"name": str(data_dir), "split": "test"},
+        "source_lang": "en", "target_lang": "xx", "max_source_length": 32, "max_target_length": 24,
+    }
+    data_cfg.update(data or {})
+    raw = {"output_dir": str(out), "task": "translation", "encoder": str(encoder),
+           "decoder": None if decoder is None else str(decoder), "data": data_cfg, "dropout": 0.0,
+           "generation": {"max_new_tokens": 16, "num_beams": 2},
+           "train": {"epochs": 4, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none", "log_every": 1,
+                     "warmup_ratio": 0.1}, "seed": 0}
+    raw.update(top)
+    return from_dict(TranslationConfig, raw)

@@ -251,7 +251,7 @@ def test_bad_init_and_recipe_values(tmp_path, pretrained, sentiment_dir, tiny_to
         resolve_model_dir("pkg:no_such_pkg/model")
     recipe = tmp_path / "r.yaml"
     recipe.write_text("output_dir: x\ntask: sentimnet\ninit: y\n")
-    with pytest.raises(ConfigError, match=r"'task' must be one of: sentiment; got 'sentimnet'"):
+    with pytest.raises(ConfigError, match=r"'task' must be one of: sentiment, translation, summarization; got 'sentimnet'"):
         from nlp_ssl.config import load_recipe
 
         load_recipe(finetune.recipe_class, recipe)
@@ -259,7 +259,7 @@ def test_bad_init_and_recipe_values(tmp_path, pretrained, sentiment_dir, tiny_to
 
 def test_evaluate_refuses_a_model_that_is_not_a_classifier(tmp_path, pretrained, sentiment_dir, capsys):
     assert main(["evaluate", str(pretrained["mlm"]), str(sentiment_dir), "--output-dir", str(tmp_path / "e")]) == 2
-    assert "not a sequence classifier (architectures: BertForMaskedLM)" in capsys.readouterr().err
+    assert "not a sequence classifier or an encoder-decoder (architectures: BertForMaskedLM)" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
 
 

@@ -1,0 +1,128 @@
+"""Translation / summarization: encoder-decoder assembly from our checkpoints, label masking,
+generation-based evaluation with sacrebleu parity, save/reload/generate, bad input."""
+
+import json
+import re
+
+import pytest
+import sacrebleu
+import torch
+from safetensors.torch import load_file
+
+from nlp_ssl import finetune
+from nlp_ssl.cli import main
+from nlp_ssl.config import dump_yaml
+from nlp_ssl.tasks.classification import load_tokenizer_for
+from nlp_ssl.tasks.seq2seq import build_seq2seq
+from tests.finetune_helpers import translation_config, write_translation_folder
+from tests.helpers import write_jsonl
+
+
+@pytest.fixture(scope="module")
+def translation_dir(tmp_path_factory):
+    return write_translation_folder(tmp_path_factory.mktemp("mt"), sizes=(240, 24, 24))
+
+
+@pytest.fixture(scope="module")
+def translated(tmp_path_factory, pretrained, translation_dir):
+    out = tmp_path_factory.mktemp("mt-run") / "run"
+    finetune.run(translation_config(out, pretrained["mlm"], pretrained["clm"], translation_dir, seed=0))
+    return out
+
+
+def test_encoder_decoder_is_assembled_from_mlm_and_clm_checkpoints(pretrained):
+    tok = load_tokenizer_for(str(pretrained["mlm"] / "model"))
+    model = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["clm"] / "model"), tok)
+    mlm, clm = (load_file(str(pretrained[k] / "model/model.safetensors")) for k in ("mlm", "clm"))
+    key = "encoder.layer.0.attention.self.query.weight"
+    torch.testing.assert_close(model.encoder.state_dict()[key], mlm[f"bert.{key}"])
+    torch.testing.assert_close(model.decoder.state_dict()["transformer.h.0.attn.c_attn.weight"],
+                               clm["transformer.h.0.attn.c_attn.weight"])
+    assert model.decoder.config.add_cross_attention and model.decoder.config.is_decoder
+    assert (model.config.decoder_start_token_id, model.config.eos_token_id, model.config.pad_token_id) == (2, 3, 0)
+    assert model.generation_config.decoder_start_token_id == 2 and model.generation_config.num_beams == 4
+
+    bert2bert = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["mlm"] / "model"), tok)
+    assert type(bert2bert.decoder).__name__ == "BertLMHeadModel" and bert2bert.decoder.config.add_cross_attention
+    torch.testing.assert_close(bert2bert.decoder.bert.encoder.layer[0].attention.self.query.weight,
+                               mlm[f"bert.{key}"])
+    fresh = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["clm"] / "model"), tok, from_scratch=True)
+    assert not torch.allclose(fresh.encoder.state_dict()[key], mlm[f"bert.{key}"])
+
+
+def test_labels_are_masked_and_decoder_inputs_shifted(translated, pretrained, translation_dir):
+    from nlp_ssl.engine import make_accelerator
+    from nlp_ssl.finetune import setup_seq2seq
+
+    cfg = translation_config(translated.parent / "probe", pretrained["mlm"], pretrained["clm"], translation_dir)
+    task, _ = setup_seq2seq(cfg, make_accelerator(cfg.train, translated.parent / "probe"))
+    batch = task.make_batch(torch.arange(8).numpy(), 0, "train").inputs
+    labels, decoder_inputs = batch["labels"], batch["decoder_input_ids"]
+    lengths = (labels != -100).sum(1)
+    assert lengths.min() < labels.size(1)  # some rows are padded ...
+    for row, n in enumerate(lengths.tolist()):  # ... with -100, and every target ends with EOS
+        assert (labels[row, n:] == -100).all() and labels[row, n - 1] == 3
+    assert (decoder_inputs[:, 0] == 2).all()
+    assert torch.equal(decoder_inputs[:, 1:], torch.where(labels[:, :-1] == -100, 0, labels[:, :-1]))
+
+
+def test_translation_run_scores_with_sacrebleu_and_writes_predictions(translated):
+    from nlp_ssl.engine import read_log
+
+    metrics = json.loads((translated / "metrics.json").read_text())
+    rows = [json.loads(l) for l in (translated / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and set(rows[0]) == {"source", "reference", "hypothesis"}
+    hyps, refs = [r["hypothesis"] for r in rows], [r["reference"] for r in rows]
+    assert metrics["test_bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert metrics["test_chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    losses = [r["eval/loss"] for r in read_log(translated) if "eval/loss" in r]
+    assert losses[-1] < losses[0] - 0.5  # it learned
+    config = json.loads((translated / "model/config.json").read_text())
+    assert config["nlp_ssl"] == {"task": "translation", "source_column": "translation.en",
+                                 "target_column": "translation.xx"}
+
+
+def test_saved_model_reloads_and_generates_the_same(translated):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+
+    first = json.loads((translated / "predictions.jsonl").read_text().splitlines()[0])
+    tok = AutoTokenizer.from_pretrained(translated / "model")
+    enc = tok([first["source"]], return_tensors="pt")
+    for cls in (AutoModelForSeq2SeqLM, EncoderDecoderModel):
+        model = cls.from_pretrained(translated / "model").eval()
+        assert model.generation_config.num_beams == 2 and model.generation_config.max_new_tokens == 16
+        out = model.generate(**enc)
+        assert tok.decode(out[0], skip_special_tokens=True).strip() == first["hypothesis"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing language key", r"row 5: column 'translation.xx' is null, expected text"),
+    ("empty target", r"row 2: column 'translation.xx' is empty, expected a target text"),
+])
+def test_bad_pairs_fail_clearly(tmp_path, pretrained, case, message, capsys):
+    data = write_translation_folder(tmp_path / "data", sizes=(40, 8, 8))
+    rows = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()]
+    if case == "missing language key":
+        del rows[5]["translation"]["xx"]
+    else:
+        rows[2]["translation"]["xx"] = "  "
+    write_jsonl(data / "train.jsonl", rows)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(dump_yaml(translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], data)))
+    assert main(["finetune", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and re.search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_and_predict_work_for_the_encoder_decoder(tmp_path, translated, translation_dir, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(translated), str(translation_dir), "--output-dir", str(out)]) == 0
+    scored = json.loads((out / "metrics.json").read_text())
+    trained = json.loads((translated / "metrics.json").read_text())
+    assert scored["bleu"] == pytest.approx(trained["test_bleu"]) and scored["chrf"] == pytest.approx(trained["test_chrf"])
+    rows = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
+    capsys.readouterr()
+    assert main(["predict", str(translated), rows[0]["source"], rows[1]["source"], "--json"]) == 0
+    printed = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
+    assert [p["output"] for p in printed] == [rows[0]["hypothesis"], rows[1]["hypothesis"]]
