@@ -252,6 +252,14 @@ def column_texts(batch: dict, column: str, spec: DatasetSpec, label: str, rows=N
     return texts
 
 
+def dig(row: dict, column: str):
+    """The value of a (possibly dotted, nested) column in one row; None when absent."""
+    value = row
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _check_columns(available, columns: list[str], label: str) -> None:
     if available is None:
         return

@@ -262,7 +262,8 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     from accelerate.utils import set_seed
 
     from nlp_ssl.models import max_positions, resolve_model_dir
-    from nlp_ssl.tasks.classification import ClassificationTask, build_classifier, load_tokenizer_for
+    from nlp_ssl.tasks.classification import ClassificationTask, build_classifier
+    from nlp_ssl.tokenizer import load_tokenizer_for
 
     model_dir = resolve_model_dir(cfg.init)
     positions = max_positions(model_dir)
@@ -343,7 +344,7 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     from accelerate.utils import set_seed
 
     from nlp_ssl.models import check_same_tokenizer, max_positions, resolve_model_dir
-    from nlp_ssl.tasks.classification import load_tokenizer_for
+    from nlp_ssl.tokenizer import load_tokenizer_for
     from nlp_ssl.tasks.seq2seq import Seq2SeqTask, build_seq2seq, tokenize_pairs
 
     d = cfg.data

@@ -67,7 +67,8 @@ def load_finetuned(checkpoint: str) -> Finetuned:
     from transformers.utils import logging as hf_logging
 
     from nlp_ssl.models import check_vocab, resolve_model_dir
-    from nlp_ssl.tasks.classification import LabelSet, load_tokenizer_for
+    from nlp_ssl.tasks.classification import LabelSet
+    from nlp_ssl.tokenizer import load_tokenizer_for
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with predict's output
     model_dir = resolve_model_dir(checkpoint, key="checkpoint")

@@ -246,3 +246,17 @@ def load_tokenizer(path: str | Path):
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # corrupted json, wrong class name, ...
         raise DataError(f"{path}: tokenizer cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+
+
+def load_tokenizer_for(model_dir: str, tokenizer_dir: str | None = None):
+    """The tokenizer saved with a model (or the one named instead, a folder or a Hub id),
+    ready to pad batches."""
+    from transformers import AutoTokenizer
+
+    where = tokenizer_dir or model_dir
+    tokenizer = load_tokenizer(where) if Path(where).exists() else AutoTokenizer.from_pretrained(where)
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers: pad with EOS, as is customary
+        if tokenizer.eos_token is None:
+            raise DataError(f"tokenizer {where}: has neither a pad nor an EOS token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -159,15 +159,19 @@ def make_handler(hub: Hub):
                 self._not_found("RepoNotFound")
             return repo
 
+        def _writable(self, repo_id: str):
+            """The repo, when the request carries the token and the repo exists (else answered)."""
+            return self._repo(repo_id) if self._authorized() else None
+
         def _preupload(self, repo_id: str, payload: dict):
-            if not self._authorized() or (self._repo(repo_id) is None):
+            if self._writable(repo_id) is None:
                 return
             files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
                       "shouldIgnore": False} for f in payload.get("files", [])]
             return self._send(200, {"files": files})
 
         def _lfs_batch(self, repo_id: str, payload: dict):
-            if not self._authorized() or (self._repo(repo_id) is None):
+            if self._writable(repo_id) is None:
                 return
             objects = []
             for o in payload.get("objects", []):
@@ -179,9 +183,7 @@ def make_handler(hub: Hub):
             return self._send(200, {"transfer": "basic", "objects": objects})
 
         def _commit(self, repo_id: str, revision: str, body: bytes, create_pr: bool):
-            if not self._authorized():
-                return
-            repo = self._repo(repo_id)
+            repo = self._writable(repo_id)
             if repo is None:
                 return
             if revision not in repo["refs"]:
@@ -222,9 +224,7 @@ def make_handler(hub: Hub):
                                     "pullRequestUrl": pr_url})
 
         def _branch(self, repo_id: str, branch: str, payload: dict):
-            if not self._authorized():
-                return
-            repo = self._repo(repo_id)
+            repo = self._writable(repo_id)
             if repo is None:
                 return
             with hub.lock:
@@ -236,9 +236,7 @@ def make_handler(hub: Hub):
             return self._send(200, {})
 
         def _tag(self, repo_id: str, revision: str, payload: dict):
-            if not self._authorized():
-                return
-            repo = self._repo(repo_id)
+            repo = self._writable(repo_id)
             if repo is None:
                 return
             with hub.lock:
@@ -255,24 +253,26 @@ def make_handler(hub: Hub):
                 revision = sha_match or revision
             return revision if revision in repo["refs"] else None
 
-        def _info(self, repo_id: str, revision: str):
+        def _revision(self, repo_id: str, revision: str):
+            """(repo, ref) for a readable revision; (None, None) once a 404 is answered."""
             repo = self._repo(repo_id)
-            if repo is None:
-                return
-            ref = self._ref(repo, revision)
+            ref = None if repo is None else self._ref(repo, revision)
+            if repo is not None and ref is None:
+                self._not_found("RevisionNotFound")
+            return repo, ref
+
+        def _info(self, repo_id: str, revision: str):
+            repo, ref = self._revision(repo_id, revision)
             if ref is None:
-                return self._not_found("RevisionNotFound")
+                return
             files = repo["refs"][ref]
             return self._send(200, {"id": repo_id, "modelId": repo_id, "sha": repo["shas"][ref], "private": repo["private"],
                                     "siblings": [{"rfilename": f} for f in sorted(files)], "tags": [], "downloads": 0})
 
         def _tree(self, repo_id: str, revision: str, prefix: str):
-            repo = self._repo(repo_id)
-            if repo is None:
-                return
-            ref = self._ref(repo, revision)
+            repo, ref = self._revision(repo_id, revision)
             if ref is None:
-                return self._not_found("RevisionNotFound")
+                return
             entries = []
             for name, content in sorted(repo["refs"][ref].items()):
                 if prefix and not name.startswith(prefix.rstrip("/") + "/"):
@@ -287,12 +287,9 @@ def make_handler(hub: Hub):
             return self._send(200, entries)
 
         def _resolve(self, repo_id: str, revision: str, name: str):
-            repo = self._repo(repo_id)
-            if repo is None:
-                return
-            ref = self._ref(repo, revision)
+            repo, ref = self._revision(repo_id, revision)
             if ref is None:
-                return self._not_found("RevisionNotFound")
+                return
             content = repo["refs"][ref].get(name)
             if content is None:
                 return self._not_found("EntryNotFound")

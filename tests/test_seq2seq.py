@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from nlp_ssl import finetune
 from nlp_ssl.cli import main
 from nlp_ssl.config import dump_yaml
-from nlp_ssl.tasks.classification import load_tokenizer_for
+from nlp_ssl.tokenizer import load_tokenizer_for
 from nlp_ssl.tasks.seq2seq import build_seq2seq
 from tests.finetune_helpers import translation_config, write_translation_folder
 from tests.helpers import write_jsonl

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data import DatasetSpec, column_texts, load_split, resolve
+from nlp_ssl.data import DatasetSpec, column_texts, dig, load_split, resolve
 from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.models import count_parameters, flops_per_token
+from nlp_ssl.tasks.splits import TokenizedSplits
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([pools[c][: take[c]] for c in classes]))
 
 
-class ClassificationTask:
+class ClassificationTask(TokenizedSplits):
     """Engine task over tokenized labelled splits (``train``, ``eval`` and optionally ``test``)."""
 
     model_inputs = ("input_ids", "attention_mask", "token_type_ids")
@@ -166,28 +166,14 @@ class ClassificationTask:
         # GPT-2 would add token-type embeddings looked up in its word embeddings: only models
         # with a token-type table get token_type_ids
         keep = [c for c in self.model_inputs if c != "token_type_ids" or getattr(model.config, "type_vocab_size", 0)]
-        self.splits = {}
-        for name, ds in splits.items():
-            columns = [c for c in keep if c in ds.column_names] + ["label_id"]
-            self.splits[name] = ds.select_columns(columns)
-        self.texts = splits
-        self.index = {name: np.arange(len(ds)) for name, ds in splits.items()}
-        if train_index is not None:
-            self.index["train"] = np.asarray(train_index)
-        self.n_train = len(self.index["train"]) if "train" in splits else 0
+        self.init_splits(splits, keep + ["label_id"], train_index)
         self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
         self._mean_length = self._mean_tokens(next(iter(splits)))
 
-    def eval_indices(self, split: str = "eval") -> np.ndarray:
-        if split not in self.splits:
-            raise ConfigError(f"no {split!r} split to evaluate")
-        return np.arange(len(self.index[split]))
-
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
-        rows = self.index[split][np.asarray(indices)]
-        features = self.splits[split][rows.tolist()]
-        examples = [{k: features[k][i] for k in features if k != "label_id"} | {"labels": features["label_id"][i]}
-                    for i in range(len(rows))]
+        rows, examples = self.examples(split, indices)
+        for example in examples:
+            example["labels"] = example.pop("label_id")
         inputs = self.collator(examples)
         return Batch(dict(inputs), n_targets=len(rows), n_tokens=int(inputs["attention_mask"].sum()))
 
@@ -213,13 +199,10 @@ class ClassificationTask:
 
     def records(self, split: str, outputs: dict) -> list[dict]:
         """One JSON-ready record per example of ``split`` (for ``predictions.jsonl``)."""
-        ds = self.texts[split]
-        rows = self.index[split][outputs["index"]]
         names = self.labels.names
         out = []
-        for k, row in enumerate(rows.tolist()):
-            example = ds[row]
-            record = {c: _dig(example, c) for c in self.text_columns}
+        for k, example in enumerate(self.source_rows(split, outputs)):
+            record = {c: dig(example, c) for c in self.text_columns}
             probs = outputs["probs"][k]
             pred = int(outputs["prediction"][k])
             record.update({
@@ -250,27 +233,6 @@ class ClassificationTask:
         sample = ds[: min(len(ds), 2000)]["input_ids"]
         return float(np.mean([len(x) for x in sample])) if len(sample) else 1.0
 
-
-def _dig(example: dict, column: str):
-    value = example
-    for part in column.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def load_tokenizer_for(model_dir: str, tokenizer_dir: str | None = None):
-    """The tokenizer saved with a model (or the one named instead), ready to pad batches."""
-    from transformers import AutoTokenizer
-
-    from nlp_ssl.tokenizer import load_tokenizer
-
-    where = tokenizer_dir or model_dir
-    tokenizer = load_tokenizer(where) if Path(where).exists() else AutoTokenizer.from_pretrained(where)
-    if tokenizer.pad_token is None:  # GPT-2 style tokenizers: pad with EOS, as is customary
-        if tokenizer.eos_token is None:
-            raise DataError(f"tokenizer {where}: has neither a pad nor an EOS token to pad batches with")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratch: bool = False,

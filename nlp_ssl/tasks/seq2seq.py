@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data import DatasetSpec, column_texts, load_split, resolve
+from nlp_ssl.data import DatasetSpec, column_texts, dig, load_split, resolve
 from nlp_ssl.engine import Batch
-from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.errors import DataError
 from nlp_ssl.models import count_parameters
+from nlp_ssl.tasks.splits import TokenizedSplits
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
     return model
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(TokenizedSplits):
     """Engine task over tokenized source/target pairs (``train``, ``eval``, optionally ``test``)."""
 
     def __init__(self, model, tokenizer, splits: dict, *, source_column: str, target_column: str, metric: str,
@@ -135,24 +136,12 @@ class Seq2SeqTask:
         self.source_column, self.target_column = source_column, target_column
         self.metric = metric
         """``sacrebleu_chrf`` (translation) or ``rouge`` (summarization)."""
-        self.texts = splits
-        self.splits = {name: ds.select_columns(["input_ids", "attention_mask", "labels"]) for name, ds in splits.items()}
-        self.index = {name: np.arange(len(ds)) for name, ds in splits.items()}
-        if train_index is not None:
-            self.index["train"] = np.asarray(train_index)
-        self.n_train = len(self.index["train"]) if "train" in splits else 0
+        self.init_splits(splits, ["input_ids", "attention_mask", "labels"], train_index)
         # labels padded with -100; decoder inputs made by the model's own shift of the labels
         self.collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8)
 
-    def eval_indices(self, split: str = "eval") -> np.ndarray:
-        if split not in self.splits:
-            raise ConfigError(f"no {split!r} split to evaluate")
-        return np.arange(len(self.index[split]))
-
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
-        rows = self.index[split][np.asarray(indices)]
-        features = self.splits[split][rows.tolist()]
-        examples = [{k: features[k][i] for k in features} for i in range(len(rows))]
+        _, examples = self.examples(split, indices)
         inputs = dict(self.collator(examples))
         targets = int((inputs["labels"] != -100).sum())
         return Batch(inputs, n_targets=targets, n_tokens=int(inputs["attention_mask"].sum()) + targets)
@@ -169,9 +158,7 @@ class Seq2SeqTask:
         return [t.strip() for t in self.tokenizer.batch_decode(outputs["hypothesis"], skip_special_tokens=True)]
 
     def references(self, split: str, outputs: dict) -> list[str]:
-        ds = self.texts[split]
-        rows = self.index[split][outputs["index"]]
-        return [_dig(ds[int(r)], self.target_column) for r in rows]
+        return [dig(row, self.target_column) for row in self.source_rows(split, outputs)]
 
     def compute_metrics(self, outputs: dict, split: str) -> dict:
         from nlp_ssl import metrics
@@ -184,10 +171,9 @@ class Seq2SeqTask:
         return scores
 
     def records(self, split: str, outputs: dict) -> list[dict]:
-        ds = self.texts[split]
-        rows = self.index[split][outputs["index"]]
-        return [{"source": _dig(ds[int(r)], self.source_column), "reference": ref, "hypothesis": hyp}
-                for r, ref, hyp in zip(rows, self.references(split, outputs), self.hypotheses(outputs))]
+        rows = self.source_rows(split, outputs)
+        return [{"source": dig(row, self.source_column), "reference": dig(row, self.target_column), "hypothesis": hyp}
+                for row, hyp in zip(rows, self.hypotheses(outputs))]
 
     def flops_per_token(self) -> float:
         # 6 x the matmul weights (embedding tables excluded, the output projection included)
@@ -203,10 +189,3 @@ class Seq2SeqTask:
             "train_examples": self.n_train,
             **{f"{name}_examples": len(idx) for name, idx in self.index.items() if name != "train"},
         }
-
-
-def _dig(example: dict, column: str):
-    value = example
-    for part in column.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
