@@ -20,12 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,transfer]"
 	touch $@
 
-# Main job: tokenizer (~10 s), masked-LM pretraining (~10 min on 2 CPU cores), then
-# sentiment fine-tuning of that checkpoint on rotten_tomatoes (~10 min).
+# Main job: the quick-start pipeline (recipes/pipeline/quickstart.yaml): tokenizer (~10 s),
+# masked-LM pretraining (~10 min on 2 CPU cores), sentiment fine-tuning (~10 min), results
+# table; a second run skips what is finished, an interrupted one resumes.
 quickstart: venv
-	$(BIN)/nlp-ssl tokenizer recipes/tokenizer/bpe_imdb.yaml --overwrite
-	$(BIN)/nlp-ssl pretrain recipes/pretrain/mlm_imdb.yaml --overwrite
-	$(BIN)/nlp-ssl finetune recipes/finetune/sentiment_rt_mlm.yaml --overwrite
+	$(BIN)/nlp-ssl pipeline recipes/pipeline/quickstart.yaml
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

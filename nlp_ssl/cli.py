@@ -30,6 +30,7 @@ STAGES = {
     "tokenizer": Stage("nlp_ssl.tokenizer", "TokenizerConfig", "train a BPE / WordPiece / Unigram tokenizer"),
     "pretrain": Stage("nlp_ssl.pretrain", "PretrainConfig", "masked-LM or next-token LM pretraining (accelerate launch for many processes)"),
     "finetune": Stage("nlp_ssl.finetune", "recipe_class", "fine-tune a pretrained (or fresh) model on a labelled task"),
+    "pipeline": Stage("nlp_ssl.pipeline", "PipelineConfig", "tokenizer -> pretraining -> fine-tuning in one run folder, finished stages skipped"),
 }
 
 

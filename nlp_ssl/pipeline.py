@@ -1,0 +1,171 @@
+"""``nlp-ssl pipeline RECIPE.yaml``: tokenizer -> pretraining -> fine-tuning, one run folder.
+
+A pipeline recipe holds the recipes of its stages (without ``output_dir``: each stage writes
+to ``<run_dir>/<stage>``). Pretraining stages use the pipeline's tokenizer unless they name
+one; a fine-tuning stage's ``init`` / ``encoder`` / ``decoder`` may name a pretraining stage.
+
+Each stage is validated up front (a typo in the last stage fails before the first starts).
+A stage whose output is finished for the same resolved recipe, and whose inputs did not
+change in this invocation, is skipped; a stage interrupted for the same recipe is resumed
+from its last checkpoint; anything else runs afresh, and so does everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nlp_ssl.config import from_dict
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, read_metrics, write_json
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+# the headline figure of each fine-tuning task, for the results table
+HEADLINE = {"sentiment": ("test_accuracy", "test_f1_macro"), "translation": ("test_bleu", "test_chrf"),
+            "summarization": ("test_rouge1", "test_rougeL")}
+
+
+@dataclass
+class PipelineConfig:
+    """Recipe of the ``pipeline`` stage: a run folder and the recipes of its stages."""
+
+    run_dir: str
+    tokenizer: dict[str, Any] | None = None
+    """A ``tokenizer`` recipe without ``output_dir`` (written to ``<run_dir>/tokenizer``)."""
+    pretrain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Name -> ``pretrain`` recipe without ``output_dir`` (``<run_dir>/pretrain-<name>``);
+    ``tokenizer`` defaults to the pipeline's."""
+    finetune: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Name -> ``finetune`` recipe without ``output_dir`` (``<run_dir>/finetune-<name>``);
+    ``init`` / ``encoder`` / ``decoder`` may be the name of a pretraining stage."""
+
+    def __post_init__(self):
+        if self.tokenizer is None and not self.pretrain and not self.finetune:
+            raise ConfigError("a pipeline needs at least one stage (tokenizer, pretrain or finetune)")
+        for section in (self.tokenizer or {}, *self.pretrain.values(), *self.finetune.values()):
+            if "output_dir" in section:
+                raise ConfigError("stages of a pipeline write under 'run_dir': remove their 'output_dir'")
+        plan(self, source="pipeline")  # every stage's recipe is checked now, before anything runs
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    """``tokenizer``, ``pretrain-<name>`` or ``finetune-<name>``."""
+    module: str
+    config: object
+    needs: list[str]
+    """Names of the stages whose output this one reads."""
+
+
+def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
+    """Every stage's typed config, in run order, with output folders and references filled in."""
+    from nlp_ssl.finetune import recipe_class
+    from nlp_ssl.pretrain import PretrainConfig
+    from nlp_ssl.tokenizer import TokenizerConfig
+
+    run_dir = Path(cfg.run_dir)
+    stages: list[PlannedStage] = []
+    if cfg.tokenizer is not None:
+        raw = {**cfg.tokenizer, "output_dir": str(run_dir / "tokenizer")}
+        stages.append(PlannedStage("tokenizer", "nlp_ssl.tokenizer",
+                                   from_dict(TokenizerConfig, raw, source, prefix="tokenizer"), []))
+    pretrained = {}
+    for name, section in cfg.pretrain.items():
+        raw = {**section, "output_dir": str(run_dir / f"pretrain-{name}")}
+        needs = []
+        if "tokenizer" not in raw and "init_from" not in raw:
+            if cfg.tokenizer is None:
+                raise ConfigError(f"{source}: pretrain.{name}: no 'tokenizer' and the pipeline has no tokenizer stage")
+            raw["tokenizer"], needs = str(run_dir / "tokenizer"), ["tokenizer"]
+        stage = PlannedStage(f"pretrain-{name}", "nlp_ssl.pretrain",
+                             from_dict(PretrainConfig, raw, source, prefix=f"pretrain.{name}"), needs)
+        stages.append(stage)
+        pretrained[name] = stage
+    for name, section in cfg.finetune.items():
+        raw = {**section, "output_dir": str(run_dir / f"finetune-{name}")}
+        needs = []
+        for key in ("init", "encoder", "decoder"):
+            if raw.get(key) in pretrained:
+                needs.append(pretrained[raw[key]].name)
+                raw[key] = pretrained[raw[key]].config.output_dir
+        cls = recipe_class(raw, f"{source}: finetune.{name}")
+        stages.append(PlannedStage(f"finetune-{name}", "nlp_ssl.finetune",
+                                   from_dict(cls, raw, source, prefix=f"finetune.{name}"), needs))
+    return stages
+
+
+def run(cfg: PipelineConfig, overwrite: bool = False) -> dict:
+    import importlib
+
+    stages = plan(cfg)
+    rerun: set[str] = set()
+    for stage in stages:
+        out = Path(stage.config.output_dir)
+        same = _same_recipe(out, stage.config)
+        upstream = any(n in rerun for n in stage.needs)
+        if same and is_finished(out) and not upstream and not overwrite:
+            logger.info("pipeline: %s is done for this recipe; skipped", stage.name)
+            continue
+        resume = same and not upstream and not overwrite and hasattr(stage.config, "train") and out.exists()
+        if resume:
+            stage.config.train.resume = "latest"
+            logger.info("pipeline: %s was interrupted; resuming it", stage.name)
+        else:
+            logger.info("pipeline: running %s", stage.name)
+        importlib.import_module(stage.module).run(stage.config, overwrite=not resume and out.exists())
+        rerun.add(stage.name)
+    results = collect_results(cfg, stages)
+    write_json(Path(cfg.run_dir) / RESULTS_FILE, results)
+    print(results_table(results))
+    return {"run_dir": cfg.run_dir, "stages_run": len(rerun), "stages_skipped": len(stages) - len(rerun)}
+
+
+def _same_recipe(out: Path, config) -> bool:
+    """Whether ``out`` was written by this recipe (``train.resume``, which a resumed stage
+    sets, does not count)."""
+    import yaml
+
+    from nlp_ssl.config import to_dict
+
+    saved = out / CONFIG_FILE
+    if not saved.is_file():
+        return False
+    old, new = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, to_dict(config)
+    for recipe in (old, new):
+        if isinstance(recipe.get("train"), dict):
+            recipe["train"].pop("resume", None)
+    return old == new
+
+
+def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:
+    """Every stage's metrics.json, by stage name."""
+    return {"run_dir": cfg.run_dir,
+            "stages": {s.name: read_metrics(Path(s.config.output_dir)) for s in stages
+                       if (Path(s.config.output_dir) / METRICS_FILE).is_file()}}
+
+
+def results_table(results: dict) -> str:
+    """The headline figures as a Markdown table (printed at the end of a pipeline)."""
+    lines = ["| stage | what | result |", "| --- | --- | --- |"]
+    for name, m in results["stages"].items():
+        if name == "tokenizer":
+            what, result = f"{m.get('model')} tokenizer", f"vocab {m.get('vocab_size')}"
+        elif name.startswith("pretrain-"):
+            what = f"{m.get('objective')} pretraining, {m.get('tokens', 0):,} tokens, {m.get('train_seconds', 0) / 60:.1f} min"
+            result = f"eval loss {m.get('eval_loss', float('nan')):.3f}"
+        else:
+            keys = HEADLINE.get(m.get("task"), ())
+            what = f"{m.get('task')} fine-tuning, {m.get('train_examples')} examples"
+            result = ", ".join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))) or "-"
+        lines.append(f"| {name} | {what} | {result} |")
+    return "\n".join(lines)
+
+
+def load_results(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / RESULTS_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,98 @@
+"""The pipeline: stages run in order into one run folder; finished stages are skipped, a
+changed recipe re-runs its stage and everything after it, an interrupted stage resumes."""
+
+import json
+import os
+
+import pytest
+
+from nlp_ssl.config import from_dict
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.pipeline import PipelineConfig, load_results, run
+
+
+def pipeline_raw(run_dir, corpus, sentiment_dir) -> dict:
+    return {
+        "run_dir": str(run_dir),
+        "tokenizer": {"datasets": [{"files": str(corpus)}], "vocab_size": 320},
+        "pretrain": {"mlm": {
+            "objective": "mlm",
+            "data": {"datasets": [{"files": str(corpus)}], "block_size": 32, "validation_fraction": 0.1,
+                     "cache_dir": str(run_dir.parent / "cache")},
+            "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
+            "train": {"max_steps": 6, "micro_batch_size": 8, "lr": 3e-3, "eval_every": 6, "save_every": 3, "log_every": 1,
+                      "tracker": "none", "warmup_steps": 1},
+        }},
+        "finetune": {"rt": {
+            "task": "sentiment", "init": "mlm", "dropout": 0.0,
+            "data": {"train": {"name": str(sentiment_dir), "split": "train"},
+                     "validation": {"name": str(sentiment_dir), "split": "validation"},
+                     "test": {"name": str(sentiment_dir), "split": "test"},
+                     "labels": ["negative", "positive"], "max_length": 32},
+            "train": {"epochs": 2, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none"},
+        }},
+    }
+
+
+def stamps(run_dir) -> dict:
+    return {p.parent.name: os.stat(p).st_mtime_ns for p in run_dir.glob("*/metrics.json")}
+
+
+def test_pipeline_runs_skips_and_reruns_what_changed(tmp_path, tiny_corpus, sentiment_dir, capsys):
+    run_dir = tmp_path / "run"
+    raw = pipeline_raw(run_dir, tiny_corpus, sentiment_dir)
+    summary = run(from_dict(PipelineConfig, raw))
+    assert summary["stages_run"] == 3 and summary["stages_skipped"] == 0
+    assert sorted(stamps(run_dir)) == ["finetune-rt", "pretrain-mlm", "tokenizer"]
+    table = capsys.readouterr().out
+    assert "| finetune-rt | sentiment fine-tuning, 400 examples | test_accuracy" in table
+    results = load_results(run_dir)
+    assert set(results["stages"]) == {"tokenizer", "pretrain-mlm", "finetune-rt"}
+    ft_config = (run_dir / "finetune-rt/resolved_config.yaml").read_text()
+    assert f"init: {run_dir / 'pretrain-mlm'}" in ft_config  # the stage name became its folder
+
+    first = stamps(run_dir)
+    assert run(from_dict(PipelineConfig, raw))["stages_run"] == 0 and stamps(run_dir) == first
+
+    raw["finetune"]["rt"]["train"]["lr"] = 1e-3  # only the last stage changed
+    assert run(from_dict(PipelineConfig, raw))["stages_run"] == 1
+    second = stamps(run_dir)
+    assert second["finetune-rt"] != first["finetune-rt"]
+    assert {k: second[k] for k in ("tokenizer", "pretrain-mlm")} == {k: first[k] for k in ("tokenizer", "pretrain-mlm")}
+
+    raw["pretrain"]["mlm"]["train"]["max_steps"] = 9  # a middle stage changed: it and what follows re-run
+    assert run(from_dict(PipelineConfig, raw))["stages_run"] == 2
+    third = stamps(run_dir)
+    assert third["tokenizer"] == first["tokenizer"] and third["finetune-rt"] != second["finetune-rt"]
+
+
+def test_an_interrupted_stage_resumes(tmp_path, tiny_corpus, sentiment_dir):
+    run_dir = tmp_path / "run"
+    raw = pipeline_raw(run_dir, tiny_corpus, sentiment_dir)
+    run(from_dict(PipelineConfig, raw))
+    pre = run_dir / "pretrain-mlm"
+    finished = json.loads((pre / "metrics.json").read_text())
+    # as if killed after its step-3 checkpoint: no final files, the last checkpoint gone
+    for name in ("metrics.json", "run_info.json"):
+        (pre / name).unlink()
+    import shutil
+
+    shutil.rmtree(pre / "checkpoints/step-00000006")
+    summary = run(from_dict(PipelineConfig, raw))
+    assert summary["stages_run"] == 2  # the interrupted stage, and the one that reads it
+    resumed = json.loads((pre / "metrics.json").read_text())
+    assert resumed["steps"] == 6 and resumed["eval_loss"] == pytest.approx(finished["eval_loss"], abs=1e-6)
+    log = [json.loads(l) for l in (pre / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "train/loss" in r] == list(range(1, 7))
+
+
+def test_stage_recipes_are_checked_before_anything_runs(tmp_path, tiny_corpus, sentiment_dir):
+    raw = pipeline_raw(tmp_path / "run", tiny_corpus, sentiment_dir)
+    raw["finetune"]["rt"]["data"]["lables"] = ["a", "b"]
+    with pytest.raises(ConfigError, match=r"unknown key 'finetune.rt.data.lables'; did you mean 'finetune.rt.data.labels'"):
+        from_dict(PipelineConfig, raw)
+    raw = pipeline_raw(tmp_path / "run", tiny_corpus, sentiment_dir)
+    raw["pretrain"]["mlm"]["output_dir"] = "elsewhere"
+    with pytest.raises(ConfigError, match="remove their 'output_dir'"):
+        from_dict(PipelineConfig, raw)
+    assert not (tmp_path / "run").exists()
