@@ -43,8 +43,19 @@ class PipelineConfig:
     finetune: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Name -> ``finetune`` recipe without ``output_dir`` (``<run_dir>/finetune-<name>``);
     ``init`` / ``encoder`` / ``decoder`` may be the name of a pretraining stage."""
+    push_to_hub: bool = False
+    """Push every pretraining and fine-tuning stage when it finishes, to
+    ``<hub_namespace>/<run folder name>-<stage>`` unless the stage names its own
+    ``hub_model_id``; a fine-tuned model's card links the pushed checkpoint it started from
+    (``base_model``)."""
+    hub_namespace: str | None = None
+    """User or organisation the stages are pushed under."""
+    hub_private: bool = False
 
     def __post_init__(self):
+        if self.push_to_hub and (not self.hub_namespace or "/" in self.hub_namespace):
+            raise ConfigError(f"'push_to_hub' needs 'hub_namespace' (a user or organisation name), "
+                              f"got {self.hub_namespace!r}")
         if self.tokenizer is None and not self.pretrain and not self.finetune:
             raise ConfigError("a pipeline needs at least one stage (tokenizer, pretrain or finetune)")
         for section in (self.tokenizer or {}, *self.pretrain.values(), *self.finetune.values()):
@@ -77,7 +88,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
                                    from_dict(TokenizerConfig, raw, source, prefix="tokenizer"), []))
     pretrained = {}
     for name, section in cfg.pretrain.items():
-        raw = {**section, "output_dir": str(run_dir / f"pretrain-{name}")}
+        raw = {**_hub_keys(cfg, f"pretrain-{name}"), **section, "output_dir": str(run_dir / f"pretrain-{name}")}
         needs = []
         if "tokenizer" not in raw and "init_from" not in raw:
             if cfg.tokenizer is None:
@@ -88,7 +99,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
         stages.append(stage)
         pretrained[name] = stage
     for name, section in cfg.finetune.items():
-        raw = {**section, "output_dir": str(run_dir / f"finetune-{name}")}
+        raw = {**_hub_keys(cfg, f"finetune-{name}"), **section, "output_dir": str(run_dir / f"finetune-{name}")}
         needs = []
         for key in ("init", "encoder", "decoder"):
             if raw.get(key) in pretrained:
@@ -100,10 +111,22 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     return stages
 
 
+def _hub_keys(cfg: PipelineConfig, stage: str) -> dict:
+    if not cfg.push_to_hub:
+        return {}
+    return {"push_to_hub": True, "hub_model_id": f"{cfg.hub_namespace}/{Path(cfg.run_dir).name}-{stage}",
+            "hub_private": cfg.hub_private}
+
+
 def run(cfg: PipelineConfig, overwrite: bool = False) -> dict:
     import importlib
 
+    from nlp_ssl.publish import refuse_offline_push
+
     stages = plan(cfg)
+    for stage in stages:  # before the first stage, not after hours of training
+        if hasattr(stage.config, "push_to_hub"):
+            refuse_offline_push(stage.config)
     rerun: set[str] = set()
     for stage in stages:
         out = Path(stage.config.output_dir)
@@ -111,6 +134,7 @@ def run(cfg: PipelineConfig, overwrite: bool = False) -> dict:
         upstream = any(n in rerun for n in stage.needs)
         if same and is_finished(out) and not upstream and not overwrite:
             logger.info("pipeline: %s is done for this recipe; skipped", stage.name)
+            _push_if_not_pushed(stage.config, out)
             continue
         resume = same and not upstream and not overwrite and hasattr(stage.config, "train") and out.exists()
         if resume:
@@ -126,9 +150,22 @@ def run(cfg: PipelineConfig, overwrite: bool = False) -> dict:
     return {"run_dir": cfg.run_dir, "stages_run": len(rerun), "stages_skipped": len(stages) - len(rerun)}
 
 
+def _push_if_not_pushed(config, out: Path) -> None:
+    """A finished stage the recipe now wants on the Hub is pushed without training it again."""
+    from nlp_ssl.publish import PUSH_RECORD, push_run
+
+    if not getattr(config, "push_to_hub", False):
+        return
+    record = out / PUSH_RECORD
+    pushed = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    if pushed.get("repo_id") != config.hub_model_id or pushed.get("revision") != "main":
+        logger.info("pipeline: pushing the finished %s to %s", out.name, config.hub_model_id)
+        push_run(config, out)
+
+
 def _same_recipe(out: Path, config) -> bool:
     """Whether ``out`` was written by this recipe (``train.resume``, which a resumed stage
-    sets, does not count)."""
+    sets, and where the result is pushed, do not count: they do not change the model)."""
     import yaml
 
     from nlp_ssl.config import to_dict
@@ -140,14 +177,20 @@ def _same_recipe(out: Path, config) -> bool:
     for recipe in (old, new):
         if isinstance(recipe.get("train"), dict):
             recipe["train"].pop("resume", None)
+        for key in ("push_to_hub", "hub_model_id", "hub_private", "hub_checkpoint_branch"):
+            recipe.pop(key, None)
     return old == new
 
 
 def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:
-    """Every stage's metrics.json, by stage name."""
+    """Every stage's metrics.json, by stage name, and where each pushed stage is on the Hub."""
+    from nlp_ssl.publish import PUSH_RECORD
+
+    outs = {s.name: Path(s.config.output_dir) for s in stages}
     return {"run_dir": cfg.run_dir,
-            "stages": {s.name: read_metrics(Path(s.config.output_dir)) for s in stages
-                       if (Path(s.config.output_dir) / METRICS_FILE).is_file()}}
+            "stages": {name: read_metrics(out) for name, out in outs.items() if (out / METRICS_FILE).is_file()},
+            "hub": {name: json.loads((out / PUSH_RECORD).read_text(encoding="utf-8"))["repo_id"]
+                    for name, out in outs.items() if (out / PUSH_RECORD).is_file()}}
 
 
 def results_table(results: dict) -> str:

@@ -40,8 +40,17 @@ METRIC_NAMES = {
     "recall_macro": ("recall", "Recall (macro)"),
     "loss": ("loss", "Cross-entropy loss"),
     "perplexity": ("perplexity", "Perplexity"),
+    "bleu": ("bleu", "sacreBLEU"),
+    "chrf": ("chrf", "chrF"),
+    "rouge1": ("rouge1", "ROUGE-1"),
+    "rouge2": ("rouge2", "ROUGE-2"),
+    "rougeL": ("rougeL", "ROUGE-L"),
+    "rougeLsum": ("rougeLsum", "ROUGE-Lsum"),
 }
-PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation", "sentiment": "text-classification"}
+PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation", "sentiment": "text-classification",
+                 "translation": "translation", "summarization": "summarization"}
+TASK_NAMES = {"sentiment": "Sentiment analysis", "translation": "Translation", "summarization": "Summarization"}
+SEQ2SEQ = ("translation", "summarization")
 
 
 @dataclass
@@ -111,7 +120,8 @@ def eval_results(record: RunRecord) -> list:
                 if value is None or key == "perplexity":
                     continue
                 results.append(EvalResult(
-                    task_type=PIPELINE_TAGS.get(record.kind, "text-classification"), task_name="Sentiment analysis",
+                    task_type=PIPELINE_TAGS.get(record.kind, "text-classification"),
+                    task_name=TASK_NAMES.get(record.kind, "Text classification"),
                     dataset_type=dataset, dataset_name=dataset, dataset_config=spec.config, dataset_split=split_name,
                     metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
                 ))
@@ -133,7 +143,7 @@ def eval_results(record: RunRecord) -> list:
     return results
 
 
-def build_card(record: RunRecord, *, license: str = "other", language: str | None = "en",
+def build_card(record: RunRecord, *, license: str = "other", language: str | list[str] | None = None,
                base_model: str | None = None, repo_id: str | None = None):
     """The model card of an exported folder (``huggingface_hub.ModelCard``)."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -143,6 +153,9 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | Non
 
     cfg = record.config
     kind = record.kind
+    if language is None:
+        data = cfg.get("data", {})
+        language = [data["source_lang"], data["target_lang"]] if kind == "translation" else "en"
     name = repo_id.split("/")[-1] if repo_id else (record.run_dir or record.model_dir).name
     datasets = sorted({d for d in (hub_id(s) for s in _dataset_specs(cfg)) if d})
     results = eval_results(record)
@@ -186,7 +199,7 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | Non
 
 
 def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: str = "other",
-           language: str | None = "en", base_model: str | None = None, repo_id: str | None = None) -> Path:
+           language: str | list[str] | None = None, base_model: str | None = None, repo_id: str | None = None) -> Path:
     """Write the Hub-ready folder for ``checkpoint`` at ``out_dir`` (atomically)."""
     from nlp_ssl.outputs import staged_output
 
@@ -250,10 +263,16 @@ def _dataset_specs(cfg: dict) -> list:
 
 
 def _drop_path_keys(path: Path) -> None:
+    """Remove ``PATH_KEYS`` at any depth (an encoder-decoder's sub-configs carry their own)."""
+
+    def strip(value) -> bool:
+        if isinstance(value, dict):
+            hit = any([value.pop(k, None) is not None for k in PATH_KEYS])
+            return any([strip(v) for v in value.values()]) or hit
+        return isinstance(value, list) and any([strip(v) for v in value])
+
     data = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(data, dict) and any(k in data for k in PATH_KEYS):
-        for k in PATH_KEYS:
-            data.pop(k, None)
+    if strip(data):
         path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -283,6 +302,16 @@ def _summary(record: RunRecord, base_model: str | None) -> str:
         what = "masked-language-model (BERT-style)" if kind == "mlm" else "next-token language model (GPT-style)"
         start = f" continued from `{_portable(cfg['init_from'])}`" if cfg.get("init_from") else " trained from scratch"
         return f"A {params}{what} `{arch}`{start} with nlp-ssl's self-supervised pretraining."
+    if record.stage == "finetune" and kind in SEQ2SEQ:
+        if cfg.get("from_scratch"):
+            start = "fresh weights (no pretraining)"
+        else:
+            enc, dec = (_pushed_repo(cfg[k]) or _portable(cfg[k]) for k in ("encoder", "decoder"))
+            start = f"the encoder `{enc}` and the decoder `{dec}` (warm-started, cross-attention added)"
+        data = cfg.get("data", {})
+        what = (f"{data.get('source_lang')} -> {data.get('target_lang')} translation" if kind == "translation"
+                else "summarization")
+        return f"A {params}`{arch}` fine-tuned for {what} from {start}."
     if record.stage == "finetune":
         start = "fresh weights (no pretraining)" if cfg.get("from_scratch") else f"`{base_model or _portable(cfg.get('init'))}`"
         labels = ", ".join(json.loads((record.model_dir / "config.json").read_text())
@@ -292,6 +321,13 @@ def _summary(record: RunRecord, base_model: str | None) -> str:
 
 
 def _usage(kind: str | None, where: str) -> str:
+    if kind in SEQ2SEQ:
+        text = "A man is riding a bicycle down the street." if kind == "translation" else "#Person1#: Hi! ..."
+        return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+                f'model = AutoModelForSeq2SeqLM.from_pretrained("{where}")  # beam search etc. in generation_config.json\n'
+                f'inputs = tokenizer(["{text}"], return_tensors="pt")\n'
+                'print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))')
     if kind == "sentiment":
         return (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{where}")\n'
                 'classify("a gripping, beautifully shot film")')
@@ -312,7 +348,8 @@ def _training(record: RunRecord) -> str:
     if record.stage == "finetune":
         best = f"; the best validation {cfg.get('train', {}).get('metric_for_best')} was reached at step " \
                f"{m.get('best_step')} and that model is the one published" if m.get("best_step") else ""
-        return f"Fine-tuned on {m.get('train_examples')} labelled examples for {m.get('steps')} steps{best}."
+        what = "source/target pairs" if record.kind in SEQ2SEQ else "labelled examples"
+        return f"Fine-tuned on {m.get('train_examples')} {what} for {m.get('steps')} steps{best}."
     return "Not an nlp-ssl run: no training record."
 
 
@@ -330,7 +367,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a run folder (pretrain or finetune), its model/ folder, or a checkpoint")
     p.add_argument("out_dir", help="the folder to write (model files + README.md model card)")
     p.add_argument("--license", default="other", help="license identifier for the card (default: other)")
-    p.add_argument("--language", default="en")
+    p.add_argument("--language", default=None,
+                   help="language code(s) for the card (default: the translation pair, else en)")
     p.add_argument("--base-model", default=None, help="Hub id of the model this one was trained from")
     p.add_argument("--repo-id", default=None, help="the Hub repo it is meant for (names the card and its snippets)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing out_dir")
@@ -410,7 +448,7 @@ RETRIES = 3
 
 def push(checkpoint: str, repo_id: str, *, private: bool = False, revision: str | None = None,
          create_pr: bool = False, tag: str | None = None, message: str | None = None, license: str = "other",
-         language: str | None = "en", base_model: str | None = None) -> dict:
+         language: str | list[str] | None = None, base_model: str | None = None) -> dict:
     """Export ``checkpoint`` and upload it as one commit to ``repo_id`` on the Hub.
 
     The token comes from ``HF_TOKEN`` or ``hf auth login`` (never from a file of ours, never
@@ -453,13 +491,22 @@ def push(checkpoint: str, repo_id: str, *, private: bool = False, revision: str 
     return result
 
 
-def _pushed_base_model(record: RunRecord) -> str | None:
-    """The Hub repo of the checkpoint this run started from, if that run was pushed."""
+def _pushed_base_model(record: RunRecord) -> str | list[str] | None:
+    """The Hub repo(s) of the checkpoint(s) this run started from, if those runs were pushed
+    (an encoder-decoder has two: the encoder's and the decoder's)."""
+    cfg = record.config
+    if cfg.get("from_scratch"):
+        return None
+    if cfg.get("task") in SEQ2SEQ:
+        found = [_pushed_repo(cfg[k]) for k in ("encoder", "decoder") if cfg.get(k)]
+        return list(dict.fromkeys(r for r in found if r)) or None
+    start = cfg.get("init") or cfg.get("init_from")
+    return _pushed_repo(start) if start else None
+
+
+def _pushed_repo(start: str) -> str | None:
     from nlp_ssl.models import resolve_model_dir
 
-    start = record.config.get("init") or record.config.get("init_from")
-    if not start:
-        return None
     try:
         folder = Path(resolve_model_dir(start))
     except Exception:
@@ -520,7 +567,8 @@ def add_push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", default=None, help="tag the commit (e.g. step-1000)")
     p.add_argument("--message", default=None, help="commit message (default: what was trained, with its score)")
     p.add_argument("--license", default="other")
-    p.add_argument("--language", default="en")
+    p.add_argument("--language", default=None,
+                   help="language code(s) for the card (default: the translation pair, else en)")
     p.add_argument("--base-model", default=None, help="Hub id of the model this one was trained from "
                    "(default: found when that run was pushed with nlp-ssl)")
 

@@ -182,3 +182,47 @@ def test_live_push_to_the_real_hub(tmp_path, runs):
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     load = f"from transformers import pipeline; print(pipeline('text-classification', model='{repo}')('good film'))"
     assert subprocess.run([sys.executable, "-c", load], env=env, timeout=600).returncode == 0
+
+
+def test_the_pipeline_pushes_each_stage_and_links_the_fine_tuned_model_to_its_base(
+        tmp_path, hub, tiny_corpus, sentiment_dir):
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from tests.test_pipeline import pipeline_raw
+
+    raw = pipeline_raw(tmp_path / "demo", tiny_corpus, sentiment_dir)
+    recipe = tmp_path / "pipeline.yaml"
+    recipe.write_text(yaml.safe_dump(raw))  # first without pushing
+    env = client_env(tmp_path, hub.endpoint)
+    assert nlp_ssl(env, "pipeline", str(recipe)).returncode == 0
+    assert hub.hub.commits == []
+
+    # turning pushing on pushes the finished stages without training them again
+    stamp = (tmp_path / "demo/finetune-rt/metrics.json").stat().st_mtime_ns
+    recipe.write_text(yaml.safe_dump({**raw, "push_to_hub": True, "hub_namespace": "me"}))
+    done = nlp_ssl(env, "pipeline", str(recipe))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "demo/finetune-rt/metrics.json").stat().st_mtime_ns == stamp
+    assert set(hub.hub.repos) == {"me/demo-pretrain-mlm", "me/demo-finetune-rt"}
+    card = ModelCard(hub.hub.repos["me/demo-finetune-rt"]["refs"]["main"]["README.md"].decode())
+    assert card.data.base_model == "me/demo-pretrain-mlm"
+    results = json.loads((tmp_path / "demo/results.json").read_text())
+    assert results["hub"] == {"pretrain-mlm": "me/demo-pretrain-mlm", "finetune-rt": "me/demo-finetune-rt"}
+
+    # pushed already: a third run neither trains nor pushes
+    commits = len(hub.hub.commits)
+    assert nlp_ssl(env, "pipeline", str(recipe)).returncode == 0
+    assert len(hub.hub.commits) == commits and hub.hub.violations == []
+
+
+def test_a_pipeline_that_would_push_offline_is_refused_before_any_stage(tmp_path, tiny_corpus, sentiment_dir):
+    from nlp_ssl.config import from_dict
+    from nlp_ssl.pipeline import PipelineConfig, run
+    from nlp_ssl.publish import PublishError
+    from tests.test_pipeline import pipeline_raw
+
+    raw = {**pipeline_raw(tmp_path / "demo", tiny_corpus, sentiment_dir), "push_to_hub": True, "hub_namespace": "me"}
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is too"):
+        run(from_dict(PipelineConfig, raw))
+    assert not (tmp_path / "demo").exists()

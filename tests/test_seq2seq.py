@@ -126,3 +126,29 @@ def test_evaluate_and_predict_work_for_the_encoder_decoder(tmp_path, translated,
     assert main(["predict", str(translated), rows[0]["source"], rows[1]["source"], "--json"]) == 0
     printed = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
     assert [p["output"] for p in printed] == [rows[0]["hypothesis"], rows[1]["hypothesis"]]
+
+
+def test_export_card_carries_bleu_and_chrf_and_the_folder_generates(tmp_path, translated):
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from nlp_ssl.publish import export
+
+    out = export(str(translated), str(tmp_path / "export"), repo_id="someone/mt")
+    metrics = json.loads((translated / "metrics.json").read_text())
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "translation" and card.data.language == ["en", "xx"]
+    got = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert {r.task_name for r in card.data.eval_results} == {"Translation"}
+    for split in ("validation", "test"):
+        for key in ("bleu", "chrf"):
+            assert got[(split, key)] == pytest.approx(metrics[f"{split}_{key}"], abs=1e-6)
+    assert "fine-tuned for en -> xx translation from the encoder" in card.text
+    assert "AutoModelForSeq2SeqLM.from_pretrained(\"someone/mt\")" in card.text
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+        "tokenizer_config.json"])
+    first = json.loads((translated / "predictions.jsonl").read_text().splitlines()[0])
+    tok = AutoTokenizer.from_pretrained(out)
+    generated = AutoModelForSeq2SeqLM.from_pretrained(out).eval().generate(**tok([first["source"]], return_tensors="pt"))
+    assert tok.decode(generated[0], skip_special_tokens=True).strip() == first["hypothesis"]
