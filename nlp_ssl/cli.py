@@ -30,7 +30,9 @@ STAGES = {
     "tokenizer": Stage("nlp_ssl.tokenizer", "TokenizerConfig", "train a BPE / WordPiece / Unigram tokenizer"),
     "pretrain": Stage("nlp_ssl.pretrain", "PretrainConfig", "masked-LM or next-token LM pretraining (accelerate launch for many processes)"),
     "finetune": Stage("nlp_ssl.finetune", "recipe_class", "fine-tune a pretrained (or fresh) model on a labelled task"),
+    "baseline": Stage("nlp_ssl.baselines", "TfidfConfig", "labels-only TF-IDF + logistic regression on a sentiment recipe's data"),
     "pipeline": Stage("nlp_ssl.pipeline", "PipelineConfig", "tokenizer -> pretraining -> fine-tuning in one run folder, finished stages skipped"),
+    "study": Stage("nlp_ssl.study", "StudyConfig", "what pretraining buys: fine-tune from each initialisation over label counts and seeds; report.md, plots"),
 }
 
 

@@ -43,6 +43,9 @@ class PipelineConfig:
     finetune: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Name -> ``finetune`` recipe without ``output_dir`` (``<run_dir>/finetune-<name>``);
     ``init`` / ``encoder`` / ``decoder`` may be the name of a pretraining stage."""
+    baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Name -> ``baseline`` recipe without ``output_dir`` (``<run_dir>/baseline-<name>``):
+    labels-only classical models (TF-IDF + logistic regression)."""
     push_to_hub: bool = False
     """Push every pretraining and fine-tuning stage when it finishes, to
     ``<hub_namespace>/<run folder name>-<stage>`` unless the stage names its own
@@ -56,9 +59,10 @@ class PipelineConfig:
         if self.push_to_hub and (not self.hub_namespace or "/" in self.hub_namespace):
             raise ConfigError(f"'push_to_hub' needs 'hub_namespace' (a user or organisation name), "
                               f"got {self.hub_namespace!r}")
-        if self.tokenizer is None and not self.pretrain and not self.finetune:
-            raise ConfigError("a pipeline needs at least one stage (tokenizer, pretrain or finetune)")
-        for section in (self.tokenizer or {}, *self.pretrain.values(), *self.finetune.values()):
+        if self.tokenizer is None and not self.pretrain and not self.finetune and not self.baseline:
+            raise ConfigError("a pipeline needs at least one stage (tokenizer, pretrain, finetune or baseline)")
+        for section in (self.tokenizer or {}, *self.pretrain.values(), *self.finetune.values(),
+                        *self.baseline.values()):
             if "output_dir" in section:
                 raise ConfigError("stages of a pipeline write under 'run_dir': remove their 'output_dir'")
         plan(self, source="pipeline")  # every stage's recipe is checked now, before anything runs
@@ -76,6 +80,7 @@ class PlannedStage:
 
 def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     """Every stage's typed config, in run order, with output folders and references filled in."""
+    from nlp_ssl.baselines import TfidfConfig
     from nlp_ssl.finetune import recipe_class
     from nlp_ssl.pretrain import PretrainConfig
     from nlp_ssl.tokenizer import TokenizerConfig
@@ -105,10 +110,24 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
             if raw.get(key) in pretrained:
                 needs.append(pretrained[raw[key]].name)
                 raw[key] = pretrained[raw[key]].config.output_dir
+            elif isinstance(raw.get(key), str) and _unreachable(raw[key]):
+                raise ConfigError(f"{source}: finetune.{name}.{key}: {raw[key]!r} is not a pretraining stage of this "
+                                  f"pipeline ({', '.join(pretrained) or 'none'}) nor a local folder, and "
+                                  "HF_HUB_OFFLINE is set so it cannot be a Hub id")
         cls = recipe_class(raw, f"{source}: finetune.{name}")
         stages.append(PlannedStage(f"finetune-{name}", "nlp_ssl.finetune",
                                    from_dict(cls, raw, source, prefix=f"finetune.{name}"), needs))
+    for name, section in cfg.baseline.items():
+        raw = {**section, "output_dir": str(run_dir / f"baseline-{name}")}
+        stages.append(PlannedStage(f"baseline-{name}", "nlp_ssl.baselines",
+                                   from_dict(TfidfConfig, raw, source, prefix=f"baseline.{name}"), []))
     return stages
+
+
+def _unreachable(start: str) -> bool:
+    from nlp_ssl.publish import _offline
+
+    return not start.startswith("pkg:") and not Path(start).exists() and _offline()
 
 
 def _hub_keys(cfg: PipelineConfig, stage: str) -> dict:
@@ -204,7 +223,8 @@ def results_table(results: dict) -> str:
             result = f"eval loss {m.get('eval_loss', float('nan')):.3f}"
         else:
             keys = HEADLINE.get(m.get("task"), ())
-            what = f"{m.get('task')} fine-tuning, {m.get('train_examples')} examples"
+            method = "TF-IDF + logistic regression" if m.get("method") == "tfidf_logreg" else "fine-tuning"
+            what = f"{m.get('task')} {method}, {m.get('train_examples')} examples"
             result = ", ".join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))) or "-"
         lines.append(f"| {name} | {what} | {result} |")
     return "\n".join(lines)

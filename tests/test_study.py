@@ -1,0 +1,140 @@
+"""The study: every arm x label count x seed runs through the pipeline; study.json holds every
+figure (schema checked), report.md / report.html / plots are written with every section filled;
+the TF-IDF baseline sees exactly the fine-tuning runs' examples."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from nlp_ssl.config import from_dict
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.study import SCHEMA, StudyConfig, run
+from tests.test_pipeline import pipeline_raw
+
+
+def study_raw(run_dir, corpus, sentiment_dir) -> dict:
+    base = pipeline_raw(run_dir, corpus, sentiment_dir)
+    finetune = base["finetune"]["rt"]
+    del finetune["init"]
+    finetune["train"]["eval_every"] = 5  # a few points per fine-tuning curve
+    return {
+        "run_dir": str(run_dir),
+        "title": "Tiny study",
+        "tokenizer": base["tokenizer"],
+        "pretrain": base["pretrain"],
+        "finetune": finetune,
+        "arms": {
+            "scratch": {"label": "random init", "recipe": {"init": "mlm", "from_scratch": True}},
+            "mlm": {"label": "our MLM", "recipe": {"init": "mlm"}},
+            "tfidf": {"label": "TF-IDF + LR", "method": "tfidf_logreg"},
+        },
+        "label_counts": [40, "all"],
+        "seeds": [0, 1],
+        "seeds_at_all": 1,
+        "by_label_count": {"40": {"train": {"epochs": 4}}},
+    }
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_corpus, sentiment_dir):
+    run_dir = tmp_path_factory.mktemp("study") / "tiny"
+    cfg = from_dict(StudyConfig, study_raw(run_dir, tiny_corpus, sentiment_dir))
+    summary = run(cfg)
+    return cfg, run_dir, summary
+
+
+def test_every_run_is_a_stage_and_study_json_holds_every_figure(study):
+    cfg, run_dir, summary = study
+    s = json.loads((run_dir / "study.json").read_text())
+    assert s["schema"] == SCHEMA and s["task"] == "sentiment" and s["metric"] == "test_accuracy"
+    assert s["label_counts"] == ["40", "all"] and s["seeds"] == [0, 1]
+    assert {a: (v["label"], v["role"]) for a, v in s["arms"].items()} == {
+        "scratch": ("random init", "scratch"), "mlm": ("our MLM", "own"), "tfidf": ("TF-IDF + LR", "classical")}
+    # 3 arms x (2 seeds at 40 labels + 1 seed with all labels)
+    assert summary["runs"] == 9 and len(s["runs"]) == 9
+    for stage, r in s["runs"].items():
+        metrics = json.loads((run_dir / stage / "metrics.json").read_text())
+        assert r["value"] == metrics["test_accuracy"]
+        assert r["train_examples"] == (40 if r["label_count"] == 40 else 400)
+        assert isinstance(r["seed"], int) and r["arm"] in s["arms"]
+    for arm in s["arms"]:
+        few, full = s["results"][arm]["40"], s["results"][arm]["all"]
+        assert sorted(few["values"]) == ["0", "1"] and list(full["values"]) == ["0"]
+        assert few["mean"] == pytest.approx(np.mean(list(few["values"].values())))
+        assert few["std"] == pytest.approx(np.std(list(few["values"].values()), ddof=1))
+        assert full["n"] == 1 and full["std"] == 0.0
+    pre = s["pretraining"]["mlm"]
+    assert pre["objective"] == "mlm" and pre["tokens"] > 0 and pre["train_seconds"] > 0 and pre["eval_loss"] > 0
+    assert s["conclusions"] and all(isinstance(c, str) and c.strip() for c in s["conclusions"])
+    assert any(c.startswith("With 40 labels, ") for c in s["conclusions"])
+    assert any("Overall, our MLM beats random init at" in c for c in s["conclusions"])
+    assert any(c.startswith("Pretraining cost: mlm: ") for c in s["conclusions"])
+
+
+def test_report_and_plots_have_every_section(study):
+    _, run_dir, _ = study
+    md = (run_dir / "report.md").read_text()
+    for heading in ("# Tiny study", "## Results", "## Conclusions", "## Arms", "## Pretraining cost", "## Plots",
+                    "## Every run"):
+        assert heading in md
+    assert "| start | 40 labels | all labels |" in md
+    for label in ("random init", "our MLM", "TF-IDF + LR"):
+        assert f"| {label} | " in md
+    for name in ("label_efficiency", "pretraining_curves", "finetune_curves"):
+        png = run_dir / "plots" / f"{name}.png"
+        assert f"![{name}](plots/{name}.png)" in md
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    page = (run_dir / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<td>our MLM</td>" in page and "plots/label_efficiency.png" in page
+
+
+def test_a_finished_study_is_not_run_again(study):
+    cfg, run_dir, _ = study
+    stamps = {p.parent.name: os.stat(p).st_mtime_ns for p in run_dir.glob("*/metrics.json")}
+    run(cfg)
+    assert {p.parent.name: os.stat(p).st_mtime_ns for p in run_dir.glob("*/metrics.json")} == stamps
+
+
+def test_tfidf_sees_the_examples_fine_tuning_sees(study):
+    from sklearn.metrics import accuracy_score
+
+    _, run_dir, _ = study
+    ft = json.loads((run_dir / "finetune-mlm-40-s1/metrics.json").read_text())
+    base = json.loads((run_dir / "baseline-tfidf-40-s1/metrics.json").read_text())
+    assert base["train_examples"] == ft["train_examples"] == 40 and base["method"] == "tfidf_logreg"
+    rows = [json.loads(line) for line in (run_dir / "baseline-tfidf-40-s1/predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 120 and base["test_accuracy"] == pytest.approx(
+        accuracy_score([r["label"] for r in rows], [r["prediction"] for r in rows]))
+
+
+def test_tfidf_subsample_is_the_fine_tuning_subsample(tmp_path, sentiment_dir):
+    """Both go through load_sentiment_data: the same seed and count pick the same rows."""
+    from nlp_ssl.baselines import TfidfConfig, _Texts
+    from nlp_ssl.finetune import load_sentiment_data
+
+    data = {"train": {"name": str(sentiment_dir), "split": "train"}, "labels": ["negative", "positive"],
+            "train_samples": 30}
+    cfg = from_dict(TfidfConfig, {"output_dir": str(tmp_path / "b"), "data": data, "seed": 3})
+    splits, _, index = load_sentiment_data(cfg, _Texts())
+    assert len(index) == 30 and "eval" in splits  # no validation split: held out of train, as fine-tuning does
+    labels = np.asarray(splits["train"]["label_id"])[index]
+    assert (labels == 0).sum() == 15
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["finetune"].update(init="mlm"), "finetune.init: set per arm"),
+    (lambda r: r.update(label_counts=[0]), "'label_counts' must be positive"),
+    (lambda r: r.update(by_label_count={"50": {}}), "'by_label_count' names ['50']"),
+    (lambda r: r["arms"]["mlm"]["recipe"].update(init="nowhere-stage"), "finetune.mlm-40-s0.init: 'nowhere-stage' is not a pretraining stage"),
+    (lambda r: r["arms"]["mlm"]["recipe"].update(dropuot=0.1), "unknown key 'finetune.mlm-40-s0.dropuot'"),
+    (lambda r: r.update(seeds_at_all=3), "'seeds_at_all' must be in 1..2"),
+])
+def test_bad_study_recipes_fail_before_anything_runs(tmp_path, tiny_corpus, sentiment_dir, change, message):
+    raw = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
+    change(raw)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(StudyConfig, raw)
+    assert not (tmp_path / "s").exists()
