@@ -247,6 +247,10 @@ def load_sentiment_data(cfg: SentimentConfig, tokenizer):
         pool = np.sort(order[held:])
     if d.test is not None:
         splits["test"], _ = tokenize_labelled(d.test, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+    for name, key in (("eval", "validation"), ("test", "test")):
+        if name in splits and len(set(splits[name]["label_id"])) < 2 <= len(labels.names):
+            logger.warning("data.%s holds examples of one label only: its accuracy says little (max_rows takes "
+                           "the first rows, and some datasets are sorted by label)", key)
     train_index = pool
     if d.train_samples is not None:
         if d.train_samples > len(pool):
