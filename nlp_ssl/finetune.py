@@ -21,7 +21,7 @@ from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import BEST_DIR, TrainConfig, evaluate, fit, make_accelerator, save_model_folder
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.publish import HubOptions, checkpoint_pusher, push_run, refuse_offline_push
-from nlp_ssl.outputs import now, open_run_dir, prepare_run_dir, read_metrics, write_jsonl, write_run_files
+from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, read_metrics, write_jsonl, write_run_files
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +289,7 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     return task, origin
 
 
+@locks_output()
 def run(cfg, overwrite: bool = False) -> dict:
     """Fine-tune on any task in ``RECIPES``: the task's setup, then one shared flow."""
     from transformers.utils import logging as hf_logging

@@ -199,6 +199,7 @@ def load_pretrained_lm(objective: str, model_dir: str, dropout: float | None = N
     A BERT-style folder without its MLM head (``BertModel``, e.g. a sentence-embedding model)
     gets a fresh head, its decoder tied to the word embeddings when the config ties them.
     """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
     try:
@@ -216,8 +217,9 @@ def load_pretrained_lm(objective: str, model_dir: str, dropout: float | None = N
             kind = "masked-LM (an encoder such as BERT/RoBERTa)" if objective == "mlm" else "next-token LM (a decoder such as GPT-2)"
             raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot be trained as a {kind}") from None
         raise
-    except OSError as exc:
-        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]})") from None
+    except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
+        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
+                        "the checkpoint may be incomplete or damaged") from None
     if objective == "mlm" and not (hasattr(model, "cls") or hasattr(model, "lm_head")):
         raise DataError(f"{key}: {model_dir}: {type(model).__name__} has no BERT/RoBERTa-style MLM head "
                         "(cls or lm_head), which the sparse masked-LM loss uses")

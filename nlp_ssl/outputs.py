@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -21,6 +22,11 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not protected from each other there
+    fcntl = None
 
 from nlp_ssl.config import dump_yaml
 from nlp_ssl.errors import OutputError
@@ -116,6 +122,50 @@ def open_run_dir(out: Path, config, overwrite: bool, accelerator) -> None:
 
 
 @contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on output folder ``path`` while a run writes it, so a second run
+    pointed at the same folder refuses instead of interleaving its files with the first's.
+
+    The lock is a hidden file beside the folder (it must outlive ``--overwrite`` emptying the
+    folder) held with ``flock``: the kernel releases it when the process ends, however it ends
+    (kill -9 included), so there is never a stale lock to clean up. Only the first process on
+    each node of a multi-process run takes it.
+    """
+    if fcntl is None or int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        yield
+        return
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", errors="replace").strip() or "another process"
+            raise OutputError(f"output_dir {path} is in use by another nlp-ssl run ({holder}); wait for it to "
+                              "finish or choose another output_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}, since {now()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def locks_output(attr: str = "output_dir"):
+    """Decorate a stage's ``run(cfg, ...)`` to hold ``run_lock(cfg.<attr>)`` throughout."""
+
+    def decorate(run):
+        @functools.wraps(run)
+        def locked(cfg, *args, **kwargs):
+            with run_lock(Path(getattr(cfg, attr))):
+                return run(cfg, *args, **kwargs)
+
+        return locked
+
+    return decorate
+
+
+@contextlib.contextmanager
 def staged_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Build an output directory beside its final place and move it in only on success.
 
@@ -124,15 +174,16 @@ def staged_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = Path(path).absolute()
     check_output_dir(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder should look like any other
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_dir(staging, path)
+    with run_lock(path):
+        check_output_dir(path, overwrite)  # again: another run may have finished it while we waited
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder should look like any other
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        replace_dir(staging, path)
 
 
 def _umask() -> int:

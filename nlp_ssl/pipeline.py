@@ -20,7 +20,7 @@ from typing import Any
 
 from nlp_ssl.config import from_dict
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, read_metrics, write_json
+from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, locks_output, read_metrics, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,13 @@ def _hub_keys(cfg: PipelineConfig, stage: str) -> dict:
             "hub_private": cfg.hub_private}
 
 
+@locks_output("run_dir")
 def run(cfg: PipelineConfig, overwrite: bool = False) -> dict:
+    return run_stages(cfg, overwrite)
+
+
+def run_stages(cfg: PipelineConfig, overwrite: bool = False) -> dict:
+    """``run`` without taking the run folder's lock (for a caller that holds it)."""
     import importlib
 
     from nlp_ssl.publish import refuse_offline_push

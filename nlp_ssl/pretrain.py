@@ -28,7 +28,7 @@ from nlp_ssl.models import (
     max_positions,
     resolve_model_dir,
 )
-from nlp_ssl.outputs import now, open_run_dir, prepare_run_dir, read_metrics, write_run_files
+from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, read_metrics, write_run_files
 from nlp_ssl.packing import PackedStream, pack
 from nlp_ssl.publish import HubOptions, checkpoint_pusher, push_run, refuse_offline_push
 from nlp_ssl.tokenizer import load_tokenizer
@@ -173,6 +173,7 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
     return tokenizer, model
 
 
+@locks_output()
 def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.tasks.pretrain import PretrainTask
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.outputs import read_metrics, write_json
+from nlp_ssl.outputs import locks_output, read_metrics, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -154,11 +154,11 @@ def _merge(base: dict, extra: dict) -> dict:
     return base
 
 
+@locks_output("run_dir")
 def run(cfg: StudyConfig, overwrite: bool = False) -> dict:
     from nlp_ssl import pipeline, report
 
-    pipe = cfg.pipeline()
-    pipeline.run(pipe, overwrite=overwrite)
+    pipeline.run_stages(cfg.pipeline(), overwrite=overwrite)
     study = collect(cfg)
     run_dir = Path(cfg.run_dir)
     write_json(run_dir / STUDY_FILE, study)

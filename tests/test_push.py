@@ -140,7 +140,8 @@ def test_a_training_recipe_pushes_its_checkpoints_and_its_result(tmp_path, hub, 
     from nlp_ssl.config import dump_yaml
     from tests.finetune_helpers import sentiment_config
 
-    cfg = sentiment_config(tmp_path / "run", runs["base"], sentiment_dir, epochs=2, save_every="epoch")
+    cfg = sentiment_config(tmp_path / "run", runs["base"], sentiment_dir, epochs=2, save_every="epoch",
+                           tracker="tensorboard")
     cfg.push_to_hub, cfg.hub_model_id, cfg.hub_checkpoint_branch = True, "me/trained", "checkpoints"
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(dump_yaml(cfg))
@@ -156,6 +157,14 @@ def test_a_training_recipe_pushes_its_checkpoints_and_its_result(tmp_path, hub, 
                                          "tokenizer_config.json"}
     assert json.loads((tmp_path / "run/pushed.json").read_text())["revision"] == "main"
     assert hub.hub.violations == []
+    # the token was in the environment of the whole run: no file it wrote holds it (configs, logs,
+    # TensorBoard events, checkpoints, optimizer state), nor anything it uploaded, nor its output
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.name.startswith("events.out.tfevents") for p in written) and any(p.suffix == ".safetensors" for p in written)
+    assert not [p for p in written if TOKEN.encode() in p.read_bytes()]
+    uploaded = [content for r in hub.hub.repos.values() for files in r["refs"].values() for content in files.values()]
+    assert uploaded and not [c for c in uploaded if TOKEN.encode() in c]
+    assert TOKEN not in done.stdout + done.stderr
 
 
 def test_a_recipe_that_would_push_offline_is_refused_before_training(tmp_path, runs, sentiment_dir):

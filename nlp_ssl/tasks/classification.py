@@ -243,6 +243,7 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
     supervised-only baseline. Weights that the folder lacks (the classification head, BERT's
     pooler) are initialised fresh; the caller seeds first.
     """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from nlp_ssl.models import check_vocab, set_dropout
@@ -272,7 +273,8 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
             raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot classify sequences "
                             "(use an encoder such as BERT/RoBERTa or a decoder such as GPT-2)") from None
         raise
-    except OSError as exc:
-        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]})") from None
+    except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
+        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
+                        "the checkpoint may be incomplete or damaged") from None
     check_vocab(model, tokenizer, tokenizer.name_or_path)
     return model

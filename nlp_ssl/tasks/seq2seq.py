@@ -83,6 +83,7 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
     """An ``EncoderDecoderModel`` from an encoder folder and a decoder folder (cross-attention
     added to the decoder), or the same shapes with fresh weights; every id that generation
     and the label shift need is set (a warm start without them repeats one token)."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig
 
     from nlp_ssl.models import check_vocab, set_dropout
@@ -106,6 +107,9 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
     except ValueError as exc:
         raise DataError(f"cannot build an encoder-decoder from {encoder_dir} and {decoder_dir}: "
                         f"{str(exc).splitlines()[0][:200]}") from None
+    except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
+        raise DataError(f"encoder {encoder_dir} / decoder {decoder_dir}: weights cannot be loaded "
+                        f"({str(exc).splitlines()[0][:160]}); the checkpoint may be incomplete or damaged") from None
     check_vocab(model.encoder, tokenizer, tokenizer.name_or_path)
     check_vocab(model.decoder, tokenizer, tokenizer.name_or_path)
     ids = {"decoder_start_token_id": start_token_id(tokenizer), "eos_token_id": end_token_id(tokenizer),
