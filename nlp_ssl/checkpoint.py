@@ -3,17 +3,21 @@
 Layout of ``<run>/checkpoints/step-00000100/``:
 ``state/`` (``Accelerator.save_state``: model, optimizer, scheduler, RNG, train state),
 ``model/`` (``save_pretrained`` model + tokenizer, loadable with ``AutoModelFor*``) and
-``trainer_state.json``. A checkpoint is written under a hidden temporary name and renamed
-into place once complete, so discovery never sees a half-written one.
+``trainer_state.json`` and ``manifest.json`` (size and sha256 of every other file). A
+checkpoint is written under a hidden temporary name and renamed into place once complete, so
+discovery never sees a half-written one; the manifest catches one damaged later (a truncated
+copy, a bad disk), and resuming then falls back to the previous intact checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from nlp_ssl.errors import DataError
 
@@ -21,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+MANIFEST = "manifest.json"
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
@@ -37,17 +42,66 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """``latest`` -> the newest complete checkpoint of ``run_dir`` (or None); a path -> that path."""
+def resume_candidates(resume: str | None, run_dir: Path) -> Iterator[Path]:
+    """The checkpoints to try resuming from, best first: for ``latest``, every complete one of
+    ``run_dir`` whose files match its manifest, newest first (a damaged one is skipped with a
+    warning naming it); for a path, that checkpoint (damage there is an error)."""
     if resume is None:
-        return None
+        return
     if resume == "latest":
-        found = list_checkpoints(run_dir)
-        return found[-1] if found else None
+        for path in reversed(list_checkpoints(run_dir)):
+            problem = verify(path)
+            if problem is None:
+                yield path
+            else:
+                logger.warning("checkpoint %s is damaged (%s); trying the previous one", path, problem)
+        return
     path = Path(resume)
     if not (path / STATE_FILE).is_file() or not (path / "state").is_dir():
         raise DataError(f"resume: {path} is not a complete checkpoint (no {STATE_FILE} or state/)")
-    return path
+    problem = verify(path)
+    if problem is not None:
+        raise DataError(f"resume: checkpoint {path} is damaged ({problem})")
+    yield path
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record size and sha256 of every file of a fully written checkpoint."""
+    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(folder)}
+    (folder / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def verify(folder: Path) -> str | None:
+    """What is wrong with a checkpoint's files, or None when they match its manifest
+    (a checkpoint from before manifests existed is taken as it is)."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        expected = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return f"{MANIFEST} is unreadable"
+    for name, entry in expected.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["size"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {entry['size']}"
+        if _sha256(path) != entry["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
 
 
 def read_trainer_state(path: Path) -> dict:

@@ -35,7 +35,7 @@ import torch
 
 from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.config import to_dict
-from nlp_ssl.errors import ConfigError, NlpSslError
+from nlp_ssl.errors import ConfigError, NlpSslError, OutputError
 from nlp_ssl.outputs import replace_dir
 from nlp_ssl.progress import progress_bar
 
@@ -333,12 +333,21 @@ def fit(
     if accelerator.is_main_process:
         ckpt.clean_partials(run_dir)
     accelerator.wait_for_everyone()
-    start_from = ckpt.resolve_resume(cfg.resume, run_dir)
-    if start_from is not None:
+    start_from, failures = None, []
+    for candidate in ckpt.resume_candidates(cfg.resume, run_dir):
         try:
-            accelerator.load_state(str(start_from / "state"))
-        except Exception as exc:
-            raise TrainingError(f"{start_from}: checkpoint cannot be loaded ({type(exc).__name__}: {exc})") from None
+            accelerator.load_state(str(candidate / "state"))
+        except Exception as exc:  # every registered object is loaded again from the next candidate
+            failures.append(f"{candidate.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            logger.warning("checkpoint %s cannot be loaded (%s); trying the previous one", candidate, failures[-1])
+            if cfg.resume != "latest":
+                break
+            continue
+        start_from = candidate
+        break
+    if start_from is None and failures:
+        raise TrainingError(f"no checkpoint of {run_dir} can be loaded ({'; '.join(failures)})")
+    if start_from is not None:
         logger.info("resumed from %s at step %d", start_from, state.step)
     _truncate_log(run_dir / LOG_FILE, state.step, accelerator.is_main_process)
 
@@ -549,16 +558,24 @@ def evaluate(task: Task, module, accelerator, cfg: TrainConfig, split: str = "ev
 def save_checkpoint(task: Task, accelerator, run_dir: Path, state: TrainState, keep_last: int) -> Path:
     """All processes write into a hidden staging folder; the main process renames it."""
     staging = ckpt.staging_path(run_dir, state.step)
-    if accelerator.is_main_process:
-        staging.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging / "state"))
-    final = staging
-    if accelerator.is_main_process:
-        write_model_folder(task, staging / "model")
-        with open(staging / ckpt.STATE_FILE, "w", encoding="utf-8") as fh:
-            json.dump(state.state_dict(), fh, indent=2)
-        final = ckpt.commit(staging, keep_last)
+    try:
+        if accelerator.is_main_process:
+            staging.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging / "state"))
+        final = staging
+        if accelerator.is_main_process:
+            write_model_folder(task, staging / "model")
+            with open(staging / ckpt.STATE_FILE, "w", encoding="utf-8") as fh:
+                json.dump(state.state_dict(), fh, indent=2)
+            ckpt.write_manifest(staging)
+            final = ckpt.commit(staging, keep_last)
+    except OSError as exc:  # disk full, quota, permissions: the earlier checkpoints are untouched
+        shutil.rmtree(staging, ignore_errors=True)
+        previous = ckpt.list_checkpoints(run_dir)
+        kept = f"the last good checkpoint is {previous[-1]}" if previous else "no earlier checkpoint exists"
+        raise OutputError(f"saving the checkpoint of step {state.step} failed ({exc.strerror or exc}); {kept}; "
+                          f"free space and rerun with train.resume=latest") from None
     accelerator.wait_for_everyone()
     return final
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from nlp_ssl import engine, pretrain
-from nlp_ssl.checkpoint import list_checkpoints, resolve_resume, staging_path
+from nlp_ssl.checkpoint import list_checkpoints, resume_candidates, staging_path
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import TrainingError, TrainingInterrupted, read_log
 from nlp_ssl.errors import ConfigError, DataError, OutputError
@@ -203,9 +203,9 @@ def test_half_written_checkpoint_is_never_picked_up(tmp_path, tiny_corpus, tiny_
     (partial / "state" / "model.safetensors").write_bytes(b"garbage")
     torn = run_dir / "checkpoints" / "step-00000009"  # renamed dir without its state file
     torn.mkdir()
-    assert resolve_resume("latest", run_dir).name == "step-00000004"
+    assert [p.name for p in resume_candidates("latest", run_dir)] == ["step-00000004"]
     with pytest.raises(DataError, match=r"not a complete checkpoint"):
-        resolve_resume(str(torn), run_dir)
+        next(resume_candidates(str(torn), run_dir))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch):

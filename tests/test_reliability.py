@@ -64,3 +64,150 @@ def test_the_cli_says_the_folder_is_busy_in_one_line(tmp_path, tiny_corpus):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: output_dir {tmp_path / 'p'} is in use by another")
     assert not (tmp_path / "p").exists()
+
+
+# -- checkpoints: damage on disk, disk full, kill -9 at random points --------------------------------
+
+import json  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from safetensors.torch import load_file  # noqa: E402
+
+from nlp_ssl import pretrain  # noqa: E402
+from nlp_ssl.config import dump_yaml  # noqa: E402
+from tests.pretrain_helpers import tiny_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def final_weights(run_dir: Path) -> dict:
+    return load_file(run_dir / "model" / "model.safetensors")
+
+
+def logged(run_dir: Path) -> list[dict]:
+    """Every logged figure except wall-clock ones."""
+    rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith(("tokens_per_s", "mfu", "seconds"))} for r in rows]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    import torch
+
+    assert logged(a) == logged(b)
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def as_interrupted(run_dir: Path) -> None:
+    """What a crash after the last checkpoint leaves: no final files."""
+    import shutil
+
+    for name in ("metrics.json", "run_info.json"):
+        (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "model")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_corpus, tiny_tokenizer):
+    """An uninterrupted run: what every interrupted one must end up equal to."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    pretrain.run(tiny_config(out, tiny_tokenizer, tiny_corpus, "mlm", max_steps=12, save_every=4, keep_last=3))
+    return out
+
+
+def test_a_damaged_checkpoint_is_skipped_with_a_warning(tmp_path, tiny_corpus, tiny_tokenizer, reference, caplog):
+    out = tmp_path / "run"
+    cfg = tiny_config(out, tiny_tokenizer, tiny_corpus, "mlm", max_steps=12, save_every=4, keep_last=3)
+    pretrain.run(cfg)
+    as_interrupted(out)
+    weights = out / "checkpoints/step-00000012/state/model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size: only the checksum can tell
+    weights.write_bytes(bytes(data))
+    (out / "checkpoints/step-00000008/state/optimizer.bin").unlink()
+    cfg.train.resume = "latest"
+    with caplog.at_level("INFO"):
+        pretrain.run(cfg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("step-00000012 is damaged (state/model.safetensors does not match its checksum)" in w for w in warnings)
+    assert any("step-00000008 is damaged (state/optimizer.bin is missing)" in w for w in warnings)
+    assert any("resumed from" in r.getMessage() and "step-00000004" in r.getMessage() for r in caplog.records)
+    assert_same_run(out, reference)
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_corpus, tiny_tokenizer, reference,
+                                                              monkeypatch):
+    import errno
+
+    from nlp_ssl import checkpoint as ckpt
+    from nlp_ssl import engine
+
+    real, calls = engine.write_model_folder, []
+
+    def fills_the_disk(task, directory):
+        calls.append(directory)
+        if len(calls) == 2:  # the second checkpoint: half a file, then no space
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            (Path(directory) / "model.safetensors").write_bytes(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(task, directory)
+
+    monkeypatch.setattr(engine, "write_model_folder", fills_the_disk)
+    out = tmp_path / "run"
+    cfg = tiny_config(out, tiny_tokenizer, tiny_corpus, "mlm", max_steps=12, save_every=4, keep_last=3)
+    with pytest.raises(OutputError, match=r"saving the checkpoint of step 8 failed \(No space left on device\); "
+                                          r"the last good checkpoint is .*step-00000004; free space and rerun"):
+        pretrain.run(cfg)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000004"]  # no partial one left
+    assert ckpt.verify(out / "checkpoints/step-00000004") is None
+    monkeypatch.setattr(engine, "write_model_folder", real)  # space freed
+    cfg.train.resume = "latest"
+    pretrain.run(cfg)
+    assert_same_run(out, reference)
+
+
+def launch(recipe: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nlp_ssl", "pretrain", str(recipe), *overrides], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def newest_step(run_dir: Path) -> int:
+    from nlp_ssl.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run_dir)
+    return int(found[-1].name.split("-")[1]) if found else 0
+
+
+def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_corpus, tiny_tokenizer):
+    """A checkpoint every step, so random kills land in steps, in checkpoint writes, in pruning."""
+    rng = random.Random(7)
+    cfgs = {}
+    for name in ("killed", "clean"):
+        cfg = tiny_config(tmp_path / name, tiny_tokenizer, tiny_corpus, "mlm", max_steps=16, save_every=1, keep_last=2,
+                          eval_every=4)
+        cfgs[name] = tmp_path / f"{name}.yaml"
+        cfgs[name].write_text(dump_yaml(cfg))
+    assert launch(cfgs["clean"]).wait(timeout=300) == 0
+    killed, kills, resume = tmp_path / "killed", 0, ()
+    while kills < 3:
+        proc = launch(cfgs["killed"], *resume)
+        start = newest_step(killed)
+        deadline = time.time() + 120
+        while newest_step(killed) <= start and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            break  # finished before it could be killed: the resumes below still have to be exact
+        time.sleep(rng.uniform(0, 0.3))
+        proc.kill()
+        proc.wait()
+        kills += 1
+        resume = ("train.resume=latest",)
+    finished = launch(cfgs["killed"], "train.resume=latest")
+    assert finished.wait(timeout=300) == 0, finished.stderr.read()[-2000:]
+    assert kills == 3
+    assert_same_run(killed, tmp_path / "clean")
+    assert not list((killed / "checkpoints").glob(".*partial"))
