@@ -76,7 +76,7 @@ from pathlib import Path  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from nlp_ssl import pretrain  # noqa: E402
-from nlp_ssl.config import dump_yaml  # noqa: E402
+from nlp_ssl.config import from_dict  # noqa: E402
 from tests.pretrain_helpers import tiny_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,44 +170,81 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_cor
     assert_same_run(out, reference)
 
 
-def launch(recipe: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "nlp_ssl", "pretrain", str(recipe), *overrides], cwd=REPO,
+def launch(stage: str, recipe: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nlp_ssl", stage, str(recipe), *overrides], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def newest_step(run_dir: Path) -> int:
-    from nlp_ssl.checkpoint import list_checkpoints
+def progress(run_dir: Path) -> int:
+    """Checkpoints and finished stages anywhere under ``run_dir``: grows as a run advances."""
+    done = len(list(run_dir.rglob("metrics.json")))
+    steps = [int(p.name.split("-")[1]) for p in run_dir.rglob("checkpoints/step-*") if (p / "trainer_state.json").is_file()]
+    return done * 10_000 + max(steps, default=0)
 
-    found = list_checkpoints(run_dir)
-    return int(found[-1].name.split("-")[1]) if found else 0
+
+def pretrain_recipe(out, c):
+    return tiny_config(out, c["tokenizer"], c["corpus"], "mlm", max_steps=16, save_every=1, keep_last=2, eval_every=4)
 
 
-def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_corpus, tiny_tokenizer):
-    """A checkpoint every step, so random kills land in steps, in checkpoint writes, in pruning."""
+def finetune_recipe(out, c):
+    return sentiment_config(out, c["mlm"], c["sentiment"], epochs=2, save_every=2, eval_every=5, keep_last=2)
+
+
+def pipeline_recipe(out, c):
+    from nlp_ssl.pipeline import PipelineConfig
+    from tests.test_pipeline import pipeline_raw
+
+    raw = pipeline_raw(out, c["corpus"], c["sentiment"])
+    raw["pretrain"]["mlm"]["train"].update(max_steps=12, save_every=1, keep_last=2)
+    raw["finetune"]["rt"]["train"].update(save_every=3, keep_last=2)
+    return from_dict(PipelineConfig, raw)
+
+
+def compare_outputs(killed: Path, clean: Path, stage: str) -> None:
+    runs = [""] if stage != "pipeline" else ["pretrain-mlm", "finetune-rt"]
+    for sub in runs:
+        assert_same_run(killed / sub, clean / sub)
+        a, b = (json.loads((d / sub / "metrics.json").read_text()) for d in (killed, clean))
+        varying = ("seconds", "tokens_per_s", "mfu", "model_dir", "_at", "init")  # init: the other run's folder
+        assert {k: v for k, v in a.items() if not k.endswith(varying)} == \
+               {k: v for k, v in b.items() if not k.endswith(varying)}
+        assert not list((killed / sub).rglob(".*partial*"))
+
+
+@pytest.mark.parametrize("stage, build, resume, kills_wanted", [
+    ("pretrain", pretrain_recipe, "train.resume=latest", 3),
+    ("finetune", finetune_recipe, "train.resume=latest", 2),
+    ("pipeline", pipeline_recipe, None, 2),  # a pipeline resumes its interrupted stage by itself
+])
+def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(
+        tmp_path, tiny_corpus, tiny_tokenizer, pretrained, sentiment_dir, stage, build, resume, kills_wanted):
+    """Checkpoints every step or two, so random kills land in steps, evaluations, checkpoint
+    writes and pruning; after the kills the run is finished by resuming, and must be the run
+    that was never interrupted: the same logged losses and metrics, the same final weights."""
+    from nlp_ssl.config import dump_yaml
+
     rng = random.Random(7)
-    cfgs = {}
+    common = {"tokenizer": tiny_tokenizer, "corpus": tiny_corpus, "mlm": pretrained["mlm"], "sentiment": sentiment_dir}
+    recipes = {}
     for name in ("killed", "clean"):
-        cfg = tiny_config(tmp_path / name, tiny_tokenizer, tiny_corpus, "mlm", max_steps=16, save_every=1, keep_last=2,
-                          eval_every=4)
-        cfgs[name] = tmp_path / f"{name}.yaml"
-        cfgs[name].write_text(dump_yaml(cfg))
-    assert launch(cfgs["clean"]).wait(timeout=300) == 0
-    killed, kills, resume = tmp_path / "killed", 0, ()
-    while kills < 3:
-        proc = launch(cfgs["killed"], *resume)
-        start = newest_step(killed)
-        deadline = time.time() + 120
-        while newest_step(killed) <= start and proc.poll() is None and time.time() < deadline:
+        recipes[name] = tmp_path / f"{name}.yaml"
+        recipes[name].write_text(dump_yaml(build(tmp_path / name, common)))
+    clean = launch(stage, recipes["clean"])
+    assert clean.wait(timeout=300) == 0, clean.stderr.read()[-2000:]
+    killed, kills, extra = tmp_path / "killed", 0, ()
+    while kills < kills_wanted:
+        proc = launch(stage, recipes["killed"], *extra)
+        start, deadline = progress(killed), time.time() + 120
+        while progress(killed) <= start and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
         if proc.poll() is not None:
-            break  # finished before it could be killed: the resumes below still have to be exact
+            break
         time.sleep(rng.uniform(0, 0.3))
         proc.kill()
         proc.wait()
         kills += 1
-        resume = ("train.resume=latest",)
-    finished = launch(cfgs["killed"], "train.resume=latest")
+        extra = (resume,) if resume else ()
+    finished = launch(stage, recipes["killed"], *extra)
     assert finished.wait(timeout=300) == 0, finished.stderr.read()[-2000:]
-    assert kills == 3
-    assert_same_run(killed, tmp_path / "clean")
-    assert not list((killed / "checkpoints").glob(".*partial"))
+    assert kills == kills_wanted
+    compare_outputs(killed, tmp_path / "clean", stage)
