@@ -20,8 +20,8 @@ import numpy as np
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import BEST_DIR, TrainConfig, evaluate, fit, make_accelerator, save_model_folder
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.publish import HubOptions, checkpoint_pusher, push_run, refuse_offline_push
-from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, read_metrics, write_jsonl, write_run_files
+from nlp_ssl.publish import HubOptions, after_run, checkpoint_pusher, refuse_offline_push
+from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, write_jsonl, write_run_files
 
 logger = logging.getLogger(__name__)
 
@@ -337,11 +337,7 @@ def run(cfg, overwrite: bool = False) -> dict:
         accelerator.wait_for_everyone()
     finally:
         accelerator.end_training()
-    if not accelerator.is_main_process:
-        return {}
-    if cfg.push_to_hub:
-        push_run(cfg, out)
-    return read_metrics(out)
+    return after_run(cfg, out, accelerator.is_main_process)
 
 
 def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):

@@ -28,9 +28,9 @@ from nlp_ssl.models import (
     max_positions,
     resolve_model_dir,
 )
-from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, read_metrics, write_run_files
+from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, write_run_files
 from nlp_ssl.packing import PackedStream, pack
-from nlp_ssl.publish import HubOptions, checkpoint_pusher, push_run, refuse_offline_push
+from nlp_ssl.publish import HubOptions, after_run, checkpoint_pusher, refuse_offline_push
 from nlp_ssl.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -228,8 +228,4 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         accelerator.wait_for_everyone()
     finally:
         accelerator.end_training()
-    if not accelerator.is_main_process:
-        return {}
-    if cfg.push_to_hub:
-        push_run(cfg, out)
-    return read_metrics(out)
+    return after_run(cfg, out, accelerator.is_main_process)

@@ -421,6 +421,18 @@ def push_run(options: HubOptions, run_dir: Path) -> dict:
                            f"nlp-ssl push {run_dir} --repo-id {options.hub_model_id}") from None
 
 
+def after_run(options: HubOptions, run_dir: Path, is_main_process: bool) -> dict:
+    """What every training stage does once its files are written: push the run if the recipe
+    says so, and return its metrics (the main process's; the others return nothing)."""
+    if not is_main_process:
+        return {}
+    if options.push_to_hub:
+        push_run(options, run_dir)
+    from nlp_ssl.outputs import read_metrics
+
+    return read_metrics(run_dir)
+
+
 def checkpoint_pusher(options: HubOptions):
     """``fit``'s ``on_checkpoint`` hook pushing each checkpoint's model to the checkpoint branch."""
     if not options.hub_checkpoint_branch:
