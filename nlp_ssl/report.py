@@ -122,10 +122,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _finish(plt, fig, ax, path: Path) -> Path:
+    """Grid, legend, and the PNG written through a temp file (readers never see half an image)."""
+    ax.grid(alpha=0.3)
+    ax.legend()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -157,12 +163,7 @@ def plot_label_efficiency(study: dict, path: Path) -> Path:
     ax.set_xlabel("labelled training examples")
     ax.set_ylabel(_metric_name(study))
     ax.set_title(f"{study['task']}: label efficiency (error bars: sd over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, path)
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -186,12 +187,7 @@ def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats per predicted token; perplexity = exp)")
     ax.set_title("Pretraining")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, path)
 
 
 def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
@@ -215,9 +211,4 @@ def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"validation {short}" + (" (%)" if factor == 100 else ""))
     ax.set_title(f"Fine-tuning: validation {short} per step ({'all' if n == 'all' else n} labels, seed {seed})")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, path)
