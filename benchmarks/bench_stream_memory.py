@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-BLOCK, BATCH, BYTES_PER_TOKEN_GUESS = 128, 64, 4.0
+BLOCK, BATCH = 128, 64
 
 
 def write_corpus(root: Path, gb: float, shards: int, seed: int = 0) -> list[Path]:
@@ -136,7 +136,11 @@ def main() -> None:
         if not (tmp / "tokenizer").exists():
             subprocess.run([sys.executable, "-m", "nlp_ssl", "tokenizer", str(tok_recipe)], cwd=REPO, check=True,
                            stdout=subprocess.DEVNULL)
-        full_steps = int(corpus_bytes / BYTES_PER_TOKEN_GUESS / (BLOCK * BATCH) * 0.98)  # stop just before the end
+        from transformers import AutoTokenizer
+
+        sample = head.read_text(encoding="utf-8")[:2_000_000]
+        bytes_per_token = len(sample.encode()) / len(AutoTokenizer.from_pretrained(tmp / "tokenizer")(sample)["input_ids"])
+        full_steps = int(corpus_bytes / bytes_per_token / (BLOCK * BATCH) * 0.95)  # stop just before the end
         base = run_streaming(tmp, "baseline", tmp / "tokenizer", files, head,
                              max(50, int(full_steps * args.baseline_fraction)))
         print("baseline:", json.dumps(base), flush=True)
