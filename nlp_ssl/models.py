@@ -10,6 +10,7 @@ tokenizer, and every special-token id is written into the model config.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from nlp_ssl.errors import ConfigError, DataError
 
@@ -35,6 +36,10 @@ class ModelConfig:
     max_positions: int = 512
     dropout: float = 0.0
     """Dropout on hidden states and attention; 0 pretrains faster on short budgets."""
+    architecture: Literal["bert", "roberta-prelayernorm"] = "bert"
+    """Masked-LM encoder: BERT (layer norm after each sublayer, as published) or RoBERTa with
+    pre-layer-norm (normalises before each sublayer: trains stably at higher learning rates,
+    the usual choice for short pretraining budgets). Next-token LM is GPT-2 (pre-LN) either way."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -72,6 +77,23 @@ def build_model(objective: str, cfg: ModelConfig, tokenizer):
     if objective == "mlm":
         if tokenizer.mask_token_id is None:
             raise DataError(f"tokenizer {tokenizer.name_or_path}: has no mask token, which masked-LM pretraining needs")
+        if cfg.architecture == "roberta-prelayernorm":
+            from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
+
+            config = RobertaPreLayerNormConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=hidden,
+                num_hidden_layers=layers,
+                num_attention_heads=heads,
+                intermediate_size=inter,
+                # RoBERTa numbers positions from pad_token_id + 1
+                max_position_embeddings=cfg.max_positions + tokenizer.pad_token_id + 1,
+                hidden_dropout_prob=cfg.dropout,
+                attention_probs_dropout_prob=cfg.dropout,
+                type_vocab_size=1,
+                **ids,
+            )
+            return RobertaPreLayerNormForMaskedLM(config)
         config = BertConfig(
             vocab_size=len(tokenizer),
             hidden_size=hidden,
@@ -176,6 +198,9 @@ def max_positions(model_dir: str) -> int | None:
     except Exception as exc:
         raise DataError(f"{model_dir}: model config cannot be loaded ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
+    if "roberta" in config.model_type or config.model_type == "camembert":
+        # positions are numbered from pad_token_id + 1, so that many rows of the table are never used
+        return config.max_position_embeddings - (config.pad_token_id or 0) - 1
     for attr in ("max_position_embeddings", "n_positions"):
         if isinstance(getattr(config, attr, None), int):
             return getattr(config, attr)

@@ -419,3 +419,26 @@ def test_resuming_a_run_whose_last_checkpoint_is_final(tmp_path, tiny_corpus, ti
     cfg.train.resume = "latest"
     again = pretrain.run(cfg)
     assert again["steps"] == 4 and again["eval_loss"] == pytest.approx(first["eval_loss"])
+
+
+def test_pre_layer_norm_encoder_pretrains_and_fine_tunes(tmp_path, tiny_corpus, tiny_tokenizer, sentiment_dir):
+    """``model.architecture: roberta-prelayernorm``: learns, reloads with the Auto classes, reports
+    its usable positions (RoBERTa numbers them from pad + 1) and fine-tunes like BERT."""
+    from nlp_ssl import finetune
+    from nlp_ssl.models import max_positions
+    from tests.finetune_helpers import sentiment_config
+
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "mlm", max_steps=40, eval_every=20, save_every=20)
+    cfg.model.architecture = "roberta-prelayernorm"
+    pretrain.run(cfg)
+    log = losses(tmp_path / "run")
+    assert np.mean([log[s] for s in (38, 39, 40)]) < np.mean([log[s] for s in (1, 2, 3)]) - 0.5
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "run/model")
+    assert type(model).__name__ == "RobertaPreLayerNormForMaskedLM"
+    assert max_positions(str(tmp_path / "run/model")) == 64
+    tok = AutoTokenizer.from_pretrained(tmp_path / "run/model")
+    with torch.no_grad():  # a full 64-token input fits the position table
+        out = model(input_ids=torch.full((1, 64), tok.convert_tokens_to_ids("the") or 5))
+    assert torch.isfinite(out.logits).all()
+    ft = finetune.run(sentiment_config(tmp_path / "ft", tmp_path / "run", sentiment_dir, epochs=2))
+    assert ft["test_accuracy"] > 0.5
