@@ -127,27 +127,39 @@ def run_lock(path: Path) -> Iterator[None]:
     pointed at the same folder refuses instead of interleaving its files with the first's.
 
     The lock is a hidden file beside the folder (it must outlive ``--overwrite`` emptying the
-    folder) held with ``flock``: the kernel releases it when the process ends, however it ends
-    (kill -9 included), so there is never a stale lock to clean up. Only the first process on
-    each node of a multi-process run takes it.
+    folder), held with ``flock`` and removed when the run ends. The kernel releases the lock
+    when the process ends, however it ends (kill -9 included): a file left by a killed run is
+    not a lock and the next run takes it over. Only the first process on each node of a
+    multi-process run takes it.
     """
     if fcntl is None or int(os.environ.get("LOCAL_RANK", "0")) != 0:
         yield
         return
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    lock = path.parent / f".{path.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 300, 0).decode("utf-8", errors="replace").strip() or "another process"
+            os.close(fd)
             raise OutputError(f"output_dir {path} is in use by another nlp-ssl run ({holder}); wait for it to "
                               "finish or choose another output_dir") from None
+        try:  # the previous holder may have removed the file between our open and our lock
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}, since {now()}".encode(), 0)
         yield
     finally:
+        lock.unlink(missing_ok=True)  # while still held, so nobody can lock the file being removed
         os.close(fd)
 
 
