@@ -77,35 +77,17 @@ def build_model(objective: str, cfg: ModelConfig, tokenizer):
     if objective == "mlm":
         if tokenizer.mask_token_id is None:
             raise DataError(f"tokenizer {tokenizer.name_or_path}: has no mask token, which masked-LM pretraining needs")
+        encoder = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                       num_attention_heads=heads, intermediate_size=inter, hidden_dropout_prob=cfg.dropout,
+                       attention_probs_dropout_prob=cfg.dropout, **ids)
         if cfg.architecture == "roberta-prelayernorm":
             from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
 
+            # RoBERTa numbers positions from pad_token_id + 1
             config = RobertaPreLayerNormConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=hidden,
-                num_hidden_layers=layers,
-                num_attention_heads=heads,
-                intermediate_size=inter,
-                # RoBERTa numbers positions from pad_token_id + 1
-                max_position_embeddings=cfg.max_positions + tokenizer.pad_token_id + 1,
-                hidden_dropout_prob=cfg.dropout,
-                attention_probs_dropout_prob=cfg.dropout,
-                type_vocab_size=1,
-                **ids,
-            )
+                max_position_embeddings=cfg.max_positions + tokenizer.pad_token_id + 1, type_vocab_size=1, **encoder)
             return RobertaPreLayerNormForMaskedLM(config)
-        config = BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=inter,
-            max_position_embeddings=cfg.max_positions,
-            hidden_dropout_prob=cfg.dropout,
-            attention_probs_dropout_prob=cfg.dropout,
-            type_vocab_size=2,
-            **ids,
-        )
+        config = BertConfig(max_position_embeddings=cfg.max_positions, type_vocab_size=2, **encoder)
         return BertForMaskedLM(config)
     if objective == "clm":
         config = GPT2Config(
