@@ -177,9 +177,15 @@ def launch(stage: str, recipe: Path, *overrides: str) -> subprocess.Popen:
 
 def progress(run_dir: Path) -> int:
     """Checkpoints and finished stages anywhere under ``run_dir``: grows as a run advances."""
-    done = len(list(run_dir.rglob("metrics.json")))
-    steps = [int(p.name.split("-")[1]) for p in run_dir.rglob("checkpoints/step-*") if (p / "trainer_state.json").is_file()]
-    return done * 10_000 + max(steps, default=0)
+    for _ in range(20):  # the run prunes checkpoints while we walk its folder: walk again
+        try:
+            done = len(list(run_dir.rglob("metrics.json")))
+            steps = [int(p.name.split("-")[1]) for p in run_dir.rglob("checkpoints/step-*")
+                     if (p / "trainer_state.json").is_file()]
+            return done * 10_000 + max(steps, default=0)
+        except FileNotFoundError:
+            continue
+    return 0
 
 
 def pretrain_recipe(out, c):
