@@ -177,12 +177,11 @@ def run_stages(cfg: PipelineConfig, overwrite: bool = False) -> dict:
 
 def _push_if_not_pushed(config, out: Path) -> None:
     """A finished stage the recipe now wants on the Hub is pushed without training it again."""
-    from nlp_ssl.publish import PUSH_RECORD, push_run
+    from nlp_ssl.publish import push_record, push_run
 
     if not getattr(config, "push_to_hub", False):
         return
-    record = out / PUSH_RECORD
-    pushed = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    pushed = push_record(out) or {}
     if pushed.get("repo_id") != config.hub_model_id or pushed.get("revision") != "main":
         logger.info("pipeline: pushing the finished %s to %s", out.name, config.hub_model_id)
         push_run(config, out)
@@ -209,13 +208,13 @@ def _same_recipe(out: Path, config) -> bool:
 
 def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:
     """Every stage's metrics.json, by stage name, and where each pushed stage is on the Hub."""
-    from nlp_ssl.publish import PUSH_RECORD
+    from nlp_ssl.publish import push_record
 
     outs = {s.name: Path(s.config.output_dir) for s in stages}
+    pushed = {name: push_record(out) for name, out in outs.items()}
     return {"run_dir": cfg.run_dir,
             "stages": {name: read_metrics(out) for name, out in outs.items() if (out / METRICS_FILE).is_file()},
-            "hub": {name: json.loads((out / PUSH_RECORD).read_text(encoding="utf-8"))["repo_id"]
-                    for name, out in outs.items() if (out / PUSH_RECORD).is_file()}}
+            "hub": {name: record["repo_id"] for name, record in pushed.items() if record}}
 
 
 def results_table(results: dict) -> str:

@@ -455,6 +455,12 @@ class PublishError(OutputError):
 
 
 PUSH_RECORD = "pushed.json"
+
+
+def push_record(run_dir: Path) -> dict | None:
+    """What the last push of ``run_dir`` recorded (repo_id, revision, commit...), or None."""
+    path = Path(run_dir) / PUSH_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 RETRIES = 3
 
 
@@ -526,8 +532,8 @@ def _pushed_repo(start: str) -> str | None:
     if not folder.exists():
         return start  # a Hub id
     for run in (folder, folder.parent, folder.parent.parent.parent):
-        if (run / PUSH_RECORD).is_file():
-            return json.loads((run / PUSH_RECORD).read_text(encoding="utf-8"))["repo_id"]
+        if (record := push_record(run)) is not None:
+            return record["repo_id"]
     return None
 
 
