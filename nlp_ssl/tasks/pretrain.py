@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nlp_ssl.engine import Batch
-from nlp_ssl.models import count_parameters, flops_per_token
+from nlp_ssl.models import count_parameters, flops_per_token, mlm_head_names
 
 
 class MaskedLMLoss(torch.nn.Module):
@@ -25,15 +25,18 @@ class MaskedLMLoss(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
-        # the whole MLM head (transform + decoder): BERT names it cls, RoBERTa lm_head. A name,
-        # not a second reference, so the head's weights are registered once
-        self.head_name = "cls" if hasattr(model, "cls") else "lm_head"
+        # the whole MLM head (transform + decoder), by name, not a second reference, so the
+        # head's weights are registered once
+        self.head_names = mlm_head_names(model)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         base = getattr(self.model, self.model.base_model_prefix)
         hidden = base(input_ids=input_ids).last_hidden_state
         selected = labels != -100
-        logits = getattr(self.model, self.head_name)(hidden[selected])
+        out = hidden[selected]
+        for name in self.head_names:
+            out = getattr(self.model, name)(out)
+        logits = out
         return F.cross_entropy(logits.float(), labels[selected], reduction="sum")
 
 
