@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer,
+                          pipeline)
 
 from nlp_ssl import engine, pretrain
 from nlp_ssl.checkpoint import list_checkpoints, resume_candidates, staging_path
@@ -421,6 +422,16 @@ def test_resuming_a_run_whose_last_checkpoint_is_final(tmp_path, tiny_corpus, ti
     assert again["steps"] == 4 and again["eval_loss"] == pytest.approx(first["eval_loss"])
 
 
+def pretrain_encoder(tmp_path, tiny_tokenizer, tiny_corpus, architecture: str):
+    """A 40-step masked-LM run of ``architecture`` that must learn; its model reloaded."""
+    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "mlm", max_steps=40, eval_every=20, save_every=20)
+    cfg.model.architecture = architecture
+    pretrain.run(cfg)
+    log = losses(tmp_path / "run")
+    assert np.mean([log[s] for s in (38, 39, 40)]) < np.mean([log[s] for s in (1, 2, 3)]) - 0.5
+    return AutoModelForMaskedLM.from_pretrained(tmp_path / "run/model")
+
+
 def test_pre_layer_norm_encoder_pretrains_and_fine_tunes(tmp_path, tiny_corpus, tiny_tokenizer, sentiment_dir):
     """``model.architecture: roberta-prelayernorm``: learns, reloads with the Auto classes, reports
     its usable positions (RoBERTa numbers them from pad + 1) and fine-tunes like BERT."""
@@ -428,12 +439,7 @@ def test_pre_layer_norm_encoder_pretrains_and_fine_tunes(tmp_path, tiny_corpus, 
     from nlp_ssl.models import max_positions
     from tests.finetune_helpers import sentiment_config
 
-    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "mlm", max_steps=40, eval_every=20, save_every=20)
-    cfg.model.architecture = "roberta-prelayernorm"
-    pretrain.run(cfg)
-    log = losses(tmp_path / "run")
-    assert np.mean([log[s] for s in (38, 39, 40)]) < np.mean([log[s] for s in (1, 2, 3)]) - 0.5
-    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "run/model")
+    model = pretrain_encoder(tmp_path, tiny_tokenizer, tiny_corpus, "roberta-prelayernorm")
     assert type(model).__name__ == "RobertaPreLayerNormForMaskedLM"
     assert max_positions(str(tmp_path / "run/model")) == 64
     tok = AutoTokenizer.from_pretrained(tmp_path / "run/model")
@@ -474,19 +480,12 @@ def test_modernbert_encoder_pretrains_reloads_and_fine_tunes_with_mean_pooling(t
     from nlp_ssl import finetune
     from tests.finetune_helpers import sentiment_config
 
-    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "mlm", max_steps=40, eval_every=20, save_every=20)
-    cfg.model.architecture = "modernbert"
-    pretrain.run(cfg)
-    log = losses(tmp_path / "run")
-    assert np.mean([log[s] for s in (38, 39, 40)]) < np.mean([log[s] for s in (1, 2, 3)]) - 0.5
-    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "run/model")
+    model = pretrain_encoder(tmp_path, tiny_tokenizer, tiny_corpus, "modernbert")
     assert type(model).__name__ == "ModernBertForMaskedLM"
     assert model.config.classifier_pooling == "mean"
     ft = finetune.run(sentiment_config(tmp_path / "ft", tmp_path / "run", sentiment_dir, epochs=2))
     assert ft["test_accuracy"] > 0.5
     clf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft/model")
     assert type(clf).__name__ == "ModernBertForSequenceClassification"
-    from transformers import pipeline
-
     classify = pipeline("text-classification", model=str(tmp_path / "ft/model"))
     assert classify("a fine film")[0]["label"] in ("negative", "positive")
