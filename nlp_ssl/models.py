@@ -80,16 +80,16 @@ def build_model(objective: str, cfg: ModelConfig, tokenizer):
     if objective == "mlm":
         if tokenizer.mask_token_id is None:
             raise DataError(f"tokenizer {tokenizer.name_or_path}: has no mask token, which masked-LM pretraining needs")
-        encoder = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                       num_attention_heads=heads, intermediate_size=inter, hidden_dropout_prob=cfg.dropout,
-                       attention_probs_dropout_prob=cfg.dropout, **ids)
+        shape = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=heads, **ids)
+        encoder = dict(intermediate_size=inter, hidden_dropout_prob=cfg.dropout,
+                       attention_probs_dropout_prob=cfg.dropout, **shape)
         if cfg.architecture == "modernbert":
             from transformers import ModernBertConfig, ModernBertForMaskedLM
 
             # GeGLU has three matrices where BERT's MLP has two: 2/3 of the width keeps the size
             glu = max(64, round(inter * 2 / 3 / 64) * 64)
             config = ModernBertConfig(
-                vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                 intermediate_size=glu, max_position_embeddings=cfg.max_positions,
                 # blocks are short: every layer attends globally (ModernBERT's local layers
                 # only pay off at thousands of tokens)
@@ -97,7 +97,7 @@ def build_model(objective: str, cfg: ModelConfig, tokenizer):
                 embedding_dropout=cfg.dropout, classifier_pooling="mean",
                 cls_token_id=tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
                 sep_token_id=tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
-                **ids)
+                **shape)
             return ModernBertForMaskedLM(config)
         if cfg.architecture == "roberta-prelayernorm":
             from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
