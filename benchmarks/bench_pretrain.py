@@ -69,7 +69,7 @@ def config(args, tmp: Path, tokenizer: Path, corpus: Path, valid: Path):
             "train": {"max_steps": args.steps, "micro_batch_size": args.batch_size, "lr": args.lr,
                       "scheduler": "linear", "warmup_steps": int(0.05 * args.steps), "weight_decay": 0.01, "adam_beta2": 0.999,
                       "eval_every": args.steps, "save_every": args.steps, "log_every": 10, "tracker": "none",
-                      "compile": args.compile},
+                      "compile": args.compile, "mixed_precision": "bf16" if args.bf16 else "no"},
             "seed": 0,
         },
     )
@@ -105,6 +105,7 @@ def run_trainer(args, cfg, tokenizer, corpus: Path, tmp: Path):
         save_strategy="no",
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
+        bf16=args.bf16,
         dataloader_num_workers=0,
         seed=0,
         disable_tqdm=True,
@@ -141,6 +142,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="train.compile=true for nlp-ssl")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast on both sides (Trainer bf16=True, train.mixed_precision=bf16); a speed-up "
+                             "only where the CPU has AVX512-BF16 or AMX")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,6 +192,7 @@ def main() -> None:
         "nlp_ssl_steady_tokens_per_s": round(steady, 1),
         "steady_speedup": round(steady / trainer_tps, 3),
         "compile": args.compile,
+        "bf16": args.bf16,
         "trainer_eval_loss": round(trainer_loss, 4),
         "nlp_ssl_eval_loss": round(ours_loss, 4),
         "trainer_eval_ppl": round(math.exp(trainer_loss), 2),

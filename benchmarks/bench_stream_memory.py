@@ -150,8 +150,8 @@ def main() -> None:
             "corpus_gb": round(corpus_bytes / 1e9, 2), "limit_gb": args.limit_gb, "baseline": base, "full": full,
             "text_ratio": round(full["text_bytes_streamed"] / base["text_bytes_streamed"], 2),
             "peak_rss_ratio": round(full["peak_rss_mb"] / base["peak_rss_mb"], 3),
-            "under_limit": full["peak_rss_mb"] < args.limit_gb * 1024,
-            "flat": full["last_quarter_max_rss_mb"] <= full["first_quarter_max_rss_mb"] * 1.05,
+            "under_limit": bool(full["peak_rss_mb"] < args.limit_gb * 1024),
+            "flat": bool(full["last_quarter_max_rss_mb"] <= full["first_quarter_max_rss_mb"] * 1.05),
         }
         print(json.dumps(result, indent=2))
 

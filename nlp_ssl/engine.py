@@ -414,6 +414,8 @@ def fit(
             window["tokens"] += n_tokens
             bar.update(1)
             last_step = state.step == total
+            if state.step % RELEASE_MEMORY_EVERY == 0:
+                release_free_memory()
 
             if state.step % cfg.log_every == 0 or last_step:
                 elapsed = time.perf_counter() - window["t0"]
@@ -596,6 +598,38 @@ def save_model_folder(task: Task, target: Path) -> None:
         shutil.rmtree(staging)
     write_model_folder(task, staging)
     replace_dir(staging, target)
+
+
+RELEASE_MEMORY_EVERY = 10
+"""Optimizer steps between returns of freed heap memory to the OS (see ``release_free_memory``)."""
+
+
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``).
+
+    CPU tensors come from glibc malloc, whose mmap threshold rises to 32 MB after the first
+    large frees; from then on activations are carved from the heap, and when their sizes change
+    from step to step (masked-LM heads see a different number of masked positions each step,
+    padded fine-tuning batches differ in length) the heap fragments and resident memory creeps
+    up: a 0.4M-parameter streaming run went from 0.5 to 2.0 GB in 400 steps. Trimming every
+    ``RELEASE_MEMORY_EVERY`` steps kept it at 0.55 GB at the same speed (trimming every step
+    costs ~40%: the pages must be faulted back in).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _fast_adamw_kwargs(device: torch.device) -> dict:

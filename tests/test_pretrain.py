@@ -300,6 +300,19 @@ def test_stream_packs_like_the_cached_path_in_bounded_memory(tmp_path, tiny_corp
     assert stream.epoch >= 1
 
 
+def test_freed_heap_memory_is_returned_to_the_os_every_few_steps(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch):
+    """Without it glibc's heap fragments under variable-size activations and resident memory
+    creeps up over a long (streaming) run; benchmarks/bench_stream_memory.py measures the effect."""
+    import sys
+
+    if sys.platform.startswith("linux"):
+        assert engine._MALLOC_TRIM is not None  # glibc: the trim is really there
+    calls = []
+    monkeypatch.setattr(engine, "release_free_memory", lambda: calls.append(1))
+    pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=25, save_every=25))
+    assert len(calls) == 25 // engine.RELEASE_MEMORY_EVERY
+
+
 def _streaming(cfg, corpus):
     cfg.data.datasets = [DatasetSpec(files=str(corpus), streaming=True)]
     cfg.data.validation = [DatasetSpec(files=str(corpus), max_rows=60)]
@@ -471,6 +484,30 @@ def test_sparse_masked_lm_loss_equals_the_models_own_loss(architecture, tiny_tok
         sparse = MaskedLMLoss(model)(ids, labels) / picked.sum()
         full = model(input_ids=ids, labels=labels).loss
     assert sparse.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_fused_causal_lm_loss_equals_the_models_own_loss_and_gradients(tiny_tokenizer):
+    """The chunked projection + cross-entropy gives the model's own next-token loss and the same
+    gradients, including those of the output matrix tied to the input embeddings."""
+    from transformers import AutoTokenizer
+
+    from nlp_ssl.models import ModelConfig, build_model
+    from nlp_ssl.tasks.pretrain import CausalLMLoss
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    torch.manual_seed(0)
+    model = build_model("clm", ModelConfig(preset="tiny", max_positions=64), tok)
+    ids = torch.randint(5, len(tok), (4, 64))  # 252 targets: several chunks
+    fused = CausalLMLoss(model)(ids)
+    fused.backward()
+    ours = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    full = model(input_ids=ids, labels=ids).loss * (ids.size(0) * (ids.size(1) - 1))
+    full.backward()
+    assert fused.item() == pytest.approx(full.item(), rel=1e-5)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_modernbert_encoder_pretrains_reloads_and_fine_tunes_with_mean_pooling(tmp_path, tiny_corpus, tiny_tokenizer,
