@@ -79,7 +79,9 @@ def run_streaming(tmp: Path, name: str, tokenizer: Path, files: list[Path], vali
         "data": {"datasets": [{"files": [str(f) for f in files], "streaming": True}],
                  "validation": [{"files": str(valid)}], "block_size": BLOCK, "shuffle_buffer": 1000,
                  "cache_dir": str(tmp / "cache")},
-        "model": {"preset": "tiny", "max_positions": BLOCK},
+        # a 1-layer, 32-wide encoder: what is measured is the data path's memory, and 2 GB of text
+        # is ~400M tokens to train on, so the model must be cheap per token
+        "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "intermediate": 128, "max_positions": BLOCK},
         "train": {"max_steps": steps, "micro_batch_size": BATCH, "lr": 1e-3, "warmup_steps": 10, "eval_every": steps,
                   "eval_max_batches": 2, "save_every": steps, "log_every": 50, "tracker": "none"},
     }
