@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Main job: the quick-start pipeline (recipes/pipeline/quickstart.yaml): tokenizer (~10 s),
-# masked-LM pretraining (~10 min on 2 CPU cores), sentiment fine-tuning (~10 min), results
+# masked-LM pretraining (~10 min on 2 CPU cores), sentiment fine-tuning (~4 min), results
 # table; a second run skips what is finished, an interrupted one resumes.
 quickstart: venv
 	$(BIN)/nlp-ssl pipeline recipes/pipeline/quickstart.yaml

@@ -152,3 +152,29 @@ def test_export_card_carries_bleu_and_chrf_and_the_folder_generates(tmp_path, tr
     tok = AutoTokenizer.from_pretrained(out)
     generated = AutoModelForSeq2SeqLM.from_pretrained(out).eval().generate(**tok([first["source"]], return_tensors="pt"))
     assert tok.decode(generated[0], skip_special_tokens=True).strip() == first["hypothesis"]
+
+
+def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(tmp_path, tiny_corpus, tiny_tokenizer, pretrained,
+                                                                   translation_dir):
+    """The default English MLM recipe pretrains a ModernBERT encoder; the summarization warm
+    start pairs it with our GPT-2 decoder, so that pairing must assemble, learn, save and
+    generate after a reload."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from nlp_ssl import pretrain
+    from nlp_ssl.engine import read_log
+    from tests.pretrain_helpers import tiny_config
+
+    cfg = tiny_config(tmp_path / "mb", tiny_tokenizer, tiny_corpus, "mlm", max_steps=4, save_every=4)
+    cfg.model.architecture = "modernbert"
+    pretrain.run(cfg)
+    out = tmp_path / "mt"
+    finetune.run(translation_config(out, tmp_path / "mb", pretrained["clm"], translation_dir, seed=0))
+    losses = [r["eval/loss"] for r in read_log(out) if "eval/loss" in r]
+    assert losses[-1] < losses[0] - 0.5
+    model = AutoModelForSeq2SeqLM.from_pretrained(out / "model").eval()
+    assert type(model.encoder).__name__ == "ModernBertModel" and type(model.decoder).__name__ == "GPT2LMHeadModel"
+    first = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    generated = model.generate(**tok([first["source"]], return_tensors="pt"))
+    assert tok.decode(generated[0], skip_special_tokens=True).strip() == first["hypothesis"]
