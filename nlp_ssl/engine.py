@@ -620,8 +620,9 @@ _MALLOC_TRIM = _malloc_trim()
 def release_free_memory() -> None:
     """Give the heap's free pages back to the OS (glibc ``malloc_trim``).
 
-    CPU tensors come from glibc malloc, whose mmap threshold rises to 32 MB after the first
-    large frees; from then on activations are carved from the heap, and when their sizes change
+    CPU tensors come from glibc malloc, whose mmap threshold rises to the size of each large
+    block freed (up to 32 MB); from then on activations are carved from the heap, and when their
+    sizes change
     from step to step (masked-LM heads see a different number of masked positions each step,
     padded fine-tuning batches differ in length) the heap fragments and resident memory creeps
     up: a 0.4M-parameter streaming run went from 0.5 to 2.0 GB in 400 steps. Trimming every
