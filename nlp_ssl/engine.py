@@ -629,7 +629,8 @@ def release_free_memory() -> None:
     padded fine-tuning batches differ in length) the heap fragments and resident memory creeps
     up: a 0.4M-parameter streaming run went from 0.5 to 2.0 GB in 400 steps. Trimming every
     ``RELEASE_MEMORY_EVERY`` steps kept it at 0.55 GB at the same speed (trimming every step
-    costs ~40%: the pages must be faulted back in).
+    costs ~40%: the pages must be faulted back in). The compiled CLM recipe, 200 steps: 3,304
+    tokens/s with it, 3,325 without (noise).
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
