@@ -486,8 +486,8 @@ def test_sparse_masked_lm_loss_equals_the_models_own_loss(architecture, tiny_tok
     assert sparse.item() == pytest.approx(full.item(), rel=1e-5)
 
 
-def test_fused_causal_lm_loss_equals_the_models_own_loss_and_gradients(tiny_tokenizer):
-    """The chunked projection + cross-entropy gives the model's own next-token loss and the same
+def test_causal_lm_loss_equals_the_models_own_loss_and_gradients(tiny_tokenizer):
+    """Projecting all positions but the last gives the model's own next-token loss and the same
     gradients, including those of the output matrix tied to the input embeddings."""
     from transformers import AutoTokenizer
 
@@ -497,14 +497,14 @@ def test_fused_causal_lm_loss_equals_the_models_own_loss_and_gradients(tiny_toke
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
     torch.manual_seed(0)
     model = build_model("clm", ModelConfig(preset="tiny", max_positions=64), tok)
-    ids = torch.randint(5, len(tok), (4, 64))  # 252 targets: several chunks
-    fused = CausalLMLoss(model)(ids)
-    fused.backward()
+    ids = torch.randint(5, len(tok), (4, 64))
+    ours_loss = CausalLMLoss(model)(ids)
+    ours_loss.backward()
     ours = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
     full = model(input_ids=ids, labels=ids).loss * (ids.size(0) * (ids.size(1) - 1))
     full.backward()
-    assert fused.item() == pytest.approx(full.item(), rel=1e-5)
+    assert ours_loss.item() == pytest.approx(full.item(), rel=1e-5)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     for name, p in model.named_parameters():
         torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
