@@ -1,6 +1,6 @@
 """Model size presets and builders for the pretraining objectives.
 
-``mlm`` builds an encoder: BERT (``BertForMaskedLM``, the default: what ``EncoderDecoderModel``
+``mlm`` builds an encoder (``rtd`` the same encoder's body, plus a smaller generator): BERT (``BertForMaskedLM``, the default: what ``EncoderDecoderModel``
 warm-starts an encoder, or a BERT2BERT decoder, from), RoBERTa with pre-layer-norm, or
 ModernBERT (rotary positions, GeGLU; the sentiment recipes' choice, see the README's
 ablations). ``clm`` builds a GPT-2 decoder (``GPT2LMHeadModel``), which an encoder-decoder takes
@@ -71,6 +71,9 @@ def build_model(objective: str, cfg: ModelConfig, tokenizer):
     """A freshly initialised model for ``objective`` sized by ``cfg``, vocab from ``tokenizer``."""
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
+    if objective == "rtd":  # the discriminator is the encoder body; its head lives in the loss module
+        full = build_model("mlm", cfg, tokenizer)
+        return getattr(full, full.base_model_prefix)
     layers, hidden, heads, inter = cfg.resolved()
     ids = dict(
         pad_token_id=tokenizer.pad_token_id,
@@ -122,7 +125,19 @@ def build_model(objective: str, cfg: ModelConfig, tokenizer):
             **ids,
         )
         return GPT2LMHeadModel(config)
-    raise ConfigError(f"'objective' must be 'mlm' or 'clm', got {objective!r}")
+    raise ConfigError(f"'objective' must be 'mlm', 'clm' or 'rtd', got {objective!r}")
+
+
+def build_generator(cfg: ModelConfig, layers: int, discriminator, tokenizer):
+    """ELECTRA's generator: the discriminator's architecture with ``layers`` layers, a masked-LM
+    head, and the discriminator's word embeddings (shared, and tied to the head's decoder)."""
+    from dataclasses import replace
+
+    generator = build_model("mlm", replace(cfg, layers=layers), tokenizer)
+    shared = discriminator.get_input_embeddings()
+    generator.set_input_embeddings(shared)
+    generator.get_output_embeddings().weight = shared.weight
+    return generator
 
 
 def check_vocab(model, tokenizer, where: str) -> None:

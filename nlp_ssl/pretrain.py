@@ -1,7 +1,8 @@
 """Pretraining stage: ``nlp-ssl pretrain RECIPE.yaml`` (alone, or under ``accelerate launch``).
 
 setup (tokenizer, model, packed data) -> ``engine.fit`` -> final model folder + run files.
-Output: ``<output_dir>/model/`` (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM`` +
+Output: ``<output_dir>/model/`` (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM``, or for
+``rtd`` the encoder body for ``AutoModel`` / ``AutoModelForSequenceClassification``; +
 tokenizer), ``checkpoints/``, ``logs/`` (TensorBoard), ``train_log.jsonl`` and the
 run files of every stage (``metrics.json`` last).
 """
@@ -21,6 +22,7 @@ from nlp_ssl.engine import TrainConfig, fit, make_accelerator, save_model_folder
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.models import (
     ModelConfig,
+    build_generator,
     build_model,
     check_same_tokenizer,
     check_vocab,
@@ -55,6 +57,26 @@ class MaskingConfig:
             raise ConfigError(f"'probability' must be in (0, 1), got {self.probability}")
         if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
             raise ConfigError("'mask_replace_prob' and 'random_replace_prob' must be >= 0 and sum to at most 1")
+
+
+@dataclass
+class ReplacedTokenDetectionConfig:
+    """``objective: rtd`` (ELECTRA): a small generator fills the masked positions, the encoder
+    learns to tell replaced tokens from originals at every position."""
+
+    generator_layers: int = 1
+    """Layers of the generator (same width as the encoder, word embeddings shared). ELECTRA
+    found generators 1/4 to 1/2 the discriminator's size best: too strong a generator makes
+    the task too hard for a small discriminator."""
+    disc_weight: float = 50.0
+    """Weight of the discriminator's per-token loss against the generator's masked-LM loss
+    (ELECTRA's lambda)."""
+
+    def __post_init__(self):
+        if self.generator_layers < 1:
+            raise ConfigError(f"'generator_layers' must be >= 1, got {self.generator_layers}")
+        if self.disc_weight <= 0:
+            raise ConfigError(f"'disc_weight' must be positive, got {self.disc_weight}")
 
 
 @dataclass
@@ -100,7 +122,9 @@ class PretrainConfig(HubOptions):
     """Recipe of the ``pretrain`` stage (plus ``push_to_hub`` and the other ``HubOptions``)."""
 
     output_dir: str
-    objective: Literal["mlm", "clm"]
+    objective: Literal["mlm", "clm", "rtd"]
+    """``mlm`` masked-LM (BERT-style), ``clm`` next-token LM (GPT-style), ``rtd`` replaced-token
+    detection (ELECTRA-style: saves the encoder body, for fine-tuning)."""
     data: PretrainDataConfig
     tokenizer: str | None = None
     """Tokenizer folder (the tokenizer stage's output_dir). With ``init_from``: default the
@@ -111,11 +135,19 @@ class PretrainConfig(HubOptions):
     architecture and size are kept (``model.*`` is ignored but ``model.dropout``)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """Which tokens ``mlm`` predicts, or ``rtd``'s generator fills."""
+    rtd: ReplacedTokenDetectionConfig = field(default_factory=ReplacedTokenDetectionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
     def __post_init__(self):
         self.check_hub_options()
+        if self.objective == "rtd" and self.init_from is not None:
+            raise ConfigError("'init_from' continues mlm or clm pretraining; 'rtd' trains its encoder and generator "
+                              "from scratch")
+        if self.objective == "rtd" and self.rtd.generator_layers > self.model.resolved()[0]:
+            raise ConfigError(f"'rtd.generator_layers' ({self.rtd.generator_layers}) exceeds the encoder's "
+                              f"{self.model.resolved()[0]} layers")
         if self.tokenizer is None and self.init_from is None:
             raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init_from')")
         if self.init_from is None and self.data.block_size > self.model.max_positions:
@@ -128,7 +160,7 @@ def load_data(cfg: PretrainConfig, tokenizer):
     """Packed train and validation blocks, and which block indices each split uses
     (train blocks are None when the training data streams)."""
     d = cfg.data
-    words = cfg.objective == "mlm" and cfg.masking.whole_word
+    words = cfg.objective != "clm" and cfg.masking.whole_word
     if d.streaming:
         valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, words)
         return None, None, valid, np.arange(len(valid.blocks))
@@ -175,7 +207,7 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
 
 @locks_output()
 def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
-    from nlp_ssl.tasks.pretrain import PretrainTask
+    from nlp_ssl.tasks.pretrain import PretrainTask, ReplacedTokenDetectionTask
 
     from transformers.utils import logging as hf_logging
 
@@ -196,10 +228,15 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
                               process_index=accelerator.process_index, num_processes=accelerator.num_processes,
                               shuffle_buffer=cfg.data.shuffle_buffer,
-                              word_starts=cfg.objective == "mlm" and cfg.masking.whole_word)
-    task = PretrainTask(cfg.objective, model, tokenizer, train.blocks if train else None, train_idx, valid.blocks, eval_idx,
-                        seed=cfg.seed, masking=cfg.masking, stream=stream,
-                        train_words=train.word_starts if train else None, eval_words=valid.word_starts)
+                              word_starts=cfg.objective != "clm" and cfg.masking.whole_word)
+    data = dict(train_blocks=train.blocks if train else None, train_index=train_idx, eval_blocks=valid.blocks,
+                eval_index=eval_idx, seed=cfg.seed, masking=cfg.masking, stream=stream,
+                train_words=train.word_starts if train else None, eval_words=valid.word_starts)
+    if cfg.objective == "rtd":
+        generator = build_generator(cfg.model, cfg.rtd.generator_layers, model, tokenizer)
+        task = ReplacedTokenDetectionTask(model, tokenizer, generator=generator, disc_weight=cfg.rtd.disc_weight, **data)
+    else:
+        task = PretrainTask(cfg.objective, model, tokenizer, **data)
     info = task.describe()
     logger.info(
         "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",
@@ -214,11 +251,13 @@ def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         if accelerator.is_main_process:
             save_model_folder(task, out / MODEL_DIR)
             bpt = valid.bytes_per_token
+            # rtd: the generator's masked-LM loss is the one in nats per token
+            lm_loss = summary.get("eval_generator_loss" if cfg.objective == "rtd" else "eval_loss")
             metrics = {
                 "objective": cfg.objective,
                 **info,
                 **summary,
-                "eval_bits_per_byte": round(summary["eval_loss"] / math.log(2) / bpt, 4) if "eval_loss" in summary else None,
+                "eval_bits_per_byte": round(lm_loss / math.log(2) / bpt, 4) if lm_loss is not None else None,
                 "bytes_per_token": round(bpt, 4),
                 "corpus_tokens": train.n_tokens if train else stream.tokens_in,
                 "corpus_docs": train.n_docs if train else "streamed",

@@ -47,8 +47,10 @@ METRIC_NAMES = {
     "rougeL": ("rougeL", "ROUGE-L"),
     "rougeLsum": ("rougeLsum", "ROUGE-Lsum"),
 }
-PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation", "sentiment": "text-classification",
+PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation", "rtd": "feature-extraction", "sentiment": "text-classification",
                  "translation": "translation", "summarization": "summarization"}
+OBJECTIVES = {"mlm": "Masked language modeling", "clm": "Causal language modeling",
+              "rtd": "Replaced token detection"}
 TASK_NAMES = {"sentiment": "Sentiment analysis", "translation": "Translation", "summarization": "Summarization"}
 SEQ2SEQ = ("translation", "summarization")
 
@@ -136,7 +138,7 @@ def eval_results(record: RunRecord) -> list:
             metric_type, metric_name = METRIC_NAMES[key]
             results.append(EvalResult(
                 task_type=PIPELINE_TAGS.get(record.kind, "fill-mask"),
-                task_name="Masked language modeling" if record.kind == "mlm" else "Causal language modeling",
+                task_name=OBJECTIVES.get(record.kind, "Language modeling"),
                 dataset_type=dataset, dataset_name=dataset, dataset_split=spec.split if spec else None,
                 metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
             ))
@@ -169,7 +171,8 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | lis
     hyper = [(k, train[k]) for k in (sized_by, "micro_batch_size", "grad_accum_steps", "lr",
                                      "scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "mixed_precision",
                                      "metric_for_best") if train.get(k) is not None]
-    hyper += [(f"masking.{k}", v) for k, v in cfg.get("masking", {}).items()] if kind == "mlm" else []
+    hyper += [(f"masking.{k}", v) for k, v in cfg.get("masking", {}).items()] if kind in ("mlm", "rtd") else []
+    hyper += [(f"rtd.{k}", v) for k, v in cfg.get("rtd", {}).items()] if kind == "rtd" else []
     hyper += [("seed", cfg.get("seed"))] if "seed" in cfg else []
     m = record.metrics
     cost = "not recorded"
@@ -299,7 +302,8 @@ def _summary(record: RunRecord, base_model: str | None) -> str:
     params = f"{m['parameters'] / 1e6:.1f}M-parameter " if m.get("parameters") else ""
     arch = json.loads((record.model_dir / "config.json").read_text(encoding="utf-8")).get("architectures", ["?"])[0]
     if record.stage == "pretrain":
-        what = "masked-language-model (BERT-style)" if kind == "mlm" else "next-token language model (GPT-style)"
+        what = {"mlm": "masked-language-model (BERT-style)", "clm": "next-token language model (GPT-style)",
+                "rtd": "encoder pretrained by replaced-token detection (ELECTRA-style discriminator)"}.get(kind, "model")
         start = f" continued from `{_portable(cfg['init_from'])}`" if cfg.get("init_from") else " trained from scratch"
         return f"A {params}{what} `{arch}`{start} with nlp-ssl's self-supervised pretraining."
     if record.stage == "finetune" and kind in SEQ2SEQ:
@@ -334,6 +338,11 @@ def _usage(kind: str | None, where: str) -> str:
     if kind == "clm":
         return (f'from transformers import pipeline\n\ngenerate = pipeline("text-generation", model="{where}")\n'
                 'generate("The movie was", max_new_tokens=20)')
+    if kind == "rtd":
+        return (f'from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+                f'# the encoder body: fine-tune it with a new head (or AutoModel for its hidden states)\n'
+                f'model = AutoModelForSequenceClassification.from_pretrained("{where}", num_labels=2)')
     return (f'from transformers import AutoModelForMaskedLM, AutoTokenizer\n\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
             f'model = AutoModelForMaskedLM.from_pretrained("{where}")  # or fine-tune it: AutoModelForSequenceClassification')
@@ -342,7 +351,9 @@ def _usage(kind: str | None, where: str) -> str:
 def _training(record: RunRecord) -> str:
     cfg, m = record.config, record.metrics
     if record.stage == "pretrain":
-        return (f"Objective: {'masked-LM' if record.kind == 'mlm' else 'next-token LM'} on packed blocks of "
+        objective = {"mlm": "masked-LM", "clm": "next-token LM",
+                     "rtd": "replaced-token detection (generator masked-LM + per-token discriminator)"}.get(record.kind)
+        return (f"Objective: {objective} on packed blocks of "
                 f"{cfg.get('data', {}).get('block_size')} tokens; final validation loss "
                 f"{m.get('eval_loss', float('nan')):.4f}.")
     if record.stage == "finetune":

@@ -309,8 +309,10 @@ def test_freed_heap_memory_is_returned_to_the_os_every_few_steps(tmp_path, tiny_
         assert engine._MALLOC_TRIM is not None  # glibc: the trim is really there
     calls = []
     monkeypatch.setattr(engine, "release_free_memory", lambda: calls.append(1))
-    pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=25, save_every=25))
-    assert len(calls) == 25 // engine.RELEASE_MEMORY_EVERY
+    pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=25, save_every=25,
+                             eval_every=25))
+    # every RELEASE_MEMORY_EVERY steps, and after the evaluation and the checkpoint at step 25
+    assert len(calls) == 25 // engine.RELEASE_MEMORY_EVERY + 2
 
 
 def _streaming(cfg, corpus):

@@ -1,4 +1,5 @@
-"""Self-supervised objectives on packed blocks: masked-LM (``mlm``) and next-token LM (``clm``).
+"""Self-supervised objectives on packed blocks: masked-LM (``mlm``), next-token LM (``clm``) and
+ELECTRA-style replaced-token detection (``rtd``).
 
 What this task adds to the engine: the loss modules and the batch builder. The masked-LM
 loss runs the output layer only at masked positions (sparse prediction): with 15% masking
@@ -40,6 +41,85 @@ class MaskedLMLoss(torch.nn.Module):
         return F.cross_entropy(logits.float(), labels[selected], reduction="sum")
 
 
+class ReplacedTokenDetectionLoss(torch.nn.Module):
+    """ELECTRA's objective (Clark et al., 2020): a small generator fills the masked positions
+    with plausible tokens, and the encoder being pretrained (the *discriminator*) tells, at
+    every position, whether a token is the original or a replacement.
+
+    Every position carries a training signal, not only the 15% that masked-LM predicts, which
+    is what made ELECTRA-Small beat BERT-Small at equal compute. The generator is the same
+    architecture with fewer layers, sharing the discriminator's word embeddings (so the
+    embeddings learn from the generator's masked-LM loss too); its sampled tokens are not
+    differentiated through. ``model`` is the discriminator's encoder body, what the run saves:
+    it loads with ``AutoModel`` / ``AutoModelForSequenceClassification``.
+
+    The loss is a sum over masked positions, as the engine normalises by their count:
+    generator cross-entropy + ``disc_weight`` x the discriminator's per-token BCE, the latter
+    rescaled by the masking rate so that it weighs as a mean over all tokens would.
+    """
+
+    def __init__(self, model, generator, disc_weight: float, mask_probability: float):
+        super().__init__()
+        self.model = model
+        self.generator = generator
+        self.generator_head_names = mlm_head_names(generator)
+        hidden = model.config.hidden_size
+        # ELECTRA's discriminator head: dense + GELU, then one logit per token
+        self.rtd_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+        self.disc_scale = disc_weight * mask_probability
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, sample_seeds: torch.Tensor,
+                parts: bool = False):
+        selected = labels != -100
+        gen_base = getattr(self.generator, self.generator.base_model_prefix)
+        out = gen_base(input_ids=input_ids).last_hidden_state[selected]
+        for name in self.generator_head_names:
+            out = getattr(self.generator, name)(out)
+        gen_logits = out.float()
+        targets = labels[selected]
+        gen_ce = F.cross_entropy(gen_logits, targets, reduction="none")
+
+        sampled = sample_rows(gen_logits.detach(), selected.sum(dim=1), sample_seeds)
+        corrupted = input_ids.clone()
+        corrupted[selected] = sampled
+        original = torch.where(selected, labels, input_ids)
+        replaced = (corrupted != original).float()
+
+        hidden = self.model(input_ids=corrupted).last_hidden_state
+        disc_logits = self.rtd_head(hidden).squeeze(-1).float()
+        disc_bce = F.binary_cross_entropy_with_logits(disc_logits, replaced, reduction="none")
+        loss = gen_ce.sum() + self.disc_scale * disc_bce.sum()
+        if not parts:
+            return loss
+        # per block, for evaluation: the generator's masked-LM loss (comparable with an mlm run's)
+        # and how well the discriminator separates replaced tokens from originals
+        rows = selected.nonzero()[:, 0]
+        predicted, truth = disc_logits.detach() > 0, replaced.bool()
+        return loss, {
+            "generator_loss_sum": torch.zeros(len(input_ids), device=loss.device).index_add_(0, rows, gen_ce.detach()),
+            "masked": selected.sum(dim=1),
+            "discriminator_loss_sum": disc_bce.detach().sum(dim=1),
+            "correct": (predicted == truth).sum(dim=1),
+            "replaced": truth.sum(dim=1),
+            "replaced_found": (predicted & truth).sum(dim=1),
+            "tokens": torch.full((len(input_ids),), input_ids.size(1), device=loss.device),
+        }
+
+
+def sample_rows(logits: torch.Tensor, per_row: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """One token per masked position, drawn from the generator's softmax with a generator
+    seeded per block: the draw does not depend on how blocks are batched or split over
+    processes, nor on the global RNG (so a resumed run draws the same tokens)."""
+    probs = torch.softmax(logits, dim=-1)
+    draws = []
+    for rows, seed in zip(torch.split(probs, per_row.tolist()), seeds.tolist()):
+        if rows.size(0) == 0:
+            continue
+        rng = torch.Generator(device=rows.device).manual_seed(int(seed))
+        draws.append(torch.multinomial(rows, 1, generator=rng).squeeze(1))
+    return torch.cat(draws) if draws else logits.new_empty(0, dtype=torch.long)
+
+
 class CausalLMLoss(torch.nn.Module):
     """Sum of next-token cross-entropies over every position but the last of each block."""
 
@@ -76,7 +156,7 @@ class PretrainTask:
     def __init__(self, objective: str, model, tokenizer, train_blocks: np.ndarray | None,
                  train_index: np.ndarray | None, eval_blocks: np.ndarray, eval_index: np.ndarray, *, seed: int,
                  masking=None, stream=None, train_words: np.ndarray | None = None,
-                 eval_words: np.ndarray | None = None):
+                 eval_words: np.ndarray | None = None, generator=None, disc_weight: float = 50.0):
         self.objective = objective
         self.model = model
         self.tokenizer = tokenizer
@@ -92,10 +172,11 @@ class PretrainTask:
         self.n_train = None if stream is not None else len(train_index)
         self.block_size = eval_blocks.shape[1]
         self._eval = np.arange(len(eval_index))
-        if objective == "mlm":
+        if objective in ("mlm", "rtd"):
             from transformers import DataCollatorForLanguageModeling
 
-            self.module = MaskedLMLoss(model)
+            self.module = (MaskedLMLoss(model) if objective == "mlm" else
+                           ReplacedTokenDetectionLoss(model, generator, disc_weight, masking.probability))
             self.collator = DataCollatorForLanguageModeling(
                 tokenizer,
                 mlm=True,
@@ -131,7 +212,12 @@ class PretrainTask:
         if self.objective == "clm":
             return Batch({"input_ids": ids}, n_targets=ids.size(0) * (ids.size(1) - 1), n_tokens=n_tokens)
         inputs, labels = self.mask(ids, example_ids, epoch, split, words)
-        return Batch({"input_ids": inputs, "labels": labels}, int((labels != -100).sum()), n_tokens)
+        batch = {"input_ids": inputs, "labels": labels}
+        if self.objective == "rtd":
+            stream = 0 if split == "train" else 1
+            batch["sample_seeds"] = torch.tensor(
+                [int(np.random.SeedSequence([self.seed, stream, epoch, int(i), 1]).generate_state(1)[0]) for i in example_ids])
+        return Batch(batch, int((labels != -100).sum()), n_tokens)
 
     def mask(self, ids: torch.Tensor, indices, epoch: int, split: str, words: np.ndarray | None = None):
         special = torch.isin(ids, self.special_ids)
@@ -155,12 +241,47 @@ class PretrainTask:
             return dense
         # the vocabulary projection runs on masked positions only
         head = 6 * self.model.config.vocab_size * self.model.config.hidden_size
-        return dense - head * (1 - self.mask_probability)
+        if self.objective == "mlm":
+            return dense - head * (1 - self.mask_probability)
+        # rtd: the discriminator body (no vocabulary projection) and its per-token head, plus
+        # the generator with its sparse head
+        generator = self.module.generator
+        hidden = self.model.config.hidden_size
+        return (dense - head + 6 * (hidden * hidden + hidden)
+                + flops_per_token(generator, self.block_size) - head * (1 - self.mask_probability))
 
     def describe(self) -> dict:
+        extra = {}
+        if self.objective == "rtd":  # the generator shares the word embeddings: count them once
+            extra["generator_parameters"] = count_parameters(self.module) - count_parameters(self.model)
         return {
+            **extra,
             "parameters": count_parameters(self.model),
             "train_blocks": self.n_train if self.n_train is not None else "streaming",
             "eval_blocks": int(len(self._eval)),
             "block_size": self.block_size,
+        }
+
+
+class ReplacedTokenDetectionTask(PretrainTask):
+    """``rtd``: evaluation also reports the generator's masked-LM loss (comparable with an
+    ``mlm`` run's eval loss) and the discriminator's accuracy and recall of replaced tokens."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("rtd", *args, **kwargs)
+
+    def eval_step(self, module, inputs: dict):
+        loss, parts = module(**inputs, parts=True)
+        return loss, parts
+
+    def compute_metrics(self, out: dict, split: str) -> dict:
+        if not out:
+            return {}
+        total = {k: float(np.sum(v)) for k, v in out.items() if k != "index"}
+        return {
+            "generator_loss": total["generator_loss_sum"] / max(total["masked"], 1),
+            "discriminator_loss": total["discriminator_loss_sum"] / max(total["tokens"], 1),
+            "discriminator_accuracy": total["correct"] / max(total["tokens"], 1),
+            "replaced_fraction": total["replaced"] / max(total["tokens"], 1),
+            "replaced_recall": total["replaced_found"] / max(total["replaced"], 1),
         }
