@@ -68,3 +68,16 @@ def translation_config(out: Path, encoder, decoder, data_dir: Path, *, data=None
                      "warmup_ratio": 0.1}, "seed": 0}
     raw.update(top)
     return from_dict(TranslationConfig, raw)
+
+
+def assert_regenerates_first_prediction(run_dir: Path, model_dir: Path, model=None) -> None:
+    """The saved seq2seq folder, reloaded, generates the run's first recorded hypothesis."""
+    import json
+
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    first = json.loads((run_dir / "predictions.jsonl").read_text().splitlines()[0])
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = model if model is not None else AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
+    generated = model.generate(**tok([first["source"]], return_tensors="pt"))
+    assert tok.decode(generated[0], skip_special_tokens=True).strip() == first["hypothesis"]

@@ -14,7 +14,7 @@ from nlp_ssl.cli import main
 from nlp_ssl.config import dump_yaml
 from nlp_ssl.tokenizer import load_tokenizer_for
 from nlp_ssl.tasks.seq2seq import build_seq2seq
-from tests.finetune_helpers import translation_config, write_translation_folder
+from tests.finetune_helpers import assert_regenerates_first_prediction, translation_config, write_translation_folder
 from tests.helpers import write_jsonl
 
 
@@ -83,16 +83,12 @@ def test_translation_run_scores_with_sacrebleu_and_writes_predictions(translated
 
 
 def test_saved_model_reloads_and_generates_the_same(translated):
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+    from transformers import AutoModelForSeq2SeqLM, EncoderDecoderModel
 
-    first = json.loads((translated / "predictions.jsonl").read_text().splitlines()[0])
-    tok = AutoTokenizer.from_pretrained(translated / "model")
-    enc = tok([first["source"]], return_tensors="pt")
     for cls in (AutoModelForSeq2SeqLM, EncoderDecoderModel):
         model = cls.from_pretrained(translated / "model").eval()
         assert model.generation_config.num_beams == 2 and model.generation_config.max_new_tokens == 16
-        out = model.generate(**enc)
-        assert tok.decode(out[0], skip_special_tokens=True).strip() == first["hypothesis"]
+        assert_regenerates_first_prediction(translated, translated / "model", model)
 
 
 @pytest.mark.parametrize("case, message", [
@@ -130,7 +126,6 @@ def test_evaluate_and_predict_work_for_the_encoder_decoder(tmp_path, translated,
 
 def test_export_card_carries_bleu_and_chrf_and_the_folder_generates(tmp_path, translated):
     from huggingface_hub import ModelCard
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from nlp_ssl.publish import export
 
@@ -148,10 +143,7 @@ def test_export_card_carries_bleu_and_chrf_and_the_folder_generates(tmp_path, tr
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
         "tokenizer_config.json"])
-    first = json.loads((translated / "predictions.jsonl").read_text().splitlines()[0])
-    tok = AutoTokenizer.from_pretrained(out)
-    generated = AutoModelForSeq2SeqLM.from_pretrained(out).eval().generate(**tok([first["source"]], return_tensors="pt"))
-    assert tok.decode(generated[0], skip_special_tokens=True).strip() == first["hypothesis"]
+    assert_regenerates_first_prediction(translated, out)
 
 
 def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(tmp_path, tiny_corpus, tiny_tokenizer, pretrained,
@@ -159,7 +151,7 @@ def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(tmp_path, tin
     """The default English MLM recipe pretrains a ModernBERT encoder; the summarization warm
     start pairs it with our GPT-2 decoder, so that pairing must assemble, learn, save and
     generate after a reload."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM
 
     from nlp_ssl import pretrain
     from nlp_ssl.engine import read_log
@@ -174,7 +166,4 @@ def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(tmp_path, tin
     assert losses[-1] < losses[0] - 0.5
     model = AutoModelForSeq2SeqLM.from_pretrained(out / "model").eval()
     assert type(model.encoder).__name__ == "ModernBertModel" and type(model.decoder).__name__ == "GPT2LMHeadModel"
-    first = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
-    tok = AutoTokenizer.from_pretrained(out / "model")
-    generated = model.generate(**tok([first["source"]], return_tensors="pt"))
-    assert tok.decode(generated[0], skip_special_tokens=True).strip() == first["hypothesis"]
+    assert_regenerates_first_prediction(out, out / "model", model)
