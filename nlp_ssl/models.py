@@ -1,12 +1,13 @@
 """Model size presets and builders for the pretraining objectives.
 
-``mlm`` builds an encoder (``rtd`` the same encoder's body, plus a smaller generator): BERT (``BertForMaskedLM``, the default: what ``EncoderDecoderModel``
+``mlm`` builds an encoder: BERT (``BertForMaskedLM``, the default: what ``EncoderDecoderModel``
 warm-starts an encoder, or a BERT2BERT decoder, from), RoBERTa with pre-layer-norm, or
 ModernBERT (rotary positions, GeGLU; the sentiment recipes' choice, see the README's
-ablations). ``clm`` builds a GPT-2 decoder (``GPT2LMHeadModel``), which an encoder-decoder takes
-as its decoder with cross-attention added. All load with ``AutoModelForMaskedLM`` /
-``AutoModelForCausalLM``. The vocabulary always comes from the tokenizer, and every
-special-token id is written into the model config.
+ablations); ``rtd`` the same encoder's body, and ``build_generator`` its smaller generator.
+``clm`` builds a GPT-2 decoder (``GPT2LMHeadModel``), which an encoder-decoder takes as its
+decoder with cross-attention added. All load with ``AutoModelForMaskedLM`` /
+``AutoModelForCausalLM`` (an ``rtd`` body with ``AutoModel``). The vocabulary always comes
+from the tokenizer, and every special-token id is written into the model config.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ METRIC_NAMES = {
     "rougeL": ("rougeL", "ROUGE-L"),
     "rougeLsum": ("rougeLsum", "ROUGE-Lsum"),
 }
-PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation", "rtd": "feature-extraction", "sentiment": "text-classification",
-                 "translation": "translation", "summarization": "summarization"}
+PIPELINE_TAGS = {"mlm": "fill-mask", "clm": "text-generation", "rtd": "feature-extraction",
+                 "sentiment": "text-classification", "translation": "translation", "summarization": "summarization"}
 OBJECTIVES = {"mlm": "Masked language modeling", "clm": "Causal language modeling",
               "rtd": "Replaced token detection"}
 TASK_NAMES = {"sentiment": "Sentiment analysis", "translation": "Translation", "summarization": "Summarization"}

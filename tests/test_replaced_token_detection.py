@@ -102,6 +102,17 @@ def test_rtd_pretrains_reloads_and_fine_tunes(tmp_path, tiny_corpus, tiny_tokeni
     ft = finetune.run(sentiment_config(tmp_path / "ft", tmp_path / "run", sentiment_dir, epochs=2))
     assert ft["test_accuracy"] > 0.5
 
+    # published, its card says what it is and how to use it
+    from huggingface_hub import ModelCard
+
+    from nlp_ssl.publish import export
+
+    card = ModelCard.load(export(str(tmp_path / "run"), str(tmp_path / "export"), repo_id="someone/electra") / "README.md")
+    assert card.data.pipeline_tag == "feature-extraction"
+    assert {r.task_name for r in card.data.eval_results} == {"Replaced token detection"}
+    assert "replaced-token detection" in card.text and "rtd.disc_weight" in card.text
+    assert 'AutoModelForSequenceClassification.from_pretrained("someone/electra", num_labels=2)' in card.text
+
 
 def test_rtd_resumes_exactly(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch):
     kw = dict(max_steps=12, micro_batch_size=8, save_every=6, eval_every=6)
