@@ -156,7 +156,7 @@ class PretrainTask:
     def __init__(self, objective: str, model, tokenizer, train_blocks: np.ndarray | None,
                  train_index: np.ndarray | None, eval_blocks: np.ndarray, eval_index: np.ndarray, *, seed: int,
                  masking=None, stream=None, train_words: np.ndarray | None = None,
-                 eval_words: np.ndarray | None = None, generator=None, disc_weight: float = 50.0):
+                 eval_words: np.ndarray | None = None):
         self.objective = objective
         self.model = model
         self.tokenizer = tokenizer
@@ -175,8 +175,7 @@ class PretrainTask:
         if objective in ("mlm", "rtd"):
             from transformers import DataCollatorForLanguageModeling
 
-            self.module = (MaskedLMLoss(model) if objective == "mlm" else
-                           ReplacedTokenDetectionLoss(model, generator, disc_weight, masking.probability))
+            self.module = MaskedLMLoss(model)  # rtd replaces it (ReplacedTokenDetectionTask)
             self.collator = DataCollatorForLanguageModeling(
                 tokenizer,
                 mlm=True,
@@ -212,22 +211,20 @@ class PretrainTask:
         if self.objective == "clm":
             return Batch({"input_ids": ids}, n_targets=ids.size(0) * (ids.size(1) - 1), n_tokens=n_tokens)
         inputs, labels = self.mask(ids, example_ids, epoch, split, words)
-        batch = {"input_ids": inputs, "labels": labels}
-        if self.objective == "rtd":
-            stream = 0 if split == "train" else 1
-            batch["sample_seeds"] = torch.tensor(
-                [int(np.random.SeedSequence([self.seed, stream, epoch, int(i), 1]).generate_state(1)[0]) for i in example_ids])
-        return Batch(batch, int((labels != -100).sum()), n_tokens)
+        return Batch({"input_ids": inputs, "labels": labels}, int((labels != -100).sum()), n_tokens)
+
+    def example_seed(self, index: int, epoch: int, split: str, *purpose: int) -> int:
+        """A seed of its own for each (run seed, split, epoch, block[, purpose]): what a block
+        gets does not depend on the batch or process it lands in."""
+        stream = 0 if split == "train" else 1
+        return int(np.random.SeedSequence([self.seed, stream, epoch, int(index), *purpose]).generate_state(1)[0])
 
     def mask(self, ids: torch.Tensor, indices, epoch: int, split: str, words: np.ndarray | None = None):
         special = torch.isin(ids, self.special_ids)
         inputs, labels = torch.empty_like(ids), torch.empty_like(ids)
         offsets = None if words is None else word_offsets(words)
-        stream = 0 if split == "train" else 1
         for row, index in enumerate(indices):
-            self.collator.generator = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([self.seed, stream, epoch, int(index)]).generate_state(1)[0])
-            )
+            self.collator.generator = torch.Generator().manual_seed(self.example_seed(index, epoch, split))
             inputs[row : row + 1], labels[row : row + 1] = self.collator.torch_mask_tokens(
                 ids[row : row + 1].clone(),
                 special[row : row + 1],
@@ -240,22 +237,14 @@ class PretrainTask:
         if self.objective == "clm":
             return dense
         # the vocabulary projection runs on masked positions only
-        head = 6 * self.model.config.vocab_size * self.model.config.hidden_size
-        if self.objective == "mlm":
-            return dense - head * (1 - self.mask_probability)
-        # rtd: the discriminator body (no vocabulary projection) and its per-token head, plus
-        # the generator with its sparse head
-        generator = self.module.generator
-        hidden = self.model.config.hidden_size
-        return (dense - head + 6 * (hidden * hidden + hidden)
-                + flops_per_token(generator, self.block_size) - head * (1 - self.mask_probability))
+        return dense - self.head_flops() * (1 - self.mask_probability)
+
+    def head_flops(self) -> float:
+        """Training FLOPs of the vocabulary projection for one position."""
+        return 6 * self.model.config.vocab_size * self.model.config.hidden_size
 
     def describe(self) -> dict:
-        extra = {}
-        if self.objective == "rtd":  # the generator shares the word embeddings: count them once
-            extra["generator_parameters"] = count_parameters(self.module) - count_parameters(self.model)
         return {
-            **extra,
             "parameters": count_parameters(self.model),
             "train_blocks": self.n_train if self.n_train is not None else "streaming",
             "eval_blocks": int(len(self._eval)),
@@ -267,12 +256,30 @@ class ReplacedTokenDetectionTask(PretrainTask):
     """``rtd``: evaluation also reports the generator's masked-LM loss (comparable with an
     ``mlm`` run's eval loss) and the discriminator's accuracy and recall of replaced tokens."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__("rtd", *args, **kwargs)
+    def __init__(self, model, tokenizer, *args, generator, disc_weight: float = 50.0, **kwargs):
+        super().__init__("rtd", model, tokenizer, *args, **kwargs)
+        self.module = ReplacedTokenDetectionLoss(model, generator, disc_weight, self.mask_probability)
+
+    def _batch(self, blocks, example_ids, epoch: int, split: str, words=None) -> Batch:
+        batch = super()._batch(blocks, example_ids, epoch, split, words)
+        batch.inputs["sample_seeds"] = torch.tensor([self.example_seed(i, epoch, split, 1) for i in example_ids])
+        return batch
 
     def eval_step(self, module, inputs: dict):
-        loss, parts = module(**inputs, parts=True)
-        return loss, parts
+        return module(**inputs, parts=True)
+
+    def flops_per_token(self) -> float:
+        # the discriminator body (no vocabulary projection) and its per-token head, plus the
+        # generator with its sparse head
+        hidden = self.model.config.hidden_size
+        return (flops_per_token(self.model, self.block_size) - self.head_flops() + 6 * (hidden * hidden + hidden)
+                + flops_per_token(self.module.generator, self.block_size)
+                - self.head_flops() * (1 - self.mask_probability))
+
+    def describe(self) -> dict:
+        # the generator shares the word embeddings: count them once
+        return {"generator_parameters": count_parameters(self.module) - count_parameters(self.model),
+                **super().describe()}
 
     def compute_metrics(self, out: dict, split: str) -> dict:
         if not out:
