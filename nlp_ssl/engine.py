@@ -570,6 +570,9 @@ def save_checkpoint(task: Task, accelerator, run_dir: Path, state: TrainState, k
             staging.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging / "state"))
+        # save_state returns without a barrier and every rank writes its own RNG state file:
+        # the main process must not hash and rename the folder before the slowest rank is done
+        accelerator.wait_for_everyone()
         final = staging
         if accelerator.is_main_process:
             write_model_folder(task, staging / "model")

@@ -2,6 +2,7 @@
 and with the same global batch it matches a single process with gradient accumulation."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from nlp_ssl import pretrain
+from nlp_ssl.checkpoint import verify
 from nlp_ssl.config import dump_yaml
 from nlp_ssl.engine import read_log
 from tests.pretrain_helpers import tiny_config
@@ -18,15 +20,16 @@ from tests.pretrain_helpers import tiny_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def launch_two_processes(stage: str, recipe: Path) -> None:
+def launch_two_processes(stage: str, recipe: Path, env: dict | None = None) -> None:
     """``accelerate launch`` with the shipped 2-process CPU config (gloo DDP)."""
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(REPO / "accelerate_configs/cpu_ddp_2proc.yaml"), "--main_process_port", "0",
          "-m", "nlp_ssl", stage, str(recipe)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
     )
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    # every rank's traceback, not only the last lines: the failing rank is often not the last to print
+    assert launched.returncode == 0, launched.stderr
 
 
 @pytest.mark.slow
@@ -86,3 +89,42 @@ def test_two_process_finetune_matches_single_process(tmp_path, tiny_corpus, tiny
     rb = [json.loads(l) for l in (tmp_path / "single/predictions.jsonl").read_text().splitlines()]
     assert [(r["text"], r["prediction"]) for r in ra] == [(r["text"], r["prediction"]) for r in rb]
     assert [r["probability"] for r in ra] == pytest.approx([r["probability"] for r in rb], abs=1e-4)
+
+
+SLOW_RANK_1 = """
+import time
+import accelerate.accelerator as accelerator_module
+
+_save = accelerator_module.save_accelerator_state
+
+
+def slow_save(output_dir, model_states, optimizers, schedulers, dataloaders, process_index, *args, **kwargs):
+    if process_index == 1:  # a busy machine descheduled rank 1 while rank 0 went on
+        time.sleep(2)
+    return _save(output_dir, model_states, optimizers, schedulers, dataloaders, process_index, *args, **kwargs)
+
+
+accelerator_module.save_accelerator_state = slow_save
+"""
+
+
+@pytest.mark.slow
+def test_checkpoint_waits_for_every_rank(tmp_path, tiny_corpus, tiny_tokenizer):
+    """A rank that writes its share of a checkpoint late (a loaded CPU) must not find the
+    checkpoint already renamed under it: every rank's RNG state is in every checkpoint, and
+    the run resumes from it."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_RANK_1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO)])}
+    cfg = tiny_config(tmp_path / "ddp", tiny_tokenizer, tiny_corpus, "clm", max_steps=4, micro_batch_size=8,
+                      eval_every=4, save_every=2, keep_last=5)
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(dump_yaml(cfg))
+    launch_two_processes("pretrain", recipe, env)
+    checkpoints = sorted((tmp_path / "ddp/checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step-00000002", "step-00000004"]
+    for c in checkpoints:
+        assert sorted(p.name for p in (c / "state").glob("random_states_*.pkl")) == [
+            "random_states_0.pkl", "random_states_1.pkl"], c
+        assert verify(c) is None, c
