@@ -1,17 +1,25 @@
-"""The classical labels-only baseline: TF-IDF features + logistic regression (scikit-learn).
+"""Heads trained in seconds with scikit-learn: the labels-only baseline and frozen features.
 
-Not a neural model, so not the training engine: it is here so every study shows where
-pretraining stands against what a few lines of scikit-learn do. It reads the same recipe
-``data`` section as ``task: sentiment`` and so sees exactly the same examples: the same
-validation split (or held-out fraction), the same seeded class-balanced ``train_samples``,
-and the same label checks. ``C`` is chosen on validation, as fine-tuning picks its best epoch
-there. Writes ``metrics.json`` (``validation_*`` / ``test_*`` from the shipped
-``classification`` metric, as fine-tuning does) and ``predictions.jsonl``.
+``method: tfidf_logreg``: TF-IDF features + logistic regression, the classical labels-only
+baseline every study shows pretraining against. ``method: frozen_logreg``: the mean-pooled
+token representations of a pretrained model (a skipgram/cbow run, or any of our or anyone's
+transformer checkpoints), frozen, + logistic regression; with ``tfidf: true`` both feature
+sets side by side. Not neural training, so not the training engine.
+
+Both read the same recipe ``data`` section as ``task: sentiment`` and so see exactly the same
+examples: the same validation split (or held-out fraction), the same seeded class-balanced
+``train_samples``, and the same label checks. ``C`` (and, with both feature sets, the weight
+of the dense block) is chosen on validation, as fine-tuning picks its best epoch there.
+Writes ``metrics.json`` (``validation_*`` / ``test_*`` from the shipped ``classification``
+metric, as fine-tuning does), ``predictions.jsonl`` and ``head.joblib`` (the fitted
+scikit-learn objects: ``joblib.load`` gives a dict with ``classifier``, ``vectorizer`` and
+``scaler`` (or None), ``dense_weight``, ``labels``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,29 +33,50 @@ from nlp_ssl.finetune import PREDICTIONS_FILE, SentimentDataConfig, load_sentime
 logger = logging.getLogger(__name__)
 
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+HEAD_FILE = "head.joblib"
+METHODS = ("tfidf_logreg", "frozen_logreg")
 
 
 @dataclass
-class TfidfConfig:
+class BaselineConfig:
     """Recipe of the ``baseline`` stage (used by studies; ``nlp-ssl baseline RECIPE.yaml`` alone)."""
 
     output_dir: str
     data: SentimentDataConfig
-    method: Literal["tfidf_logreg"] = "tfidf_logreg"
+    method: Literal["tfidf_logreg", "frozen_logreg"] = "tfidf_logreg"
     task: Literal["sentiment"] = "sentiment"
+    init: str | None = None
+    """``frozen_logreg``: the model whose mean-pooled token representations are the features:
+    a skipgram/cbow run (its static embeddings), one of our transformer runs, any Hugging Face
+    model folder, ``pkg:<package>/<folder>`` or a Hub id."""
+    tfidf: bool = False
+    """``frozen_logreg``: put TF-IDF features beside the frozen ones."""
+    batch_size: int = 64
+    """``frozen_logreg``: texts encoded per batch."""
     ngram_max: int = 2
-    """Word n-grams 1..ngram_max."""
+    """TF-IDF: word n-grams 1..ngram_max."""
     min_df: int = 1
     max_features: int | None = 200_000
     C: list[float] = field(default_factory=lambda: list(C_GRID))
     """Inverse regularisation strengths tried; the best on validation is kept."""
+    dense_weight: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    """``frozen_logreg`` with ``tfidf``: weights of the (standardised, unit-scale) frozen block
+    beside the TF-IDF rows, tried with every ``C``."""
     seed: int = 0
 
     def __post_init__(self):
         if self.ngram_max < 1 or self.min_df < 1:
             raise ConfigError("'ngram_max' and 'min_df' must be >= 1")
-        if not self.C or any(c <= 0 for c in self.C):
+        if not self.C or any(not (math.isfinite(c) and c > 0) for c in self.C):
             raise ConfigError(f"'C' must be a non-empty list of positive numbers, got {self.C}")
+        if not self.dense_weight or any(not (math.isfinite(w) and w > 0) for w in self.dense_weight):
+            raise ConfigError(f"'dense_weight' must be a non-empty list of positive numbers, got {self.dense_weight}")
+        if self.batch_size < 1:
+            raise ConfigError(f"'batch_size' must be >= 1, got {self.batch_size}")
+        if self.method == "frozen_logreg" and not self.init:
+            raise ConfigError("method frozen_logreg needs 'init' (a skipgram/cbow run or a model folder)")
+        if self.method == "tfidf_logreg" and (self.init or self.tfidf):
+            raise ConfigError("'init' and 'tfidf' belong to method frozen_logreg; tfidf_logreg uses TF-IDF alone")
 
 
 class _Texts:
@@ -58,9 +87,40 @@ class _Texts:
         return {"baseline_text": [" ".join(parts) for parts in zip(*texts)]}
 
 
-def run(cfg: TfidfConfig, overwrite: bool = False) -> dict:
+def frozen_encoder(init: str, max_length: int, key: str = "init"):
+    """A ``SentenceTransformer`` that mean-pools ``init``'s token representations: a
+    skipgram/cbow run's static-embedding folder as saved, any transformers folder wrapped with
+    mean pooling and truncated to what its positions (and the recipe's ``max_length``) allow."""
+    import logging as _logging
+
+    from sentence_transformers import SentenceTransformer
+
+    from nlp_ssl.embeddings import MODEL_DIR, is_embedding_folder
+    from nlp_ssl.models import max_positions, resolve_model_dir
+
+    if is_embedding_folder(init):
+        folder = Path(init) if (Path(init) / "modules.json").is_file() else Path(init) / MODEL_DIR
+        return SentenceTransformer(str(folder), device="cpu"), str(folder)
+    model_dir = resolve_model_dir(init, key=key)
+    # "No sentence-transformers model found ... Creating a new one with mean pooling" is what we ask for
+    quiet = _logging.getLogger("sentence_transformers")
+    level = quiet.level
+    quiet.setLevel(_logging.ERROR)
+    try:
+        encoder = SentenceTransformer(model_dir, device="cpu")
+    finally:
+        quiet.setLevel(level)
+    positions = max_positions(model_dir) or max_length
+    encoder.max_seq_length = min(max_length, positions)
+    return encoder, model_dir
+
+
+def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
+    import joblib
+    import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
     from nlp_ssl import metrics
     from nlp_ssl.outputs import check_output_dir, now, read_metrics, staged_output, write_jsonl, write_run_files
@@ -68,6 +128,9 @@ def run(cfg: TfidfConfig, overwrite: bool = False) -> dict:
     started, t0 = now(), time.perf_counter()
     out = Path(cfg.output_dir).absolute()
     check_output_dir(out, overwrite)
+    encoder = None
+    if cfg.method == "frozen_logreg":  # a bad 'init' fails before any data is read
+        encoder, model_dir = frozen_encoder(cfg.init, cfg.data.max_length)
     splits, labels, train_index = load_sentiment_data(cfg, _Texts())
     text = {name: split["baseline_text"] for name, split in splits.items()}
     y = {name: np.asarray(split["label_id"]) for name, split in splits.items()}
@@ -75,41 +138,77 @@ def run(cfg: TfidfConfig, overwrite: bool = False) -> dict:
     train_y = y["train"][train_index]
     if len(np.unique(train_y)) < 2:
         raise ConfigError(f"data.train_samples={cfg.data.train_samples}: the sample holds one class only")
-    vectorizer = TfidfVectorizer(ngram_range=(1, cfg.ngram_max), min_df=cfg.min_df, max_features=cfg.max_features,
-                                 sublinear_tf=True, lowercase=True)
-    features = {"train": vectorizer.fit_transform(train_text)}
-    for name in ("eval", "test"):
-        if name in splits:
-            features[name] = vectorizer.transform(text[name])
+    used = ["train"] + [name for name in ("eval", "test") if name in splits]
+    inputs = {"train": train_text, **{name: text[name] for name in used[1:]}}
+
+    vectorizer = scaler = None
+    sparse, dense = {}, {}
+    if cfg.method == "tfidf_logreg" or cfg.tfidf:
+        vectorizer = TfidfVectorizer(ngram_range=(1, cfg.ngram_max), min_df=cfg.min_df, max_features=cfg.max_features,
+                                     sublinear_tf=True, lowercase=True)
+        sparse = {"train": vectorizer.fit_transform(train_text)}
+        sparse.update({name: vectorizer.transform(inputs[name]) for name in used[1:]})
+    if encoder is not None:
+        t = time.perf_counter()
+        for name in used:
+            dense[name] = encoder.encode(inputs[name], batch_size=cfg.batch_size, convert_to_numpy=True,
+                                         show_progress_bar=True)
+        encode_seconds = time.perf_counter() - t
+        scaler = StandardScaler().fit(dense["train"])
+        dim = dense["train"].shape[1]
+        # standardised, then 1/sqrt(dim): a row has about unit norm, like an L2-normalised TF-IDF row
+        dense = {name: scaler.transform(v) / math.sqrt(dim) for name, v in dense.items()}
+
+    def features(name: str, weight: float):
+        if not dense:
+            return sparse[name]
+        if not sparse:
+            return dense[name]
+        return sp.hstack([sparse[name], sp.csr_matrix(weight * dense[name])], format="csr")
+
+    weights = cfg.dense_weight if (dense and sparse) else [1.0]
     scorer = metrics.load("classification")
     best = None
-    for c in cfg.C:
-        model = LogisticRegression(C=c, max_iter=2000, random_state=cfg.seed).fit(features["train"], train_y)
-        accuracy = float((model.predict(features["eval"]) == y["eval"]).mean())
-        logger.info("tfidf_logreg C=%g: validation accuracy %.4f", c, accuracy)
-        if best is None or accuracy > best[0]:
-            best = (accuracy, c, model)
-    _, chosen, model = best
+    for weight in weights:
+        X = {name: features(name, weight) for name in used}
+        for c in cfg.C:
+            model = LogisticRegression(C=c, max_iter=3000, random_state=cfg.seed).fit(X["train"], train_y)
+            accuracy = float((model.predict(X["eval"]) == y["eval"]).mean())
+            logger.info("%s C=%g%s: validation accuracy %.4f", cfg.method, c,
+                        f" dense_weight={weight:g}" if len(weights) > 1 else "", accuracy)
+            if best is None or accuracy > best[0]:
+                best = (accuracy, c, weight, model, X)
+    _, chosen, weight, model, X = best
     scores = {}
     for name, prefix in (("eval", "validation"), ("test", "test")):
-        if name in features:
-            result = scorer.compute(predictions=model.predict(features[name]).tolist(), references=y[name].tolist(),
+        if name in X:
+            result = scorer.compute(predictions=model.predict(X[name]).tolist(), references=y[name].tolist(),
                                     num_labels=len(labels.names))
             for key, value in result.items():
                 head, _, tail = key.rpartition("_")
                 scores[f"{prefix}_{head}_{labels.names[int(tail)]}" if tail.isdigit() else f"{prefix}_{key}"] = value
-    shown = "test" if "test" in features else "eval"
-    probs = model.predict_proba(features[shown])
+    shown = "test" if "test" in X else "eval"
+    probs = model.predict_proba(X[shown])
     records = [{"text": t, "label": labels.names[int(g)], "prediction": labels.names[int(p.argmax())],
                 "probability": round(float(p.max()), 6),
                 "probabilities": {n: round(float(v), 6) for n, v in zip(labels.names, p)}}
                for t, g, p in zip(text[shown], y[shown], probs)]
     summary = {"task": cfg.task, "method": cfg.method, "train_examples": int(len(train_index)), "C": chosen,
-               "features": int(features["train"].shape[1]), "train_seconds": round(time.perf_counter() - t0, 3),
-               **scores, "predictions_split": "test" if shown == "test" else "validation"}
+               "features": int(X["train"].shape[1]), "train_seconds": round(time.perf_counter() - t0, 3)}
+    if encoder is not None:
+        summary.update({"init": cfg.init, "model_dir": model_dir, "tfidf": cfg.tfidf,
+                        "frozen_features": int(next(iter(dense.values())).shape[1]),
+                        "encode_seconds": round(encode_seconds, 3)})
+        if sparse:
+            summary["dense_weight"] = weight
+    summary.update({**scores, "predictions_split": "test" if shown == "test" else "validation"})
+    head = {"classifier": model, "vectorizer": vectorizer, "scaler": scaler,
+            "dense_weight": weight if dense else None, "labels": list(labels.names),
+            "frozen_model": model_dir if encoder is not None else None}
     with staged_output(out, overwrite=overwrite) as staging:
+        joblib.dump(head, staging / HEAD_FILE)
         write_jsonl(staging / PREDICTIONS_FILE, records)
         write_run_files(staging, stage="baseline", config=cfg, seed=cfg.seed, started_at=started, metrics=summary)
-    logger.info("tfidf_logreg on %d examples (C=%g): test accuracy %s", len(train_index), chosen,
+    logger.info("%s on %d examples (C=%g): test accuracy %s", cfg.method, len(train_index), chosen,
                 scores.get("test_accuracy"))
     return read_metrics(out)

@@ -28,9 +28,9 @@ class Stage:
 # Stages are imported lazily so `nlp-ssl --help` does not pay for torch/transformers.
 STAGES = {
     "tokenizer": Stage("nlp_ssl.tokenizer", "TokenizerConfig", "train a BPE / WordPiece / Unigram tokenizer"),
-    "pretrain": Stage("nlp_ssl.pretrain", "PretrainConfig", "masked-LM or next-token LM pretraining (accelerate launch for many processes)"),
+    "pretrain": Stage("nlp_ssl.pretrain", "recipe_class", "masked-LM, next-token LM, replaced-token detection (accelerate launch for many processes), or skip-gram / CBOW token embeddings"),
     "finetune": Stage("nlp_ssl.finetune", "recipe_class", "fine-tune a pretrained (or fresh) model on a labelled task"),
-    "baseline": Stage("nlp_ssl.baselines", "TfidfConfig", "labels-only TF-IDF + logistic regression on a sentiment recipe's data"),
+    "baseline": Stage("nlp_ssl.baselines", "BaselineConfig", "logistic regression on TF-IDF (labels only) or frozen pretrained features, on a sentiment recipe's data"),
     "pipeline": Stage("nlp_ssl.pipeline", "PipelineConfig", "tokenizer -> pretraining -> fine-tuning in one run folder, finished stages skipped"),
     "study": Stage("nlp_ssl.study", "StudyConfig", "what pretraining buys: fine-tune from each initialisation over label counts and seeds; report.md, plots"),
 }

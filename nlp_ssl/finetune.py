@@ -89,6 +89,10 @@ class SentimentConfig(HubOptions):
     data: SentimentDataConfig
     from_scratch: bool = False
     """Same architecture and tokenizer as ``init``, fresh weights: the labels-only baseline."""
+    init_embeddings: str | None = None
+    """A skipgram/cbow run (same tokenizer, as wide as the model) whose vectors replace the
+    model's token embeddings before training; with ``from_scratch``, the embeddings are then
+    the only pretrained part."""
     tokenizer: str | None = None
     """Tokenizer folder, when ``init`` has none."""
     dropout: float | None = 0.1
@@ -265,7 +269,7 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     task and what to report about where it started."""
     from accelerate.utils import set_seed
 
-    from nlp_ssl.models import max_positions, resolve_model_dir
+    from nlp_ssl.models import copy_token_embeddings, max_positions, resolve_model_dir
     from nlp_ssl.tasks.classification import ClassificationTask, build_classifier
     from nlp_ssl.tokenizer import load_tokenizer_for
 
@@ -281,8 +285,11 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
         splits, labels, train_index = load_sentiment_data(cfg, tokenizer)
     set_seed(cfg.seed)  # the new head's initial weights are part of what a seed reproduces
     model = build_classifier(model_dir, labels, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+    if cfg.init_embeddings is not None:
+        rows = copy_token_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer or model_dir)
+        logger.info("token embeddings of %d ids from %s", rows, cfg.init_embeddings)
     task = ClassificationTask(model, tokenizer, splits, labels, train_index, text_columns=cfg.data.train.text_columns)
-    origin = {"init": cfg.init, "from_scratch": cfg.from_scratch}
+    origin = {"init": cfg.init, "from_scratch": cfg.from_scratch, "init_embeddings": cfg.init_embeddings}
     logger.info("sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
                 model_dir, " (fresh weights)" if cfg.from_scratch else "", task.describe()["parameters"] / 1e6,
                 len(labels.names), task.n_train, len(task.index["eval"]))

@@ -296,3 +296,29 @@ def check_same_tokenizer(tokenizer, model_dir: str, tokenizer_dir: str) -> None:
         raise DataError(f"tokenizer {tokenizer_dir} does not match the tokenizer of {model_dir} "
                         f"({len(tokenizer)} vs {len(theirs)} tokens, different vocabularies); "
                         "leave 'tokenizer' unset to use the checkpoint's own")
+
+
+def copy_token_embeddings(model, source: str, tokenizer, tokenizer_dir: str, key: str = "init_embeddings") -> int:
+    """Put a skipgram/cbow run's vectors into ``model``'s token embeddings (every architecture:
+    the input embedding table, and with it a tied output layer); tokens the run gave no vector
+    keep the model's initialisation. Refuses another tokenizer and another width. Returns the
+    number of rows copied."""
+    import numpy as np
+    import torch
+
+    from nlp_ssl.embeddings import load_vectors
+
+    vectors, trained, folder = load_vectors(source, key=key)
+    check_same_tokenizer(tokenizer, str(folder), tokenizer_dir)
+    table = model.get_input_embeddings().weight
+    if table.shape[1] != vectors.shape[1]:
+        raise ConfigError(f"{key}: {folder} holds {vectors.shape[1]}-dim vectors but the model's token embeddings are "
+                          f"{table.shape[1]} wide; train the embeddings with model.dim={table.shape[1]} or size the "
+                          f"model to {vectors.shape[1]}")
+    if len(vectors) > table.shape[0]:
+        raise ConfigError(f"{key}: {folder} has vectors for {len(vectors)} token ids, the model only "
+                          f"{table.shape[0]}")
+    rows = np.nonzero(trained)[0]
+    with torch.no_grad():
+        table[torch.from_numpy(rows)] = torch.from_numpy(vectors[rows]).to(table.dtype)
+    return int(len(rows))

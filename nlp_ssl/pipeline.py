@@ -80,9 +80,9 @@ class PlannedStage:
 
 def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     """Every stage's typed config, in run order, with output folders and references filled in."""
-    from nlp_ssl.baselines import TfidfConfig
+    from nlp_ssl.baselines import BaselineConfig
     from nlp_ssl.finetune import recipe_class
-    from nlp_ssl.pretrain import PretrainConfig
+    from nlp_ssl.pretrain import recipe_class as pretrain_class
     from nlp_ssl.tokenizer import TokenizerConfig
 
     run_dir = Path(cfg.run_dir)
@@ -94,34 +94,49 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     pretrained = {}
     for name, section in cfg.pretrain.items():
         raw = {**_hub_keys(cfg, f"pretrain-{name}"), **section, "output_dir": str(run_dir / f"pretrain-{name}")}
-        needs = []
+        needs = _link(raw, ("init_from", "init_embeddings"), pretrained)
+        if raw.get("objective") in ("skipgram", "cbow"):
+            for key in ("push_to_hub", "hub_model_id", "hub_private"):
+                raw.pop(key, None)  # not published by the pipeline (see nlp_ssl.embeddings)
         if "tokenizer" not in raw and "init_from" not in raw:
             if cfg.tokenizer is None:
                 raise ConfigError(f"{source}: pretrain.{name}: no 'tokenizer' and the pipeline has no tokenizer stage")
-            raw["tokenizer"], needs = str(run_dir / "tokenizer"), ["tokenizer"]
+            raw["tokenizer"] = str(run_dir / "tokenizer")
+            needs.append("tokenizer")
+        cls = pretrain_class(raw, f"{source}: pretrain.{name}")
         stage = PlannedStage(f"pretrain-{name}", "nlp_ssl.pretrain",
-                             from_dict(PretrainConfig, raw, source, prefix=f"pretrain.{name}"), needs)
+                             from_dict(cls, raw, source, prefix=f"pretrain.{name}"), needs)
         stages.append(stage)
         pretrained[name] = stage
     for name, section in cfg.finetune.items():
         raw = {**_hub_keys(cfg, f"finetune-{name}"), **section, "output_dir": str(run_dir / f"finetune-{name}")}
-        needs = []
-        for key in ("init", "encoder", "decoder"):
-            if raw.get(key) in pretrained:
-                needs.append(pretrained[raw[key]].name)
-                raw[key] = pretrained[raw[key]].config.output_dir
-            elif isinstance(raw.get(key), str) and _unreachable(raw[key]):
-                raise ConfigError(f"{source}: finetune.{name}.{key}: {raw[key]!r} is not a pretraining stage of this "
-                                  f"pipeline ({', '.join(pretrained) or 'none'}) nor a local folder, and "
-                                  "HF_HUB_OFFLINE is set so it cannot be a Hub id")
+        needs = _link(raw, ("init", "encoder", "decoder", "init_embeddings"), pretrained, source, f"finetune.{name}")
         cls = recipe_class(raw, f"{source}: finetune.{name}")
         stages.append(PlannedStage(f"finetune-{name}", "nlp_ssl.finetune",
                                    from_dict(cls, raw, source, prefix=f"finetune.{name}"), needs))
     for name, section in cfg.baseline.items():
         raw = {**section, "output_dir": str(run_dir / f"baseline-{name}")}
+        needs = _link(raw, ("init",), pretrained, source, f"baseline.{name}")
         stages.append(PlannedStage(f"baseline-{name}", "nlp_ssl.baselines",
-                                   from_dict(TfidfConfig, raw, source, prefix=f"baseline.{name}"), []))
+                                   from_dict(BaselineConfig, raw, source, prefix=f"baseline.{name}"), needs))
     return stages
+
+
+def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str | None = None,
+          where: str | None = None) -> list[str]:
+    """Replace each of ``keys`` that names a pretraining stage (defined earlier in the recipe)
+    with that stage's folder; return the names of the stages linked. With ``where``, a value
+    that is neither a stage nor reachable is an error now rather than after hours of training."""
+    needs = []
+    for key in keys:
+        if raw.get(key) in pretrained:
+            needs.append(pretrained[raw[key]].name)
+            raw[key] = pretrained[raw[key]].config.output_dir
+        elif where is not None and isinstance(raw.get(key), str) and _unreachable(raw[key]):
+            raise ConfigError(f"{source}: {where}.{key}: {raw[key]!r} is not a pretraining stage of this "
+                              f"pipeline ({', '.join(pretrained) or 'none'}) nor a local folder, and "
+                              "HF_HUB_OFFLINE is set so it cannot be a Hub id")
+    return needs
 
 
 def _unreachable(start: str) -> bool:
@@ -225,10 +240,14 @@ def results_table(results: dict) -> str:
             what, result = f"{m.get('model')} tokenizer", f"vocab {m.get('vocab_size')}"
         elif name.startswith("pretrain-"):
             what = f"{m.get('objective')} pretraining, {m.get('tokens', 0):,} tokens, {m.get('train_seconds', 0) / 60:.1f} min"
-            result = f"eval loss {m.get('eval_loss', float('nan')):.3f}"
+            if m.get("eval_loss") is not None:
+                result = f"eval loss {m['eval_loss']:.3f}"
+            else:  # skipgram / cbow: no held-out loss
+                result = f"{m.get('trained_tokens')} token vectors, train loss {m.get('final_train_loss')}"
         else:
             keys = HEADLINE.get(m.get("task"), ())
-            method = "TF-IDF + logistic regression" if m.get("method") == "tfidf_logreg" else "fine-tuning"
+            method = {"tfidf_logreg": "TF-IDF + logistic regression",
+                      "frozen_logreg": "frozen features + logistic regression"}.get(m.get("method"), "fine-tuning")
             what = f"{m.get('task')} {method}, {m.get('train_examples')} examples"
             result = ", ".join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))) or "-"
         lines.append(f"| {name} | {what} | {result} |")

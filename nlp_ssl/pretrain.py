@@ -26,6 +26,7 @@ from nlp_ssl.models import (
     build_model,
     check_same_tokenizer,
     check_vocab,
+    copy_token_embeddings,
     load_pretrained_lm,
     max_positions,
     resolve_model_dir,
@@ -126,7 +127,8 @@ class PretrainConfig(HubOptions):
     output_dir: str
     objective: Literal["mlm", "clm", "rtd"]
     """``mlm`` masked-LM (BERT-style), ``clm`` next-token LM (GPT-style), ``rtd`` replaced-token
-    detection (ELECTRA-style: saves the encoder body, for fine-tuning)."""
+    detection (ELECTRA-style: saves the encoder body, for fine-tuning). ``skipgram`` and
+    ``cbow`` (token embeddings only) have their own recipe: ``nlp_ssl.embeddings``."""
     data: PretrainDataConfig
     tokenizer: str | None = None
     """Tokenizer folder (the tokenizer stage's output_dir). With ``init_from``: default the
@@ -135,6 +137,9 @@ class PretrainConfig(HubOptions):
     """Continue pretraining an existing checkpoint (domain- or task-adaptive pretraining): one
     of our runs, any Hugging Face model folder, ``pkg:<package>/<folder>``, or a Hub id. Its
     architecture and size are kept (``model.*`` is ignored but ``model.dropout``)."""
+    init_embeddings: str | None = None
+    """A skipgram/cbow run (same tokenizer, ``model.dim`` = the model's hidden size) whose
+    vectors become the fresh model's initial token embeddings."""
     model: ModelConfig = field(default_factory=ModelConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     """Which tokens ``mlm`` predicts, or ``rtd``'s generator fills."""
@@ -150,12 +155,23 @@ class PretrainConfig(HubOptions):
         if self.objective == "rtd" and self.rtd.generator_layers > self.model.resolved()[0]:
             raise ConfigError(f"'rtd.generator_layers' ({self.rtd.generator_layers}) exceeds the encoder's "
                               f"{self.model.resolved()[0]} layers")
+        if self.init_embeddings is not None and self.init_from is not None:
+            raise ConfigError("'init_embeddings' initialises a fresh model's token embeddings; 'init_from' continues a "
+                              "checkpoint that has its own: set one of them")
         if self.tokenizer is None and self.init_from is None:
             raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init_from')")
         if self.init_from is None and self.data.block_size > self.model.max_positions:
             raise ConfigError(
                 f"'data.block_size' ({self.data.block_size}) exceeds 'model.max_positions' ({self.model.max_positions})"
             )
+
+
+def recipe_class(raw: dict, source: str) -> type:
+    """The config class for a pretrain recipe, chosen by its ``objective``: the shallow
+    embedding objectives (``skipgram``, ``cbow``) have their own recipe and module."""
+    from nlp_ssl.embeddings import OBJECTIVES, EmbeddingPretrainConfig
+
+    return EmbeddingPretrainConfig if raw.get("objective") in OBJECTIVES else PretrainConfig
 
 
 def load_data(cfg: PretrainConfig, tokenizer):
@@ -189,6 +205,9 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
         set_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
         model = build_model(cfg.objective, cfg.model, tokenizer)
         check_vocab(model, tokenizer, cfg.tokenizer)
+        if cfg.init_embeddings is not None:
+            rows = copy_token_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer)
+            logger.info("token embeddings of %d ids from %s", rows, cfg.init_embeddings)
         return tokenizer, model
     model_dir = resolve_model_dir(cfg.init_from, key="init_from")
     positions = max_positions(model_dir)
@@ -207,8 +226,18 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
     return tokenizer, model
 
 
+def run(cfg, overwrite: bool = False) -> dict:
+    """Pretrain with ``cfg``'s objective (a ``PretrainConfig`` or, for skipgram / cbow, an
+    ``EmbeddingPretrainConfig``)."""
+    from nlp_ssl import embeddings
+
+    if isinstance(cfg, embeddings.EmbeddingPretrainConfig):
+        return embeddings.run(cfg, overwrite=overwrite)
+    return _run_transformer(cfg, overwrite=overwrite)
+
+
 @locks_output()
-def run(cfg: PretrainConfig, overwrite: bool = False) -> dict:
+def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.tasks.pretrain import PretrainTask, ReplacedTokenDetectionTask
 
     from transformers.utils import logging as hf_logging

@@ -38,8 +38,10 @@ class StudyArm:
 
     label: str | None = None
     """Name in tables and plots (default: the arm's key)."""
-    method: Literal["finetune", "tfidf_logreg"] = "finetune"
-    """``tfidf_logreg``: the classical labels-only baseline (sentiment only)."""
+    method: Literal["finetune", "tfidf_logreg", "frozen_logreg"] = "finetune"
+    """``tfidf_logreg``: the classical labels-only baseline; ``frozen_logreg``: logistic
+    regression on a pretrained model's frozen, mean-pooled features (``recipe: {init: NAME}``,
+    optionally ``tfidf: true``) (both sentiment only, ``nlp_ssl.baselines``)."""
     role: Literal["scratch", "own", "transfer", "classical"] | None = None
     """How the report groups the arm; by default inferred (``own`` when ``init`` names a
     pretraining stage of this study). Set ``own`` for an ablation arm that starts from one of
@@ -107,8 +109,8 @@ class StudyConfig:
                                   f"{self.label_counts}, got {arm.label_counts}")
             if arm.seeds == [] or set(arm.seeds or []) - set(self.seeds):
                 raise ConfigError(f"arms.{name}.seeds must be a non-empty subset of seeds {self.seeds}, got {arm.seeds}")
-            if arm.method == "tfidf_logreg" and self.finetune["task"] != "sentiment":
-                raise ConfigError(f"arms.{name}: tfidf_logreg is a sentiment (text classification) baseline")
+            if arm.method != "finetune" and self.finetune["task"] != "sentiment":
+                raise ConfigError(f"arms.{name}: {arm.method} is a sentiment (text classification) head")
         self.pipeline()  # every run's recipe is checked now, before anything trains
 
     @property
@@ -130,7 +132,7 @@ class StudyConfig:
                 for seed in seeds:
                     if spec.seeds and seed not in spec.seeds:
                         continue
-                    section = "baseline" if spec.method == "tfidf_logreg" else "finetune"
+                    section = "finetune" if spec.method == "finetune" else "baseline"
                     out.append((f"{section}-{arm}-{n}-s{seed}", arm, n, seed))
         return out
 
@@ -145,8 +147,8 @@ class StudyConfig:
             recipe["seed"] = seed
             recipe.setdefault("data", {})["train_samples"] = None if n == "all" else n
             name = stage.split("-", 1)[1]
-            if spec.method == "tfidf_logreg":
-                baseline[name] = {"data": recipe["data"], "seed": seed, **spec.recipe}
+            if spec.method != "finetune":
+                baseline[name] = {"data": recipe["data"], "seed": seed, "method": spec.method, **spec.recipe}
             else:
                 finetune[name] = _merge(recipe, spec.recipe)
         return PipelineConfig(run_dir=self.run_dir, tokenizer=self.tokenizer, pretrain=self.pretrain,
@@ -160,6 +162,8 @@ class StudyConfig:
             return spec.role
         if spec.method == "tfidf_logreg":
             return "classical"
+        if spec.recipe.get("init_embeddings") in self.pretrain:
+            return "own"  # fresh or not, its token embeddings come from our pretraining
         if spec.recipe.get("from_scratch"):
             return "scratch"
         starts = [spec.recipe.get(k) for k in ("init", "encoder", "decoder")]
@@ -243,9 +247,15 @@ def _start(spec: StudyArm, cfg: StudyConfig) -> str | None:
         return None
     starts = [spec.recipe.get(k) for k in ("init", "encoder", "decoder") if spec.recipe.get(k)]
     named = [f"pretrain-{s}" if s in cfg.pretrain else s for s in dict.fromkeys(starts)]
+    embeddings = spec.recipe.get("init_embeddings")
+    tail = ""
+    if embeddings:
+        tail = f", token embeddings from {'pretrain-' + embeddings if embeddings in cfg.pretrain else embeddings}"
+    if spec.method == "frozen_logreg":
+        return f"frozen features of {' + '.join(named)}" + (" + TF-IDF" if spec.recipe.get("tfidf") else "")
     if spec.recipe.get("from_scratch"):
-        return f"fresh weights in the shapes of {' + '.join(named)}" if named else "fresh weights"
-    return " + ".join(named) or None
+        return (f"fresh weights in the shapes of {' + '.join(named)}" if named else "fresh weights") + tail
+    return (" + ".join(named) or "") + tail or None
 
 
 def _dataset_name(recipe: dict) -> str:

@@ -112,12 +112,12 @@ def test_tfidf_sees_the_examples_fine_tuning_sees(study):
 
 def test_tfidf_subsample_is_the_fine_tuning_subsample(tmp_path, sentiment_dir):
     """Both go through load_sentiment_data: the same seed and count pick the same rows."""
-    from nlp_ssl.baselines import TfidfConfig, _Texts
+    from nlp_ssl.baselines import BaselineConfig, _Texts
     from nlp_ssl.finetune import load_sentiment_data
 
     data = {"train": {"name": str(sentiment_dir), "split": "train"}, "labels": ["negative", "positive"],
             "train_samples": 30}
-    cfg = from_dict(TfidfConfig, {"output_dir": str(tmp_path / "b"), "data": data, "seed": 3})
+    cfg = from_dict(BaselineConfig, {"output_dir": str(tmp_path / "b"), "data": data, "seed": 3})
     splits, _, index = load_sentiment_data(cfg, _Texts())
     assert len(index) == 30 and "eval" in splits  # no validation split: held out of train, as fine-tuning does
     labels = np.asarray(splits["train"]["label_id"])[index]

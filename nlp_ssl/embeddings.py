@@ -1,0 +1,373 @@
+"""Token embeddings first: ``nlp-ssl pretrain`` with ``objective: skipgram`` or ``cbow``.
+
+word2vec's two objectives (predict a token's neighbours from it, or it from its neighbours,
+with negative sampling and subsampling of frequent tokens) over the ids of the stage's own
+tokenizer, so any tokenizer and language works. Training is gensim's (optimised C, many
+threads, no GIL); this module gives it what every stage has: a recipe, cached tokenization,
+a checkpoint after every epoch with exact resume, a progress bar with tokens/s, TensorBoard
+and ``train_log.jsonl``.
+
+Output: ``<output_dir>/model/`` is a ``sentence_transformers`` static-embedding folder
+(``SentenceTransformer(dir).encode(texts)`` = mean of the token vectors) that also holds the
+tokenizer (``AutoTokenizer.from_pretrained(dir)``); the vectors warm-start transformers
+(``init_embeddings`` in ``pretrain`` and ``finetune``) and feed frozen-feature heads
+(``nlp-ssl baseline`` with ``method: frozen_logreg``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from nlp_ssl.data import DatasetSpec
+from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.config import dump_yaml
+from nlp_ssl.outputs import (CONFIG_FILE, locks_output, now, prepare_run_dir, write_json, write_run_files,
+                             write_text)
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("skipgram", "cbow")
+MODEL_DIR = "model"
+CHECKPOINTS = "checkpoints"
+VECTORS_FILE = "embeddings.safetensors"
+INFO_FILE = "embeddings.json"
+LOG_FILE = "train_log.jsonl"
+# gensim truncates longer "sentences" in its batches; longer documents are cut into pieces
+MAX_PIECE = 10_000
+
+
+@dataclass
+class EmbeddingDataConfig:
+    datasets: list[DatasetSpec]
+    """Unlabelled corpora; every document is one "sentence" (windows never cross documents)."""
+    num_proc: int | None = None
+    """Processes for tokenization (datasets.map, cached)."""
+
+    def __post_init__(self):
+        if not self.datasets:
+            raise ConfigError("'datasets' must list at least one dataset")
+        if any(d.streaming for d in self.datasets):
+            raise ConfigError("skipgram/cbow read their corpus once per epoch: set streaming: false")
+
+
+@dataclass
+class EmbeddingModelConfig:
+    dim: int = 256
+    """Vector width; a transformer warm-started from the run must have this hidden size."""
+    window: int = 5
+    """Tokens on each side (word2vec samples a window of 1..window per position)."""
+    negative: int = 5
+    """Negative samples per positive pair."""
+    ns_exponent: float = 0.75
+    """Negatives are drawn from the unigram distribution raised to this power."""
+    sample: float = 1e-4
+    """Frequent-token subsampling threshold (0 keeps every token)."""
+    min_count: int = 5
+    """Tokens seen fewer times get no vector (zeros; a warm start keeps the model's init)."""
+
+    def __post_init__(self):
+        for name in ("dim", "window", "negative", "min_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.sample < 1:
+            raise ConfigError(f"'sample' must be in [0, 1), got {self.sample}")
+        if not math.isfinite(self.ns_exponent):
+            raise ConfigError(f"'ns_exponent' must be a finite number, got {self.ns_exponent}")
+
+
+@dataclass
+class EmbeddingTrainConfig:
+    epochs: int = 5
+    lr: float = 0.025
+    """Starting learning rate (gensim's alpha), decayed linearly to ``min_lr`` over all epochs."""
+    min_lr: float = 1e-4
+    workers: int = 2
+    """Training threads. More than 1 is faster but not bit-for-bit reproducible (threads race
+    on shared vectors, as in every word2vec); 1 makes a seed and a resume exact."""
+    resume: str | None = None
+    """``latest``: continue from the newest epoch checkpoint of ``output_dir``."""
+    tracker: Literal["tensorboard", "none"] = "tensorboard"
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.workers < 1:
+            raise ConfigError("'epochs' and 'workers' must be >= 1")
+        for name in ("lr", "min_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"'{name}' must be a positive finite number, got {value}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"'min_lr' ({self.min_lr}) exceeds 'lr' ({self.lr})")
+        if self.resume not in (None, "latest"):
+            raise ConfigError(f"'resume' must be 'latest' (or unset), got {self.resume!r}")
+
+
+@dataclass
+class EmbeddingPretrainConfig:
+    """Recipe of ``pretrain`` with ``objective: skipgram`` or ``objective: cbow``."""
+
+    output_dir: str
+    objective: Literal["skipgram", "cbow"]
+    """``skipgram``: predict each neighbour from the token; ``cbow``: predict the token from
+    the mean of its neighbours (faster, a little worse on rare tokens)."""
+    tokenizer: str
+    """Tokenizer folder (the tokenizer stage's output_dir): the vectors are for its ids."""
+    data: EmbeddingDataConfig
+    model: EmbeddingModelConfig = field(default_factory=EmbeddingModelConfig)
+    train: EmbeddingTrainConfig = field(default_factory=EmbeddingTrainConfig)
+    seed: int = 0
+
+
+def lr_schedule(train: EmbeddingTrainConfig) -> list[float]:
+    """Learning rate at each epoch boundary (``epochs + 1`` values): word2vec's linear decay,
+    cut at epochs so that every epoch can be its own ``train`` call and a checkpoint."""
+    return [train.lr + (train.min_lr - train.lr) * e / train.epochs for e in range(train.epochs + 1)]
+
+
+class TokenCorpus:
+    """The tokenized corpus as gensim "sentences": one list of token-id strings per document
+    (special tokens dropped), re-iterable, counting the tokens it hands out for the progress
+    bar."""
+
+    def __init__(self, splits, special_ids: set[int], vocab_size: int):
+        self.splits = splits
+        self.names = [str(i) for i in range(vocab_size)]  # shared str objects: no per-token allocation
+        self.special = np.zeros(vocab_size, dtype=bool)
+        self.special[sorted(special_ids)] = True
+        self.on_tokens = None
+        self.n_docs = sum(len(s) for s in splits)
+        self.n_tokens = 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        names = self.names
+        for split in self.splits:
+            for batch in split.iter(batch_size=1000):
+                for ids in batch["input_ids"]:
+                    ids = np.asarray(ids, dtype=np.int64)
+                    ids = ids[~self.special[ids]]
+                    for start in range(0, len(ids), MAX_PIECE):
+                        piece = ids[start:start + MAX_PIECE]
+                        if len(piece) > 1:
+                            if self.on_tokens is not None:
+                                self.on_tokens(len(piece))
+                            yield [names[i] for i in piece.tolist()]
+
+
+def build_word2vec(cfg: EmbeddingPretrainConfig):
+    from gensim.models import Word2Vec
+
+    m = cfg.model
+    return Word2Vec(vector_size=m.dim, window=m.window, negative=m.negative, ns_exponent=m.ns_exponent,
+                    sample=m.sample, min_count=m.min_count, sg=1 if cfg.objective == "skipgram" else 0, hs=0,
+                    workers=cfg.train.workers, seed=cfg.seed, alpha=cfg.train.lr, min_alpha=cfg.train.min_lr,
+                    epochs=cfg.train.epochs, compute_loss=True)
+
+
+def vectors_by_id(w2v, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[vocab_size, dim]`` float32 vectors indexed by token id (zeros where the token got none)
+    and the mask of ids that got one."""
+    vectors = np.zeros((vocab_size, w2v.wv.vector_size), dtype=np.float32)
+    trained = np.zeros(vocab_size, dtype=bool)
+    ids = np.array([int(k) for k in w2v.wv.index_to_key], dtype=np.int64)
+    vectors[ids] = w2v.wv.vectors
+    trained[ids] = True
+    return vectors, trained
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / CHECKPOINTS
+    found = [p for p in root.glob("epoch-*") if (p / "trainer_state.json").is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _save_checkpoint(w2v, out: Path, epoch: int, state: dict) -> None:
+    """Written under a hidden name and renamed: a crash never leaves half a checkpoint."""
+    root = out / CHECKPOINTS
+    staging = root / f".epoch-{epoch:04d}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    w2v.save(str(staging / "word2vec.model"))
+    write_json(staging / "trainer_state.json", state)
+    final = root / f"epoch-{epoch:04d}"
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    for old in _checkpoint_dirs(out)[:-1]:  # the newest is all a resume needs
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_embedding_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, target: Path, info: dict) -> None:
+    """A ``SentenceTransformer`` static-embedding folder + the tokenizer + our metadata,
+    written beside ``target`` and renamed over it."""
+    import torch
+    from safetensors.numpy import save_file
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    from nlp_ssl.tokenizer import save_tokenizer
+
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    st = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_weights=torch.from_numpy(vectors))],
+                             device="cpu")
+    st.save(str(staging))
+    save_tokenizer(tokenizer, staging)
+    save_file({"vectors": vectors, "trained": trained.astype(np.uint8)}, str(staging / VECTORS_FILE))
+    write_json(staging / INFO_FILE, info)
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def is_embedding_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / VECTORS_FILE).is_file() or (path / MODEL_DIR / VECTORS_FILE).is_file()
+
+
+def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.ndarray, np.ndarray, Path]:
+    """Vectors ``[vocab, dim]``, the trained-row mask and the folder, from an embedding run or
+    its ``model/`` folder."""
+    from safetensors.numpy import load_file
+
+    path = Path(path).expanduser()
+    folder = path if (path / VECTORS_FILE).is_file() else path / MODEL_DIR
+    if not (folder / VECTORS_FILE).is_file():
+        what = "does not exist" if not path.exists() else f"is not a skipgram/cbow run (no {VECTORS_FILE} in it or in {path / MODEL_DIR})"
+        raise DataError(f"{key}: {path} {what}")
+    try:
+        arrays = load_file(str(folder / VECTORS_FILE))
+        return arrays["vectors"], arrays["trained"].astype(bool), folder
+    except Exception as exc:
+        raise DataError(f"{key}: {folder / VECTORS_FILE} cannot be read ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+
+
+class _Logger:
+    """TensorBoard (optional) and ``train_log.jsonl``, one record per epoch."""
+
+    def __init__(self, out: Path, tracker: str, resumed_epoch: int):
+        from nlp_ssl.engine import _truncate_log
+
+        _truncate_log(out / LOG_FILE, resumed_epoch, True)
+        self.out = out
+        self.writer = None
+        if tracker == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "logs"))
+
+    def log(self, step: int, values: dict) -> None:
+        with open(self.out / LOG_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **values}) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def load_corpus(cfg: EmbeddingPretrainConfig, tokenizer) -> TokenCorpus:
+    from nlp_ssl.packing import tokenize_split
+
+    splits = [tokenize_split(spec, tokenizer, cfg.data.num_proc) for spec in cfg.data.datasets]
+    special = {i for i in tokenizer.all_special_ids if i is not None}
+    corpus = TokenCorpus(splits, special, len(tokenizer))
+    if corpus.n_docs == 0:
+        raise DataError(f"data: {', '.join(s.describe() for s in cfg.data.datasets)} hold no documents")
+    return corpus
+
+
+@locks_output()
+def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
+    from gensim.models import Word2Vec
+
+    from nlp_ssl.progress import progress_bar
+    from nlp_ssl.tokenizer import load_tokenizer
+
+    started = now()
+    out = Path(cfg.output_dir).absolute()
+    prepare_run_dir(out, cfg.train.resume, overwrite)
+    # everything that can reject the input runs before output_dir is touched
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    corpus = load_corpus(cfg, tokenizer)
+    resume_from = _checkpoint_dirs(out)[-1] if cfg.train.resume == "latest" and _checkpoint_dirs(out) else None
+    if resume_from is not None:
+        w2v = Word2Vec.load(str(resume_from / "word2vec.model"))
+        w2v.workers = cfg.train.workers
+        state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
+        logger.info("resumed from %s (epoch %d of %d)", resume_from, state["epoch"], cfg.train.epochs)
+    else:
+        w2v = build_word2vec(cfg)
+        t = time.perf_counter()
+        w2v.build_vocab(corpus)
+        state = {"epoch": 0, "tokens": 0, "seconds": 0.0, "loss": None,
+                 "vocab_seconds": round(time.perf_counter() - t, 3)}
+        if len(w2v.wv) == 0:
+            raise DataError(f"data: no token occurs {cfg.model.min_count} times (model.min_count); "
+                            "the corpus is too small for these settings")
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / CONFIG_FILE, dump_yaml(cfg))
+
+    total = w2v.corpus_total_words
+    alphas = lr_schedule(cfg.train)
+    logs = _Logger(out, cfg.train.tracker, state["epoch"])
+    logger.info("%s embeddings: %d of %d token ids in the vocabulary, %d dims, %s tokens x %d epochs, %d workers",
+                cfg.objective, len(w2v.wv), len(tokenizer), cfg.model.dim, f"{total:,}", cfg.train.epochs,
+                cfg.train.workers)
+    try:
+        for epoch in range(state["epoch"], cfg.train.epochs):
+            bar = progress_bar(total=total, unit="tok", unit_scale=True, desc=f"{cfg.objective} epoch {epoch + 1}/{cfg.train.epochs}")
+            corpus.on_tokens = bar.update
+            t = time.perf_counter()
+            _, effective = w2v.train(corpus, total_examples=corpus.n_docs, total_words=total, epochs=1,
+                                     start_alpha=alphas[epoch], end_alpha=alphas[epoch + 1], compute_loss=True)
+            seconds = time.perf_counter() - t
+            bar.close()
+            corpus.on_tokens = None
+            # gensim's loss: summed negative log-likelihood of the trained pairs of this call
+            loss = w2v.get_latest_training_loss() / max(effective, 1)
+            state = {"epoch": epoch + 1, "tokens": state["tokens"] + total, "loss": loss,
+                     "seconds": round(state["seconds"] + seconds, 3), "vocab_seconds": state.get("vocab_seconds")}
+            logs.log(epoch + 1, {"train/loss": loss, "train/lr": alphas[epoch + 1],
+                                 "train/tokens_per_s": total / seconds, "train/tokens": state["tokens"]})
+            logger.info("epoch %d/%d: %.2f nats per trained token, %s tokens/s", epoch + 1, cfg.train.epochs, loss,
+                        f"{total / seconds:,.0f}")
+            _save_checkpoint(w2v, out, epoch + 1, state)
+    finally:
+        logs.close()
+
+    vectors, trained = vectors_by_id(w2v, len(tokenizer))
+    info = {"objective": cfg.objective, "dim": cfg.model.dim, "vocab_size": len(tokenizer),
+            "trained_tokens": int(trained.sum()), "tokenizer": str(Path(cfg.tokenizer).absolute())}
+    save_embedding_folder(vectors, trained, tokenizer, out / MODEL_DIR, info)
+    metrics = {
+        **info,
+        "window": cfg.model.window,
+        "negative": cfg.model.negative,
+        "epochs": cfg.train.epochs,
+        "corpus_docs": corpus.n_docs,
+        "corpus_tokens": int(total),
+        "tokens": int(state["tokens"]),
+        "train_seconds": state["seconds"],
+        "tokens_per_s": round(state["tokens"] / max(state["seconds"], 1e-9)),
+        "parameters": int(trained.sum()) * cfg.model.dim,
+        "final_train_loss": round(state["loss"], 4) if state.get("loss") is not None else None,
+        "model_dir": str(out / MODEL_DIR),
+    }
+    write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
+    return metrics

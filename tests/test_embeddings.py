@@ -1,0 +1,317 @@
+"""Token embeddings first (``objective: skipgram`` / ``cbow``): the objective learns what
+co-occurs, resumes exactly, loads in sentence_transformers, warm-starts every transformer
+architecture, and feeds the frozen-feature head."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from nlp_ssl import embeddings, pretrain
+from nlp_ssl.config import from_dict
+from nlp_ssl.errors import ConfigError, DataError
+from tests.helpers import write_jsonl
+
+ANIMALS = "cat dog horse cow sheep goat mouse bird".split()
+VEHICLES = "car bus train truck bike plane boat tram".split()
+
+
+@pytest.fixture(scope="module")
+def topical(tmp_path_factory):
+    """Sentences about animals or about vehicles, never both, and a tokenizer that keeps each
+    of those words whole."""
+    from nlp_ssl.data import DatasetSpec
+    from nlp_ssl.tokenizer import TokenizerConfig, run
+
+    root = tmp_path_factory.mktemp("topical")
+    rng = random.Random(0)
+    rows = []
+    for _ in range(1500):
+        words = ANIMALS if rng.random() < 0.5 else VEHICLES
+        rows.append({"text": " ".join(rng.choice(words) for _ in range(rng.randint(6, 12)))})
+    corpus = write_jsonl(root / "corpus.jsonl", rows)
+    tok = root / "tokenizer"
+    run(TokenizerConfig(output_dir=str(tok), datasets=[DatasetSpec(files=str(corpus))], vocab_size=500))
+    return corpus, tok
+
+
+def embedding_config(out, tokenizer, corpus, objective="skipgram", **train):
+    train_cfg = {"epochs": 3, "workers": 1, "tracker": "none", **train}
+    return from_dict(embeddings.EmbeddingPretrainConfig, {
+        "output_dir": str(out), "objective": objective, "tokenizer": str(tokenizer),
+        "data": {"datasets": [{"files": str(corpus)}]},
+        "model": {"dim": 32, "window": 3, "negative": 5, "sample": 0, "min_count": 2},
+        "train": train_cfg, "seed": 3})
+
+
+def word_ids(tokenizer_dir, words):
+    from nlp_ssl.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    ids = [tok(" " + w, add_special_tokens=False)["input_ids"] for w in words]
+    assert all(len(i) == 1 for i in ids), "the fixture's tokenizer should keep these words whole"
+    return [i[0] for i in ids]
+
+
+@pytest.mark.parametrize("objective", ["skipgram", "cbow"])
+def test_tokens_that_share_contexts_end_closer(tmp_path, topical, objective):
+    corpus, tok = topical
+    metrics = pretrain.run(embedding_config(tmp_path / "emb", tok, corpus, objective))
+    vectors, trained, _ = embeddings.load_vectors(tmp_path / "emb")
+    a, v = word_ids(tok, ANIMALS), word_ids(tok, VEHICLES)
+    assert trained[a + v].all()
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+    def mean_cos(xs, ys):
+        sims = unit[xs] @ unit[ys].T
+        return sims[~np.eye(len(xs), dtype=bool)].mean() if xs == ys else sims.mean()
+
+    within = (mean_cos(a, a) + mean_cos(v, v)) / 2
+    across = mean_cos(a, v)
+    assert within > across + 0.3, (within, across)
+    assert metrics["objective"] == objective and metrics["epochs"] == 3 and metrics["tokens"] == 3 * metrics["corpus_tokens"]
+    log = [json.loads(l) for l in (tmp_path / "emb/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["train/tokens_per_s"] > 0 for r in log)
+    assert log[-1]["train/loss"] < log[0]["train/loss"]
+
+
+def test_recipe_reaches_gensim(topical, tmp_path):
+    """The sampling settings are the ones word2vec is given: negatives from counts^ns_exponent,
+    frequent-token subsampling at ``sample``, the objective's flag."""
+    from nlp_ssl.tokenizer import load_tokenizer
+
+    corpus, tok = topical
+    cfg = embedding_config(tmp_path / "x", tok, corpus, "cbow")
+    cfg.model.ns_exponent, cfg.model.sample, cfg.model.negative = 0.5, 1e-3, 7
+    w2v = embeddings.build_word2vec(cfg)
+    w2v.build_vocab(embeddings.load_corpus(cfg, load_tokenizer(tok)))
+    assert (w2v.sg, w2v.negative, w2v.window, w2v.vector_size) == (0, 7, 3, 32)
+    counts = np.array([w2v.wv.get_vecattr(k, "count") for k in w2v.wv.index_to_key], dtype=np.float64)
+    expected = np.cumsum(counts ** 0.5) / np.sum(counts ** 0.5)
+    np.testing.assert_allclose(w2v.cum_table / w2v.cum_table[-1], expected, rtol=1e-6)
+    # subsampling keeps a token with probability (sqrt(f/t) + 1) t/f (word2vec's formula)
+    threshold = 1e-3 * counts.sum()
+    keep = np.minimum((np.sqrt(counts / threshold) + 1) * threshold / counts, 1.0)
+    got = np.array([w2v.wv.get_vecattr(k, "sample_int") for k in w2v.wv.index_to_key]) / 2**32
+    np.testing.assert_allclose(got, keep, atol=1e-6)
+    assert embeddings.lr_schedule(cfg.train) == pytest.approx([0.025 - (0.025 - 1e-4) * e / 3 for e in range(4)])
+
+
+def test_resume_is_exact(tmp_path, topical, monkeypatch):
+    """3 epochs == 2 epochs, a crash, and a resume for the third (one worker: deterministic)."""
+    from gensim.models import Word2Vec
+
+    corpus, tok = topical
+    pretrain.run(embedding_config(tmp_path / "full", tok, corpus))
+    calls = {"n": 0}
+    real_train = Word2Vec.train
+
+    def crash_in_third_epoch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(Word2Vec, "train", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(embedding_config(tmp_path / "cut", tok, corpus))
+    assert [p.name for p in (tmp_path / "cut/checkpoints").iterdir()] == ["epoch-0002"]
+    assert not (tmp_path / "cut/metrics.json").exists()
+    monkeypatch.setattr(Word2Vec, "train", real_train)
+    with pytest.raises(Exception, match="unfinished run"):
+        pretrain.run(embedding_config(tmp_path / "cut", tok, corpus))
+    pretrain.run(embedding_config(tmp_path / "cut", tok, corpus, resume="latest"))
+    a, _, _ = embeddings.load_vectors(tmp_path / "full")
+    b, _, _ = embeddings.load_vectors(tmp_path / "cut")
+    np.testing.assert_array_equal(a, b)
+    log = [json.loads(l)["step"] for l in (tmp_path / "cut/train_log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3]
+
+
+def test_folder_loads_in_sentence_transformers_and_transformers(tmp_path, topical):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    corpus, tok = topical
+    pretrain.run(embedding_config(tmp_path / "emb", tok, corpus, epochs=1))
+    vectors, _, folder = embeddings.load_vectors(tmp_path / "emb")
+    st = SentenceTransformer(str(folder), device="cpu")
+    text = "cat dog and a bus"
+    got = st.encode([text])[0]
+    ids = AutoTokenizer.from_pretrained(str(folder))(text, add_special_tokens=False)["input_ids"]
+    np.testing.assert_allclose(got, vectors[ids].mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert st.get_embedding_dimension() == 32
+
+
+@pytest.fixture(scope="module")
+def embedding_run(tmp_path_factory, tiny_corpus, tiny_tokenizer):
+    """Vectors over the shared tiny tokenizer, as wide as the tiny transformers (32)."""
+    out = tmp_path_factory.mktemp("emb") / "run"
+    pretrain.run(embedding_config(out, tiny_tokenizer, tiny_corpus, epochs=2))
+    return out
+
+
+@pytest.mark.parametrize("objective,architecture", [("mlm", "bert"), ("mlm", "modernbert"), ("clm", "bert"),
+                                                    ("rtd", "bert")])
+def test_warm_start_copies_vectors_into_every_architecture(tmp_path, tiny_corpus, tiny_tokenizer, embedding_run,
+                                                           objective, architecture):
+    from tests.pretrain_helpers import tiny_config
+
+    cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, objective)
+    cfg.model.architecture = architecture
+    cfg.init_embeddings = str(embedding_run)
+    _, model = pretrain.load_tokenizer_and_model(cfg)
+    vectors, trained, _ = embeddings.load_vectors(embedding_run)
+    table = model.get_input_embeddings().weight.detach().numpy()
+    np.testing.assert_array_equal(table[: len(vectors)][trained], vectors[trained])
+    cfg.init_embeddings = None
+    fresh = pretrain.load_tokenizer_and_model(cfg)[1]
+    untrained = np.nonzero(~trained)[0]
+    np.testing.assert_array_equal(table[untrained], fresh.get_input_embeddings().weight.detach().numpy()[untrained])
+
+
+def test_warm_start_refuses_other_tokenizer_and_width(tmp_path, tiny_corpus, tiny_tokenizer, embedding_run, topical):
+    from tests.pretrain_helpers import tiny_config
+
+    other_corpus, other_tok = topical
+    other = tmp_path / "other"
+    pretrain.run(embedding_config(other, other_tok, other_corpus, epochs=1))
+    cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
+    cfg.init_embeddings = str(other)
+    with pytest.raises(DataError, match="does not match the tokenizer"):
+        pretrain.load_tokenizer_and_model(cfg)
+    cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
+    cfg.model.hidden = 64
+    cfg.init_embeddings = str(embedding_run)
+    with pytest.raises(ConfigError, match="32-dim vectors but the model's token embeddings are 64 wide"):
+        pretrain.load_tokenizer_and_model(cfg)
+    cfg.init_embeddings = str(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="nowhere does not exist"):
+        pretrain.load_tokenizer_and_model(cfg)
+
+
+def test_finetune_from_scratch_with_embeddings(tmp_path, pretrained, sentiment_dir, embedding_run):
+    from nlp_ssl import finetune
+    from tests.finetune_helpers import sentiment_config
+
+    cfg = sentiment_config(tmp_path / "ft", pretrained["mlm"], sentiment_dir, epochs=1)
+    cfg.from_scratch = True
+    cfg.init_embeddings = str(embedding_run)
+    metrics = finetune.run(cfg)
+    assert metrics["init_embeddings"] == str(embedding_run) and metrics["from_scratch"] is True
+    assert 0 <= metrics["test_accuracy"] <= 1
+
+
+def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedding_run):
+    """The frozen-feature head: its saved scikit-learn objects and the embedding folder
+    reproduce its predictions with no nlp-ssl code; TF-IDF can sit beside the features."""
+    import joblib
+    from sentence_transformers import SentenceTransformer
+
+    from nlp_ssl import baselines
+
+    data = {"train": {"name": str(sentiment_dir), "split": "train"},
+            "validation": {"name": str(sentiment_dir), "split": "validation"},
+            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"]}
+    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "head"), "method": "frozen_logreg",
+                                               "init": str(embedding_run), "data": data})
+    m = baselines.run(cfg)
+    assert m["method"] == "frozen_logreg" and m["frozen_features"] == 32 and m["features"] == 32
+    head = joblib.load(tmp_path / "head/head.joblib")
+    records = [json.loads(l) for l in (tmp_path / "head/predictions.jsonl").read_text().splitlines()]
+    features = SentenceTransformer(str(embedding_run / "model"), device="cpu").encode([r["text"] for r in records])
+    x = head["scaler"].transform(features) / np.sqrt(features.shape[1])
+    assert [head["labels"][i] for i in head["classifier"].predict(x)] == [r["prediction"] for r in records]
+    assert m["test_accuracy"] == pytest.approx(np.mean([r["prediction"] == r["label"] for r in records]))
+
+    both = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "both"), "method": "frozen_logreg",
+                                                "init": str(embedding_run), "tfidf": True, "data": data})
+    m2 = baselines.run(both)
+    assert m2["features"] > 32 and m2["dense_weight"] in (0.5, 1.0, 2.0)
+
+
+def test_frozen_head_on_a_transformer_checkpoint(tmp_path, pretrained, sentiment_dir):
+    from nlp_ssl import baselines
+
+    data = {"train": {"name": str(sentiment_dir), "split": "train"},
+            "validation": {"name": str(sentiment_dir), "split": "validation"},
+            "labels": ["negative", "positive"], "max_length": 32}
+    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "head"), "method": "frozen_logreg",
+                                               "init": str(pretrained["mlm"]), "data": data})
+    m = baselines.run(cfg)
+    assert m["frozen_features"] == 32 and m["predictions_split"] == "validation"
+
+
+def test_pipeline_tokenizer_embeddings_mlm_finetune(tmp_path, tiny_corpus, sentiment_dir):
+    """One pipeline chains tokenizer -> skip-gram -> MLM warm-started from it -> fine-tuning,
+    and the frozen head on the embeddings; a second run skips every stage."""
+    from nlp_ssl import pipeline
+
+    corpus = {"files": str(tiny_corpus)}
+    data = {"train": {"name": str(sentiment_dir), "split": "train"},
+            "validation": {"name": str(sentiment_dir), "split": "validation"},
+            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"],
+            "max_length": 32}
+    cfg = from_dict(pipeline.PipelineConfig, {
+        "run_dir": str(tmp_path / "run"),
+        "tokenizer": {"datasets": [corpus], "vocab_size": 320},
+        "pretrain": {
+            "sg": {"objective": "skipgram", "data": {"datasets": [corpus]},
+                   "model": {"dim": 32, "min_count": 2}, "train": {"epochs": 1, "tracker": "none"}},
+            "mlm": {"objective": "mlm", "init_embeddings": "sg",
+                    "data": {"datasets": [corpus], "block_size": 32, "validation_fraction": 0.1},
+                    "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
+                    "train": {"max_steps": 4, "micro_batch_size": 8, "eval_every": 4, "save_every": 4,
+                              "tracker": "none"}}},
+        "finetune": {"rt": {"task": "sentiment", "init": "mlm", "data": data, "dropout": 0.0,
+                            "train": {"epochs": 1, "micro_batch_size": 16, "tracker": "none"}}},
+        "baseline": {"probe": {"method": "frozen_logreg", "init": "sg", "data": data}},
+    })
+    summary = pipeline.run(cfg)
+    assert summary["stages_run"] == 5
+    results = pipeline.load_results(tmp_path / "run")
+    assert results["stages"]["pretrain-sg"]["objective"] == "skipgram"
+    assert "test_accuracy" in results["stages"]["finetune-rt"] and "test_accuracy" in results["stages"]["baseline-probe"]
+    resolved = (tmp_path / "run/pretrain-mlm/resolved_config.yaml").read_text()
+    assert f"init_embeddings: {tmp_path / 'run/pretrain-sg'}" in resolved
+    assert pipeline.run(cfg)["stages_skipped"] == 5
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=.inf", "train: 'lr' must be a positive finite number, got inf"),
+    ("train.epochs=0", "train: 'epochs' and 'workers' must be >= 1"),
+    ("model.dim=0", "model: 'dim' must be >= 1"),
+    ("model.sample=1.5", "model: 'sample' must be in [0, 1)"),
+    ("train.min_lr=1", "train: 'min_lr' (1.0) exceeds 'lr' (0.025)"),
+    ("model.layers=2", "unknown key 'model.layers'"),
+])
+def test_embedding_recipe_errors(tmp_path, capsys, override, message):
+    from nlp_ssl.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("output_dir: out\nobjective: skipgram\ntokenizer: tok\ndata: {datasets: [{files: x.jsonl}]}\n")
+    assert main(["pretrain", str(recipe), override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_min_count_too_high_fails_before_output(tmp_path, topical):
+    corpus, tok = topical
+    cfg = embedding_config(tmp_path / "out", tok, corpus)
+    cfg.model.min_count = 10**9
+    with pytest.raises(DataError, match="no token occurs"):
+        pretrain.run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_init_embeddings_with_init_from_is_refused(tmp_path, tiny_corpus, tiny_tokenizer, pretrained, embedding_run):
+    from tests.pretrain_helpers import tiny_config
+
+    cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
+    raw = {"init_from": str(pretrained["mlm"]), "init_embeddings": str(embedding_run)}
+    with pytest.raises(ConfigError, match="set one of them"):
+        from nlp_ssl.config import to_dict
+
+        from_dict(pretrain.PretrainConfig, {**to_dict(cfg), **raw})
