@@ -13,7 +13,9 @@ of the dense block) is chosen on validation, as fine-tuning picks its best epoch
 Writes ``metrics.json`` (``validation_*`` / ``test_*`` from the shipped ``classification``
 metric, as fine-tuning does), ``predictions.jsonl`` and ``head.joblib`` (the fitted
 scikit-learn objects: ``joblib.load`` gives a dict with ``classifier``, ``vectorizer`` and
-``scaler`` (or None), ``dense_weight``, ``labels``).
+``scaler`` (or None; its ``transform`` gives the frozen block as fitted), ``dense_weight``
+(the frozen block's factor beside TF-IDF: features = ``[tfidf, dense_weight * scaler(x)]``),
+``labels``).
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ def frozen_encoder(init: str, max_length: int, key: str = "init"):
     from nlp_ssl.embeddings import MODEL_DIR, is_embedding_folder
     from nlp_ssl.models import max_positions, resolve_model_dir
 
-    if is_embedding_folder(init):
-        folder = Path(init) if (Path(init) / "modules.json").is_file() else Path(init) / MODEL_DIR
+    path = Path(init).expanduser()
+    if is_embedding_folder(path):
+        folder = path if (path / "modules.json").is_file() else path / MODEL_DIR
         return SentenceTransformer(str(folder), device="cpu"), str(folder)
     model_dir = resolve_model_dir(init, key=key)
     # "No sentence-transformers model found ... Creating a new one with mean pooling" is what we ask for
@@ -124,6 +127,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
 
     from nlp_ssl import metrics
     from nlp_ssl.outputs import check_output_dir, now, read_metrics, staged_output, write_jsonl, write_run_files
+    from nlp_ssl.progress import is_main_process
 
     started, t0 = now(), time.perf_counter()
     out = Path(cfg.output_dir).absolute()
@@ -152,12 +156,13 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         t = time.perf_counter()
         for name in used:
             dense[name] = encoder.encode(inputs[name], batch_size=cfg.batch_size, convert_to_numpy=True,
-                                         show_progress_bar=True)
+                                         show_progress_bar=is_main_process())
         encode_seconds = time.perf_counter() - t
         scaler = StandardScaler().fit(dense["train"])
-        dim = dense["train"].shape[1]
-        # standardised, then 1/sqrt(dim): a row has about unit norm, like an L2-normalised TF-IDF row
-        dense = {name: scaler.transform(v) / math.sqrt(dim) for name, v in dense.items()}
+        # standardised, then 1/sqrt(dim), so a row has about unit norm like an L2-normalised TF-IDF
+        # row; folded into the saved scaler, so head.joblib's scaler.transform is the whole step
+        scaler.scale_ = scaler.scale_ * math.sqrt(dense["train"].shape[1])
+        dense = {name: scaler.transform(v) for name, v in dense.items()}
 
     def features(name: str, weight: float):
         if not dense:

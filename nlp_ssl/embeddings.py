@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,20 +28,19 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.config import dump_yaml
-from nlp_ssl.outputs import (CONFIG_FILE, locks_output, now, prepare_run_dir, write_json, write_run_files,
-                             write_text)
+from nlp_ssl.outputs import (CONFIG_FILE, locks_output, now, prepare_run_dir, replace_dir, write_json,
+                             write_run_files, write_text)
 
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("skipgram", "cbow")
 MODEL_DIR = "model"
-CHECKPOINTS = "checkpoints"
 VECTORS_FILE = "embeddings.safetensors"
 INFO_FILE = "embeddings.json"
-LOG_FILE = "train_log.jsonl"
 # gensim truncates longer "sentences" in its batches; longer documents are cut into pieces
 MAX_PIECE = 10_000
 
@@ -55,8 +55,10 @@ class EmbeddingDataConfig:
     def __post_init__(self):
         if not self.datasets:
             raise ConfigError("'datasets' must list at least one dataset")
-        if any(d.streaming for d in self.datasets):
-            raise ConfigError("skipgram/cbow read their corpus once per epoch: set streaming: false")
+        for i, d in enumerate(self.datasets):
+            if d.streaming:
+                raise ConfigError(f"'datasets[{i}].streaming': skipgram/cbow read their corpus once per epoch "
+                                  "(cached); set streaming: false")
 
 
 @dataclass
@@ -98,8 +100,9 @@ class EmbeddingTrainConfig:
     tracker: Literal["tensorboard", "none"] = "tensorboard"
 
     def __post_init__(self):
-        if self.epochs < 1 or self.workers < 1:
-            raise ConfigError("'epochs' and 'workers' must be >= 1")
+        for name in ("epochs", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"'{name}' must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "min_lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -182,25 +185,30 @@ def vectors_by_id(w2v, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     return vectors, trained
 
 
-def _checkpoint_dirs(out: Path) -> list[Path]:
-    root = out / CHECKPOINTS
-    found = [p for p in root.glob("epoch-*") if (p / "trainer_state.json").is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
 def _save_checkpoint(w2v, out: Path, epoch: int, state: dict) -> None:
-    """Written under a hidden name and renamed: a crash never leaves half a checkpoint."""
-    root = out / CHECKPOINTS
-    staging = root / f".epoch-{epoch:04d}.partial"
+    """The checkpoint layout of every stage (``checkpoint.py``: hidden staging folder, manifest,
+    rename, the last two kept), with the epoch as the step."""
+    staging = ckpt.staging_path(out, epoch)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     w2v.save(str(staging / "word2vec.model"))
-    write_json(staging / "trainer_state.json", state)
-    final = root / f"epoch-{epoch:04d}"
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
-    for old in _checkpoint_dirs(out)[:-1]:  # the newest is all a resume needs
-        shutil.rmtree(old, ignore_errors=True)
+    write_json(staging / ckpt.STATE_FILE, state)
+    ckpt.write_manifest(staging)
+    ckpt.commit(staging, keep_last=2)
+
+
+def _load_checkpoint(out: Path):
+    """The newest intact epoch checkpoint of ``out`` (a damaged one is skipped with a warning),
+    or None."""
+    from gensim.models import Word2Vec
+
+    for path in ckpt.resume_candidates("latest", out):
+        try:
+            return Word2Vec.load(str(path / "word2vec.model")), ckpt.read_trainer_state(path), path
+        except Exception as exc:  # a damaged file the manifest could not know about (written before it)
+            logger.warning("checkpoint %s cannot be loaded (%s); trying the previous one", path,
+                           str(exc).splitlines()[0][:160])
+    return None
 
 
 def save_embedding_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, target: Path, info: dict) -> None:
@@ -221,12 +229,7 @@ def save_embedding_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, t
     save_tokenizer(tokenizer, staging)
     save_file({"vectors": vectors, "trained": trained.astype(np.uint8)}, str(staging / VECTORS_FILE))
     write_json(staging / INFO_FILE, info)
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, target)
 
 
 def is_embedding_folder(path: str | Path) -> bool:
@@ -256,9 +259,10 @@ class _Logger:
     """TensorBoard (optional) and ``train_log.jsonl``, one record per epoch."""
 
     def __init__(self, out: Path, tracker: str, resumed_epoch: int):
-        from nlp_ssl.engine import _truncate_log
+        from nlp_ssl.engine import LOG_FILE, _truncate_log
 
         _truncate_log(out / LOG_FILE, resumed_epoch, True)
+        self.path = out / LOG_FILE
         self.out = out
         self.writer = None
         if tracker == "tensorboard":
@@ -267,7 +271,7 @@ class _Logger:
             self.writer = SummaryWriter(str(out / "logs"))
 
     def log(self, step: int, values: dict) -> None:
-        with open(self.out / LOG_FILE, "a", encoding="utf-8") as fh:
+        with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, **values}) + "\n")
         if self.writer is not None:
             for key, value in values.items():
@@ -299,16 +303,24 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
 
     started = now()
     out = Path(cfg.output_dir).absolute()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"objective {cfg.objective} trains with train.workers threads in one process; run it "
+                          "without accelerate launch / torchrun")
     prepare_run_dir(out, cfg.train.resume, overwrite)
     # everything that can reject the input runs before output_dir is touched
     tokenizer = load_tokenizer(cfg.tokenizer)
+    if not tokenizer.is_fast:
+        raise DataError(f"tokenizer {cfg.tokenizer}: not a fast (tokenizers-backed) tokenizer, which the "
+                        "sentence-transformers output folder needs")
     corpus = load_corpus(cfg, tokenizer)
-    resume_from = _checkpoint_dirs(out)[-1] if cfg.train.resume == "latest" and _checkpoint_dirs(out) else None
-    if resume_from is not None:
-        w2v = Word2Vec.load(str(resume_from / "word2vec.model"))
+    resumed = None
+    if cfg.train.resume == "latest" and not overwrite:
+        ckpt.clean_partials(out)
+        resumed = _load_checkpoint(out)
+    if resumed is not None:
+        w2v, state, path = resumed
         w2v.workers = cfg.train.workers
-        state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
-        logger.info("resumed from %s (epoch %d of %d)", resume_from, state["epoch"], cfg.train.epochs)
+        logger.info("resumed from %s (epoch %d of %d)", path, state["epoch"], cfg.train.epochs)
     else:
         w2v = build_word2vec(cfg)
         t = time.perf_counter()
@@ -334,13 +346,14 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
             bar = progress_bar(total=total, unit="tok", unit_scale=True, desc=f"{cfg.objective} epoch {epoch + 1}/{cfg.train.epochs}")
             corpus.on_tokens = bar.update
             t = time.perf_counter()
-            _, effective = w2v.train(corpus, total_examples=corpus.n_docs, total_words=total, epochs=1,
-                                     start_alpha=alphas[epoch], end_alpha=alphas[epoch + 1], compute_loss=True)
+            trained_words, _ = w2v.train(corpus, total_examples=w2v.corpus_count, total_words=total, epochs=1,
+                                         start_alpha=alphas[epoch], end_alpha=alphas[epoch + 1], compute_loss=True)
             seconds = time.perf_counter() - t
             bar.close()
             corpus.on_tokens = None
-            # gensim's loss: summed negative log-likelihood of the trained pairs of this call
-            loss = w2v.get_latest_training_loss() / max(effective, 1)
+            # gensim sums the pairs' negative log-likelihood in float32, and with several threads
+            # some additions are lost (gensim #2735): a trend to watch, not a figure to compare
+            loss = w2v.get_latest_training_loss() / max(trained_words, 1)
             state = {"epoch": epoch + 1, "tokens": state["tokens"] + total, "loss": loss,
                      "seconds": round(state["seconds"] + seconds, 3), "vocab_seconds": state.get("vocab_seconds")}
             logs.log(epoch + 1, {"train/loss": loss, "train/lr": alphas[epoch + 1],

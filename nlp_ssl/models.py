@@ -309,7 +309,11 @@ def copy_token_embeddings(model, source: str, tokenizer, tokenizer_dir: str, key
     from nlp_ssl.embeddings import load_vectors
 
     vectors, trained, folder = load_vectors(source, key=key)
-    check_same_tokenizer(tokenizer, str(folder), tokenizer_dir)
+    try:
+        check_same_tokenizer(tokenizer, str(folder), tokenizer_dir)
+    except DataError:
+        raise DataError(f"{key}: {folder} was trained with another tokenizer than {tokenizer_dir} (different "
+                        "vocabularies); train the embeddings with this tokenizer") from None
     table = model.get_input_embeddings().weight
     if table.shape[1] != vectors.shape[1]:
         raise ConfigError(f"{key}: {folder} holds {vectors.shape[1]}-dim vectors but the model's token embeddings are "

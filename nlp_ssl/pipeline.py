@@ -94,7 +94,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     pretrained = {}
     for name, section in cfg.pretrain.items():
         raw = {**_hub_keys(cfg, f"pretrain-{name}"), **section, "output_dir": str(run_dir / f"pretrain-{name}")}
-        needs = _link(raw, ("init_from", "init_embeddings"), pretrained)
+        needs = _link(raw, ("init_from", "init_embeddings"), pretrained, source, f"pretrain.{name}")
         if raw.get("objective") in ("skipgram", "cbow"):
             for key in ("push_to_hub", "hub_model_id", "hub_private"):
                 raw.pop(key, None)  # not published by the pipeline (see nlp_ssl.embeddings)
@@ -122,18 +122,36 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     return stages
 
 
-def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str | None = None,
-          where: str | None = None) -> list[str]:
+def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where: str) -> list[str]:
     """Replace each of ``keys`` that names a pretraining stage (defined earlier in the recipe)
-    with that stage's folder; return the names of the stages linked. With ``where``, a value
-    that is neither a stage nor reachable is an error now rather than after hours of training."""
+    with that stage's folder; return the names of the stages linked. A value that is neither a
+    stage nor reachable, or a stage of the wrong kind (``init_embeddings`` takes a skipgram /
+    cbow stage, the other keys a transformer one), is an error now, not after hours of training."""
+    from nlp_ssl.embeddings import EmbeddingPretrainConfig
+
     needs = []
     for key in keys:
-        if raw.get(key) in pretrained:
-            needs.append(pretrained[raw[key]].name)
-            raw[key] = pretrained[raw[key]].config.output_dir
-        elif where is not None and isinstance(raw.get(key), str) and _unreachable(raw[key]):
-            raise ConfigError(f"{source}: {where}.{key}: {raw[key]!r} is not a pretraining stage of this "
+        value = raw.get(key)
+        if not isinstance(value, str):
+            continue
+        if value in pretrained:
+            stage = pretrained[value]
+            vectors = isinstance(stage.config, EmbeddingPretrainConfig)
+            if where.startswith("baseline"):
+                fits = True  # frozen features of either kind
+            else:
+                fits = vectors == (key == "init_embeddings")
+            if not fits:
+                kind = "a skipgram/cbow stage" if key == "init_embeddings" else "a transformer pretraining stage"
+                raise ConfigError(f"{source}: {where}.{key}: {value!r} is not {kind} (use init_embeddings for "
+                                  "token vectors, init/init_from/encoder/decoder for transformers)")
+            needs.append(stage.name)
+            raw[key] = stage.config.output_dir
+        elif key == "init_embeddings" and not Path(value).expanduser().exists():
+            raise ConfigError(f"{source}: {where}.{key}: {value!r} is not a pretraining stage of this pipeline "
+                              f"({', '.join(pretrained) or 'none'}) nor a local folder")
+        elif _unreachable(value):
+            raise ConfigError(f"{source}: {where}.{key}: {value!r} is not a pretraining stage of this "
                               f"pipeline ({', '.join(pretrained) or 'none'}) nor a local folder, and "
                               "HF_HUB_OFFLINE is set so it cannot be a Hub id")
     return needs

@@ -171,7 +171,13 @@ def recipe_class(raw: dict, source: str) -> type:
     embedding objectives (``skipgram``, ``cbow``) have their own recipe and module."""
     from nlp_ssl.embeddings import OBJECTIVES, EmbeddingPretrainConfig
 
-    return EmbeddingPretrainConfig if raw.get("objective") in OBJECTIVES else PretrainConfig
+    objective = raw.get("objective")
+    choices = ("mlm", "clm", "rtd", *OBJECTIVES)
+    if objective is None:
+        raise ConfigError(f"{source}: missing required key 'objective' (one of: {', '.join(choices)})")
+    if objective not in choices:
+        raise ConfigError(f"{source}: 'objective' must be one of: {', '.join(choices)}; got {objective!r}")
+    return EmbeddingPretrainConfig if objective in OBJECTIVES else PretrainConfig
 
 
 def load_data(cfg: PretrainConfig, tokenizer):

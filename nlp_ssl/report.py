@@ -177,6 +177,8 @@ def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, p in study["pretraining"].items():
+        if p["objective"] in ("skipgram", "cbow"):  # per epoch, another loss: not on this axis
+            continue
         log = _log(run_dir / f"pretrain-{name}")
         train = [(r["step"], r["train/loss"]) for r in log if "train/loss" in r]
         evals = [(r["step"], r["eval/loss"]) for r in log if "eval/loss" in r]

@@ -117,12 +117,24 @@ def test_resume_is_exact(tmp_path, topical, monkeypatch):
     monkeypatch.setattr(Word2Vec, "train", crash_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
         pretrain.run(embedding_config(tmp_path / "cut", tok, corpus))
-    assert [p.name for p in (tmp_path / "cut/checkpoints").iterdir()] == ["epoch-0002"]
+    assert sorted(p.name for p in (tmp_path / "cut/checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
     assert not (tmp_path / "cut/metrics.json").exists()
     monkeypatch.setattr(Word2Vec, "train", real_train)
     with pytest.raises(Exception, match="unfinished run"):
         pretrain.run(embedding_config(tmp_path / "cut", tok, corpus))
+    before = (tmp_path / "cut/train_log.jsonl").read_text().splitlines()
+    counted = {"train": 0, "build_vocab": 0}
+    for name in counted:
+        real = getattr(Word2Vec, name)
+
+        def counting(self, *args, _real=real, _name=name, **kwargs):
+            counted[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Word2Vec, name, counting)
     pretrain.run(embedding_config(tmp_path / "cut", tok, corpus, resume="latest"))
+    assert counted == {"train": 1, "build_vocab": 0}  # it continued; it did not start over
+    assert (tmp_path / "cut/train_log.jsonl").read_text().splitlines()[:2] == before
     a, _, _ = embeddings.load_vectors(tmp_path / "full")
     b, _, _ = embeddings.load_vectors(tmp_path / "cut")
     np.testing.assert_array_equal(a, b)
@@ -153,14 +165,16 @@ def embedding_run(tmp_path_factory, tiny_corpus, tiny_tokenizer):
     return out
 
 
-@pytest.mark.parametrize("objective,architecture", [("mlm", "bert"), ("mlm", "modernbert"), ("clm", "bert"),
+@pytest.mark.parametrize("objective,architecture", [("mlm", "bert"), ("mlm", "modernbert"),
+                                                    ("mlm", "roberta-prelayernorm"), ("clm", "gpt2"),
                                                     ("rtd", "bert")])
 def test_warm_start_copies_vectors_into_every_architecture(tmp_path, tiny_corpus, tiny_tokenizer, embedding_run,
                                                            objective, architecture):
     from tests.pretrain_helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, objective)
-    cfg.model.architecture = architecture
+    if objective == "mlm":  # clm is GPT-2 whatever model.architecture says
+        cfg.model.architecture = architecture
     cfg.init_embeddings = str(embedding_run)
     _, model = pretrain.load_tokenizer_and_model(cfg)
     vectors, trained, _ = embeddings.load_vectors(embedding_run)
@@ -180,7 +194,7 @@ def test_warm_start_refuses_other_tokenizer_and_width(tmp_path, tiny_corpus, tin
     pretrain.run(embedding_config(other, other_tok, other_corpus, epochs=1))
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
     cfg.init_embeddings = str(other)
-    with pytest.raises(DataError, match="does not match the tokenizer"):
+    with pytest.raises(DataError, match="was trained with another tokenizer than"):
         pretrain.load_tokenizer_and_model(cfg)
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
     cfg.model.hidden = 64
@@ -222,7 +236,7 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
     head = joblib.load(tmp_path / "head/head.joblib")
     records = [json.loads(l) for l in (tmp_path / "head/predictions.jsonl").read_text().splitlines()]
     features = SentenceTransformer(str(embedding_run / "model"), device="cpu").encode([r["text"] for r in records])
-    x = head["scaler"].transform(features) / np.sqrt(features.shape[1])
+    x = head["scaler"].transform(features)
     assert [head["labels"][i] for i in head["classifier"].predict(x)] == [r["prediction"] for r in records]
     assert m["test_accuracy"] == pytest.approx(np.mean([r["prediction"] == r["label"] for r in records]))
 
@@ -281,7 +295,8 @@ def test_pipeline_tokenizer_embeddings_mlm_finetune(tmp_path, tiny_corpus, senti
 
 @pytest.mark.parametrize("override,message", [
     ("train.lr=.inf", "train: 'lr' must be a positive finite number, got inf"),
-    ("train.epochs=0", "train: 'epochs' and 'workers' must be >= 1"),
+    ("train.epochs=0", "train: 'epochs' must be >= 1, got 0"),
+    ("objective=word2vec", "'objective' must be one of: mlm, clm, rtd, skipgram, cbow; got 'word2vec'"),
     ("model.dim=0", "model: 'dim' must be >= 1"),
     ("model.sample=1.5", "model: 'sample' must be in [0, 1)"),
     ("train.min_lr=1", "train: 'min_lr' (1.0) exceeds 'lr' (0.025)"),
@@ -310,8 +325,71 @@ def test_init_embeddings_with_init_from_is_refused(tmp_path, tiny_corpus, tiny_t
     from tests.pretrain_helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
+    from nlp_ssl.config import to_dict
+
     raw = {"init_from": str(pretrained["mlm"]), "init_embeddings": str(embedding_run)}
     with pytest.raises(ConfigError, match="set one of them"):
-        from nlp_ssl.config import to_dict
-
         from_dict(pretrain.PretrainConfig, {**to_dict(cfg), **raw})
+
+
+def test_corpus_drops_special_tokens(topical):
+    """Every document reaches word2vec as its text tokens only: no <s> / </s> around it."""
+    from nlp_ssl.tokenizer import load_tokenizer
+
+    corpus, tok = topical
+    tokenizer = load_tokenizer(tok)
+    cfg = embedding_config("unused", tok, corpus)
+    docs = list(embeddings.load_corpus(cfg, tokenizer))
+    special = {str(i) for i in tokenizer.all_special_ids}
+    assert docs and not any(special & set(d) for d in docs)
+    first = json.loads(corpus.read_text().splitlines()[0])["text"]
+    assert docs[0] == [str(i) for i in tokenizer(first, add_special_tokens=False)["input_ids"]]
+
+
+def test_loss_is_per_trained_token(tmp_path, topical):
+    """The logged loss divides gensim's summed pair loss by the tokens trained after
+    subsampling (what ``train`` returns first), with one worker so no addition is lost."""
+    from gensim.models import Word2Vec
+
+    corpus, tok = topical
+    cfg = embedding_config(tmp_path / "emb", tok, corpus, epochs=1)
+    cfg.model.sample = 1e-2  # drop a good share of the tokens: the two counts differ
+    seen = {}
+    real = Word2Vec.train
+
+    def spy(self, *args, **kwargs):
+        seen["counts"] = real(self, *args, **kwargs)
+        seen["loss"] = self.get_latest_training_loss()
+        return seen["counts"]
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(Word2Vec, "train", spy):
+        pretrain.run(cfg)
+    trained, raw = seen["counts"]
+    assert trained < raw
+    log = json.loads((tmp_path / "emb/train_log.jsonl").read_text().splitlines()[0])
+    assert log["train/loss"] == pytest.approx(seen["loss"] / trained)
+
+
+def test_pipeline_refuses_a_link_of_the_wrong_kind(tmp_path, tiny_corpus):
+    from nlp_ssl import pipeline
+
+    corpus = {"files": str(tiny_corpus)}
+    stages = {"sg": {"objective": "skipgram", "data": {"datasets": [corpus]}, "model": {"dim": 32}},
+              "mlm": {"objective": "mlm", "init_from": "sg", "data": {"datasets": [corpus], "block_size": 32}}}
+    with pytest.raises(ConfigError, match="pretrain.mlm.init_from: 'sg' is not a transformer pretraining stage"):
+        from_dict(pipeline.PipelineConfig, {"run_dir": str(tmp_path / "r"), "tokenizer": {"datasets": [corpus]},
+                                            "pretrain": stages})
+    stages["mlm"] = {"objective": "mlm", "init_embeddings": "nowhere", "data": {"datasets": [corpus]}}
+    with pytest.raises(ConfigError, match="pretrain.mlm.init_embeddings: 'nowhere' is not a pretraining stage"):
+        from_dict(pipeline.PipelineConfig, {"run_dir": str(tmp_path / "r"), "tokenizer": {"datasets": [corpus]},
+                                            "pretrain": stages})
+
+
+def test_export_refuses_an_embedding_run_in_one_line(embedding_run, tmp_path):
+    from nlp_ssl.publish import export
+
+    with pytest.raises(DataError, match="a skipgram/cbow run; export and push take transformer runs"):
+        export(str(embedding_run), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -40,7 +40,7 @@ DATA = {"train": {"name": "rotten_tomatoes", "split": "train"},
 def token_counts(run: Path, vocab: int) -> np.ndarray:
     from gensim.models import Word2Vec
 
-    checkpoint = sorted((run / "checkpoints").glob("epoch-*"))[-1] / "word2vec.model"
+    checkpoint = sorted((run / "checkpoints").glob("step-*"))[-1] / "word2vec.model"
     w2v = Word2Vec.load(str(checkpoint))
     counts = np.zeros(vocab)
     for key in w2v.wv.index_to_key:
