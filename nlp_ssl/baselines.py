@@ -115,6 +115,9 @@ def frozen_encoder(init: str, max_length: int, key: str = "init"):
         quiet.setLevel(level)
     positions = max_positions(model_dir) or max_length
     encoder.max_seq_length = min(max_length, positions)
+    tokenizer = encoder.tokenizer
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # GPT-2-style: batches need a pad
+        tokenizer.pad_token = tokenizer.eos_token
     return encoder, model_dir
 
 

@@ -246,14 +246,15 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
     assert m2["features"] > 32 and m2["dense_weight"] in (0.5, 1.0, 2.0)
 
 
-def test_frozen_head_on_a_transformer_checkpoint(tmp_path, pretrained, sentiment_dir):
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_frozen_head_on_a_transformer_checkpoint(tmp_path, pretrained, sentiment_dir, objective):
     from nlp_ssl import baselines
 
     data = {"train": {"name": str(sentiment_dir), "split": "train"},
             "validation": {"name": str(sentiment_dir), "split": "validation"},
             "labels": ["negative", "positive"], "max_length": 32}
     cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "head"), "method": "frozen_logreg",
-                                               "init": str(pretrained["mlm"]), "data": data})
+                                               "init": str(pretrained[objective]), "data": data})
     m = baselines.run(cfg)
     assert m["frozen_features"] == 32 and m["predictions_split"] == "validation"
 
