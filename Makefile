@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Main job: the quick-start pipeline (recipes/pipeline/quickstart.yaml): tokenizer (~10 s),
-# masked-LM pretraining (~10 min on 2 CPU cores), sentiment fine-tuning (~4 min), results
-# table; a second run skips what is finished, an interrupted one resumes.
+# skip-gram token embeddings (~2 min), masked-LM pretraining from them (~9 min on 2 CPU cores),
+# sentiment fine-tuning (~4 min) and a frozen-feature head (~20 s), results table; a second
+# run skips what is finished, an interrupted one resumes.
 quickstart: venv
 	$(BIN)/nlp-ssl pipeline recipes/pipeline/quickstart.yaml
 
