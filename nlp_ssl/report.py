@@ -67,7 +67,7 @@ def markdown(study: dict, plots: dict) -> str:
         for name, p in study["pretraining"].items():
             out.append(f"| pretrain-{name} | {p['objective']} | {(p['parameters'] or 0) / 1e6:.2f}M | {p['tokens'] or 0:,} "
                        f"| {(p['train_seconds'] or 0) / 60:.1f} | {p['tokens_per_s'] or 0:,.0f} | "
-                       f"{p['eval_loss'] or float('nan'):.3f} | {p['eval_perplexity'] or float('nan'):.1f} |")
+                       f"{_fixed(p['eval_loss'], 3)} | {_fixed(p['eval_perplexity'], 1)} |")
     out += ["", "## Plots", ""]
     for name, path in plots.items():
         out += [f"![{name}]({path.as_posix()})", ""]
@@ -214,3 +214,8 @@ def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
     ax.set_ylabel(f"validation {short}" + (" (%)" if factor == 100 else ""))
     ax.set_title(f"Fine-tuning: validation {short} per step ({'all' if n == 'all' else n} labels, seed {seed})")
     return _finish(plt, fig, ax, path)
+
+
+def _fixed(value, digits: int) -> str:
+    """A figure a stage may not have (skip-gram has no held-out loss) as ``-`` rather than nan."""
+    return "-" if value is None else f"{value:.{digits}f}"
