@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 HEAD_FILE = "head.joblib"
-METHODS = ("tfidf_logreg", "frozen_logreg")
 
 
 @dataclass
@@ -97,12 +96,11 @@ def frozen_encoder(init: str, max_length: int, key: str = "init"):
 
     from sentence_transformers import SentenceTransformer
 
-    from nlp_ssl.embeddings import MODEL_DIR, is_embedding_folder
+    from nlp_ssl.embeddings import embedding_folder
     from nlp_ssl.models import max_positions, resolve_model_dir
 
-    path = Path(init).expanduser()
-    if is_embedding_folder(path):
-        folder = path if (path / "modules.json").is_file() else path / MODEL_DIR
+    folder = embedding_folder(init)
+    if folder is not None:
         return SentenceTransformer(str(folder), device="cpu"), str(folder)
     model_dir = resolve_model_dir(init, key=key)
     # "No sentence-transformers model found ... Creating a new one with mean pooling" is what we ask for
@@ -145,8 +143,8 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     train_y = y["train"][train_index]
     if len(np.unique(train_y)) < 2:
         raise ConfigError(f"data.train_samples={cfg.data.train_samples}: the sample holds one class only")
-    used = ["train"] + [name for name in ("eval", "test") if name in splits]
-    inputs = {"train": train_text, **{name: text[name] for name in used[1:]}}
+    inputs = {"train": train_text, **{name: text[name] for name in ("eval", "test") if name in splits}}
+    used = list(inputs)
 
     vectorizer = scaler = None
     sparse, dense = {}, {}
@@ -154,7 +152,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         vectorizer = TfidfVectorizer(ngram_range=(1, cfg.ngram_max), min_df=cfg.min_df, max_features=cfg.max_features,
                                      sublinear_tf=True, lowercase=True)
         sparse = {"train": vectorizer.fit_transform(train_text)}
-        sparse.update({name: vectorizer.transform(inputs[name]) for name in used[1:]})
+        sparse.update({name: vectorizer.transform(inputs[name]) for name in used if name != "train"})
     if encoder is not None:
         t = time.perf_counter()
         for name in used:
@@ -205,7 +203,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
                "features": int(X["train"].shape[1]), "train_seconds": round(time.perf_counter() - t0, 3)}
     if encoder is not None:
         summary.update({"init": cfg.init, "model_dir": model_dir, "tfidf": cfg.tfidf,
-                        "frozen_features": int(next(iter(dense.values())).shape[1]),
+                        "frozen_features": int(dense["train"].shape[1]),
                         "encode_seconds": round(encode_seconds, 3)})
         if sparse:
             summary["dense_weight"] = weight

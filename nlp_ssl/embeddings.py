@@ -147,7 +147,6 @@ class TokenCorpus:
         self.special[sorted(special_ids)] = True
         self.on_tokens = None
         self.n_docs = sum(len(s) for s in splits)
-        self.n_tokens = 0
 
     def __iter__(self) -> Iterator[list[str]]:
         names = self.names
@@ -232,9 +231,14 @@ def save_embedding_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, t
     replace_dir(staging, target)
 
 
-def is_embedding_folder(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / VECTORS_FILE).is_file() or (path / MODEL_DIR / VECTORS_FILE).is_file()
+def embedding_folder(path: str | Path) -> Path | None:
+    """The static-embedding folder of a skipgram/cbow run (given the run or its ``model/``),
+    or None when ``path`` is not one."""
+    path = Path(path).expanduser()
+    for folder in (path, path / MODEL_DIR):
+        if (folder / VECTORS_FILE).is_file():
+            return folder
+    return None
 
 
 def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.ndarray, np.ndarray, Path]:
@@ -242,9 +246,9 @@ def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.nda
     its ``model/`` folder."""
     from safetensors.numpy import load_file
 
-    path = Path(path).expanduser()
-    folder = path if (path / VECTORS_FILE).is_file() else path / MODEL_DIR
-    if not (folder / VECTORS_FILE).is_file():
+    folder = embedding_folder(path)
+    if folder is None:
+        path = Path(path).expanduser()
         what = "does not exist" if not path.exists() else f"is not a skipgram/cbow run (no {VECTORS_FILE} in it or in {path / MODEL_DIR})"
         raise DataError(f"{key}: {path} {what}")
     try:
@@ -263,7 +267,6 @@ class _Logger:
 
         _truncate_log(out / LOG_FILE, resumed_epoch, True)
         self.path = out / LOG_FILE
-        self.out = out
         self.writer = None
         if tracker == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter

@@ -83,6 +83,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     from nlp_ssl.baselines import BaselineConfig
     from nlp_ssl.finetune import recipe_class
     from nlp_ssl.pretrain import recipe_class as pretrain_class
+    from nlp_ssl.publish import HubOptions
     from nlp_ssl.tokenizer import TokenizerConfig
 
     run_dir = Path(cfg.run_dir)
@@ -93,17 +94,16 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
                                    from_dict(TokenizerConfig, raw, source, prefix="tokenizer"), []))
     pretrained = {}
     for name, section in cfg.pretrain.items():
-        raw = {**_hub_keys(cfg, f"pretrain-{name}"), **section, "output_dir": str(run_dir / f"pretrain-{name}")}
+        cls = pretrain_class(section, f"{source}: pretrain.{name}")
+        # skipgram / cbow runs are not published by export/push (see nlp_ssl.embeddings)
+        hub = _hub_keys(cfg, f"pretrain-{name}") if issubclass(cls, HubOptions) else {}
+        raw = {**hub, **section, "output_dir": str(run_dir / f"pretrain-{name}")}
         needs = _link(raw, ("init_from", "init_embeddings"), pretrained, source, f"pretrain.{name}")
-        if raw.get("objective") in ("skipgram", "cbow"):
-            for key in ("push_to_hub", "hub_model_id", "hub_private"):
-                raw.pop(key, None)  # not published by the pipeline (see nlp_ssl.embeddings)
         if "tokenizer" not in raw and "init_from" not in raw:
             if cfg.tokenizer is None:
                 raise ConfigError(f"{source}: pretrain.{name}: no 'tokenizer' and the pipeline has no tokenizer stage")
             raw["tokenizer"] = str(run_dir / "tokenizer")
             needs.append("tokenizer")
-        cls = pretrain_class(raw, f"{source}: pretrain.{name}")
         stage = PlannedStage(f"pretrain-{name}", "nlp_ssl.pretrain",
                              from_dict(cls, raw, source, prefix=f"pretrain.{name}"), needs)
         stages.append(stage)
@@ -116,17 +116,19 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
                                    from_dict(cls, raw, source, prefix=f"finetune.{name}"), needs))
     for name, section in cfg.baseline.items():
         raw = {**section, "output_dir": str(run_dir / f"baseline-{name}")}
-        needs = _link(raw, ("init",), pretrained, source, f"baseline.{name}")
+        needs = _link(raw, ("init",), pretrained, source, f"baseline.{name}", any_kind=True)
         stages.append(PlannedStage(f"baseline-{name}", "nlp_ssl.baselines",
                                    from_dict(BaselineConfig, raw, source, prefix=f"baseline.{name}"), needs))
     return stages
 
 
-def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where: str) -> list[str]:
+def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where: str,
+          any_kind: bool = False) -> list[str]:
     """Replace each of ``keys`` that names a pretraining stage (defined earlier in the recipe)
     with that stage's folder; return the names of the stages linked. A value that is neither a
     stage nor reachable, or a stage of the wrong kind (``init_embeddings`` takes a skipgram /
-    cbow stage, the other keys a transformer one), is an error now, not after hours of training."""
+    cbow stage, the other keys a transformer one, unless ``any_kind``: frozen features come from
+    either), is an error now, not after hours of training."""
     from nlp_ssl.embeddings import EmbeddingPretrainConfig
 
     needs = []
@@ -137,11 +139,7 @@ def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where
         if value in pretrained:
             stage = pretrained[value]
             vectors = isinstance(stage.config, EmbeddingPretrainConfig)
-            if where.startswith("baseline"):
-                fits = True  # frozen features of either kind
-            else:
-                fits = vectors == (key == "init_embeddings")
-            if not fits:
+            if not any_kind and vectors != (key == "init_embeddings"):
                 kind = "a skipgram/cbow stage" if key == "init_embeddings" else "a transformer pretraining stage"
                 raise ConfigError(f"{source}: {where}.{key}: {value!r} is not {kind} (use init_embeddings for "
                                   "token vectors, init/init_from/encoder/decoder for transformers)")

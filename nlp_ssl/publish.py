@@ -78,11 +78,11 @@ class RunRecord:
 def find_run(checkpoint: str) -> RunRecord:
     """The model folder behind ``checkpoint`` (a run, its ``model/``, a checkpoint, any
     model folder) and, when it came from an nlp-ssl run, that run's recipe and metrics."""
-    from nlp_ssl.embeddings import is_embedding_folder
+    from nlp_ssl.embeddings import embedding_folder
     from nlp_ssl.models import resolve_model_dir
     from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE
 
-    if is_embedding_folder(checkpoint):
+    if embedding_folder(checkpoint) is not None:
         raise DataError(f"checkpoint {checkpoint}: a skipgram/cbow run; export and push take transformer runs. Its "
                         "model/ folder is already a sentence-transformers folder: upload it with "
                         "huggingface_hub's upload_folder")

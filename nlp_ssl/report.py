@@ -176,8 +176,10 @@ def _log(run_dir: Path) -> list[dict]:
 def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    from nlp_ssl.embeddings import OBJECTIVES
+
     for name, p in study["pretraining"].items():
-        if p["objective"] in ("skipgram", "cbow"):  # per epoch, another loss: not on this axis
+        if p["objective"] in OBJECTIVES:  # per epoch, another loss: not on this axis
             continue
         log = _log(run_dir / f"pretrain-{name}")
         train = [(r["step"], r["train/loss"]) for r in log if "train/loss" in r]
