@@ -32,9 +32,8 @@ import torch  # noqa: E402
 from nlp_ssl import pretrain  # noqa: E402
 from nlp_ssl.config import from_dict  # noqa: E402
 from nlp_ssl.data import DatasetSpec, resolve  # noqa: E402
-from nlp_ssl.models import build_model  # noqa: E402
+from nlp_ssl.objectives import get_objective  # noqa: E402
 from nlp_ssl.packing import pack  # noqa: E402
-from nlp_ssl.tasks.pretrain import PretrainTask  # noqa: E402
 from nlp_ssl.tokenizer import TokenizerConfig, load_tokenizer  # noqa: E402
 from nlp_ssl.tokenizer import run as train_tokenizer  # noqa: E402
 
@@ -57,22 +56,20 @@ def corpus_file(tmp: Path, docs: int) -> Path:
 
 
 def config(args, tmp: Path, tokenizer: Path, corpus: Path, valid: Path):
-    return from_dict(
-        pretrain.PretrainConfig,
-        {
-            "output_dir": str(tmp / "ours"),
-            "tokenizer": str(tokenizer),
-            "objective": args.objective,
-            "data": {"datasets": [{"files": str(corpus)}], "validation": [{"files": str(valid)}],
-                     "block_size": args.block_size, "cache_dir": str(tmp / "cache")},
-            "model": {"preset": args.preset, "max_positions": args.block_size},
-            "train": {"max_steps": args.steps, "micro_batch_size": args.batch_size, "lr": args.lr,
-                      "scheduler": "linear", "warmup_steps": int(0.05 * args.steps), "weight_decay": 0.01, "adam_beta2": 0.999,
-                      "eval_every": args.steps, "save_every": args.steps, "log_every": 10, "tracker": "none",
-                      "compile": args.compile, "mixed_precision": "bf16" if args.bf16 else "no"},
-            "seed": 0,
-        },
-    )
+    raw = {
+        "output_dir": str(tmp / "ours"),
+        "tokenizer": str(tokenizer),
+        "objective": args.objective,
+        "data": {"datasets": [{"files": str(corpus)}], "validation": [{"files": str(valid)}],
+                 "block_size": args.block_size, "cache_dir": str(tmp / "cache")},
+        "model": {"preset": args.preset, "max_positions": args.block_size},
+        "train": {"max_steps": args.steps, "micro_batch_size": args.batch_size, "lr": args.lr,
+                  "scheduler": "linear", "warmup_steps": int(0.05 * args.steps), "weight_decay": 0.01, "adam_beta2": 0.999,
+                  "eval_every": args.steps, "save_every": args.steps, "log_every": 10, "tracker": "none",
+                  "compile": args.compile, "mixed_precision": "bf16" if args.bf16 else "no"},
+        "seed": 0,
+    }
+    return from_dict(pretrain.recipe_class(raw, "bench_pretrain"), raw)
 
 
 def run_trainer(args, cfg, tokenizer, corpus: Path, tmp: Path):
@@ -80,7 +77,7 @@ def run_trainer(args, cfg, tokenizer, corpus: Path, tmp: Path):
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     torch.manual_seed(0)
-    model = build_model(args.objective, cfg.model, tokenizer)
+    model = get_objective(args.objective).build(cfg, tokenizer)
     raw = datasets.load_dataset("json", data_files=str(corpus), split="train")
     tokenized = raw.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=raw.column_names)
     block = args.block_size
@@ -117,11 +114,12 @@ def run_trainer(args, cfg, tokenizer, corpus: Path, tmp: Path):
 
 
 @torch.no_grad()
-def eval_loss(args, model, tokenizer, valid_blocks) -> float:
+def eval_loss(args, cfg, model, tokenizer, valid_blocks) -> float:
     """One evaluator for both models: the same blocks, the same (seeded) masks."""
-    task = PretrainTask(args.objective, model, tokenizer, valid_blocks.blocks, np.arange(len(valid_blocks.blocks)),
-                        valid_blocks.blocks, np.arange(len(valid_blocks.blocks)), seed=0,
-                        masking=pretrain.MaskingConfig())
+    every = np.arange(len(valid_blocks.blocks))
+    task = get_objective(args.objective).make_task(model, tokenizer, cfg, train_blocks=valid_blocks.blocks,
+                                                   train_index=every, eval_blocks=valid_blocks.blocks,
+                                                   eval_index=every, seed=0)
     model.eval()
     total, n = 0.0, 0
     for start in range(0, len(valid_blocks.blocks), 32):
@@ -164,13 +162,13 @@ def main() -> None:
         valid_blocks = pack([DatasetSpec(files=str(valid))], tokenizer, args.block_size, tmp / "cache")
 
         model, trainer_seconds = run_trainer(args, cfg, tokenizer, corpus, tmp)
-        trainer_loss = eval_loss(args, model, tokenizer, valid_blocks)
+        trainer_loss = eval_loss(args, cfg, model, tokenizer, valid_blocks)
 
         metrics = pretrain.run(cfg)
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
         auto = AutoModelForMaskedLM if args.objective == "mlm" else AutoModelForCausalLM
-        ours_loss = eval_loss(args, auto.from_pretrained(tmp / "ours/model"), tokenizer, valid_blocks)
+        ours_loss = eval_loss(args, cfg, auto.from_pretrained(tmp / "ours/model"), tokenizer, valid_blocks)
 
         from nlp_ssl.engine import read_log
 

@@ -30,7 +30,8 @@ from typing import Literal
 import numpy as np
 
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.finetune import PREDICTIONS_FILE, SentimentDataConfig, load_sentiment_data
+from nlp_ssl.outputs import PREDICTIONS_FILE
+from nlp_ssl.tasks.classification import SentimentDataConfig, load_sentiment_data
 
 logger = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ COMMANDS = {
                         "score a fine-tuned checkpoint on a dataset (metrics.json, predictions.jsonl)"),
     "predict": Command("nlp_ssl.inference", "add_predict_arguments", "run_predict",
                        "print the predicted label and probability (or the generated text) for texts"),
-    "export": Command("nlp_ssl.publish", "add_export_arguments", "run_export",
+    "export": Command("nlp_ssl.export", "add_export_arguments", "run_export",
                       "write a Hub-ready folder (safetensors, config, tokenizer, model card) for a run"),
-    "push": Command("nlp_ssl.publish", "add_push_arguments", "run_push",
+    "push": Command("nlp_ssl.hub", "add_push_arguments", "run_push",
                     "export a run and upload it to the Hugging Face Hub as one commit"),
 }
 

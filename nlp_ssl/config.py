@@ -115,8 +115,11 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
-        suggestion = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+        renamed = getattr(cls, "RENAMED", {}).get(key)
+        suggestion = [renamed] if renamed else difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
         hint = f"; did you mean {_join(prefix, suggestion[0])!r}?" if suggestion else ""
+        if renamed:
+            hint = f"; it was renamed {_join(prefix, renamed)!r}"
         valid = ", ".join(sorted(fields))
         raise ConfigError(f"{source}: unknown key {_join(prefix, key)!r}{hint} (valid keys: {valid})")
     kwargs = {}

@@ -32,12 +32,12 @@ from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.config import dump_yaml
+from nlp_ssl.objectives import Objective
 from nlp_ssl.outputs import (CONFIG_FILE, locks_output, now, prepare_run_dir, replace_dir, write_json,
                              write_run_files, write_text)
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("skipgram", "cbow")
 MODEL_DIR = "model"
 VECTORS_FILE = "embeddings.safetensors"
 INFO_FILE = "embeddings.json"
@@ -263,9 +263,9 @@ class _Logger:
     """TensorBoard (optional) and ``train_log.jsonl``, one record per epoch."""
 
     def __init__(self, out: Path, tracker: str, resumed_epoch: int):
-        from nlp_ssl.engine import LOG_FILE, _truncate_log
+        from nlp_ssl.train_log import LOG_FILE, truncate_log
 
-        _truncate_log(out / LOG_FILE, resumed_epoch, True)
+        truncate_log(out / LOG_FILE, resumed_epoch, True)
         self.path = out / LOG_FILE
         self.writer = None
         if tracker == "tensorboard":
@@ -299,7 +299,6 @@ def load_corpus(cfg: EmbeddingPretrainConfig, tokenizer) -> TokenCorpus:
 
 @locks_output()
 def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
-    from gensim.models import Word2Vec
 
     from nlp_ssl.progress import progress_bar
     from nlp_ssl.tokenizer import load_tokenizer
@@ -387,3 +386,33 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
     }
     write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
     return metrics
+
+
+def _usage(where: str) -> str:
+    return (f'from sentence_transformers import SentenceTransformer\n\n'
+            f'model = SentenceTransformer("{where}")  # a sentence vector is the mean of its token vectors\n'
+            'model.encode(["a gripping, beautifully shot film"])')
+
+
+# Their own stage (``run`` above), not exported or pushed: the model folder is already a
+# sentence-transformers folder.
+SKIPGRAM = Objective(
+    name="skipgram",
+    config=EmbeddingPretrainConfig,
+    title="Skip-gram token embeddings",
+    pipeline_tag="sentence-similarity",
+    what="static token embeddings (word2vec skip-gram)",
+    usage=_usage,
+    transformer=False,
+    training="skip-gram with negative sampling",
+)
+CBOW = Objective(
+    name="cbow",
+    config=EmbeddingPretrainConfig,
+    title="CBOW token embeddings",
+    pipeline_tag="sentence-similarity",
+    what="static token embeddings (word2vec CBOW)",
+    usage=_usage,
+    transformer=False,
+    training="CBOW with negative sampling",
+)

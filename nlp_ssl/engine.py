@@ -1,13 +1,15 @@
 """THE training loop, shared by every stage.
 
-A task hands the engine three things (see ``Task``): a training module whose forward
-returns the *sum* of per-target losses, the number of training examples, and a function that
-builds a ``Batch`` from example indices. The engine owns everything else: Accelerate,
-AdamW, the schedule, gradient accumulation, clipping, evaluation, logging, checkpoints.
+A task hands the engine three things (the ``Task`` protocol below spells out every member):
+a training module whose forward returns the *sum* of per-target losses, the number of training
+examples, and a function that builds a ``Batch`` from example indices. A task whose training
+data streams is also a ``StreamingTask``; one with metrics beyond the loss is also a
+``ScoredTask``. The engine owns everything else: Accelerate, AdamW, the schedule, gradient
+accumulation, clipping, evaluation, logging, checkpoints.
 
-Following a batch: ``_step_indices`` picks the example indices of optimizer step ``s`` from
-a per-epoch permutation seeded by ``(seed, epoch)`` and splits them over processes and
-micro-steps; ``task.make_batch`` reads and collates them; the loop normalises each
+Following a batch: ``step_indices`` (inside ``fit``) picks the example indices of optimizer
+step ``s`` from a per-epoch permutation seeded by ``(seed, epoch)`` and splits them over
+processes and micro-steps; ``task.make_batch`` reads and collates them; the loop normalises each
 micro-batch's loss sum by the number of targets in the *whole* accumulated global batch, so
 accumulation and multi-process training give the gradient of one big batch. Because the
 data position is a pure function of the step count (and any randomness in a batch is seeded
@@ -28,20 +30,21 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from nlp_ssl import checkpoint as ckpt
-from nlp_ssl.config import to_dict
+from nlp_ssl import train_log
 from nlp_ssl.errors import ConfigError, NlpSslError, OutputError
+from nlp_ssl.hardware import default_peak_flops, fast_adamw_kwargs
+from nlp_ssl.memory import RELEASE_MEMORY_EVERY, release_free_memory
 from nlp_ssl.outputs import replace_dir
 from nlp_ssl.progress import progress_bar
+from nlp_ssl.train_log import LOG_FILE, read_log  # noqa: F401  (re-exported: callers read runs through the engine)
 
 logger = logging.getLogger(__name__)
-
-LOG_FILE = "train_log.jsonl"
 
 
 class TrainingError(NlpSslError):
@@ -80,12 +83,11 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm to this (0 disables clipping)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """bf16 on GPUs that support it. On CPU only where it has AVX512-BF16 or AMX: a 5M-parameter
-    GPT-2 step ran 1.4x (eager) to 1.7x (compiled) faster under bf16 autocast on a Zen 4 core
-    pair; CPUs without those instructions gain nothing."""
+    """bf16 on GPUs that support it. On CPU only where it has AVX512-BF16 or AMX, which run
+    bf16 matmuls natively; other CPUs gain nothing (figures: docs/benchmarks.md)."""
     gradient_checkpointing: bool = False
     compile: bool = False
-    """torch.compile the model (first step compiles: ~1 min on CPU)."""
+    """torch.compile the model; the first step pays for the compilation."""
     eval_every: int | Literal["epoch"] = 200
     """Evaluate every this many steps, or at the end of every epoch; and always at the end."""
     eval_max_batches: int | None = None
@@ -106,7 +108,8 @@ class TrainConfig:
     """``latest`` (newest complete checkpoint in output_dir, or a fresh start) or a checkpoint path."""
     tracker: Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "none"] = "tensorboard"
     peak_flops: float | None = None
-    """Device peak FLOP/s for MFU; default: 2.5e11 on CPU (measured fp32 matmul here), a table for GPUs."""
+    """Device peak FLOP/s for MFU; default: ``hardware.default_peak_flops`` (a table for GPUs, a
+    measured fp32 matmul peak on CPU)."""
 
     def __post_init__(self):
         positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "eval_every", "log_every", "save_every")
@@ -156,32 +159,123 @@ class TrainConfig:
 
 @dataclass
 class Batch:
+    """One micro-batch, built by ``Task.make_batch`` or ``StreamingTask.next_batch``."""
+
     inputs: dict[str, torch.Tensor]
+    """Keyword arguments of ``Task.module``'s forward (and of ``ScoredTask.eval_step``); the
+    engine moves tensors to the device and passes anything else as it is."""
     n_targets: int
-    """Positions (or examples) that carry a loss: the normaliser."""
+    """Positions (or examples) that carry a loss: the normaliser. The engine divides the summed
+    loss of a whole accumulated, all-process batch by the sum of its ``n_targets``."""
     n_tokens: int
-    """Input tokens processed, for throughput."""
+    """Input tokens processed, for throughput and MFU."""
 
 
+@runtime_checkable
 class Task(Protocol):
+    """What ``fit`` and ``evaluate`` need of every task.
+
+    Stages may ask more of their tasks (fine-tuning writes ``records`` of predictions per
+    split); the engine asks nothing beyond this protocol, ``StreamingTask`` and ``ScoredTask``.
+    """
+
     module: torch.nn.Module
-    """forward(**batch.inputs) -> scalar sum of per-target losses (fp32)."""
+    """What the engine trains: ``module(**batch.inputs)`` returns a scalar fp32 tensor, the
+    *sum* (not the mean) of the per-target losses of the batch, so that micro-batches and
+    processes add up to the global batch's loss before the engine divides by its
+    ``n_targets``. Its parameters are the ones optimised: ``model``'s, plus any the loss
+    trains beside it (ELECTRA's generator and head)."""
     model: torch.nn.Module
-    """The ``transformers`` model inside ``module`` (what gets saved)."""
+    """The ``transformers`` model inside ``module``, what every checkpoint's ``model/`` folder
+    and ``best_model/`` hold: ``model.save_pretrained(directory, safe_serialization=True)``.
+    With ``gradient_checkpointing`` the engine also enables it here."""
     tokenizer: object
-    """Saved beside the model in every model folder."""
+    """Saved beside the model in every model folder (``nlp_ssl.tokenizer.save_tokenizer``:
+    ``save_pretrained(directory)``, which must write ``tokenizer_config.json``)."""
     n_train: int | None
-    """Training examples, or None when the training data streams (then ``next_batch`` and
-    ``stream``, an object with ``state_dict``/``load_state_dict``, are used instead)."""
+    """Training examples: ``make_batch`` takes positions ``0 .. n_train - 1``. None when the
+    training data streams; the task is then a ``StreamingTask``."""
 
-    def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch: ...
+    def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
+        """The ``Batch`` of examples at positions ``indices`` of ``split``.
 
-    def next_batch(self, size: int) -> Batch: ...
+        ``fit`` calls it with ``split="train"``, this process's share of one micro-batch (drawn
+        from a permutation seeded per epoch) and the epoch number; ``evaluate`` with
+        ``split="eval"`` (or ``"test"``), ``epoch=0`` and a slice of ``eval_indices(split)``.
+        The result must depend on its arguments only (any randomness seeded by example and
+        epoch): resuming rebuilds batches from the step count, without replaying them.
+        """
+        ...
 
-    def eval_indices(self, split: str = "eval") -> np.ndarray: ...
+    def eval_indices(self, split: str = "eval") -> np.ndarray:
+        """The positions of ``split`` that ``evaluate`` scores (``make_batch`` reads them);
+        ``train.eval_max_batches`` keeps only the first ones of ``eval``."""
+        ...
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs (forward and backward) per input token, for MFU; called once per run."""
+        ...
+
+    def describe(self) -> dict:
+        """JSON-ready facts about the task (parameters, example counts); the stages put them in
+        the run's metrics. Not called by the engine."""
+        ...
 
 
-    def flops_per_token(self) -> float: ...
+@runtime_checkable
+class Stream(Protocol):
+    """A streaming task's data position, saved in every checkpoint and restored on resume."""
+
+    epoch: int
+    """Passes over the training data so far (the ``train/epoch`` logged)."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class StreamingTask(Task, Protocol):
+    """A task whose training data has no length (``n_train`` is None): ``fit`` asks it for
+    batches in order instead of drawing example positions. Runs are sized in steps, not epochs.
+
+    ``fit`` tells a streaming task by ``n_train is None``, not by this protocol: a task class
+    may support both and stream only when its data does.
+    """
+
+    stream: Stream
+    """Registered with Accelerate's checkpointing, so a resumed run continues the stream where
+    the checkpoint left it."""
+
+    def next_batch(self, size: int) -> Batch:
+        """The next ``size`` training examples of this process's share of the stream (each
+        process reads its own); called ``grad_accum_steps`` times per optimizer step."""
+        ...
+
+
+@runtime_checkable
+class ScoredTask(Protocol):
+    """A task with metrics beyond the loss; ``evaluate`` checks for it with ``isinstance``.
+
+    Evaluating one calls ``eval_step`` instead of ``module`` on every batch, gathers the
+    per-example arrays from every process, puts them back in example order and hands them to
+    ``compute_metrics``.
+    """
+
+    def eval_step(self, module: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, dict]:
+        """Score one evaluation batch with ``module`` (the engine's prepared copy of
+        ``Task.module``, in eval mode under ``torch.no_grad``): return the loss *sum* (as
+        ``module(**inputs)`` would) and a dict of per-example arrays or tensors (predictions,
+        probabilities, ...), each with the batch's examples along its first axis and the same
+        shape from batch to batch past it, so that batches concatenate."""
+        ...
+
+    def compute_metrics(self, outputs: dict, split: str) -> dict:
+        """Metrics of ``split`` from ``eval_step``'s arrays of all its examples, concatenated
+        and sorted by example, plus ``outputs["index"]``, each example's position; ``outputs``
+        is empty when the split had none. The result is merged into the evaluation's metrics
+        (``loss``, ``targets``), which ``metric_for_best`` may name."""
+        ...
 
 
 @dataclass
@@ -208,16 +302,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def default_peak_flops(device: torch.device) -> float:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, value in {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}.items():
-            if key in name:
-                return value
-        return 100e12
-    return 2.5e11  # fp32 matmul peak measured on the 2-core CPU machine
 
 
 class _StopFlag:
@@ -286,6 +370,8 @@ def fit(
     """Train ``task`` for ``cfg.max_steps`` (or ``cfg.epochs``) optimizer steps; return the
     final metrics.
 
+    ``run_dir`` must exist (the stage creates it): checkpoints and ``train_log.jsonl`` go
+    there. A task whose ``n_train`` is None is trained as a ``StreamingTask``.
     With ``cfg.metric_for_best`` the best model so far is kept in ``run_dir/best_model``
     (see ``BEST_DIR``) and ``early_stopping_patience`` may end the run early; the summary says
     which step was best. The caller ends the run with ``accelerator.end_training()`` (which
@@ -321,7 +407,7 @@ def fit(
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
-        **_fast_adamw_kwargs(accelerator.device),
+        **fast_adamw_kwargs(accelerator.device),
     )
     scheduler = get_scheduler(
         cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_for(total), num_training_steps=total
@@ -352,10 +438,10 @@ def fit(
         raise TrainingError(f"no checkpoint of {run_dir} can be loaded ({'; '.join(failures)})")
     if start_from is not None:
         logger.info("resumed from %s at step %d", start_from, state.step)
-    _truncate_log(run_dir / LOG_FILE, state.step, accelerator.is_main_process)
+    train_log.truncate_log(run_dir / LOG_FILE, state.step, accelerator.is_main_process)
 
     if cfg.tracker != "none":
-        accelerator.init_trackers("nlp_ssl", config=_flat_hparams(hparams or {}))
+        accelerator.init_trackers("nlp_ssl", config=train_log.flat_hparams(hparams or {}))
 
     flops_per_token = task.flops_per_token()
     peak = cfg.peak_flops or default_peak_flops(accelerator.device) * world
@@ -433,14 +519,15 @@ def fit(
                 }
                 if grad_norm is not None:
                     logs["train/grad_norm"] = float(grad_norm)
-                _log(accelerator, run_dir, state.step, logs, cfg.tracker)
+                train_log.log(accelerator, run_dir, state.step, logs, cfg.tracker)
                 bar.set_postfix(loss=f"{logs['train/loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
                 window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter()}
 
             if state.step % eval_every == 0 or last_step:
                 last_metrics = evaluate(task, module, accelerator, cfg)
                 release_free_memory()  # evaluation's batches differ in shape from training's
-                _log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()}, cfg.tracker)
+                train_log.log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()},
+                              cfg.tracker)
                 if cfg.metric_for_best is not None:
                     _track_best(task, accelerator, run_dir, state, cfg, last_metrics, total)
                 module.train()
@@ -517,19 +604,18 @@ def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: 
 @torch.no_grad()
 def evaluate(task: Task, module, accelerator, cfg: TrainConfig, split: str = "eval", outputs: bool = False):
     """Mean loss over a split's evaluation examples (each process takes a strided share),
-    plus the task's own metrics when it has ``compute_metrics``.
+    plus a ``ScoredTask``'s own metrics.
 
-    Such a task's ``eval_step(module, inputs)`` returns the loss sum and per-example arrays
-    (predictions, probabilities); these are gathered from every process, put back in
-    example order and handed to ``task.compute_metrics``. With ``outputs=True`` they are
-    returned too: ``(metrics, outputs)``, ``outputs["index"]`` naming each example.
+    With ``outputs=True`` the per-example arrays handed to ``compute_metrics`` are returned
+    too: ``(metrics, outputs)``, ``outputs["index"]`` naming each example (None for a task
+    that is not a ``ScoredTask``).
     """
     module.eval()
     indices = task.eval_indices(split)
     if cfg.eval_max_batches is not None and split == "eval":
         indices = indices[: cfg.eval_max_batches * cfg.micro_batch_size * accelerator.num_processes]
     mine = indices[accelerator.process_index :: accelerator.num_processes]
-    per_example = hasattr(task, "compute_metrics")
+    per_example = isinstance(task, ScoredTask)
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     pieces: list[dict] = []
     for start in range(0, len(mine), cfg.micro_batch_size):
@@ -608,46 +694,6 @@ def save_model_folder(task: Task, target: Path) -> None:
     replace_dir(staging, target)
 
 
-RELEASE_MEMORY_EVERY = 10
-"""Optimizer steps between returns of freed heap memory to the OS (see ``release_free_memory``)."""
-
-
-def _malloc_trim():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Give the heap's free pages back to the OS (glibc ``malloc_trim``).
-
-    CPU tensors come from glibc malloc, whose mmap threshold rises to the size of each large
-    block freed (up to 32 MB); from then on activations are carved from the heap, and when their
-    sizes change from step to step (masked-LM heads see a different number of masked positions
-    each step, padded fine-tuning batches differ in length) the heap fragments and resident
-    memory creeps up: a 0.4M-parameter streaming run went from 0.5 to 2.0 GB in 400 steps. Trimming every
-    ``RELEASE_MEMORY_EVERY`` steps kept it at 0.55 GB at the same speed (trimming every step
-    costs ~40%: the pages must be faulted back in). The compiled CLM recipe, 200 steps: 3,304
-    tokens/s with it, 3,325 without (noise). The engine also trims after each evaluation and
-    checkpoint, whose allocations differ from a training step's.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-def _fast_adamw_kwargs(device: torch.device) -> dict:
-    # fused: one kernel for the whole update (CUDA, and CPU since torch 2.4: ~8x faster than
-    # foreach for a 5M-parameter model here); foreach elsewhere
-    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-
-
 def _numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
@@ -657,50 +703,3 @@ def _numpy(value) -> np.ndarray:
 
 def _to_device(inputs: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
-def _log(accelerator, run_dir: Path, step: int, values: dict, tracker: str) -> None:
-    if tracker != "none":
-        accelerator.log(values, step=step)
-    if accelerator.is_main_process:
-        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": step, **{k: _plain(v) for k, v in values.items()}}) + "\n")
-
-
-def _truncate_log(path: Path, step: int, is_main: bool) -> None:
-    """After a resume, drop log lines from steps the interrupted run did past its checkpoint."""
-    if not is_main or not path.exists():
-        return
-    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-    kept = [l for l in lines if json.loads(l)["step"] <= step]
-    if len(kept) != len(lines):
-        path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / LOG_FILE
-    if not path.exists():
-        return []
-    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-
-
-def _plain(value):
-    if isinstance(value, torch.Tensor):
-        return value.item()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
-def _flat_hparams(d: dict, prefix: str = "") -> dict:
-    """TensorBoard's hparams accept scalars and strings only."""
-    out = {}
-    for k, v in to_dict(d).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat_hparams(v, key + "."))
-        elif isinstance(v, (int, float, str, bool)):
-            out[key] = v
-        else:
-            out[key] = str(v)
-    return out

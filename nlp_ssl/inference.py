@@ -13,11 +13,11 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -42,87 +42,65 @@ class EvaluateConfig:
 class Finetuned:
     """A fine-tuned model ready to score or use."""
 
-    kind: str
-    """``classifier`` or ``seq2seq``."""
+    spec: object
+    """The ``FinetuneTask`` it was trained for."""
     model: object
     tokenizer: object
-    labels: object = None
-    """The ``LabelSet`` of a classifier."""
     task: dict = field(default_factory=dict)
-    """What fine-tuning saved about a seq2seq task (``config.nlp_ssl``: task, columns)."""
+    """What fine-tuning saved in the model's config (``config.nlp_ssl``: task, columns)."""
 
     @property
     def max_length(self) -> int:
         """What fine-tuning truncated inputs to (saved as the tokenizer's ``model_max_length``),
         within the model's (encoder's) position table."""
-        cfg = self.model.encoder.config if self.kind == "seq2seq" else self.model.config
+        cfg = getattr(self.model, "encoder", self.model).config
         positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
         return min(positions, self.tokenizer.model_max_length or positions)
 
 
 def load_finetuned(checkpoint: str) -> Finetuned:
-    """A fine-tuned classifier or encoder-decoder from a checkpoint folder (a finetune run, its
-    ``model/``, a checkpoint, or any HF sequence-classification / seq2seq folder)."""
-    from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+    """A fine-tuned model from a checkpoint folder (a finetune run, its ``model/``, a
+    checkpoint, or any Hugging Face folder a registered task recognises: a sequence
+    classifier, an encoder-decoder)."""
+    import transformers
     from transformers.utils import logging as hf_logging
 
     from nlp_ssl.models import check_vocab, resolve_model_dir
-    from nlp_ssl.tasks.classification import LabelSet
+    from nlp_ssl.tasks import TASKS, get_task
     from nlp_ssl.tokenizer import load_tokenizer_for
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with predict's output
     model_dir = resolve_model_dir(checkpoint, key="checkpoint")
     config_file = Path(model_dir) / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    architectures = config.get("architectures") or []
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        kind, auto = "classifier", AutoModelForSequenceClassification
-    elif config.get("is_encoder_decoder") or any(a.endswith(("EncoderDecoderModel", "ForConditionalGeneration"))
-                                                for a in architectures):
-        kind, auto = "seq2seq", AutoModelForSeq2SeqLM
-    else:
-        raise DataError(f"checkpoint {model_dir}: not a sequence classifier or an encoder-decoder (architectures: "
-                        f"{', '.join(architectures) or 'none'}); fine-tune it first (nlp-ssl finetune)")
+    saved = dict(config.get("nlp_ssl") or {})
+    specs = [get_task(name) for name in TASKS]
+    spec = next((s for s in specs if s.name == saved.get("task") and s.recognises(config)), None)
+    spec = spec or next((s for s in specs if s.recognises(config)), None)
+    if spec is None:
+        architectures = ", ".join(config.get("architectures") or []) or "none"
+        nouns = " or ".join(("an " if n[0] in "aeiou" else "a ") + n for n in dict.fromkeys(s.model_noun for s in specs))
+        raise DataError(f"checkpoint {model_dir}: not {nouns} (architectures: {architectures}); fine-tune it "
+                        "first (nlp-ssl finetune)")
     tokenizer = load_tokenizer_for(model_dir)
     try:
-        model = auto.from_pretrained(model_dir)
+        model = getattr(transformers, spec.auto_model).from_pretrained(model_dir)
     except Exception as exc:
         raise DataError(f"checkpoint {model_dir}: cannot be loaded ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
-    if kind == "classifier":
-        check_vocab(model, tokenizer, model_dir)
-        labels = LabelSet([model.config.id2label[i] for i in range(model.config.num_labels)])
-        return Finetuned(kind, model.eval(), tokenizer, labels=labels)
-    check_vocab(model.get_encoder(), tokenizer, model_dir)
-    return Finetuned(kind, model.eval(), tokenizer, task=dict(config.get("nlp_ssl") or {}))
+    check_vocab(model, tokenizer, model_dir)
+    return Finetuned(spec, model.eval(), tokenizer, task=saved)
 
 
 def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.engine import TrainConfig, evaluate, make_accelerator
-    from nlp_ssl.finetune import PREDICTIONS_FILE
-    from nlp_ssl.outputs import now, staged_output, write_jsonl, write_run_files
+    from nlp_ssl.outputs import PREDICTIONS_FILE, now, staged_output, write_jsonl, write_run_files
 
     started = now()
     out = Path(cfg.output_dir).absolute()
     ft = load_finetuned(cfg.checkpoint)
-    max_length = cfg.max_length or ft.max_length
-    if ft.kind == "classifier":
-        from nlp_ssl.tasks.classification import ClassificationTask, tokenize_labelled
-
-        ds, _ = tokenize_labelled(cfg.data, ft.tokenizer, ft.labels, cfg.label_column, max_length)
-        task = ClassificationTask(ft.model, ft.tokenizer, {"test": ds}, ft.labels, text_columns=cfg.data.text_columns)
-    else:
-        from nlp_ssl.tasks.seq2seq import Seq2SeqTask, tokenize_pairs
-
-        source = cfg.source_column or ft.task.get("source_column")
-        target = cfg.target_column or ft.task.get("target_column")
-        if not source or not target:
-            raise ConfigError("this encoder-decoder does not record its columns: pass --source-column and --target-column")
-        ds = tokenize_pairs(cfg.data, ft.tokenizer, source, target, max_length,
-                            ft.model.generation_config.max_new_tokens + 1)
-        metric = "sacrebleu_chrf" if ft.task.get("task", "translation") == "translation" else "rouge"
-        task = Seq2SeqTask(ft.model, ft.tokenizer, {"test": ds}, source_column=source, target_column=target,
-                           metric=metric)
+    options = replace(cfg, max_length=cfg.max_length or ft.max_length)
+    task = ft.spec.evaluation_task(ft, cfg.data, options)
     tcfg = TrainConfig(micro_batch_size=cfg.batch_size, tracker="none")
     accelerator = make_accelerator(tcfg, out)
     ft.model.to(accelerator.device)
@@ -131,7 +109,8 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         return {}
     with staged_output(out, overwrite) as staging:
         write_jsonl(staging / PREDICTIONS_FILE, task.records("test", outputs))
-        metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(ds), **scores}
+        metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(task.index["test"]),
+                   **scores}
         write_run_files(staging, stage="evaluate", config=cfg, seed=0, started_at=started, metrics=metrics)
     return metrics
 
@@ -143,24 +122,10 @@ def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_l
 
     ft = load_finetuned(checkpoint)
     max_length = max_length or ft.max_length
-    use_types = ft.kind == "classifier" and bool(getattr(ft.model.config, "type_vocab_size", 0))
     results = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            enc = ft.tokenizer(chunk, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
-                               return_token_type_ids=use_types)
-            if ft.kind == "seq2seq":
-                generated = ft.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-                outputs = ft.tokenizer.batch_decode(generated, skip_special_tokens=True)
-                results += [{"text": t, "output": o.strip()} for t, o in zip(chunk, outputs)]
-                continue
-            probs = torch.softmax(ft.model(**enc).logits.float(), dim=-1)
-            names = ft.labels.names
-            for text, p in zip(chunk, probs):
-                k = int(p.argmax())
-                results.append({"text": text, "label": names[k], "probability": round(float(p[k]), 6),
-                                "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}})
+            results += ft.spec.predict(ft, texts[start : start + batch_size], max_length)
     return results
 
 

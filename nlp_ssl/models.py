@@ -1,13 +1,10 @@
-"""Model size presets and builders for the pretraining objectives.
+"""What every model-building part shares: size presets (``ModelConfig``), loading a saved
+model's config or weights with one-line errors, the vocabulary and tokenizer checks, copying
+token embeddings in, dropout, and FLOPs per token.
 
-``mlm`` builds an encoder: BERT (``BertForMaskedLM``, the default: what ``EncoderDecoderModel``
-warm-starts an encoder, or a BERT2BERT decoder, from), RoBERTa with pre-layer-norm, or
-ModernBERT (rotary positions, GeGLU; the sentiment recipes' choice, see the README's
-ablations); ``rtd`` the same encoder's body, and ``build_generator`` its smaller generator.
-``clm`` builds a GPT-2 decoder (``GPT2LMHeadModel``), which an encoder-decoder takes as its
-decoder with cross-attention added. All load with ``AutoModelForMaskedLM`` /
-``AutoModelForCausalLM`` (an ``rtd`` body with ``AutoModel``). The vocabulary always comes
-from the tokenizer, and every special-token id is written into the model config.
+Each pretraining objective builds and loads its own architecture (``nlp_ssl.objectives``:
+the masked-LM encoders, the replaced-token-detection generator, GPT-2); the vocabulary always
+comes from the tokenizer, and every special-token id is written into the model config.
 """
 
 from __future__ import annotations
@@ -66,79 +63,6 @@ class ModelConfig:
             self.heads or heads,
             self.intermediate or (4 * hidden if self.hidden else inter),
         )
-
-
-def build_model(objective: str, cfg: ModelConfig, tokenizer):
-    """A freshly initialised model for ``objective`` sized by ``cfg``, vocab from ``tokenizer``."""
-    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
-
-    if objective == "rtd":  # the discriminator is the encoder body; its head lives in the loss module
-        full = build_model("mlm", cfg, tokenizer)
-        return getattr(full, full.base_model_prefix)
-    layers, hidden, heads, inter = cfg.resolved()
-    ids = dict(
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    if objective == "mlm":
-        if tokenizer.mask_token_id is None:
-            raise DataError(f"tokenizer {tokenizer.name_or_path}: has no mask token, which masked-LM pretraining needs")
-        shape = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=heads, **ids)
-        encoder = dict(intermediate_size=inter, hidden_dropout_prob=cfg.dropout,
-                       attention_probs_dropout_prob=cfg.dropout, **shape)
-        if cfg.architecture == "modernbert":
-            from transformers import ModernBertConfig, ModernBertForMaskedLM
-
-            # GeGLU has three matrices where BERT's MLP has two: 2/3 of the width keeps the size
-            glu = max(64, round(inter * 2 / 3 / 64) * 64)
-            config = ModernBertConfig(
-                intermediate_size=glu, max_position_embeddings=cfg.max_positions,
-                # blocks are short: every layer attends globally (ModernBERT's local layers
-                # only pay off at thousands of tokens)
-                layer_types=["full_attention"] * layers, attention_dropout=cfg.dropout, mlp_dropout=cfg.dropout,
-                embedding_dropout=cfg.dropout, classifier_pooling="mean",
-                cls_token_id=tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
-                sep_token_id=tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
-                **shape)
-            return ModernBertForMaskedLM(config)
-        if cfg.architecture == "roberta-prelayernorm":
-            from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
-
-            # RoBERTa numbers positions from pad_token_id + 1
-            config = RobertaPreLayerNormConfig(
-                max_position_embeddings=cfg.max_positions + tokenizer.pad_token_id + 1, type_vocab_size=1, **encoder)
-            return RobertaPreLayerNormForMaskedLM(config)
-        config = BertConfig(max_position_embeddings=cfg.max_positions, type_vocab_size=2, **encoder)
-        return BertForMaskedLM(config)
-    if objective == "clm":
-        config = GPT2Config(
-            vocab_size=len(tokenizer),
-            n_embd=hidden,
-            n_layer=layers,
-            n_head=heads,
-            n_inner=inter,
-            n_positions=cfg.max_positions,
-            resid_pdrop=cfg.dropout,
-            embd_pdrop=cfg.dropout,
-            attn_pdrop=cfg.dropout,
-            **ids,
-        )
-        return GPT2LMHeadModel(config)
-    raise ConfigError(f"'objective' must be 'mlm', 'clm' or 'rtd', got {objective!r}")
-
-
-def build_generator(cfg: ModelConfig, layers: int, discriminator, tokenizer):
-    """ELECTRA's generator: the discriminator's architecture with ``layers`` layers, a masked-LM
-    head, and the discriminator's word embeddings (shared, and tied to the head's decoder)."""
-    from dataclasses import replace
-
-    generator = build_model("mlm", replace(cfg, layers=layers), tokenizer)
-    shared = discriminator.get_input_embeddings()
-    generator.set_input_embeddings(shared)
-    generator.get_output_embeddings().weight = shared.weight
-    return generator
 
 
 def check_vocab(model, tokenizer, where: str) -> None:
@@ -206,15 +130,22 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
     return init  # a Hub id: from_pretrained downloads it
 
 
-def max_positions(model_dir: str) -> int | None:
-    """How many tokens a saved model's position table holds (None when unknown)."""
+def load_model_config(model_dir: str, key: str | None = None):
+    """A saved model's ``PretrainedConfig``; a folder whose config cannot be read is a one-line
+    ``DataError`` naming ``key`` (the recipe key that pointed at it), not a traceback."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(model_dir)
+        return AutoConfig.from_pretrained(model_dir)
     except Exception as exc:
-        raise DataError(f"{model_dir}: model config cannot be loaded ({type(exc).__name__}: "
+        where = f"{key}: {model_dir}" if key else str(model_dir)
+        raise DataError(f"{where}: model config cannot be loaded ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
+
+
+def max_positions(model_dir: str) -> int | None:
+    """How many tokens a saved model's position table holds (None when unknown)."""
+    config = load_model_config(model_dir)
     if "roberta" in config.model_type or config.model_type == "camembert":
         # positions are numbered from pad_token_id + 1, so that many rows of the table are never used
         return config.max_position_embeddings - (config.pad_token_id or 0) - 1
@@ -235,37 +166,29 @@ def set_dropout(config, p: float) -> None:
             setattr(config, attr, p)
 
 
-def load_pretrained_lm(objective: str, model_dir: str, dropout: float | None = None, key: str = "init_from"):
-    """An existing checkpoint, with the head ``objective`` needs, to continue pretraining.
+def load_pretrained(model_dir: str, auto_class, kind: str, dropout: float | None = None, key: str = "init_from"):
+    """A saved model with the head ``auto_class`` (``AutoModelForMaskedLM``...) gives it, to
+    continue training; ``kind`` names what that head trains, for the error when the folder's
+    architecture has none ("masked-LM (an encoder such as BERT/RoBERTa)").
 
-    A BERT-style folder without its MLM head (``BertModel``, e.g. a sentence-embedding model)
-    gets a fresh head, its decoder tied to the word embeddings when the config ties them.
+    Weights the folder lacks (a BERT-style body without its MLM head, as sentence-embedding
+    models ship) are initialised fresh, the decoder tied to the word embeddings when the config
+    ties them; the caller seeds first.
     """
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except Exception as exc:
-        raise DataError(f"{key}: {model_dir}: model config cannot be loaded ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+    config = load_model_config(model_dir, key)
     if dropout is not None:
         set_dropout(config, dropout)
-    auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(model_dir, config=config)
+        return auto_class.from_pretrained(model_dir, config=config)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
-            kind = "masked-LM (an encoder such as BERT/RoBERTa)" if objective == "mlm" else "next-token LM (a decoder such as GPT-2)"
             raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot be trained as a {kind}") from None
         raise
     except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
         raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
                         "the checkpoint may be incomplete or damaged") from None
-    if objective == "mlm" and mlm_head_names(model) is None:
-        raise DataError(f"{key}: {model_dir}: {type(model).__name__} has no BERT/RoBERTa/ModernBERT-style MLM head "
-                        "(cls, lm_head, or head + decoder), which the sparse masked-LM loss uses")
-    return model
 
 
 def mlm_head_names(model) -> tuple[str, ...] | None:

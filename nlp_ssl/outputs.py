@@ -34,6 +34,7 @@ from nlp_ssl.errors import OutputError
 CONFIG_FILE = "resolved_config.yaml"
 RUN_INFO_FILE = "run_info.json"
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
 
 _LIBRARIES = (
     "nlp-ssl",

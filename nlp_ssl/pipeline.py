@@ -20,14 +20,13 @@ from typing import Any
 
 from nlp_ssl.config import from_dict
 from nlp_ssl.errors import ConfigError
+from nlp_ssl.hub_options import hub_offline
 from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, locks_output, read_metrics, write_json
+from nlp_ssl.tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
-# the headline figure of each fine-tuning task, for the results table
-HEADLINE = {"sentiment": ("test_accuracy", "test_f1_macro"), "translation": ("test_bleu", "test_chrf"),
-            "summarization": ("test_rouge1", "test_rougeL")}
 
 
 @dataclass
@@ -83,7 +82,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     from nlp_ssl.baselines import BaselineConfig
     from nlp_ssl.finetune import recipe_class
     from nlp_ssl.pretrain import recipe_class as pretrain_class
-    from nlp_ssl.publish import HubOptions
+    from nlp_ssl.hub_options import HubOptions
     from nlp_ssl.tokenizer import TokenizerConfig
 
     run_dir = Path(cfg.run_dir)
@@ -110,8 +109,9 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
         pretrained[name] = stage
     for name, section in cfg.finetune.items():
         raw = {**_hub_keys(cfg, f"finetune-{name}"), **section, "output_dir": str(run_dir / f"finetune-{name}")}
-        needs = _link(raw, ("init", "encoder", "decoder", "init_embeddings"), pretrained, source, f"finetune.{name}")
         cls = recipe_class(raw, f"{source}: finetune.{name}")
+        starts = (*get_task(raw["task"]).starts_from, "init_embeddings")
+        needs = _link(raw, starts, pretrained, source, f"finetune.{name}")
         stages.append(PlannedStage(f"finetune-{name}", "nlp_ssl.finetune",
                                    from_dict(cls, raw, source, prefix=f"finetune.{name}"), needs))
     for name, section in cfg.baseline.items():
@@ -156,9 +156,7 @@ def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where
 
 
 def _unreachable(start: str) -> bool:
-    from nlp_ssl.publish import _offline
-
-    return not start.startswith("pkg:") and not Path(start).exists() and _offline()
+    return not start.startswith("pkg:") and not Path(start).exists() and hub_offline()
 
 
 def _hub_keys(cfg: PipelineConfig, stage: str) -> dict:
@@ -177,7 +175,7 @@ def run_stages(cfg: PipelineConfig, overwrite: bool = False) -> dict:
     """``run`` without taking the run folder's lock (for a caller that holds it)."""
     import importlib
 
-    from nlp_ssl.publish import refuse_offline_push
+    from nlp_ssl.hub import refuse_offline_push
 
     stages = plan(cfg)
     for stage in stages:  # before the first stage, not after hours of training
@@ -208,7 +206,8 @@ def run_stages(cfg: PipelineConfig, overwrite: bool = False) -> dict:
 
 def _push_if_not_pushed(config, out: Path) -> None:
     """A finished stage the recipe now wants on the Hub is pushed without training it again."""
-    from nlp_ssl.publish import push_record, push_run
+    from nlp_ssl.hub import push_run
+    from nlp_ssl.model_card import push_record
 
     if not getattr(config, "push_to_hub", False):
         return
@@ -239,7 +238,7 @@ def _same_recipe(out: Path, config) -> bool:
 
 def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:
     """Every stage's metrics.json, by stage name, and where each pushed stage is on the Hub."""
-    from nlp_ssl.publish import push_record
+    from nlp_ssl.model_card import push_record
 
     outs = {s.name: Path(s.config.output_dir) for s in stages}
     pushed = {name: push_record(out) for name, out in outs.items()}
@@ -261,7 +260,7 @@ def results_table(results: dict) -> str:
             else:  # skipgram / cbow: no held-out loss
                 result = f"{m.get('trained_tokens')} token vectors, train loss {m.get('final_train_loss')}"
         else:
-            keys = HEADLINE.get(m.get("task"), ())
+            keys = get_task(m["task"]).headline if m.get("task") in TASKS else ()
             method = {"tfidf_logreg": "TF-IDF + logistic regression",
                       "frozen_logreg": "frozen features + logistic regression"}.get(m.get("method"), "fine-tuning")
             what = f"{m.get('task')} {method}, {m.get('train_examples')} examples"

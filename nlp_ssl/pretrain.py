@@ -1,6 +1,8 @@
 """Pretraining stage: ``nlp-ssl pretrain RECIPE.yaml`` (alone, or under ``accelerate launch``).
 
 setup (tokenizer, model, packed data) -> ``engine.fit`` -> final model folder + run files.
+One flow for every transformer objective: what differs between them (recipe schema, model,
+loss, batches) comes from the objective's module, found by ``nlp_ssl.objectives.get_objective``.
 Output: ``<output_dir>/model/`` (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM``, or for
 ``rtd`` the encoder body for ``AutoModel`` / ``AutoModelForSequenceClassification``; +
 tokenizer), ``checkpoints/``, ``logs/`` (TensorBoard), ``train_log.jsonl`` and the
@@ -13,71 +15,28 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
 
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import TrainConfig, fit, make_accelerator, save_model_folder
-from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.hub import after_run, checkpoint_pusher, refuse_offline_push
+from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import (
     ModelConfig,
-    build_generator,
-    build_model,
     check_same_tokenizer,
     check_vocab,
     copy_token_embeddings,
-    load_pretrained_lm,
     max_positions,
     resolve_model_dir,
 )
+from nlp_ssl.objectives import OBJECTIVES, get_objective
 from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, write_run_files
-from nlp_ssl.packing import PackedStream, pack
-from nlp_ssl.publish import HubOptions, after_run, checkpoint_pusher, refuse_offline_push
+from nlp_ssl.packing import PackedStream
 from nlp_ssl.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
-
-
-@dataclass
-class MaskingConfig:
-    probability: float = 0.15
-    """Fraction of tokens selected for prediction."""
-    mask_replace_prob: float = 0.8
-    """Of the selected: replaced by <mask>."""
-    random_replace_prob: float = 0.1
-    """Of the selected: replaced by a random token (the rest stay unchanged)."""
-    whole_word: bool = False
-    """Select whole words (from the tokenizer's word ids, any tokenizer type). The library's
-    whole-word masking replaces every selected token by <mask> (no random/unchanged share)."""
-
-    def __post_init__(self):
-        if not 0 < self.probability < 1:
-            raise ConfigError(f"'probability' must be in (0, 1), got {self.probability}")
-        if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
-            raise ConfigError("'mask_replace_prob' and 'random_replace_prob' must be >= 0 and sum to at most 1")
-
-
-@dataclass
-class ReplacedTokenDetectionConfig:
-    """``objective: rtd`` (ELECTRA): a small generator fills the masked positions, the encoder
-    learns to tell replaced tokens from originals at every position."""
-
-    generator_layers: int = 1
-    """Layers of the generator (same width as the encoder, word embeddings shared). ELECTRA
-    found generators 1/4 to 1/2 the discriminator's size best: too strong a generator makes
-    the task too hard for a small discriminator."""
-    disc_weight: float = 50.0
-    """Weight of the discriminator's per-token loss against the generator's masked-LM loss
-    (ELECTRA's lambda)."""
-
-    def __post_init__(self):
-        if self.generator_layers < 1:
-            raise ConfigError(f"'generator_layers' must be >= 1, got {self.generator_layers}")
-        if self.disc_weight <= 0:
-            raise ConfigError(f"'disc_weight' must be positive, got {self.disc_weight}")
 
 
 @dataclass
@@ -122,10 +81,12 @@ class PretrainDataConfig:
 
 @dataclass
 class PretrainConfig(HubOptions):
-    """Recipe of the ``pretrain`` stage (plus ``push_to_hub`` and the other ``HubOptions``)."""
+    """What the recipe of every transformer objective has (``pretrain``, plus ``push_to_hub``
+    and the other ``HubOptions``); each objective's config class adds its own sections
+    (``nlp_ssl.objectives``), and ``recipe_class`` picks that class by ``objective``."""
 
     output_dir: str
-    objective: Literal["mlm", "clm", "rtd"]
+    objective: str
     """``mlm`` masked-LM (BERT-style), ``clm`` next-token LM (GPT-style), ``rtd`` replaced-token
     detection (ELECTRA-style: saves the encoder body, for fine-tuning). ``skipgram`` and
     ``cbow`` (token embeddings only) have their own recipe: ``nlp_ssl.embeddings``."""
@@ -141,20 +102,12 @@ class PretrainConfig(HubOptions):
     """A skipgram/cbow run (same tokenizer, ``model.dim`` = the model's hidden size) whose
     vectors become the fresh model's initial token embeddings."""
     model: ModelConfig = field(default_factory=ModelConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
-    """Which tokens ``mlm`` predicts, or ``rtd``'s generator fills."""
-    rtd: ReplacedTokenDetectionConfig = field(default_factory=ReplacedTokenDetectionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
     def __post_init__(self):
         self.check_hub_options()
-        if self.objective == "rtd" and self.init_from is not None:
-            raise ConfigError("'init_from' continues mlm or clm pretraining; 'rtd' trains its encoder and generator "
-                              "from scratch")
-        if self.objective == "rtd" and self.rtd.generator_layers > self.model.resolved()[0]:
-            raise ConfigError(f"'rtd.generator_layers' ({self.rtd.generator_layers}) exceeds the encoder's "
-                              f"{self.model.resolved()[0]} layers")
+        self.check_objective()
         if self.init_embeddings is not None and self.init_from is not None:
             raise ConfigError("'init_embeddings' initialises a fresh model's token embeddings; 'init_from' continues a "
                               "checkpoint that has its own: set one of them")
@@ -165,40 +118,21 @@ class PretrainConfig(HubOptions):
                 f"'data.block_size' ({self.data.block_size}) exceeds 'model.max_positions' ({self.model.max_positions})"
             )
 
+    def check_objective(self) -> None:
+        """What one objective's recipe does not allow; its config class overrides this. Runs
+        before the shared checks, so that an objective's own error is the one reported."""
+
 
 def recipe_class(raw: dict, source: str) -> type:
-    """The config class for a pretrain recipe, chosen by its ``objective``: the shallow
-    embedding objectives (``skipgram``, ``cbow``) have their own recipe and module."""
-    from nlp_ssl.embeddings import OBJECTIVES, EmbeddingPretrainConfig
-
+    """The config class for a pretrain recipe: its ``objective``'s (``nlp_ssl.objectives``).
+    The shallow embedding objectives (``skipgram``, ``cbow``) have a recipe of their own that
+    shares nothing with ``PretrainConfig``."""
     objective = raw.get("objective")
-    choices = ("mlm", "clm", "rtd", *OBJECTIVES)
     if objective is None:
-        raise ConfigError(f"{source}: missing required key 'objective' (one of: {', '.join(choices)})")
-    if objective not in choices:
-        raise ConfigError(f"{source}: 'objective' must be one of: {', '.join(choices)}; got {objective!r}")
-    return EmbeddingPretrainConfig if objective in OBJECTIVES else PretrainConfig
-
-
-def load_data(cfg: PretrainConfig, tokenizer):
-    """Packed train and validation blocks, and which block indices each split uses
-    (train blocks are None when the training data streams)."""
-    d = cfg.data
-    words = cfg.objective != "clm" and cfg.masking.whole_word
-    if d.streaming:
-        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, words)
-        return None, None, valid, np.arange(len(valid.blocks))
-    train = pack(d.datasets, tokenizer, d.block_size, d.cache_dir, d.num_proc, words)
-    if d.validation:
-        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, words)
-        return train, np.arange(len(train.blocks)), valid, np.arange(len(valid.blocks))
-    # hold out a seeded sample of blocks; training sees the rest
-    n = len(train.blocks)
-    held = max(1, int(round(n * d.validation_fraction)))
-    if n - held < 1:
-        raise ConfigError(f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation")
-    order = np.random.default_rng([cfg.seed, 12345]).permutation(n)
-    return train, np.sort(order[held:]), train, np.sort(order[:held])
+        raise ConfigError(f"{source}: missing required key 'objective' (one of: {', '.join(OBJECTIVES)})")
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
+        raise ConfigError(f"{source}: 'objective' must be one of: {', '.join(OBJECTIVES)}; got {objective!r}")
+    return get_objective(objective).config
 
 
 def load_tokenizer_and_model(cfg: PretrainConfig):
@@ -206,10 +140,11 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
     tokenizer checked against it."""
     from accelerate.utils import set_seed
 
+    objective = get_objective(cfg.objective)
     if cfg.init_from is None:
         tokenizer = load_tokenizer(cfg.tokenizer)
         set_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
-        model = build_model(cfg.objective, cfg.model, tokenizer)
+        model = objective.build(cfg, tokenizer)
         check_vocab(model, tokenizer, cfg.tokenizer)
         if cfg.init_embeddings is not None:
             rows = copy_token_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer)
@@ -222,58 +157,55 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
                           f"model in {model_dir}")
     tokenizer_dir = cfg.tokenizer or model_dir
     tokenizer = load_tokenizer(tokenizer_dir)
-    if cfg.objective == "mlm" and tokenizer.mask_token_id is None:
-        raise DataError(f"tokenizer {tokenizer_dir}: has no mask token, which masked-LM pretraining needs")
+    if objective.check_tokenizer is not None:
+        objective.check_tokenizer(tokenizer, tokenizer_dir)
     check_same_tokenizer(tokenizer, model_dir, tokenizer_dir)
     set_seed(cfg.seed)  # a head the checkpoint lacks is initialised fresh
-    model = load_pretrained_lm(cfg.objective, model_dir, cfg.model.dropout)
+    model = objective.load(model_dir, cfg)
     check_vocab(model, tokenizer, tokenizer_dir)
     logger.info("continuing %s pretraining from %s", cfg.objective, model_dir)
     return tokenizer, model
 
 
 def run(cfg, overwrite: bool = False) -> dict:
-    """Pretrain with ``cfg``'s objective (a ``PretrainConfig`` or, for skipgram / cbow, an
-    ``EmbeddingPretrainConfig``)."""
-    from nlp_ssl import embeddings
+    """Pretrain with ``cfg``'s objective (``cfg`` is the class ``recipe_class`` picked: for
+    skipgram / cbow an ``EmbeddingPretrainConfig``, which ``nlp_ssl.embeddings`` runs)."""
+    if not get_objective(cfg.objective).transformer:
+        from nlp_ssl import embeddings
 
-    if isinstance(cfg, embeddings.EmbeddingPretrainConfig):
         return embeddings.run(cfg, overwrite=overwrite)
     return _run_transformer(cfg, overwrite=overwrite)
 
 
 @locks_output()
 def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
-    from nlp_ssl.tasks.pretrain import PretrainTask, ReplacedTokenDetectionTask
-
     from transformers.utils import logging as hf_logging
+
+    from nlp_ssl.objectives.blocks import load_data
 
     hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown the training bar
     started = now()
     out = Path(cfg.output_dir).absolute()
     tcfg = cfg.train
+    objective = get_objective(cfg.objective)
+    word_starts = objective.word_starts(cfg)
     accelerator = make_accelerator(tcfg, out)
     prepare_run_dir(out, tcfg.resume, overwrite)
     refuse_offline_push(cfg)
     # everything that can reject the input runs before output_dir is touched
     tokenizer, model = load_tokenizer_and_model(cfg)
     with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
-        train, train_idx, valid, eval_idx = load_data(cfg, tokenizer)
+        train, train_idx, valid, eval_idx = load_data(cfg, tokenizer, word_starts)
     open_run_dir(out, cfg, overwrite, accelerator)
     stream = None
     if cfg.data.streaming:
         stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
                               process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                              shuffle_buffer=cfg.data.shuffle_buffer,
-                              word_starts=cfg.objective != "clm" and cfg.masking.whole_word)
-    data = dict(train_blocks=train.blocks if train else None, train_index=train_idx, eval_blocks=valid.blocks,
-                eval_index=eval_idx, seed=cfg.seed, masking=cfg.masking, stream=stream,
-                train_words=train.word_starts if train else None, eval_words=valid.word_starts)
-    if cfg.objective == "rtd":
-        generator = build_generator(cfg.model, cfg.rtd.generator_layers, model, tokenizer)
-        task = ReplacedTokenDetectionTask(model, tokenizer, generator=generator, disc_weight=cfg.rtd.disc_weight, **data)
-    else:
-        task = PretrainTask(cfg.objective, model, tokenizer, **data)
+                              shuffle_buffer=cfg.data.shuffle_buffer, word_starts=word_starts)
+    task = objective.make_task(model, tokenizer, cfg, train_blocks=train.blocks if train else None,
+                               train_index=train_idx, eval_blocks=valid.blocks, eval_index=eval_idx, seed=cfg.seed,
+                               stream=stream, train_words=train.word_starts if train else None,
+                               eval_words=valid.word_starts)
     info = task.describe()
     logger.info(
         "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",
@@ -288,8 +220,7 @@ def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         if accelerator.is_main_process:
             save_model_folder(task, out / MODEL_DIR)
             bpt = valid.bytes_per_token
-            # rtd: the generator's masked-LM loss is the one in nats per token
-            lm_loss = summary.get("eval_generator_loss" if cfg.objective == "rtd" else "eval_loss")
+            lm_loss = summary.get(objective.lm_loss_key)
             metrics = {
                 "objective": cfg.objective,
                 **info,

@@ -9,6 +9,12 @@ from pathlib import Path
 
 from nlp_ssl.outputs import write_text
 
+def scale(study: dict) -> tuple[float, str]:
+    """Accuracy-like figures in [0, 1] are shown as percentages (points); BLEU/ROUGE as they are."""
+    name = study["metric"].split("_", 1)[-1]
+    return (100.0, " points") if name in ("accuracy", "f1_macro", "precision_macro", "recall_macro") else (1.0, "")
+
+
 def write_report(study: dict, run_dir: Path) -> dict[str, Path]:
     """Write the report files; returns their paths by name."""
     run_dir = Path(run_dir)
@@ -32,8 +38,6 @@ def _cell(r: dict, factor: float) -> str:
 
 def headline_table(study: dict) -> str:
     """Arms x label counts, ``mean ± sd`` of the compared metric (Markdown)."""
-    from nlp_ssl.study import scale
-
     factor, _ = scale(study)
     counts = study["label_counts"]
     lines = ["| start | " + " | ".join("all labels" if n == "all" else f"{n} labels" for n in counts) + " |",
@@ -44,8 +48,6 @@ def headline_table(study: dict) -> str:
 
 
 def _metric_name(study: dict) -> str:
-    from nlp_ssl.study import scale
-
     split, _, name = study["metric"].partition("_")
     factor, _ = scale(study)
     return f"{split} {name}" + (" (%)" if factor == 100 else "")
@@ -83,8 +85,6 @@ def markdown(study: dict, plots: dict) -> str:
 
 def to_html(study: dict, plots: dict) -> str:
     """The same report as one self-contained page (images beside it)."""
-    from nlp_ssl.study import scale
-
     factor, _ = scale(study)
     e = html.escape
     counts = study["label_counts"]
@@ -136,8 +136,6 @@ def _finish(plt, fig, ax, path: Path) -> Path:
 
 
 def plot_label_efficiency(study: dict, path: Path) -> Path:
-    from nlp_ssl.study import scale
-
     plt = _pyplot()
     factor, _ = scale(study)
     counts = study["label_counts"]
@@ -176,11 +174,11 @@ def _log(run_dir: Path) -> list[dict]:
 def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    from nlp_ssl.embeddings import OBJECTIVES
+    from nlp_ssl.objectives import OBJECTIVES, get_objective
 
     for name, p in study["pretraining"].items():
-        if p["objective"] in OBJECTIVES:  # per epoch, another loss: not on this axis
-            continue
+        if p["objective"] in OBJECTIVES and not get_objective(p["objective"]).transformer:
+            continue  # token vectors: a loss per epoch, of another objective, not on this axis
         log = _log(run_dir / f"pretrain-{name}")
         train = [(r["step"], r["train/loss"]) for r in log if "train/loss" in r]
         evals = [(r["step"], r["eval/loss"]) for r in log if "eval/loss" in r]
@@ -197,8 +195,6 @@ def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
 def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
     """Validation metric per step for each arm, at the largest label count, first seed."""
     plt = _pyplot()
-    from nlp_ssl.study import scale
-
     factor, _ = scale(study)
     n, seed = study["label_counts"][-1], study["seeds"][0]
     short = study["metric"].split("_", 1)[-1]

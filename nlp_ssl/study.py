@@ -22,13 +22,12 @@ from typing import Any, Literal
 
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.outputs import locks_output, read_metrics, write_json
+from nlp_ssl.tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
 
 STUDY_FILE = "study.json"
 SCHEMA = "nlp-ssl/study/v1"
-# the figure a study compares, per task, unless the recipe names another
-DEFAULT_METRIC = {"sentiment": "test_accuracy", "translation": "test_bleu", "summarization": "test_rougeL"}
 ROLES = ("scratch", "own", "transfer", "classical")
 
 
@@ -97,11 +96,11 @@ class StudyConfig:
         unknown = set(self.by_label_count) - set(map(str, self.label_counts))
         if unknown:
             raise ConfigError(f"'by_label_count' names {sorted(unknown)}, not in label_counts {self.label_counts}")
-        for key in ("output_dir", "init", "encoder", "decoder", "seed"):
+        if "task" not in self.finetune:
+            raise ConfigError(f"finetune.task is required ({', '.join(TASKS)})")
+        for key in ("output_dir", *get_task(self.task, where="finetune").starts_from, "seed"):
             if key in self.finetune:
                 raise ConfigError(f"finetune.{key}: set per arm (arms.NAME.recipe) or by the study, not in 'finetune'")
-        if "task" not in self.finetune:
-            raise ConfigError("finetune.task is required (sentiment, translation or summarization)")
         for name, arm in self.arms.items():
             extra = set(map(str, arm.label_counts or [])) - set(map(str, self.label_counts))
             if extra or arm.label_counts == []:
@@ -119,7 +118,7 @@ class StudyConfig:
 
     @property
     def compared_metric(self) -> str:
-        return self.metric or DEFAULT_METRIC[self.task]
+        return self.metric or get_task(self.task).headline[0]
 
     def runs(self) -> list[tuple[str, str, int | str, int]]:
         """``(stage name, arm, label count, seed)`` for every run, in run order."""
@@ -166,7 +165,7 @@ class StudyConfig:
             return "own"  # fresh or not, its token embeddings come from our pretraining
         if spec.recipe.get("from_scratch"):
             return "scratch"
-        starts = [spec.recipe.get(k) for k in ("init", "encoder", "decoder")]
+        starts = [spec.recipe.get(k) for k in get_task(self.task).starts_from]
         return "own" if any(s in self.pretrain for s in starts if s) else "transfer"
 
 
@@ -245,7 +244,7 @@ def _summary(values: list[float]) -> dict:
 def _start(spec: StudyArm, cfg: StudyConfig) -> str | None:
     if spec.method == "tfidf_logreg":
         return None
-    starts = [spec.recipe.get(k) for k in ("init", "encoder", "decoder") if spec.recipe.get(k)]
+    starts = [spec.recipe.get(k) for k in get_task(cfg.task).starts_from if spec.recipe.get(k)]
     named = [f"pretrain-{s}" if s in cfg.pretrain else s for s in dict.fromkeys(starts)]
     embeddings = spec.recipe.get("init_embeddings")
     tail = ""
@@ -263,15 +262,11 @@ def _dataset_name(recipe: dict) -> str:
     return str(train.get("name") or train.get("files") or "local data")
 
 
-def scale(study: dict) -> tuple[float, str]:
-    """Accuracy-like figures in [0, 1] are shown as percentages (points); BLEU/ROUGE as they are."""
-    name = study["metric"].split("_", 1)[-1]
-    return (100.0, " points") if name in ("accuracy", "f1_macro", "precision_macro", "recall_macro") else (1.0, "")
-
-
 def conclusions(study: dict) -> list[str]:
     """Plain-language findings computed from the numbers: who wins at each label count, by
     how much, and whether a gap is larger than the seed-to-seed spread."""
+    from nlp_ssl.report import scale
+
     factor, unit = scale(study)
     arms, results = study["arms"], study["results"]
     label = {a: arms[a]["label"] for a in arms}

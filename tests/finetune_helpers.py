@@ -17,7 +17,7 @@ def write_sentiment_folder(root: Path, labels=("negative", "positive"), sizes=(4
 
 
 def sentiment_config(out: Path, init, data_dir: Path, labels=("negative", "positive"), *, data=None, **train):
-    from nlp_ssl.finetune import SentimentConfig
+    from nlp_ssl.tasks.classification import SentimentConfig
 
     train_cfg = {"epochs": 3, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none", "log_every": 1,
                  "warmup_ratio": 0.1}
@@ -52,7 +52,7 @@ def write_translation_folder(root: Path, sizes=(300, 40, 40)) -> Path:
 
 
 def translation_config(out: Path, encoder, decoder, data_dir: Path, *, data=None, **top):
-    from nlp_ssl.finetune import TranslationConfig
+    from nlp_ssl.tasks.seq2seq import TranslationConfig
 
     data_cfg = {
         "train": {"name": str(data_dir), "split": "train"},

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from nlp_ssl import pretrain
 from nlp_ssl.errors import DataError
-from nlp_ssl.models import load_pretrained_lm
+from nlp_ssl.objectives.masked_lm import load_masked_lm
 from nlp_ssl.packing import encode_documents
 from tests.pretrain_helpers import tiny_config
 
@@ -74,7 +74,7 @@ def test_a_headless_encoder_gets_a_tied_mlm_head(tmp_path, checkpoints, tiny_cor
     AutoTokenizer.from_pretrained(checkpoints["mlm"] / "model").save_pretrained(encoder_dir)
     assert json.loads((encoder_dir / "config.json").read_text())["architectures"] == ["BertModel"]
 
-    model = load_pretrained_lm("mlm", str(encoder_dir))
+    model = load_masked_lm(str(encoder_dir))
     assert type(model).__name__ == "BertForMaskedLM"
     torch.testing.assert_close(model.bert.encoder.layer[0].output.dense.weight,
                                full.bert.encoder.layer[0].output.dense.weight)

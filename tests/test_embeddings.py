@@ -7,7 +7,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from nlp_ssl import embeddings, pretrain
 from nlp_ssl.config import from_dict
@@ -330,7 +329,7 @@ def test_init_embeddings_with_init_from_is_refused(tmp_path, tiny_corpus, tiny_t
 
     raw = {"init_from": str(pretrained["mlm"]), "init_embeddings": str(embedding_run)}
     with pytest.raises(ConfigError, match="set one of them"):
-        from_dict(pretrain.PretrainConfig, {**to_dict(cfg), **raw})
+        from_dict(type(cfg), {**to_dict(cfg), **raw})
 
 
 def test_corpus_drops_special_tokens(topical):
@@ -389,7 +388,7 @@ def test_pipeline_refuses_a_link_of_the_wrong_kind(tmp_path, tiny_corpus):
 
 
 def test_export_refuses_an_embedding_run_in_one_line(embedding_run, tmp_path):
-    from nlp_ssl.publish import export
+    from nlp_ssl.export import export
 
     with pytest.raises(DataError, match="a skipgram/cbow run; export and push take transformer runs"):
         export(str(embedding_run), str(tmp_path / "out"))

@@ -17,7 +17,9 @@ from nlp_ssl.checkpoint import list_checkpoints, resume_candidates, staging_path
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import TrainingError, TrainingInterrupted, read_log
 from nlp_ssl.errors import ConfigError, DataError, OutputError
-from nlp_ssl.models import ModelConfig, build_model, check_vocab
+from nlp_ssl.models import ModelConfig, check_vocab
+from nlp_ssl.objectives.causal_lm import build_causal_lm
+from nlp_ssl.objectives.masked_lm import build_masked_lm
 from nlp_ssl.packing import pack
 from tests.helpers import needs_shared_data
 from tests.pretrain_helpers import tiny_config
@@ -67,15 +69,14 @@ def test_packing_too_little_text(tmp_path, tiny_tokenizer):
 
 
 def test_masking_statistics_and_determinism(tiny_tokenizer):
-    from nlp_ssl.pretrain import MaskingConfig
-    from nlp_ssl.tasks.pretrain import PretrainTask
+    from nlp_ssl.objectives.masked_lm import MaskedLMTask, MaskingConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
     rng = np.random.default_rng(0)
     blocks = rng.integers(5, len(tok), size=(400, 128)).astype(np.uint16)
     blocks[:, ::16] = tok.eos_token_id  # document boundaries: special, never masked
-    model = build_model("mlm", ModelConfig(preset="tiny"), tok)
-    task = PretrainTask("mlm", model, tok, blocks, np.arange(400), blocks, np.arange(400), seed=0,
+    model = build_masked_lm(ModelConfig(preset="tiny"), tok)
+    task = MaskedLMTask(model, tok, blocks, np.arange(400), blocks, np.arange(400), seed=0,
                         masking=MaskingConfig())
     batch = task.make_batch(np.arange(400), epoch=0, split="train")
     ids = torch.from_numpy(blocks.astype(np.int64))
@@ -156,9 +157,9 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path, tiny_corpus, tiny_
 
 def _sigterm_during_step(monkeypatch, step: int, micro_steps: int):
     """Deliver SIGTERM while step ``step`` is being built, as a cluster scheduler would."""
-    from nlp_ssl.tasks.pretrain import PretrainTask
+    from nlp_ssl.objectives.blocks import BlockTask
 
-    real = PretrainTask.make_batch
+    real = BlockTask.make_batch
     calls = {"n": 0}
 
     def make_batch(self, indices, epoch, split):
@@ -168,7 +169,7 @@ def _sigterm_during_step(monkeypatch, step: int, micro_steps: int):
                 os.kill(os.getpid(), signal.SIGTERM)
         return real(self, indices, epoch, split)
 
-    monkeypatch.setattr(PretrainTask, "make_batch", make_batch)
+    monkeypatch.setattr(BlockTask, "make_batch", make_batch)
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
@@ -210,7 +211,7 @@ def test_half_written_checkpoint_is_never_picked_up(tmp_path, tiny_corpus, tiny_
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch):
-    from nlp_ssl.tasks import pretrain as tasks
+    from nlp_ssl.objectives import causal_lm as tasks
 
     cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "clm", max_steps=10, save_every=3)
     real = tasks.CausalLMLoss.forward
@@ -230,7 +231,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_corpus, ti
 
 def test_vocab_mismatch_is_an_error(tiny_tokenizer):
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
-    model = build_model("clm", ModelConfig(preset="tiny"), tok)
+    model = build_causal_lm(ModelConfig(preset="tiny"), tok)
     model.resize_token_embeddings(len(tok) - 10)
     with pytest.raises(DataError, match=rf"tokenizer has {len(tok)} tokens but the model's embedding has {len(tok) - 10}"):
         check_vocab(model, tok, "tok")
@@ -240,7 +241,7 @@ def test_mlm_needs_a_mask_token(tmp_path, tiny_tokenizer):
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
     tok.mask_token = None
     with pytest.raises(DataError, match=r"has no mask token"):
-        build_model("mlm", ModelConfig(preset="tiny"), tok)
+        build_masked_lm(ModelConfig(preset="tiny"), tok)
 
 
 def test_bad_pretrain_recipes(tmp_path, tiny_corpus, tiny_tokenizer):
@@ -305,8 +306,10 @@ def test_freed_heap_memory_is_returned_to_the_os_every_few_steps(tmp_path, tiny_
     creeps up over a long (streaming) run; benchmarks/bench_stream_memory.py measures the effect."""
     import sys
 
+    from nlp_ssl import memory
+
     if sys.platform.startswith("linux"):
-        assert engine._MALLOC_TRIM is not None  # glibc: the trim is really there
+        assert memory._MALLOC_TRIM is not None  # glibc: the trim is really there
     calls = []
     monkeypatch.setattr(engine, "release_free_memory", lambda: calls.append(1))
     pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=25, save_every=25,
@@ -366,7 +369,7 @@ def test_streaming_pretraining_resumes_exactly(tmp_path, tiny_corpus, tiny_token
 def test_word_offsets_encode_word_boundaries():
     from transformers import DataCollatorForLanguageModeling
 
-    from nlp_ssl.tasks.pretrain import word_offsets
+    from nlp_ssl.objectives.blocks import word_offsets
 
     starts = np.array([[0, 1, 0, 0, 1, 1, 0]])  # <s> [w1 w1 w1] [w2] [w3 w3]
     special = np.array([[1, 0, 0, 0, 0, 0, 0]])
@@ -376,8 +379,7 @@ def test_word_offsets_encode_word_boundaries():
 
 @pytest.mark.parametrize("model", ["bpe", "unigram"])
 def test_whole_word_masking_masks_whole_words_of_any_tokenizer(tmp_path, tiny_corpus, model):
-    from nlp_ssl.pretrain import MaskingConfig
-    from nlp_ssl.tasks.pretrain import PretrainTask
+    from nlp_ssl.objectives.masked_lm import MaskedLMTask, MaskingConfig
     from nlp_ssl.tokenizer import TokenizerConfig, run
 
     # a small vocabulary splits most words into several pieces
@@ -388,7 +390,7 @@ def test_whole_word_masking_masks_whole_words_of_any_tokenizer(tmp_path, tiny_co
     words = np.asarray(packed.word_starts)
     assert words.shape == packed.blocks.shape and 0 < words.mean() < 0.6  # multi-token words exist
     n = len(packed.blocks)
-    task = PretrainTask("mlm", build_model("mlm", ModelConfig(preset="tiny"), tok), tok, packed.blocks, np.arange(n),
+    task = MaskedLMTask(build_masked_lm(ModelConfig(preset="tiny"), tok), tok, packed.blocks, np.arange(n),
                         packed.blocks, np.arange(n), seed=0, masking=MaskingConfig(whole_word=True),
                         train_words=packed.word_starts, eval_words=packed.word_starts)
     batch = task.make_batch(np.arange(n), 0, "train")
@@ -471,12 +473,12 @@ def test_sparse_masked_lm_loss_equals_the_models_own_loss(architecture, tiny_tok
     positions (labels -100 elsewhere), for every encoder architecture we build."""
     from transformers import AutoTokenizer
 
-    from nlp_ssl.models import ModelConfig, build_model
-    from nlp_ssl.tasks.pretrain import MaskedLMLoss
+    from nlp_ssl.models import ModelConfig
+    from nlp_ssl.objectives.masked_lm import MaskedLMLoss, build_masked_lm
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
     torch.manual_seed(0)
-    model = build_model("mlm", ModelConfig(preset="tiny", max_positions=32, architecture=architecture), tok).eval()
+    model = build_masked_lm(ModelConfig(preset="tiny", max_positions=32, architecture=architecture), tok).eval()
     ids = torch.randint(5, len(tok), (3, 32))
     labels = torch.full_like(ids, -100)
     picked = torch.rand(ids.shape) < 0.3
@@ -493,12 +495,12 @@ def test_causal_lm_loss_equals_the_models_own_loss_and_gradients(tiny_tokenizer)
     gradients, including those of the output matrix tied to the input embeddings."""
     from transformers import AutoTokenizer
 
-    from nlp_ssl.models import ModelConfig, build_model
-    from nlp_ssl.tasks.pretrain import CausalLMLoss
+    from nlp_ssl.models import ModelConfig
+    from nlp_ssl.objectives.causal_lm import CausalLMLoss, build_causal_lm
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
     torch.manual_seed(0)
-    model = build_model("clm", ModelConfig(preset="tiny", max_positions=64), tok)
+    model = build_causal_lm(ModelConfig(preset="tiny", max_positions=64), tok)
     ids = torch.randint(5, len(tok), (4, 64))
     ours_loss = CausalLMLoss(model)(ids)
     ours_loss.backward()

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from nlp_ssl.cli import main
 from nlp_ssl.errors import DataError, OutputError
-from nlp_ssl.publish import export, export_files, scan_for_leaks
+from nlp_ssl.export import export, export_files, scan_for_leaks
 
 CLASSIFIER_FILES = {"README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
 

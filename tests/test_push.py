@@ -169,7 +169,7 @@ def test_a_training_recipe_pushes_its_checkpoints_and_its_result(tmp_path, hub, 
 
 def test_a_recipe_that_would_push_offline_is_refused_before_training(tmp_path, runs, sentiment_dir):
     from nlp_ssl import finetune
-    from nlp_ssl.publish import PublishError
+    from nlp_ssl.hub import PublishError
     from tests.finetune_helpers import sentiment_config
 
     cfg = sentiment_config(tmp_path / "run", runs["base"], sentiment_dir)
@@ -228,7 +228,7 @@ def test_the_pipeline_pushes_each_stage_and_links_the_fine_tuned_model_to_its_ba
 def test_a_pipeline_that_would_push_offline_is_refused_before_any_stage(tmp_path, tiny_corpus, sentiment_dir):
     from nlp_ssl.config import from_dict
     from nlp_ssl.pipeline import PipelineConfig, run
-    from nlp_ssl.publish import PublishError
+    from nlp_ssl.hub import PublishError
     from tests.test_pipeline import pipeline_raw
 
     raw = {**pipeline_raw(tmp_path / "demo", tiny_corpus, sentiment_dir), "push_to_hub": True, "hub_namespace": "me"}

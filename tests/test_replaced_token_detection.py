@@ -9,9 +9,11 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 from nlp_ssl import pretrain
 from nlp_ssl.engine import TrainingInterrupted
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.models import ModelConfig, build_generator, build_model
-from nlp_ssl.pretrain import MaskingConfig
-from nlp_ssl.tasks.pretrain import ReplacedTokenDetectionTask, sample_rows
+from nlp_ssl.models import ModelConfig
+from nlp_ssl.objectives.masked_lm import MaskingConfig
+from nlp_ssl.objectives.replaced_token_detection import (ReplacedTokenDetectionPretrainConfig,
+                                                         ReplacedTokenDetectionTask, build_discriminator,
+                                                         build_generator, sample_rows)
 from nlp_ssl.tokenizer import load_tokenizer
 from tests.pretrain_helpers import tiny_config
 from tests.test_pretrain import _sigterm_during_step, assert_same_weights, losses, weights
@@ -20,7 +22,7 @@ from tests.test_pretrain import _sigterm_during_step, assert_same_weights, losse
 def rtd_task(tok, architecture="bert", blocks=None):
     cfg = ModelConfig(preset="tiny", layers=2, max_positions=32, architecture=architecture)
     torch.manual_seed(0)
-    model = build_model("rtd", cfg, tok)
+    model = build_discriminator(cfg, tok)
     generator = build_generator(cfg, 1, model, tok)
     if blocks is None:
         rng = np.random.default_rng(0)
@@ -105,7 +107,7 @@ def test_rtd_pretrains_reloads_and_fine_tunes(tmp_path, tiny_corpus, tiny_tokeni
     # published, its card says what it is and how to use it
     from huggingface_hub import ModelCard
 
-    from nlp_ssl.publish import export
+    from nlp_ssl.export import export
 
     card = ModelCard.load(export(str(tmp_path / "run"), str(tmp_path / "export"), repo_id="someone/electra") / "README.md")
     assert card.data.pipeline_tag == "feature-extraction"
@@ -138,11 +140,11 @@ def test_rtd_recipe_errors(tmp_path, tiny_corpus, tiny_tokenizer):
     from nlp_ssl.config import from_dict
 
     with pytest.raises(ConfigError, match=r"'rtd.generator_layers' \(3\) exceeds the encoder's 2 layers"):
-        from_dict(pretrain.PretrainConfig, {**raw, "rtd": {"generator_layers": 3}})
+        from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "rtd": {"generator_layers": 3}})
     with pytest.raises(ConfigError, match=r"rtd: 'disc_weight' must be positive"):
-        from_dict(pretrain.PretrainConfig, {**raw, "rtd": {"disc_weight": 0}})
+        from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "rtd": {"disc_weight": 0}})
     with pytest.raises(ConfigError, match=r"'init_from' continues mlm or clm pretraining"):
-        from_dict(pretrain.PretrainConfig, {**raw, "init_from": str(tmp_path)})
+        from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "init_from": str(tmp_path)})
     with pytest.raises(ConfigError, match=r"unknown key 'rtd.generator_layer'; did you mean 'rtd.generator_layers'"):
-        from_dict(pretrain.PretrainConfig, {**raw, "rtd": {"generator_layer": 1}})
+        from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "rtd": {"generator_layer": 1}})
     assert cfg.rtd.generator_layers == 1

@@ -52,7 +52,7 @@ def test_encoder_decoder_is_assembled_from_mlm_and_clm_checkpoints(pretrained):
 
 def test_labels_are_masked_and_decoder_inputs_shifted(translated, pretrained, translation_dir):
     from nlp_ssl.engine import make_accelerator
-    from nlp_ssl.finetune import setup_seq2seq
+    from nlp_ssl.tasks.seq2seq import setup_seq2seq
 
     cfg = translation_config(translated.parent / "probe", pretrained["mlm"], pretrained["clm"], translation_dir)
     task, _ = setup_seq2seq(cfg, make_accelerator(cfg.train, translated.parent / "probe"))
@@ -127,7 +127,7 @@ def test_evaluate_and_predict_work_for_the_encoder_decoder(tmp_path, translated,
 def test_export_card_carries_bleu_and_chrf_and_the_folder_generates(tmp_path, translated):
     from huggingface_hub import ModelCard
 
-    from nlp_ssl.publish import export
+    from nlp_ssl.export import export
 
     out = export(str(translated), str(tmp_path / "export"), repo_id="someone/mt")
     metrics = json.loads((translated / "metrics.json").read_text())

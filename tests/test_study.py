@@ -113,7 +113,7 @@ def test_tfidf_sees_the_examples_fine_tuning_sees(study):
 def test_tfidf_subsample_is_the_fine_tuning_subsample(tmp_path, sentiment_dir):
     """Both go through load_sentiment_data: the same seed and count pick the same rows."""
     from nlp_ssl.baselines import BaselineConfig, _Texts
-    from nlp_ssl.finetune import load_sentiment_data
+    from nlp_ssl.tasks.classification import load_sentiment_data
 
     data = {"train": {"name": str(sentiment_dir), "split": "train"}, "labels": ["negative", "positive"],
             "train_samples": 30}

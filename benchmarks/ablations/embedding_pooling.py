@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts  # noqa: E402
 from nlp_ssl.config import from_dict  # noqa: E402
 from nlp_ssl.embeddings import load_vectors  # noqa: E402
-from nlp_ssl.finetune import load_sentiment_data  # noqa: E402
+from nlp_ssl.tasks.classification import load_sentiment_data  # noqa: E402
 
 DATA = {"train": {"name": "rotten_tomatoes", "split": "train"},
         "validation": {"name": "rotten_tomatoes", "split": "validation"},

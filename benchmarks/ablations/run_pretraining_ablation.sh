@@ -4,7 +4,7 @@
 # on rotten_tomatoes with the sentiment study's recipe (200 labels x 3 seeds, all labels x 1).
 # ~2.5 h on 2 CPU cores. Finished runs are skipped, so it is safe to re-run.
 #   bash benchmarks/ablations/run_pretraining_ablation.sh
-# Results: runs/study-ablation/report.md (the table in the README, "Pretraining ablations").
+# Results: runs/study-ablation/report.md (summarised in docs/pretraining-ablations.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 recipe=recipes/pretrain/mlm_imdb.yaml

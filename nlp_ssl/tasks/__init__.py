@@ -1,1 +1,23 @@
-"""One module per task: its data preparation, loss module, batch builder and metrics."""
+"""Fine-tuning tasks: one module each, holding its recipe schema, data preparation, model
+builder, loss, metrics and ``FinetuneTask`` descriptor. A new task is a new module plus one
+line here."""
+
+from __future__ import annotations
+
+import importlib
+
+from nlp_ssl.errors import ConfigError
+
+TASKS = {
+    "sentiment": "nlp_ssl.tasks.classification:SENTIMENT",
+    "translation": "nlp_ssl.tasks.seq2seq:TRANSLATION",
+    "summarization": "nlp_ssl.tasks.seq2seq:SUMMARIZATION",
+}
+
+
+def get_task(name: str | None, where: str = "task"):
+    """The ``FinetuneTask`` registered as ``name`` (modules are imported on first use)."""
+    if name not in TASKS:
+        raise ConfigError(f"{where}: 'task' must be one of: {', '.join(TASKS)}; got {name!r}")
+    module, _, attr = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,6 +1,6 @@
 """Sequence classification (``task: sentiment``): labelled text -> label.
 
-What this task adds to the engine: reading labelled splits (labels checked and mapped to
+The recipe schema (``SentimentConfig``), setup, and what this task adds to the engine: reading labelled splits (labels checked and mapped to
 ids, texts tokenized once with ``datasets.map`` and cached), the class-balanced few-label
 subsample, a loss module over any ``AutoModelForSequenceClassification`` (BERT-style from
 the [CLS] position, GPT-style from the last non-pad token), dynamic padding with
@@ -11,7 +11,8 @@ and accuracy / macro and per-class F1 through the shipped ``evaluate`` module.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,8 +21,9 @@ import torch.nn.functional as F
 from nlp_ssl.data import DatasetSpec, column_texts, dig, load_split, resolve
 from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters, flops_per_token
-from nlp_ssl.tasks.splits import TokenizedSplits
+from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, hold_out
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ class LabelSet:
     """Label names in id order; ids are what the model predicts."""
 
     names: list[str]
+
+    @classmethod
+    def of(cls, model) -> "LabelSet":
+        """The labels a saved classifier predicts, from its config."""
+        return cls([model.config.id2label[i] for i in range(model.config.num_labels)])
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -244,15 +251,11 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
     pooler) are initialised fresh; the caller seeds first.
     """
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    from nlp_ssl.models import check_vocab, set_dropout
+    from nlp_ssl.models import check_vocab, load_model_config, set_dropout
 
-    try:
-        config = AutoConfig.from_pretrained(model_dir)
-    except Exception as exc:
-        raise DataError(f"{key}: {model_dir}: model config cannot be loaded ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+    config = load_model_config(model_dir, key)
     config.num_labels = len(labels.names)
     config.id2label = dict(enumerate(labels.names))
     config.label2id = labels.label2id
@@ -278,3 +281,174 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
                         "the checkpoint may be incomplete or damaged") from None
     check_vocab(model, tokenizer, tokenizer.name_or_path)
     return model
+
+
+@dataclass
+class SentimentDataConfig:
+    train: DatasetSpec
+    validation: DatasetSpec | None = None
+    """When absent, ``validation_fraction`` of ``train`` is held out (seeded)."""
+    test: DatasetSpec | None = None
+    """Scored once, with the best model, at the end."""
+    label_column: str = "label"
+    labels: list[str] | None = None
+    """Label names in id order (integer labels index this list; string labels must be in it).
+    Default: a ClassLabel feature's names, else 0..max for integers, else the sorted strings."""
+    max_length: int = 128
+    """Tokens per example (longer texts are truncated)."""
+    train_samples: int | None = None
+    """Train on a seeded, class-balanced subsample of this many examples (few-label runs)."""
+    validation_fraction: float = 0.1
+    num_proc: int | None = None
+
+    def __post_init__(self):
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ConfigError(f"'train_samples' must be positive, got {self.train_samples}")
+        if not 0 < self.validation_fraction < 0.5:
+            raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
+        if self.max_length < 2:
+            raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
+        if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
+            raise ConfigError("fine-tuning data cannot stream (labelled sets are loaded; set streaming: false)")
+
+
+@dataclass
+class SentimentConfig(HubOptions):
+    """Recipe of ``finetune`` with ``task: sentiment`` (any single-label text classification;
+    plus ``push_to_hub`` and the other ``HubOptions``)."""
+
+    output_dir: str
+    task: Literal["sentiment"]
+    init: str
+    """Model to start from: one of our pretraining runs (or its ``model/``, or a checkpoint),
+    any Hugging Face model folder, ``pkg:<package>/<path>``, or a Hub id (online)."""
+    data: SentimentDataConfig
+    from_scratch: bool = False
+    """Same architecture and tokenizer as ``init``, fresh weights: the labels-only baseline."""
+    init_embeddings: str | None = None
+    """A skipgram/cbow run (same tokenizer, as wide as the model) whose vectors replace the
+    model's token embeddings before training; with ``from_scratch``, the embeddings are then
+    the only pretrained part."""
+    tokenizer: str | None = None
+    """Tokenizer folder, when ``init`` has none."""
+    dropout: float | None = 0.1
+    """Set the model's dropout rates (None keeps the folder's; pretraining runs use 0)."""
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        self.check_hub_options()
+        check_dropout(self.dropout)
+
+
+def load_sentiment_data(cfg: SentimentConfig, tokenizer):
+    """Tokenized train / eval / test splits, the label set, and the training indices."""
+    d = cfg.data
+    labels = LabelSet(list(d.labels)) if d.labels is not None else None
+    train, labels = tokenize_labelled(d.train, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+    splits = {"train": train}
+    if d.validation is not None:
+        splits["eval"], _ = tokenize_labelled(d.validation, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+        pool = np.arange(len(train))
+    else:
+        pool, held = hold_out(len(train), d.validation_fraction, cfg.seed)
+        splits["eval"] = train.select(held)
+    if d.test is not None:
+        splits["test"], _ = tokenize_labelled(d.test, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+    for name, key in (("eval", "validation"), ("test", "test")):
+        if name in splits and len(set(splits[name]["label_id"])) < 2 <= len(labels.names):
+            logger.warning("data.%s holds examples of one label only: its accuracy says little (max_rows takes "
+                           "the first rows, and some datasets are sorted by label)", key)
+    train_index = pool
+    if d.train_samples is not None:
+        if d.train_samples > len(pool):
+            logger.warning("train_samples=%d exceeds the %d training examples; using all", d.train_samples, len(pool))
+        label_ids = np.asarray(train.select_columns(["label_id"])["label_id"])[pool]
+        train_index = pool[balanced_subsample(label_ids, d.train_samples, cfg.seed)]
+    return splits, labels, train_index
+
+
+def setup_sentiment(cfg: SentimentConfig, accelerator):
+    """Tokenizer, labelled splits and classifier for ``task: sentiment``; returns the engine
+    task and what to report about where it started."""
+    from accelerate.utils import set_seed
+
+    from nlp_ssl.models import copy_token_embeddings, max_positions, resolve_model_dir
+    from nlp_ssl.tokenizer import load_tokenizer_for
+
+    model_dir = resolve_model_dir(cfg.init)
+    positions = max_positions(model_dir)
+    if positions is not None and cfg.data.max_length > positions:
+        raise ConfigError(f"'data.max_length' ({cfg.data.max_length}) exceeds the {positions} positions of the model "
+                          f"in {model_dir}; set data.max_length={positions} or less")
+    tokenizer = load_tokenizer_for(model_dir, cfg.tokenizer)
+    # saved with the model: evaluate/predict then truncate as training did
+    tokenizer.model_max_length = cfg.data.max_length
+    with accelerator.main_process_first():  # tokenize once; the other processes read the cache
+        splits, labels, train_index = load_sentiment_data(cfg, tokenizer)
+    set_seed(cfg.seed)  # the new head's initial weights are part of what a seed reproduces
+    model = build_classifier(model_dir, labels, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+    if cfg.init_embeddings is not None:
+        rows = copy_token_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer or model_dir)
+        logger.info("token embeddings of %d ids from %s", rows, cfg.init_embeddings)
+    task = ClassificationTask(model, tokenizer, splits, labels, train_index, text_columns=cfg.data.train.text_columns)
+    origin = {"init": cfg.init, "from_scratch": cfg.from_scratch, "init_embeddings": cfg.init_embeddings}
+    logger.info("sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
+                model_dir, " (fresh weights)" if cfg.from_scratch else "", task.describe()["parameters"] / 1e6,
+                len(labels.names), task.n_train, len(task.index["eval"]))
+    return task, origin
+
+def evaluation_task(ft, data: DatasetSpec, options) -> ClassificationTask:
+    """A saved classifier over one ``test`` split (``nlp-ssl evaluate``): ``options`` carries
+    ``label_column`` and ``max_length``."""
+    labels = LabelSet.of(ft.model)
+    ds, _ = tokenize_labelled(data, ft.tokenizer, labels, options.label_column, options.max_length)
+    return ClassificationTask(ft.model, ft.tokenizer, {"test": ds}, labels, text_columns=data.text_columns)
+
+
+def predict(ft, texts: list[str], max_length: int) -> list[dict]:
+    """Label and probability (and every label's) per text."""
+    use_types = bool(getattr(ft.model.config, "type_vocab_size", 0))
+    enc = ft.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+                       return_token_type_ids=use_types)
+    probs = torch.softmax(ft.model(**enc).logits.float(), dim=-1)
+    names = LabelSet.of(ft.model).names
+    results = []
+    for text, p in zip(texts, probs):
+        k = int(p.argmax())
+        results.append({"text": text, "label": names[k], "probability": round(float(p[k]), 6),
+                        "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}})
+    return results
+
+
+def _describe(recipe: dict, model_config: dict) -> str:
+    labels = ", ".join(model_config.get("id2label", {}).values())
+    return f"{recipe.get('task', 'sentiment')} classification (labels: {labels})"
+
+
+def _usage(where: str) -> str:
+    return (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{where}")\n'
+            'classify("a gripping, beautifully shot film")')
+
+
+SENTIMENT = FinetuneTask(
+    name="sentiment",
+    config=SentimentConfig,
+    setup=setup_sentiment,
+    model_noun="sequence classifier",
+    auto_model="AutoModelForSequenceClassification",
+    recognises=lambda config: any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []),
+    evaluation_task=evaluation_task,
+    predict=predict,
+    pipeline_tag="text-classification",
+    title="Sentiment analysis",
+    headline=("test_accuracy", "test_f1_macro"),
+    starts_from=("init",),
+    examples="labelled examples",
+    describe=_describe,
+    usage=_usage,
+    limitations="Sentiment labels are binary polarity of short English movie-review text; other domains, "
+                "sarcasm and mixed opinions are out of scope.",
+)

@@ -1,6 +1,7 @@
 """Sequence to sequence (``task: translation`` and ``task: summarization``).
 
-What this task adds to the engine: source/target pairs tokenized once (``datasets.map``,
+The recipe schemas (``TranslationConfig``, ``SummarizationConfig``), setup, and what these
+tasks add to the engine: source/target pairs tokenized once (``datasets.map``,
 cached; targets end with EOS, no BOS, since the decoder starts from ``decoder_start_token_id``),
 an ``EncoderDecoderModel`` warm-started from our checkpoints (Rothe et al. 2020: BERT encoder +
 GPT-2 or BERT decoder with cross-attention added) or built with
@@ -13,17 +14,132 @@ or ROUGE ``evaluate`` modules.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nlp_ssl.data import DatasetSpec, column_texts, dig, load_split, resolve
 from nlp_ssl.engine import Batch
-from nlp_ssl.errors import DataError
+from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters
-from nlp_ssl.tasks.splits import TokenizedSplits
+from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, hold_out
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationOptions:
+    """How evaluation, ``evaluate`` and ``predict`` generate (saved as the model's
+    ``generation_config.json``, so everyone uses the same settings)."""
+
+    max_new_tokens: int = 64
+    num_beams: int = 4
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    early_stopping: bool = True
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.num_beams < 1:
+            raise ConfigError("'max_new_tokens' and 'num_beams' must be >= 1")
+
+
+@dataclass(kw_only=True)
+class Seq2SeqData:
+    """Splits and lengths shared by translation and summarization."""
+
+    train: DatasetSpec
+    validation: DatasetSpec | None = None
+    """When absent, ``validation_fraction`` of ``train`` is held out (seeded). Every evaluation
+    generates for each example: keep it small (``max_rows``)."""
+    test: DatasetSpec | None = None
+    max_source_length: int = 128
+    max_target_length: int = 64
+    """Target tokens including the final EOS."""
+    train_samples: int | None = None
+    """Train on a seeded random subsample of this many pairs."""
+    validation_fraction: float = 0.05
+    num_proc: int | None = None
+
+    def __post_init__(self):
+        if self.max_source_length < 2 or self.max_target_length < 2:
+            raise ConfigError("'max_source_length' and 'max_target_length' must be >= 2")
+        if self.train_samples is not None and self.train_samples < 1:
+            raise ConfigError(f"'train_samples' must be positive, got {self.train_samples}")
+        if not 0 < self.validation_fraction < 0.5:
+            raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
+
+
+@dataclass(kw_only=True)
+class TranslationData(Seq2SeqData):
+    source_lang: str
+    """Key of the source language inside ``column`` (``en``)."""
+    target_lang: str
+    column: str = "translation"
+    """The column holding ``{lang: text}`` pairs, as in the Hub's translation datasets."""
+
+    @property
+    def source_column(self) -> str:
+        return f"{self.column}.{self.source_lang}"
+
+    @property
+    def target_column(self) -> str:
+        return f"{self.column}.{self.target_lang}"
+
+
+@dataclass(kw_only=True)
+class SummarizationData(Seq2SeqData):
+    source_column: str = "document"
+    target_column: str = "summary"
+
+
+@dataclass(kw_only=True)
+class Seq2SeqTrainConfig(FinetuneTrainConfig):
+    """Fine-tuning defaults, keeping the model with the lowest validation loss (generation-based
+    metrics are computed at every evaluation too; ``metric_for_best: bleu`` selects on them)."""
+
+    metric_for_best: str | None = "loss"
+    lr: float = 3e-4
+
+
+@dataclass(kw_only=True)
+class Seq2SeqConfig(HubOptions):
+    """Recipe of ``finetune`` with ``task: translation`` or ``task: summarization``."""
+
+    output_dir: str
+    encoder: str
+    """Encoder checkpoint: our masked-LM run (BERT), any encoder folder, ``pkg:``, a Hub id."""
+    decoder: str | None = None
+    """Decoder checkpoint (cross-attention is added): our next-token run (GPT-2), or a masked-LM
+    run (BERT as decoder, its own copy of the weights: transformers 5 dropped shared
+    encoder-decoder weights). Default: the encoder's checkpoint."""
+    from_scratch: bool = False
+    """The same shapes with fresh weights: the labels-only baseline."""
+    tokenizer: str | None = None
+    """Default: the encoder's tokenizer (the decoder's must be the same)."""
+    dropout: float | None = 0.1
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        self.check_hub_options()
+        check_dropout(self.dropout)
+
+
+@dataclass(kw_only=True)
+class TranslationConfig(Seq2SeqConfig):
+    task: Literal["translation"]
+    data: TranslationData
+
+
+@dataclass(kw_only=True)
+class SummarizationConfig(Seq2SeqConfig):
+    task: Literal["summarization"]
+    data: SummarizationData
 
 
 class Seq2SeqLoss(torch.nn.Module):
@@ -84,15 +200,11 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
     added to the decoder), or the same shapes with fresh weights; every id that generation
     and the label shift need is set (a warm start without them repeats one token)."""
     from safetensors import SafetensorError
-    from transformers import AutoConfig, EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig
+    from transformers import EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig
 
-    from nlp_ssl.models import check_vocab, set_dropout
+    from nlp_ssl.models import check_vocab, load_model_config, set_dropout
 
-    try:
-        enc_cfg, dec_cfg = AutoConfig.from_pretrained(encoder_dir), AutoConfig.from_pretrained(decoder_dir)
-    except Exception as exc:
-        raise DataError(f"encoder/decoder config cannot be loaded ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+    enc_cfg, dec_cfg = load_model_config(encoder_dir, "encoder"), load_model_config(decoder_dir, "decoder")
     dec_cfg.is_decoder, dec_cfg.add_cross_attention = True, True
     if dropout is not None:
         set_dropout(enc_cfg, dropout)
@@ -117,8 +229,6 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
     for key, value in ids.items():
         setattr(model.config, key, value)
     model.config.vocab_size = model.config.decoder.vocab_size
-    from nlp_ssl.finetune import GenerationOptions
-
     g = generation or GenerationOptions()
     model.generation_config = GenerationConfig(
         max_new_tokens=g.max_new_tokens, num_beams=g.num_beams, length_penalty=g.length_penalty,
@@ -193,3 +303,115 @@ class Seq2SeqTask(TokenizedSplits):
             "train_examples": self.n_train,
             **{f"{name}_examples": len(idx) for name, idx in self.index.items() if name != "train"},
         }
+
+
+def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
+    """Tokenizer, source/target splits and encoder-decoder for translation and summarization."""
+    from accelerate.utils import set_seed
+
+    from nlp_ssl.models import check_same_tokenizer, max_positions, resolve_model_dir
+    from nlp_ssl.tokenizer import load_tokenizer_for
+
+    d = cfg.data
+    encoder = resolve_model_dir(cfg.encoder, key="encoder")
+    decoder = resolve_model_dir(cfg.decoder, key="decoder") if cfg.decoder else encoder
+    for folder, length, key in ((encoder, d.max_source_length, "max_source_length"),
+                                (decoder, d.max_target_length, "max_target_length")):
+        positions = max_positions(folder)
+        if positions is not None and length > positions:
+            raise ConfigError(f"'data.{key}' ({length}) exceeds the {positions} positions of the model in {folder}")
+    tokenizer = load_tokenizer_for(encoder, cfg.tokenizer)
+    if decoder != encoder:
+        check_same_tokenizer(tokenizer, decoder, cfg.tokenizer or encoder)
+    tokenizer.model_max_length = d.max_source_length
+
+    def pairs(spec):
+        return tokenize_pairs(spec, tokenizer, d.source_column, d.target_column, d.max_source_length,
+                              d.max_target_length, d.num_proc)
+
+    with accelerator.main_process_first():
+        train = pairs(d.train)
+        splits = {"train": train}
+        pool = np.arange(len(train))
+        if d.validation is not None:
+            splits["eval"] = pairs(d.validation)
+        else:
+            pool, held = hold_out(len(train), d.validation_fraction, cfg.seed, what="pairs")
+            splits["eval"] = train.select(held)
+        if d.test is not None:
+            splits["test"] = pairs(d.test)
+    if d.train_samples is not None and d.train_samples < len(pool):
+        pool = np.sort(np.random.default_rng([cfg.seed, 0x5A3]).permutation(pool)[: d.train_samples])
+    set_seed(cfg.seed)
+    model = build_seq2seq(encoder, decoder, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout,
+                          generation=cfg.generation)
+    # what evaluate/predict need to know about this model, saved in its config.json
+    model.config.nlp_ssl = {"task": cfg.task, "source_column": d.source_column, "target_column": d.target_column}
+    metric = METRICS[cfg.task]
+    task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
+                       metric=metric, train_index=pool)
+    origin = {"encoder": cfg.encoder, "decoder": cfg.decoder or cfg.encoder, "from_scratch": cfg.from_scratch}
+    logger.info("%s fine-tuning, encoder %s, decoder %s%s: %.2fM parameters, %d train / %d validation pairs",
+                cfg.task, encoder, decoder, " (fresh weights)" if cfg.from_scratch else "",
+                task.describe()["parameters"] / 1e6, task.n_train, len(task.index["eval"]))
+    return task, origin
+
+METRICS = {"translation": "sacrebleu_chrf", "summarization": "rouge"}
+"""The ``evaluate`` module scoring each task's generations."""
+
+
+def evaluation_task(ft, data: DatasetSpec, options) -> Seq2SeqTask:
+    """A saved encoder-decoder over one ``test`` split (``nlp-ssl evaluate``): ``options``
+    carries ``max_length`` and may override the columns it was fine-tuned on."""
+    source = options.source_column or ft.task.get("source_column")
+    target = options.target_column or ft.task.get("target_column")
+    if not source or not target:
+        raise ConfigError("this encoder-decoder does not record its columns: pass --source-column and --target-column")
+    ds = tokenize_pairs(data, ft.tokenizer, source, target, options.max_length,
+                        ft.model.generation_config.max_new_tokens + 1)
+    return Seq2SeqTask(ft.model, ft.tokenizer, {"test": ds}, source_column=source, target_column=target,
+                       metric=METRICS[ft.task.get("task", "translation")])
+
+
+def predict(ft, texts: list[str], max_length: int) -> list[dict]:
+    """The generated output per text, with the model's saved generation settings."""
+    enc = ft.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    generated = ft.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    outputs = ft.tokenizer.batch_decode(generated, skip_special_tokens=True)
+    return [{"text": t, "output": o.strip()} for t, o in zip(texts, outputs)]
+
+
+def _usage(text: str):
+    def usage(where: str) -> str:
+        return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+                f'model = AutoModelForSeq2SeqLM.from_pretrained("{where}")  # beam search etc. in generation_config.json\n'
+                f'inputs = tokenizer(["{text}"], return_tensors="pt")\n'
+                'print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))')
+    return usage
+
+
+_SHARED = dict(setup=setup_seq2seq, model_noun="encoder-decoder", auto_model="AutoModelForSeq2SeqLM",
+               recognises=lambda config: bool(config.get("is_encoder_decoder")) or any(
+                   a.endswith(("EncoderDecoderModel", "ForConditionalGeneration"))
+                   for a in config.get("architectures") or []), evaluation_task=evaluation_task, predict=predict,
+               starts_from=("encoder", "decoder"), examples="source/target pairs",
+               warm_start_note=" (warm-started, cross-attention added)")
+
+TRANSLATION = FinetuneTask(
+    name="translation", config=TranslationConfig, pipeline_tag="translation", title="Translation",
+    headline=("test_bleu", "test_chrf"),
+    describe=lambda recipe, model_config: (f"{recipe.get('data', {}).get('source_lang')} -> "
+                                           f"{recipe.get('data', {}).get('target_lang')} translation"),
+    usage=_usage("A man is riding a bicycle down the street."),
+    languages=lambda recipe: [recipe["data"]["source_lang"], recipe["data"]["target_lang"]],
+    **_SHARED,
+)
+
+SUMMARIZATION = FinetuneTask(
+    name="summarization", config=SummarizationConfig, pipeline_tag="summarization", title="Summarization",
+    headline=("test_rougeL", "test_rouge1"),
+    describe=lambda recipe, model_config: "summarization",
+    usage=_usage("#Person1#: Hi! ..."),
+    **_SHARED,
+)

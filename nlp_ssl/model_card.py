@@ -1,0 +1,320 @@
+"""Model cards: what a run (or any model folder) records about itself, turned into a
+``huggingface_hub.ModelCard`` with the run's evaluation results as ``model-index``. The
+task- and objective-specific wording comes from their descriptors (``nlp_ssl.tasks``,
+``nlp_ssl.objectives``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from nlp_ssl.errors import DataError
+
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
+
+METRIC_NAMES = {
+    "accuracy": ("accuracy", "Accuracy"),
+    "f1_macro": ("f1", "F1 (macro)"),
+    "precision_macro": ("precision", "Precision (macro)"),
+    "recall_macro": ("recall", "Recall (macro)"),
+    "loss": ("loss", "Cross-entropy loss"),
+    "perplexity": ("perplexity", "Perplexity"),
+    "bleu": ("bleu", "sacreBLEU"),
+    "chrf": ("chrf", "chrF"),
+    "rouge1": ("rouge1", "ROUGE-1"),
+    "rouge2": ("rouge2", "ROUGE-2"),
+    "rougeL": ("rougeL", "ROUGE-L"),
+    "rougeLsum": ("rougeLsum", "ROUGE-Lsum"),
+}
+
+PUSH_RECORD = "pushed.json"
+
+
+@dataclass
+class RunRecord:
+    """A model folder and what its run left beside it (all empty for a bare folder)."""
+
+    model_dir: Path
+    run_dir: Path | None = None
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str | None:
+        return self.info.get("stage")
+
+    @property
+    def kind(self) -> str | None:
+        """``mlm``, ``clm`` or the fine-tuning task."""
+        return self.config.get("objective") or self.config.get("task")
+
+
+def find_run(checkpoint: str) -> RunRecord:
+    """The model folder behind ``checkpoint`` (a run, its ``model/``, a checkpoint, any
+    model folder) and, when it came from an nlp-ssl run, that run's recipe and metrics."""
+    from nlp_ssl.embeddings import embedding_folder
+    from nlp_ssl.models import resolve_model_dir
+    from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE
+
+    if embedding_folder(checkpoint) is not None:
+        raise DataError(f"checkpoint {checkpoint}: a skipgram/cbow run; export and push take transformer runs. Its "
+                        "model/ folder is already a sentence-transformers folder: upload it with "
+                        "huggingface_hub's upload_folder")
+    model_dir = Path(resolve_model_dir(checkpoint, key="checkpoint"))
+    if not model_dir.exists():
+        raise DataError(f"checkpoint {checkpoint}: not a local folder (export works on local runs and model folders)")
+    record = RunRecord(model_dir)
+    for candidate in (model_dir.parent, model_dir.parent.parent.parent):  # run/model, run/checkpoints/step-N/model
+        if (candidate / CONFIG_FILE).is_file():
+            record.run_dir = candidate
+            record.config = yaml.safe_load((candidate / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+            info = candidate / RUN_INFO_FILE
+            record.info = json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+            metrics = candidate / METRICS_FILE
+            if metrics.is_file() and model_dir.parent == candidate:  # a checkpoint's are not the final ones
+                record.metrics = json.loads(metrics.read_text(encoding="utf-8"))
+            if "stage" not in record.info:
+                record.info["stage"] = "pretrain" if "objective" in record.config else "finetune"
+            break
+    return record
+
+
+def eval_results(record: RunRecord) -> list:
+    """``model-index`` entries: every evaluation the run recorded, per split and metric."""
+    from huggingface_hub import EvalResult
+
+    from nlp_ssl.data import hub_id
+
+    results = []
+    m, cfg = record.metrics, record.config
+    spec_of = descriptor(record)
+    if record.stage == "finetune":
+        data = cfg.get("data", {})
+        splits = [("validation", data.get("validation") or data.get("train")), ("test", data.get("test"))]
+        for split, spec in splits:
+            if not spec:
+                continue
+            spec = _spec(spec)
+            dataset = hub_id(spec) or "local data"
+            split_name = spec.split if split == "test" or data.get("validation") else f"{spec.split} (held out)"
+            for key, (metric_type, metric_name) in METRIC_NAMES.items():
+                value = m.get(f"{split}_{key}")
+                if value is None or key == "perplexity":
+                    continue
+                results.append(EvalResult(
+                    task_type=spec_of.pipeline_tag if spec_of else "text-classification",
+                    task_name=spec_of.title if spec_of else "Text classification",
+                    dataset_type=dataset, dataset_name=dataset, dataset_config=spec.config, dataset_split=split_name,
+                    metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
+                ))
+    elif record.stage == "pretrain":
+        validation = (cfg.get("data", {}).get("validation") or cfg.get("data", {}).get("datasets") or [{}])[0]
+        spec = _spec(validation) if validation else None
+        dataset = (hub_id(spec) if spec else None) or "local data"
+        for key in ("loss", "perplexity"):
+            value = m.get(f"eval_{key}")
+            if value is None:
+                continue
+            metric_type, metric_name = METRIC_NAMES[key]
+            results.append(EvalResult(
+                task_type=spec_of.pipeline_tag if spec_of else "fill-mask",
+                task_name=spec_of.title if spec_of else "Language modeling",
+                dataset_type=dataset, dataset_name=dataset, dataset_split=spec.split if spec else None,
+                metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
+            ))
+    return results
+
+
+def build_card(record: RunRecord, *, license: str = "other", language: str | list[str] | None = None,
+               base_model: str | None = None, repo_id: str | None = None):
+    """The model card of an exported folder (``huggingface_hub.ModelCard``)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from nlp_ssl import __version__
+    from nlp_ssl.data import hub_id
+
+    cfg = record.config
+    kind = record.kind
+    spec_of = descriptor(record)
+    if language is None:
+        language = (getattr(spec_of, "languages", None) or (lambda recipe: "en"))(cfg)
+    name = repo_id.split("/")[-1] if repo_id else (record.run_dir or record.model_dir).name
+    datasets = sorted({d for d in (hub_id(s) for s in _dataset_specs(cfg)) if d})
+    results = eval_results(record)
+    card_data = ModelCardData(
+        model_name=name, license=license, language=language, library_name="transformers",
+        pipeline_tag=spec_of.pipeline_tag if spec_of else None, tags=["nlp-ssl", *([kind] if kind else [])],
+        datasets=datasets or None, base_model=base_model, eval_results=results or None,
+    )
+    train = cfg.get("train", {})
+    sized_by = "epochs" if train.get("epochs") is not None else "max_steps"
+    hyper = [(k, train[k]) for k in (sized_by, "micro_batch_size", "grad_accum_steps", "lr",
+                                     "scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "mixed_precision",
+                                     "metric_for_best") if train.get(k) is not None]
+    for section in getattr(spec_of, "card_sections", ()):
+        hyper += [(f"{section}.{k}", v) for k, v in cfg.get(section, {}).items()]
+    hyper += [("seed", cfg.get("seed"))] if "seed" in cfg else []
+    m = record.metrics
+    cost = "not recorded"
+    if m.get("train_seconds") is not None:
+        cost = (f"{m.get('steps')} optimizer steps, {m.get('tokens', 0):,} tokens, "
+                f"{m['train_seconds'] / 60:.1f} minutes of training on {record.info.get('hardware', 'unknown hardware')}"
+                f" ({m.get('processes', 1)} process{'es' if m.get('processes', 1) > 1 else ''})")
+    versions = ", ".join(f"{k} {v}" for k, v in record.info.get("versions", {}).items()) or "not recorded"
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=name,
+        summary=_summary(record, spec_of, base_model),
+        usage=_usage(spec_of, repo_id or "PATH_OR_REPO_ID"),
+        results=[{"split": r.dataset_split, "dataset": r.dataset_name, "metric": r.metric_name,
+                  "value": f"{r.metric_value:.4f}"} for r in results],
+        training=_training(record, spec_of),
+        hyperparameters=hyper,
+        cost=cost,
+        versions=versions,
+        limitations=_limitations(spec_of),
+        nlp_ssl_version=record.info.get("versions", {}).get("nlp-ssl", __version__),
+        command=_portable_command(record.info.get("command", [])),
+        recipe=yaml.safe_dump(_portable(cfg), sort_keys=False).strip() if cfg else "# not an nlp-ssl run",
+    )
+    return card
+
+
+def _spec(raw: dict):
+    from nlp_ssl.data import DatasetSpec
+
+    return DatasetSpec(**{k: v for k, v in raw.items() if k in DatasetSpec.__dataclass_fields__})
+
+
+def _dataset_specs(cfg: dict) -> list:
+    """Every dataset a recipe names: pretraining lists, fine-tuning train/validation/test."""
+    data = cfg.get("data", {})
+    raw = []
+    for key in ("datasets", "validation", "train", "test"):
+        value = data.get(key)
+        raw += value if isinstance(value, list) else [value]
+    return [_spec(r) for r in raw if isinstance(r, dict)]
+
+
+def _portable(value):
+    """The recipe without this machine's absolute paths (kept: their last part)."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return f"<local>/{Path(value).name}"
+    return value
+
+
+def _portable_command(argv: list[str]) -> str:
+    if not argv:
+        return "nlp-ssl"
+    args = [a if not os.path.isabs(a) else f"<local>/{Path(a).name}" for a in argv[1:]]
+    return " ".join(["nlp-ssl", *args])
+
+
+def descriptor(record: RunRecord):
+    """The ``FinetuneTask`` or ``Objective`` a run was trained for (None for a bare folder)."""
+    from nlp_ssl.objectives import OBJECTIVES, get_objective
+    from nlp_ssl.tasks import TASKS, get_task
+
+    if record.stage == "finetune" and record.kind in TASKS:
+        return get_task(record.kind)
+    if record.stage == "pretrain" and record.kind in OBJECTIVES:
+        return get_objective(record.kind)
+    return None
+
+
+def _summary(record: RunRecord, spec_of, base_model: str | None) -> str:
+    m, cfg = record.metrics, record.config
+    params = f"{m['parameters'] / 1e6:.1f}M-parameter " if m.get("parameters") else ""
+    model_config = json.loads((record.model_dir / "config.json").read_text(encoding="utf-8"))
+    arch = model_config.get("architectures", ["?"])[0]
+    if record.stage == "pretrain":
+        what = spec_of.what if spec_of else "model"
+        start = f" continued from `{_portable(cfg['init_from'])}`" if cfg.get("init_from") else " trained from scratch"
+        return f"A {params}{what} `{arch}`{start} with nlp-ssl's self-supervised pretraining."
+    if record.stage == "finetune" and spec_of is not None:
+        keys = [k for k in spec_of.starts_from if cfg.get(k)]
+        if cfg.get("from_scratch") or not keys:
+            start = "fresh weights (no pretraining)"
+        elif len(keys) == 1:
+            start = f"`{base_model or _portable(cfg[keys[0]])}`"
+        else:
+            start = " and ".join(f"the {k} `{pushed_repo(cfg[k]) or _portable(cfg[k])}`" for k in keys)
+            start += spec_of.warm_start_note
+        return f"A {params}`{arch}` fine-tuned for {spec_of.describe(cfg, model_config)} from {start}."
+    return f"A `{arch}` model exported with nlp-ssl."
+
+
+def _usage(spec_of, where: str) -> str:
+    if spec_of is None:
+        return (f'from transformers import AutoModel, AutoTokenizer\n\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+                f'model = AutoModel.from_pretrained("{where}")')
+    return spec_of.usage(where)
+
+
+def _training(record: RunRecord, spec_of) -> str:
+    cfg, m = record.config, record.metrics
+    if record.stage == "pretrain":
+        return (f"Objective: {spec_of.training if spec_of else record.kind} on packed blocks of "
+                f"{cfg.get('data', {}).get('block_size')} tokens; final validation loss "
+                f"{m.get('eval_loss', float('nan')):.4f}.")
+    if record.stage == "finetune":
+        best = f"; the best validation {cfg.get('train', {}).get('metric_for_best')} was reached at step " \
+               f"{m.get('best_step')} and that model is the one published" if m.get("best_step") else ""
+        what = spec_of.examples if spec_of else "examples"
+        return f"Fine-tuned on {m.get('train_examples')} {what} for {m.get('steps')} steps{best}."
+    return "Not an nlp-ssl run: no training record."
+
+
+def _limitations(spec_of) -> str:
+    base = ("A small model trained on a small budget: it reflects the biases and the domain of its training text "
+            "(see the datasets above) and is meant for experiments and as a starting point, not for decisions about "
+            "people.")
+    extra = getattr(spec_of, "limitations", "")
+    return f"{base} {extra}" if extra else base
+
+
+def push_record(run_dir: Path) -> dict | None:
+    """What the last push of ``run_dir`` recorded (repo_id, revision, commit...), or None."""
+    path = Path(run_dir) / PUSH_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def pushed_base_model(record: RunRecord) -> str | list[str] | None:
+    """The Hub repo(s) of the checkpoint(s) this run started from, if those runs were pushed
+    (an encoder-decoder has two: the encoder's and the decoder's)."""
+    cfg = record.config
+    if cfg.get("from_scratch"):
+        return None
+    spec_of = descriptor(record)
+    keys = spec_of.starts_from if record.stage == "finetune" and spec_of else ("init_from",)
+    found = [pushed_repo(cfg[k]) for k in keys if cfg.get(k)]
+    found = list(dict.fromkeys(r for r in found if r))
+    if len(keys) > 1:
+        return found or None
+    return found[0] if found else None
+
+
+def pushed_repo(start: str) -> str | None:
+    from nlp_ssl.models import resolve_model_dir
+
+    try:
+        folder = Path(resolve_model_dir(start))
+    except Exception:
+        return None
+    if not folder.exists():
+        return start  # a Hub id
+    for run in (folder, folder.parent, folder.parent.parent.parent):
+        if (record := push_record(run)) is not None:
+            return record["repo_id"]
+    return None

@@ -1,0 +1,119 @@
+"""What every transformer objective shares: packed token blocks (memory-mapped, or streamed)
+and the engine task that reads them.
+
+``BlockTask`` slices blocks by index and leaves to its objective's subclass how a batch of
+blocks becomes model inputs (``_batch``), what the loss module is (``module``) and what a
+token costs (``flops_per_token``). Any randomness an objective needs (masks, samples) is
+seeded per block by ``example_seed``, so that a batch is the same whether it is built on one
+process or split over several, and after a resume.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nlp_ssl.engine import Batch
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.models import count_parameters
+from nlp_ssl.packing import pack
+
+if TYPE_CHECKING:
+    from nlp_ssl.pretrain import PretrainConfig
+
+
+def load_data(cfg: PretrainConfig, tokenizer, word_starts: bool = False):
+    """Packed train and validation blocks, and which block indices each split uses
+    (train blocks are None when the training data streams). ``word_starts``: also record
+    where words start, for whole-word masking."""
+    d = cfg.data
+    if d.streaming:
+        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, word_starts)
+        return None, None, valid, np.arange(len(valid.blocks))
+    train = pack(d.datasets, tokenizer, d.block_size, d.cache_dir, d.num_proc, word_starts)
+    if d.validation:
+        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, word_starts)
+        return train, np.arange(len(train.blocks)), valid, np.arange(len(valid.blocks))
+    # hold out a seeded sample of blocks; training sees the rest
+    n = len(train.blocks)
+    held = max(1, int(round(n * d.validation_fraction)))
+    if n - held < 1:
+        raise ConfigError(f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation")
+    order = np.random.default_rng([cfg.seed, 12345]).permutation(n)
+    return train, np.sort(order[held:]), train, np.sort(order[:held])
+
+
+def word_offsets(word_starts: np.ndarray) -> np.ndarray:
+    """Character offsets that encode word boundaries the way ``DataCollatorForLanguageModeling``
+    reads them (a gap before a token starts a new word).
+
+    Packed blocks keep no text, so the offsets are synthetic: consecutive positions within a
+    word, one position skipped before each word start. The word starts themselves come from
+    the tokenizer's ``word_ids()``, so this works for byte-level BPE and Unigram as well as
+    WordPiece, whose real offsets would glue a BPE word to the space before it.
+    """
+    starts = np.asarray(word_starts, dtype=np.int64)
+    pos = np.arange(starts.shape[1])[None, :] + np.cumsum(starts, axis=1)
+    return np.stack([pos, pos + 1], axis=-1)
+
+
+class BlockTask:
+    """Engine task over memory-mapped packed blocks (or a ``PackedStream``); an objective
+    subclasses it with its loss ``module``, ``_batch`` and ``flops_per_token``."""
+
+    def __init__(self, model, tokenizer, train_blocks: np.ndarray | None, train_index: np.ndarray | None,
+                 eval_blocks: np.ndarray, eval_index: np.ndarray, *, seed: int, stream=None,
+                 train_words: np.ndarray | None = None, eval_words: np.ndarray | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        # index arrays select rows of the (memory-mapped) block arrays without copying them
+        self.blocks = {"eval": (eval_blocks, np.asarray(eval_index))}
+        self.words = {"train": train_words, "eval": eval_words}
+        """Word-start flags per block, for whole-word masking (None otherwise)."""
+        self.stream = stream
+        """A ``PackedStream`` when the training data streams; then ``n_train`` is None."""
+        if stream is None:
+            self.blocks["train"] = (train_blocks, np.asarray(train_index))
+        self.seed = seed
+        self.n_train = None if stream is not None else len(train_index)
+        self.block_size = eval_blocks.shape[1]
+        self._eval = np.arange(len(eval_index))
+
+    def eval_indices(self, split: str = "eval") -> np.ndarray:
+        return self._eval
+
+    def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
+        blocks, index = self.blocks[split]
+        rows = index[np.asarray(indices)]
+        words = self.words[split]
+        words = None if words is None else np.asarray(words[rows])
+        return self._batch(np.asarray(blocks[rows], dtype=np.int64), rows, epoch, split, words)
+
+    def next_batch(self, size: int) -> Batch:
+        """Streaming: the next ``size`` blocks of this process's share of the stream."""
+        blocks, numbers, words = self.stream.next_blocks(size)
+        return self._batch(blocks, numbers, self.stream.epoch, "train", words)
+
+    def _batch(self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str,
+               words: np.ndarray | None = None) -> Batch:
+        """The objective's ``Batch`` of ``blocks`` (token ids, one row per block); ``example_ids``
+        number the blocks for ``example_seed``."""
+        raise NotImplementedError
+
+    def example_seed(self, index: int, epoch: int, split: str, *purpose: int) -> int:
+        """A seed of its own for each (run seed, split, epoch, block[, purpose]): what a block
+        gets does not depend on the batch or process it lands in."""
+        stream = 0 if split == "train" else 1
+        return int(np.random.SeedSequence([self.seed, stream, epoch, int(index), *purpose]).generate_state(1)[0])
+
+    def flops_per_token(self) -> float:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {
+            "parameters": count_parameters(self.model),
+            "train_blocks": self.n_train if self.n_train is not None else "streaming",
+            "eval_blocks": int(len(self._eval)),
+            "block_size": self.block_size,
+        }

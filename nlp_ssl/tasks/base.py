@@ -1,0 +1,124 @@
+"""What every fine-tuning task shares: its descriptor (``FinetuneTask``), the fine-tuning
+training defaults, the held-out validation split, and tokenized ``datasets`` splits read by row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+
+from nlp_ssl.engine import TrainConfig
+from nlp_ssl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FinetuneTask:
+    """One fine-tuning task as the rest of the toolkit sees it. ``nlp_ssl.tasks.TASKS`` maps
+    a recipe's ``task`` to its module; ``finetune``, ``inference``, ``publish``, ``pipeline``
+    and ``study`` look everything task-specific up here."""
+
+    name: str
+    config: type
+    """The recipe's typed config."""
+    setup: Callable
+    """``setup(cfg, accelerator) -> (engine task, origin)``: tokenizer, data and model, every
+    check done before the run folder is touched; ``origin`` says where the weights came from
+    (written into ``metrics.json``)."""
+    model_noun: str
+    """What a saved model of this task is called in messages ("sequence classifier")."""
+    auto_model: str
+    """The ``transformers`` Auto class that loads a saved model (``evaluate``, ``predict``)."""
+    recognises: Callable[[dict], bool]
+    """``recognises(config_json) -> bool``: whether a saved model folder is one this task
+    produces (any Hugging Face model of that kind counts, not only ours)."""
+    evaluation_task: Callable
+    """``evaluation_task(finetuned, dataset_spec, options) -> engine task`` over one ``test``
+    split, for ``nlp-ssl evaluate``."""
+    predict: Callable
+    """``predict(finetuned, texts, max_length) -> one dict per text`` (one batch, under
+    ``torch.no_grad``), for ``nlp-ssl predict``."""
+    pipeline_tag: str
+    """The Hub's pipeline tag (``text-classification``...)."""
+    title: str
+    """The task as a model card names it."""
+    headline: tuple[str, ...]
+    """``metrics.json`` keys that summarise a run, most important first (a study compares the
+    first by default)."""
+    starts_from: tuple[str, ...]
+    """Recipe keys naming the checkpoint(s) fine-tuning starts from, in card order."""
+    examples: str
+    """What one training example is, for the card ("labelled examples")."""
+    describe: Callable[[dict, dict], str]
+    """``describe(recipe, model_config) -> str``: what the model does, for the card
+    ("sentiment classification (labels: neg, pos)")."""
+    usage: Callable[[str], str]
+    """``usage(repo_or_path) -> str``: a Python snippet for the model card."""
+    limitations: str = ""
+    """Added to the card's generic limitations."""
+    warm_start_note: str = ""
+    """Appended to the card's list of starting checkpoints when there are several."""
+    languages: Callable[[dict], str | list[str]] | None = None
+    """``languages(recipe)``: the card's language codes (default ``en``)."""
+
+
+@dataclass
+class FinetuneTrainConfig(TrainConfig):
+    """``TrainConfig`` with fine-tuning defaults: sized in epochs, evaluated every epoch, the
+    most accurate model kept."""
+
+    max_steps: int = 1000
+    epochs: float | None = 3.0
+    micro_batch_size: int = 32
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    eval_every: int | Literal["epoch"] = "epoch"
+    save_every: int | Literal["epoch"] = "epoch"
+    keep_last: int = 1
+    metric_for_best: str | None = "accuracy"
+
+
+def check_dropout(dropout: float | None) -> None:
+    if dropout is not None and not 0 <= dropout < 1:
+        raise ConfigError(f"'dropout' must be in [0, 1), got {dropout}")
+
+
+def hold_out(n: int, fraction: float, seed: int, what: str = "examples") -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(train, validation)`` positions when a recipe has no validation set: a
+    ``fraction`` of the ``n`` rows (at least one) is held out, the rest trains."""
+    order = np.random.default_rng([seed, 0xE7A1]).permutation(n)
+    held = max(1, int(round(n * fraction)))
+    if n - held < 1:
+        raise ConfigError(f"data.train: {n} {what} are too few to hold out a validation set")
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+class TokenizedSplits:
+    """Splits (``train``, ``eval``, ``test``) of tokenized examples, each read through an index
+    (the training index may be a subsample), and the untouched rows for prediction records."""
+
+    def init_splits(self, splits: dict, columns: list[str], train_index=None) -> None:
+        self.texts = splits
+        """The full rows (original columns kept), for predictions.jsonl."""
+        self.splits = {name: ds.select_columns([c for c in columns if c in ds.column_names])
+                       for name, ds in splits.items()}
+        self.index = {name: np.arange(len(ds)) for name, ds in splits.items()}
+        if train_index is not None:
+            self.index["train"] = np.asarray(train_index)
+        self.n_train = len(self.index["train"]) if "train" in splits else 0
+
+    def eval_indices(self, split: str = "eval") -> np.ndarray:
+        if split not in self.splits:
+            raise ConfigError(f"no {split!r} split to evaluate")
+        return np.arange(len(self.index[split]))
+
+    def examples(self, split: str, indices) -> tuple[np.ndarray, list[dict]]:
+        """Dataset rows for positions ``indices`` of a split, as one dict per example."""
+        rows = self.index[split][np.asarray(indices)]
+        features = self.splits[split][rows.tolist()]
+        return rows, [{k: features[k][i] for k in features} for i in range(len(rows))]
+
+    def source_rows(self, split: str, outputs: dict) -> list[dict]:
+        """The original rows behind gathered evaluation outputs, in their order."""
+        ds = self.texts[split]
+        return [ds[int(r)] for r in self.index[split][outputs["index"]]]

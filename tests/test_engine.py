@@ -1,0 +1,205 @@
+"""``engine.fit`` alone, on a fake task: a linear model fitted by squared error, no transformers
+model, so that what fails here is the loop (accumulation, resume, evaluation, best model)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from nlp_ssl.checkpoint import list_checkpoints
+from nlp_ssl.engine import BEST_DIR, Batch, ScoredTask, Task, TrainConfig, evaluate, fit, make_accelerator, read_log
+
+N_TRAIN, N_EVAL, DIM, OUT = 32, 10, 4, 3
+
+
+class Linear(torch.nn.Linear):
+    def save_pretrained(self, directory, safe_serialization=True):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
+                  str(Path(directory) / "model.safetensors"))
+
+
+class SquaredError(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y, mask, example):
+        return (mask * (self.model(x) - y) ** 2).sum()
+
+
+class Tokenizer:
+    def save_pretrained(self, directory):
+        (Path(directory) / "tokenizer_config.json").write_text("{}", encoding="utf-8")
+
+
+class PowerCut(Exception):
+    pass
+
+
+class Regression:
+    """Example i maps x_i to y_i; only its first 1 + i % 3 outputs carry a loss, so batches hold
+    different numbers of targets (a mean of per-micro-batch means would weigh them wrongly)."""
+
+    def __init__(self, crash_at_train_batch: int | None = None):
+        g = torch.Generator().manual_seed(0)
+        self.model = Linear(DIM, OUT)
+        with torch.no_grad():
+            self.model.weight.copy_(torch.randn(OUT, DIM, generator=g))
+            self.model.bias.zero_()
+        self.module = SquaredError(self.model)
+        self.tokenizer = Tokenizer()
+        self.n_train = N_TRAIN
+        w = torch.randn(DIM, OUT, generator=g)
+        self.data = {}
+        for split, n in (("train", N_TRAIN), ("eval", N_EVAL)):
+            x = torch.randn(n, DIM, generator=g)
+            mask = (torch.arange(OUT)[None, :] < 1 + torch.arange(n)[:, None] % 3).float()
+            self.data[split] = (x, x @ w + 0.1 * torch.randn(n, OUT, generator=g), mask)
+        self.crash_at, self.train_batches = crash_at_train_batch, 0
+
+    def make_batch(self, indices, epoch, split):
+        if split == "train":
+            self.train_batches += 1
+            if self.train_batches == self.crash_at:
+                raise PowerCut
+        idx = torch.as_tensor(np.asarray(indices))
+        x, y, mask = (t[idx] for t in self.data[split])
+        return Batch({"x": x, "y": y, "mask": mask, "example": idx}, n_targets=int(mask.sum()), n_tokens=len(idx))
+
+    def eval_indices(self, split="eval"):
+        return np.arange(N_EVAL)
+
+    def flops_per_token(self):
+        return 6.0 * DIM * OUT
+
+    def describe(self):
+        return {"parameters": sum(p.numel() for p in self.model.parameters())}
+
+
+class ScoredRegression(Regression):
+    """Evaluated in reverse order, with a scripted metric; records what ``compute_metrics`` gets."""
+
+    def __init__(self, scores=()):
+        super().__init__()
+        self.scores, self.calls = list(scores), []
+
+    def eval_indices(self, split="eval"):
+        return np.arange(N_EVAL)[::-1].copy()
+
+    def eval_step(self, module, inputs):
+        return module(**inputs), {"example": inputs["example"], "prediction": self.model(inputs["x"])}
+
+    def compute_metrics(self, outputs, split):
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.calls.append((split, outputs, weights))
+        return {"score": self.scores[len(self.calls) - 1]} if self.scores else {}
+
+
+def config(**overrides) -> TrainConfig:
+    base = {"max_steps": 6, "micro_batch_size": 8, "lr": 0.05, "warmup_steps": 1, "scheduler": "linear",
+            "eval_every": 3, "save_every": 3, "log_every": 1, "tracker": "none"}
+    return TrainConfig(**{**base, **overrides})
+
+
+def folder(tmp_path, name: str) -> Path:
+    """A run folder: the stages create it before calling ``fit``."""
+    (tmp_path / name).mkdir(exist_ok=True)
+    return tmp_path / name
+
+
+def by_hand_loss(task: Regression, n: int = N_EVAL) -> tuple[float, int]:
+    """Mean squared error over the targets of the first ``n`` eval examples, in float64."""
+    x, y, mask = (t[:n].double() for t in task.data["eval"])
+    pred = x @ task.model.weight.detach().double().T + task.model.bias.detach().double()
+    return float((mask * (pred - y) ** 2).sum() / mask.sum()), int(mask.sum())
+
+
+def logged(run_dir: Path, drop=("train/tokens_per_s", "train/mfu")) -> list[dict]:
+    """A run's log without the timings, which differ from run to run."""
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_log(run_dir)]
+
+
+def test_the_fakes_are_what_the_engine_says_they_are():
+    assert isinstance(Regression(), Task) and not isinstance(Regression(), ScoredTask)
+    assert isinstance(ScoredRegression(), Task) and isinstance(ScoredRegression(), ScoredTask)
+
+
+def test_accumulated_micro_batches_give_the_big_batch_step(tmp_path):
+    init = Regression().model.weight.detach().clone()
+    small, big = Regression(), Regression()
+    fit(small, config(micro_batch_size=2, grad_accum_steps=4, max_grad_norm=0), folder(tmp_path, "small"), seed=3)
+    fit(big, config(micro_batch_size=8, grad_accum_steps=1, max_grad_norm=0), folder(tmp_path, "big"), seed=3)
+    assert not torch.allclose(big.model.weight, init, atol=1e-2)  # it trained
+    for a, b in zip(small.model.parameters(), big.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    losses = [[r["train/loss"] for r in read_log(tmp_path / run) if "train/loss" in r] for run in ("small", "big")]
+    assert len(losses[0]) == 6 and losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path):
+    straight = Regression()
+    fit(straight, config(), folder(tmp_path, "straight"), seed=3)
+
+    crashed = Regression(crash_at_train_batch=5)  # after the checkpoint of step 3 and the log of step 4
+    with pytest.raises(PowerCut):
+        fit(crashed, config(), folder(tmp_path, "resumed"), seed=3)
+    assert [c.name for c in list_checkpoints(tmp_path / "resumed")] == ["step-00000003"]
+    assert max(r["step"] for r in read_log(tmp_path / "resumed")) == 4
+    resumed = Regression()  # a new process: the weights come from the checkpoint
+    summary = fit(resumed, config(resume="latest"), folder(tmp_path, "resumed"), seed=3)
+
+    assert summary["steps"] == 6
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert logged(tmp_path / "resumed") == logged(tmp_path / "straight")
+    assert len(logged(tmp_path / "straight")) == 6 + 2  # every step, and the evaluations at 3 and 6
+
+
+def test_eval_loss_is_the_mean_over_every_eval_target(tmp_path):
+    task, cfg = Regression(), config(max_steps=2, micro_batch_size=4, eval_every=100)  # eval batches 4, 4, 2
+    accelerator = make_accelerator(cfg, folder(tmp_path, "run"))
+    summary = fit(task, cfg, folder(tmp_path, "run"), seed=3, accelerator=accelerator)
+    loss, targets = by_hand_loss(task)
+    assert summary["eval_loss"] == pytest.approx(loss, rel=1e-6)
+    assert summary["eval_targets"] == targets
+    eval_log = {f"eval/{k}": summary[f"eval_{k}"] for k in ("loss", "perplexity", "targets")}
+    assert read_log(tmp_path / "run")[-1] == {"step": 2, **eval_log}
+
+    cut = evaluate(task, task.module, accelerator, config(micro_batch_size=4, eval_max_batches=1))
+    loss, targets = by_hand_loss(task, 4)  # the first batch only
+    assert cut["loss"] == pytest.approx(loss, rel=1e-6) and cut["targets"] == targets
+
+
+def test_a_scored_task_gets_its_outputs_in_example_order(tmp_path):
+    task = ScoredRegression()
+    summary = fit(task, config(max_steps=3, micro_batch_size=4, eval_every=3), folder(tmp_path, "run"), seed=3)
+    (split, outputs, _), = task.calls
+    assert split == "eval"
+    np.testing.assert_array_equal(outputs["index"], np.arange(N_EVAL))
+    np.testing.assert_array_equal(outputs["example"], np.arange(N_EVAL))
+    x = task.data["eval"][0]
+    np.testing.assert_allclose(outputs["prediction"], task.model(x).detach().numpy(), rtol=1e-6)
+    assert summary["eval_loss"] == pytest.approx(by_hand_loss(task)[0], rel=1e-6)
+    assert "eval_perplexity" not in summary
+
+
+def test_best_model_is_kept_and_patience_stops_the_run(tmp_path):
+    # a tie (step 4) is no improvement: two evaluations without one after step 2 stop the run at 4
+    task = ScoredRegression(scores=[1.0, 3.0, 2.0, 3.0, 9.0, 9.0])
+    cfg = config(max_steps=6, eval_every=1, save_every=100, metric_for_best="score", early_stopping_patience=2)
+    summary = fit(task, cfg, folder(tmp_path, "run"), seed=3)
+
+    assert {k: summary[k] for k in ("steps", "best_step", "best_score", "stopped_early")} == {
+        "steps": 4, "best_step": 2, "best_score": 3.0, "stopped_early": True}
+    assert len(task.calls) == 4 and max(r["step"] for r in read_log(tmp_path / "run")) == 4
+    best = load_file(str(tmp_path / "run" / BEST_DIR / "model.safetensors"))
+    at_step = {i + 1: weights for i, (_, _, weights) in enumerate(task.calls)}
+    assert all(torch.equal(best[k], at_step[2][k]) for k in best)
+    assert not torch.equal(best["weight"], at_step[4]["weight"])  # the tie did not replace it
+    assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["step-00000004"]
+    state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
+    assert state["best"] == {"metric": "score", "value": 3.0, "step": 2, "stale": 2, "stopped_early": True}
