@@ -105,6 +105,15 @@ def _parse_index(part: str, item: str, length: int) -> int:
     return index
 
 
+def upgrade(cls: type, data: dict) -> dict:
+    """A recipe saved by an earlier version in today's form: renamed keys (``cls.RENAMED``)
+    take their new name, and sections ``cls`` no longer has are dropped."""
+    renamed = getattr(cls, "RENAMED", {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    data = {renamed.get(k, k): v for k, v in data.items()}
+    return {k: v for k, v in data.items() if k in names}
+
+
 def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
     """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
     where = prefix or "recipe"

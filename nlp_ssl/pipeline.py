@@ -2,7 +2,7 @@
 
 A pipeline recipe holds the recipes of its stages (without ``output_dir``: each stage writes
 to ``<run_dir>/<stage>``). Pretraining stages use the pipeline's tokenizer unless they name
-one; a fine-tuning stage's ``init`` / ``encoder`` / ``decoder`` may name a pretraining stage.
+one; a fine-tuning stage's ``init`` / ``init_decoder`` may name a pretraining stage.
 
 Each stage is validated up front (a typo in the last stage fails before the first starts).
 A stage whose output is finished for the same resolved recipe, and whose inputs did not
@@ -41,7 +41,7 @@ class PipelineConfig:
     ``tokenizer`` defaults to the pipeline's."""
     finetune: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Name -> ``finetune`` recipe without ``output_dir`` (``<run_dir>/finetune-<name>``);
-    ``init`` / ``encoder`` / ``decoder`` may be the name of a pretraining stage."""
+    ``init`` / ``init_decoder`` may be the name of a pretraining stage."""
     baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Name -> ``baseline`` recipe without ``output_dir`` (``<run_dir>/baseline-<name>``):
     labels-only classical models (TF-IDF + logistic regression)."""
@@ -97,8 +97,8 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
         # skipgram / cbow runs are not published by export/push (see nlp_ssl.embeddings)
         hub = _hub_keys(cfg, f"pretrain-{name}") if issubclass(cls, HubOptions) else {}
         raw = {**hub, **section, "output_dir": str(run_dir / f"pretrain-{name}")}
-        needs = _link(raw, ("init_from", "init_embeddings"), pretrained, source, f"pretrain.{name}")
-        if "tokenizer" not in raw and "init_from" not in raw:
+        needs = _link(raw, ("init", "init_embeddings"), pretrained, source, f"pretrain.{name}")
+        if "tokenizer" not in raw and "init" not in raw:
             if cfg.tokenizer is None:
                 raise ConfigError(f"{source}: pretrain.{name}: no 'tokenizer' and the pipeline has no tokenizer stage")
             raw["tokenizer"] = str(run_dir / "tokenizer")
@@ -142,7 +142,7 @@ def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where
             if not any_kind and vectors != (key == "init_embeddings"):
                 kind = "a skipgram/cbow stage" if key == "init_embeddings" else "a transformer pretraining stage"
                 raise ConfigError(f"{source}: {where}.{key}: {value!r} is not {kind} (use init_embeddings for "
-                                  "token vectors, init/init_from/encoder/decoder for transformers)")
+                                  "token vectors, init/init_decoder for transformers)")
             needs.append(stage.name)
             raw[key] = stage.config.output_dir
         elif key == "init_embeddings" and not Path(value).expanduser().exists():
@@ -222,12 +222,13 @@ def _same_recipe(out: Path, config) -> bool:
     sets, and where the result is pushed, do not count: they do not change the model)."""
     import yaml
 
-    from nlp_ssl.config import to_dict
+    from nlp_ssl.config import to_dict, upgrade
 
     saved = out / CONFIG_FILE
     if not saved.is_file():
         return False
-    old, new = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, to_dict(config)
+    old = upgrade(type(config), yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    new = to_dict(config)
     for recipe in (old, new):
         if isinstance(recipe.get("train"), dict):
             recipe["train"].pop("resume", None)

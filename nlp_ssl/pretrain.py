@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import TrainConfig, fit, make_accelerator, save_model_folder
+from nlp_ssl.engine import TrainConfig, save_model_folder
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.hub import after_run, checkpoint_pusher, refuse_offline_push
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import (
     ModelConfig,
@@ -30,7 +30,8 @@ from nlp_ssl.models import (
     resolve_model_dir,
 )
 from nlp_ssl.objectives import OBJECTIVES, get_objective
-from nlp_ssl.outputs import locks_output, now, open_run_dir, prepare_run_dir, write_run_files
+from nlp_ssl.outputs import locks_output
+from nlp_ssl.stage import run_training_stage
 from nlp_ssl.packing import PackedStream
 from nlp_ssl.tokenizer import load_tokenizer
 
@@ -85,6 +86,8 @@ class PretrainConfig(HubOptions):
     and the other ``HubOptions``); each objective's config class adds its own sections
     (``nlp_ssl.objectives``), and ``recipe_class`` picks that class by ``objective``."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"init_from": "init"}
+
     output_dir: str
     objective: str
     """``mlm`` masked-LM (BERT-style), ``clm`` next-token LM (GPT-style), ``rtd`` replaced-token
@@ -92,9 +95,9 @@ class PretrainConfig(HubOptions):
     ``cbow`` (token embeddings only) have their own recipe: ``nlp_ssl.embeddings``."""
     data: PretrainDataConfig
     tokenizer: str | None = None
-    """Tokenizer folder (the tokenizer stage's output_dir). With ``init_from``: default the
+    """Tokenizer folder (the tokenizer stage's output_dir). With ``init``: default the
     checkpoint's own tokenizer; any other must have the same vocabulary."""
-    init_from: str | None = None
+    init: str | None = None
     """Continue pretraining an existing checkpoint (domain- or task-adaptive pretraining): one
     of our runs, any Hugging Face model folder, ``pkg:<package>/<folder>``, or a Hub id. Its
     architecture and size are kept (``model.*`` is ignored but ``model.dropout``)."""
@@ -108,12 +111,12 @@ class PretrainConfig(HubOptions):
     def __post_init__(self):
         self.check_hub_options()
         self.check_objective()
-        if self.init_embeddings is not None and self.init_from is not None:
-            raise ConfigError("'init_embeddings' initialises a fresh model's token embeddings; 'init_from' continues a "
+        if self.init_embeddings is not None and self.init is not None:
+            raise ConfigError("'init_embeddings' initialises a fresh model's token embeddings; 'init' continues a "
                               "checkpoint that has its own: set one of them")
-        if self.tokenizer is None and self.init_from is None:
-            raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init_from')")
-        if self.init_from is None and self.data.block_size > self.model.max_positions:
+        if self.tokenizer is None and self.init is None:
+            raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init')")
+        if self.init is None and self.data.block_size > self.model.max_positions:
             raise ConfigError(
                 f"'data.block_size' ({self.data.block_size}) exceeds 'model.max_positions' ({self.model.max_positions})"
             )
@@ -136,12 +139,12 @@ def recipe_class(raw: dict, source: str) -> type:
 
 
 def load_tokenizer_and_model(cfg: PretrainConfig):
-    """A fresh model sized by ``cfg.model``, or the ``init_from`` checkpoint to continue; the
+    """A fresh model sized by ``cfg.model``, or the ``init`` checkpoint to continue; the
     tokenizer checked against it."""
     from accelerate.utils import set_seed
 
     objective = get_objective(cfg.objective)
-    if cfg.init_from is None:
+    if cfg.init is None:
         tokenizer = load_tokenizer(cfg.tokenizer)
         set_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
         model = objective.build(cfg, tokenizer)
@@ -150,7 +153,7 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
             rows = copy_token_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer)
             logger.info("token embeddings of %d ids from %s", rows, cfg.init_embeddings)
         return tokenizer, model
-    model_dir = resolve_model_dir(cfg.init_from, key="init_from")
+    model_dir = resolve_model_dir(cfg.init, key="init")
     positions = max_positions(model_dir)
     if positions is not None and cfg.data.block_size > positions:
         raise ConfigError(f"'data.block_size' ({cfg.data.block_size}) exceeds the {positions} positions of the "
@@ -179,60 +182,50 @@ def run(cfg, overwrite: bool = False) -> dict:
 
 @locks_output()
 def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
-    from transformers.utils import logging as hf_logging
-
     from nlp_ssl.objectives.blocks import load_data
 
-    hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown the training bar
-    started = now()
-    out = Path(cfg.output_dir).absolute()
-    tcfg = cfg.train
     objective = get_objective(cfg.objective)
     word_starts = objective.word_starts(cfg)
-    accelerator = make_accelerator(tcfg, out)
-    prepare_run_dir(out, tcfg.resume, overwrite)
-    refuse_offline_push(cfg)
-    # everything that can reject the input runs before output_dir is touched
-    tokenizer, model = load_tokenizer_and_model(cfg)
-    with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
-        train, train_idx, valid, eval_idx = load_data(cfg, tokenizer, word_starts)
-    open_run_dir(out, cfg, overwrite, accelerator)
-    stream = None
-    if cfg.data.streaming:
-        stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
-                              process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                              shuffle_buffer=cfg.data.shuffle_buffer, word_starts=word_starts)
-    task = objective.make_task(model, tokenizer, cfg, train_blocks=train.blocks if train else None,
-                               train_index=train_idx, eval_blocks=valid.blocks, eval_index=eval_idx, seed=cfg.seed,
-                               stream=stream, train_words=train.word_starts if train else None,
-                               eval_words=valid.word_starts)
-    info = task.describe()
-    logger.info(
-        "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",
-        cfg.objective, info["parameters"] / 1e6, info["train_blocks"], info["block_size"],
-        train.n_docs if train else "streamed",
-        info["eval_blocks"], accelerator.num_processes,
-    )
-    try:
-        summary = fit(task, tcfg, out, seed=cfg.seed, hparams=cfg, accelerator=accelerator,
-                      on_checkpoint=checkpoint_pusher(cfg))
+    data: dict = {}
 
-        if accelerator.is_main_process:
-            save_model_folder(task, out / MODEL_DIR)
-            bpt = valid.bytes_per_token
-            lm_loss = summary.get(objective.lm_loss_key)
-            metrics = {
-                "objective": cfg.objective,
-                **info,
-                **summary,
-                "eval_bits_per_byte": round(lm_loss / math.log(2) / bpt, 4) if lm_loss is not None else None,
-                "bytes_per_token": round(bpt, 4),
-                "corpus_tokens": train.n_tokens if train else stream.tokens_in,
-                "corpus_docs": train.n_docs if train else "streamed",
-                "model_dir": str(out / MODEL_DIR),
-            }
-            write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
-        accelerator.wait_for_everyone()
-    finally:
-        accelerator.end_training()
-    return after_run(cfg, out, accelerator.is_main_process)
+    def setup(accelerator):
+        tokenizer, model = load_tokenizer_and_model(cfg)
+        with accelerator.main_process_first():  # tokenize and pack once; the others read the cache
+            train, train_idx, valid, eval_idx = load_data(cfg, tokenizer, word_starts)
+        stream = None
+        if cfg.data.streaming:
+            stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
+                                  process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                                  shuffle_buffer=cfg.data.shuffle_buffer, word_starts=word_starts)
+        data.update(train=train, valid=valid, stream=stream)
+        task = objective.make_task(model, tokenizer, cfg, train_blocks=train.blocks if train else None,
+                                   train_index=train_idx, eval_blocks=valid.blocks, eval_index=eval_idx,
+                                   seed=cfg.seed, stream=stream, train_words=train.word_starts if train else None,
+                                   eval_words=valid.word_starts)
+        info = task.describe()
+        logger.info(
+            "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",
+            cfg.objective, info["parameters"] / 1e6, info["train_blocks"], info["block_size"],
+            train.n_docs if train else "streamed", info["eval_blocks"], accelerator.num_processes,
+        )
+        return task
+
+    def finish(task, summary: dict, accelerator, out: Path) -> dict:
+        if not accelerator.is_main_process:
+            return {}
+        save_model_folder(task, out / MODEL_DIR)
+        train, valid, stream = data["train"], data["valid"], data["stream"]
+        bpt = valid.bytes_per_token
+        lm_loss = summary.get(objective.lm_loss_key)
+        return {
+            "objective": cfg.objective,
+            **task.describe(),
+            **summary,
+            "eval_bits_per_byte": round(lm_loss / math.log(2) / bpt, 4) if lm_loss is not None else None,
+            "bytes_per_token": round(bpt, 4),
+            "corpus_tokens": train.n_tokens if train else stream.tokens_in,
+            "corpus_docs": train.n_docs if train else "streamed",
+            "model_dir": str(out / MODEL_DIR),
+        }
+
+    return run_training_stage(cfg, overwrite, "pretrain", setup, finish)

@@ -63,7 +63,7 @@ class StudyConfig:
     run_dir: str
     finetune: dict[str, Any]
     """The fine-tuning recipe every arm shares (``task``, ``data``, ``train``...; no
-    ``output_dir``; ``init`` / ``encoder`` / ``decoder`` come from the arms)."""
+    ``output_dir``; ``init`` / ``init_decoder`` come from the arms)."""
     arms: dict[str, StudyArm]
     label_counts: list[int | Literal["all"]] = field(default_factory=lambda: ["all"])
     """Labelled-set sizes (``data.train_samples``: class-balanced and nested, so 50 are among the 200)."""
@@ -80,7 +80,7 @@ class StudyConfig:
     tokenizer: dict[str, Any] | None = None
     """As in a pipeline recipe: trained into ``<run_dir>/tokenizer``."""
     pretrain: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """As in a pipeline recipe; an arm's ``init`` / ``encoder`` / ``decoder`` may name one."""
+    """As in a pipeline recipe; an arm's ``init`` / ``init_decoder`` may name one."""
 
     def __post_init__(self):
         if not self.arms:

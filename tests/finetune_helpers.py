@@ -61,8 +61,8 @@ def translation_config(out: Path, encoder, decoder, data_dir: Path, *, data=None
         "source_lang": "en", "target_lang": "xx", "max_source_length": 32, "max_target_length": 24,
     }
     data_cfg.update(data or {})
-    raw = {"output_dir": str(out), "task": "translation", "encoder": str(encoder),
-           "decoder": None if decoder is None else str(decoder), "data": data_cfg, "dropout": 0.0,
+    raw = {"output_dir": str(out), "task": "translation", "init": str(encoder),
+           "init_decoder": None if decoder is None else str(decoder), "data": data_cfg, "dropout": 0.0,
            "generation": {"max_new_tokens": 16, "num_beams": 2},
            "train": {"epochs": 4, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none", "log_every": 1,
                      "warmup_ratio": 0.1}, "seed": 0}

@@ -118,7 +118,7 @@ CASES = [
     ("tokenizer is not a tokenizer folder", lambda c: [
         "pretrain", recipe(c.tmp, pretrain_raw(c, tokenizer=str(c.tmp)))], "tokenizer"),
     ("tokenizer/model vocab mismatch", lambda c: [
-        "pretrain", recipe(c.tmp, pretrain_raw(c, tokenizer=str(bigger_tokenizer(c)), init_from=str(c.mlm)))],
+        "pretrain", recipe(c.tmp, pretrain_raw(c, tokenizer=str(bigger_tokenizer(c)), init=str(c.mlm)))],
      "tokenizer"),
     ("checkpoint is not a model folder", lambda c: [
         "finetune", recipe(c.tmp, sentiment_raw(c, init=str(c.tokenizer)))], "init"),
@@ -141,7 +141,7 @@ CASES = [
     ("missing label column", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(
         c, labelled_folder(c, [{"text": r["text"], "stars": 1} for r in reviews()])))], "no label column 'label'"),
     ("missing language key", lambda c: ["finetune", recipe(c.tmp, {
-        "output_dir": str(c.tmp / "out"), "task": "translation", "encoder": str(c.mlm), "decoder": str(c.clm),
+        "output_dir": str(c.tmp / "out"), "task": "translation", "init": str(c.mlm), "init_decoder": str(c.clm),
         "data": {"train": {"files": str(write_jsonl(c.tmp / "mt.jsonl", [
             {"translation": {"en": "a b", "de": "b a"}}] * 3 + [{"translation": {"en": "c"}}]))},
                  "source_lang": "en", "target_lang": "de", "max_source_length": 32, "max_target_length": 32},

@@ -136,3 +136,17 @@ def test_every_shipped_recipe_loads(path):
     stage = STAGES.get(stage_name)
     assert stage is not None, f"recipes/{stage_name}/ does not match a stage ({', '.join(STAGES)})"
     load_recipe(getattr(importlib.import_module(stage.module), stage.config), path)
+
+
+@pytest.mark.parametrize("stage, raw, old, new", [
+    ("pretrain", {"objective": "mlm"}, "init_from", "init"),
+    ("finetune", {"task": "translation"}, "encoder", "init"),
+    ("finetune", {"task": "summarization"}, "decoder", "init_decoder"),
+])
+def test_a_renamed_key_names_its_new_name(tmp_path, stage, raw, old, new):
+    module = __import__(STAGES[stage].module, fromlist=["recipe_class"])
+    cls = module.recipe_class(raw, "r.yaml")
+    path = tmp_path / "r.yaml"
+    path.write_text("".join(f"{k}: {v}\n" for k, v in {**raw, "output_dir": "out", old: "runs/x"}.items()))
+    with pytest.raises(ConfigError, match=rf"unknown key '{old}'; it was renamed '{new}'"):
+        load_recipe(cls, path)

@@ -1,4 +1,4 @@
-"""Continued (domain-/task-adaptive) pretraining: ``init_from`` an existing checkpoint."""
+"""Continued (domain-/task-adaptive) pretraining: ``init`` an existing checkpoint."""
 
 import json
 
@@ -24,9 +24,9 @@ def checkpoints(tmp_path_factory, tiny_corpus, tiny_tokenizer) -> dict:
 
 
 def continued(out, source, corpus, tokenizer_dir, objective, **train):
-    """A continuation of ``source``: the tiny recipe with init_from set and no tokenizer."""
+    """A continuation of ``source``: the tiny recipe with init set and no tokenizer."""
     cfg = tiny_config(out, tokenizer_dir, corpus, objective, **train)
-    cfg.init_from, cfg.tokenizer = str(source), None
+    cfg.init, cfg.tokenizer = str(source), None
     return cfg
 
 

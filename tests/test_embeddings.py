@@ -327,7 +327,7 @@ def test_init_embeddings_with_init_from_is_refused(tmp_path, tiny_corpus, tiny_t
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
     from nlp_ssl.config import to_dict
 
-    raw = {"init_from": str(pretrained["mlm"]), "init_embeddings": str(embedding_run)}
+    raw = {"init": str(pretrained["mlm"]), "init_embeddings": str(embedding_run)}
     with pytest.raises(ConfigError, match="set one of them"):
         from_dict(type(cfg), {**to_dict(cfg), **raw})
 
@@ -377,8 +377,8 @@ def test_pipeline_refuses_a_link_of_the_wrong_kind(tmp_path, tiny_corpus):
 
     corpus = {"files": str(tiny_corpus)}
     stages = {"sg": {"objective": "skipgram", "data": {"datasets": [corpus]}, "model": {"dim": 32}},
-              "mlm": {"objective": "mlm", "init_from": "sg", "data": {"datasets": [corpus], "block_size": 32}}}
-    with pytest.raises(ConfigError, match="pretrain.mlm.init_from: 'sg' is not a transformer pretraining stage"):
+              "mlm": {"objective": "mlm", "init": "sg", "data": {"datasets": [corpus], "block_size": 32}}}
+    with pytest.raises(ConfigError, match="pretrain.mlm.init: 'sg' is not a transformer pretraining stage"):
         from_dict(pipeline.PipelineConfig, {"run_dir": str(tmp_path / "r"), "tokenizer": {"datasets": [corpus]},
                                             "pretrain": stages})
     stages["mlm"] = {"objective": "mlm", "init_embeddings": "nowhere", "data": {"datasets": [corpus]}}

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import yaml
 
 from nlp_ssl.config import from_dict
 from nlp_ssl.errors import ConfigError
@@ -52,6 +53,15 @@ def test_pipeline_runs_skips_and_reruns_what_changed(tmp_path, tiny_corpus, sent
     assert f"init: {run_dir / 'pretrain-mlm'}" in ft_config  # the stage name became its folder
 
     first = stamps(run_dir)
+    assert run(from_dict(PipelineConfig, raw))["stages_run"] == 0 and stamps(run_dir) == first
+
+    # a stage an earlier version wrote (the key since renamed, a section its objective no longer
+    # has) is still the same recipe: nothing re-runs
+    saved = run_dir / "pretrain-mlm/resolved_config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    old["init_from"] = old.pop("init")
+    old["rtd"] = {"generator_layers": 1, "disc_weight": 50.0}
+    saved.write_text(yaml.safe_dump(old))
     assert run(from_dict(PipelineConfig, raw))["stages_run"] == 0 and stamps(run_dir) == first
 
     raw["finetune"]["rt"]["train"]["lr"] = 1e-3  # only the last stage changed

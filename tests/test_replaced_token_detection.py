@@ -143,8 +143,8 @@ def test_rtd_recipe_errors(tmp_path, tiny_corpus, tiny_tokenizer):
         from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "rtd": {"generator_layers": 3}})
     with pytest.raises(ConfigError, match=r"rtd: 'disc_weight' must be positive"):
         from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "rtd": {"disc_weight": 0}})
-    with pytest.raises(ConfigError, match=r"'init_from' continues mlm or clm pretraining"):
-        from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "init_from": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"'init' continues mlm or clm pretraining"):
+        from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "init": str(tmp_path)})
     with pytest.raises(ConfigError, match=r"unknown key 'rtd.generator_layer'; did you mean 'rtd.generator_layers'"):
         from_dict(ReplacedTokenDetectionPretrainConfig, {**raw, "rtd": {"generator_layer": 1}})
     assert cfg.rtd.generator_layers == 1

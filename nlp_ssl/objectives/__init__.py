@@ -47,8 +47,8 @@ class Objective:
     """``build(recipe, tokenizer) -> model``: a fresh model sized by ``recipe.model``."""
     load: Callable | None = None
     """``load(model_dir, recipe) -> model``: a saved checkpoint with the head this objective
-    trains, to continue pretraining (``init_from``); None when the objective cannot continue
-    one (its config class refuses ``init_from``)."""
+    trains, to continue pretraining (``init``); None when the objective cannot continue
+    one (its config class refuses ``init``)."""
     check_tokenizer: Callable | None = None
     """``check_tokenizer(tokenizer, where)``: refuse a checkpoint's tokenizer the objective
     cannot train with, before the checkpoint is loaded (``build`` checks a fresh model's)."""

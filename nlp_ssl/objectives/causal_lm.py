@@ -51,7 +51,7 @@ def build_causal_lm(cfg: ModelConfig, tokenizer):
     return GPT2LMHeadModel(config)
 
 
-def load_causal_lm(model_dir: str, dropout: float | None = None, key: str = "init_from"):
+def load_causal_lm(model_dir: str, dropout: float | None = None, key: str = "init"):
     """A saved decoder with its LM head, to continue next-token pretraining."""
     from transformers import AutoModelForCausalLM
 

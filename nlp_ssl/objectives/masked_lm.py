@@ -103,7 +103,7 @@ def build_masked_lm(cfg: ModelConfig, tokenizer):
     return BertForMaskedLM(config)
 
 
-def load_masked_lm(model_dir: str, dropout: float | None = None, key: str = "init_from"):
+def load_masked_lm(model_dir: str, dropout: float | None = None, key: str = "init"):
     """A saved encoder with its MLM head (a fresh one when the folder has none), to continue
     masked-LM pretraining."""
     from transformers import AutoModelForMaskedLM

@@ -53,8 +53,8 @@ class ReplacedTokenDetectionPretrainConfig(PretrainConfig):
     rtd: ReplacedTokenDetectionConfig = field(default_factory=ReplacedTokenDetectionConfig)
 
     def check_objective(self) -> None:
-        if self.init_from is not None:
-            raise ConfigError("'init_from' continues mlm or clm pretraining; 'rtd' trains its encoder and generator "
+        if self.init is not None:
+            raise ConfigError("'init' continues mlm or clm pretraining; 'rtd' trains its encoder and generator "
                               "from scratch")
         if self.rtd.generator_layers > self.model.resolved()[0]:
             raise ConfigError(f"'rtd.generator_layers' ({self.rtd.generator_layers}) exceeds the encoder's "
@@ -226,7 +226,7 @@ OBJECTIVE = Objective(
     card_sections=("masking", "rtd"),
     training="replaced-token detection (generator masked-LM + per-token discriminator)",
     build=lambda recipe, tokenizer: build_discriminator(recipe.model, tokenizer),
-    load=None,  # the config refuses init_from: ELECTRA's generator and encoder train together from scratch
+    load=None,  # the config refuses init: ELECTRA's generator and encoder train together from scratch
     make_task=make_task,
     word_starts=lambda recipe: recipe.masking.whole_word,
     # the generator's masked-LM loss is the one in nats per token

@@ -45,8 +45,9 @@ class FinetuneTask:
     headline: tuple[str, ...]
     """``metrics.json`` keys that summarise a run, most important first (a study compares the
     first by default)."""
-    starts_from: tuple[str, ...]
-    """Recipe keys naming the checkpoint(s) fine-tuning starts from, in card order."""
+    starts_from: dict[str, str]
+    """Recipe keys naming the checkpoint(s) fine-tuning starts from, in card order, and what
+    the card calls each (``{"init": "the encoder", "init_decoder": "the decoder"}``)."""
     examples: str
     """What one training example is, for the card ("labelled examples")."""
     describe: Callable[[dict, dict], str]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -109,13 +109,16 @@ class Seq2SeqTrainConfig(FinetuneTrainConfig):
 class Seq2SeqConfig(HubOptions):
     """Recipe of ``finetune`` with ``task: translation`` or ``task: summarization``."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"encoder": "init", "decoder": "init_decoder"}
+
     output_dir: str
-    encoder: str
-    """Encoder checkpoint: our masked-LM run (BERT), any encoder folder, ``pkg:``, a Hub id."""
-    decoder: str | None = None
-    """Decoder checkpoint (cross-attention is added): our next-token run (GPT-2), or a masked-LM
-    run (BERT as decoder, its own copy of the weights: transformers 5 dropped shared
-    encoder-decoder weights). Default: the encoder's checkpoint."""
+    init: str
+    """The checkpoint to start from, as the encoder (and as the decoder unless ``init_decoder``
+    is set): our masked-LM run (BERT), any encoder folder, ``pkg:``, a Hub id."""
+    init_decoder: str | None = None
+    """The decoder's checkpoint (cross-attention is added): our next-token run (GPT-2), or a
+    masked-LM run (BERT as decoder, its own copy of the weights: transformers 5 dropped shared
+    encoder-decoder weights). Default: ``init``."""
     from_scratch: bool = False
     """The same shapes with fresh weights: the labels-only baseline."""
     tokenizer: str | None = None
@@ -204,7 +207,7 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
 
     from nlp_ssl.models import check_vocab, load_model_config, set_dropout
 
-    enc_cfg, dec_cfg = load_model_config(encoder_dir, "encoder"), load_model_config(decoder_dir, "decoder")
+    enc_cfg, dec_cfg = load_model_config(encoder_dir, "init"), load_model_config(decoder_dir, "init_decoder")
     dec_cfg.is_decoder, dec_cfg.add_cross_attention = True, True
     if dropout is not None:
         set_dropout(enc_cfg, dropout)
@@ -313,8 +316,8 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     from nlp_ssl.tokenizer import load_tokenizer_for
 
     d = cfg.data
-    encoder = resolve_model_dir(cfg.encoder, key="encoder")
-    decoder = resolve_model_dir(cfg.decoder, key="decoder") if cfg.decoder else encoder
+    encoder = resolve_model_dir(cfg.init, key="init")
+    decoder = resolve_model_dir(cfg.init_decoder, key="init_decoder") if cfg.init_decoder else encoder
     for folder, length, key in ((encoder, d.max_source_length, "max_source_length"),
                                 (decoder, d.max_target_length, "max_target_length")):
         positions = max_positions(folder)
@@ -350,7 +353,7 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     metric = METRICS[cfg.task]
     task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
                        metric=metric, train_index=pool)
-    origin = {"encoder": cfg.encoder, "decoder": cfg.decoder or cfg.encoder, "from_scratch": cfg.from_scratch}
+    origin = {"init": cfg.init, "init_decoder": cfg.init_decoder or cfg.init, "from_scratch": cfg.from_scratch}
     logger.info("%s fine-tuning, encoder %s, decoder %s%s: %.2fM parameters, %d train / %d validation pairs",
                 cfg.task, encoder, decoder, " (fresh weights)" if cfg.from_scratch else "",
                 task.describe()["parameters"] / 1e6, task.n_train, len(task.index["eval"]))
@@ -395,7 +398,7 @@ _SHARED = dict(setup=setup_seq2seq, model_noun="encoder-decoder", auto_model="Au
                recognises=lambda config: bool(config.get("is_encoder_decoder")) or any(
                    a.endswith(("EncoderDecoderModel", "ForConditionalGeneration"))
                    for a in config.get("architectures") or []), evaluation_task=evaluation_task, predict=predict,
-               starts_from=("encoder", "decoder"), examples="source/target pairs",
+               starts_from={"init": "the encoder", "init_decoder": "the decoder"}, examples="source/target pairs",
                warm_start_note=" (warm-started, cross-attention added)")
 
 TRANSLATION = FinetuneTask(
