@@ -170,7 +170,7 @@ def main() -> None:
         auto = AutoModelForMaskedLM if args.objective == "mlm" else AutoModelForCausalLM
         ours_loss = eval_loss(args, cfg, auto.from_pretrained(tmp / "ours/model"), tokenizer, valid_blocks)
 
-        from nlp_ssl.engine import read_log
+        from nlp_ssl.train_log import read_log
 
         # steady state: logging windows after the first 20 steps (past torch.compile's first step)
         windows = [r["train/tokens_per_s"] for r in read_log(tmp / "ours") if "train/tokens_per_s" in r and r["step"] > 20]

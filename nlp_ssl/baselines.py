@@ -24,7 +24,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -128,12 +127,14 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from nlp_ssl import metrics
-    from nlp_ssl.outputs import check_output_dir, now, read_metrics, staged_output, write_jsonl, write_run_files
+    from nlp_ssl.outputs import (check_output_dir, config_inputs, now, output_path, read_metrics, staged_output,
+                                 write_jsonl, write_run_files)
     from nlp_ssl.progress import is_main_process
 
     started, t0 = now(), time.perf_counter()
-    out = Path(cfg.output_dir).absolute()
-    check_output_dir(out, overwrite)
+    out = output_path(cfg.output_dir)
+    sources = config_inputs(cfg)
+    check_output_dir(out, overwrite, sources)
     encoder = None
     if cfg.method == "frozen_logreg":  # a bad 'init' fails before any data is read
         encoder, model_dir = frozen_encoder(cfg.init, cfg.data.max_length)
@@ -212,7 +213,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     head = {"classifier": model, "vectorizer": vectorizer, "scaler": scaler,
             "dense_weight": weight if dense else None, "labels": list(labels.names),
             "frozen_model": model_dir if encoder is not None else None}
-    with staged_output(out, overwrite=overwrite) as staging:
+    with staged_output(out, overwrite=overwrite, inputs=sources) as staging:
         joblib.dump(head, staging / HEAD_FILE)
         write_jsonl(staging / PREDICTIONS_FILE, records)
         write_run_files(staging, stage="baseline", config=cfg, seed=cfg.seed, started_at=started, metrics=summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -125,7 +126,7 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
     if unknown:
         key = unknown[0]
         renamed = getattr(cls, "RENAMED", {}).get(key)
-        suggestion = [renamed] if renamed else difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+        suggestion = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
         hint = f"; did you mean {_join(prefix, suggestion[0])!r}?" if suggestion else ""
         if renamed:
             hint = f"; it was renamed {_join(prefix, renamed)!r}"
@@ -195,8 +196,10 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
         raise ConfigError(f"{source}: {key!r} must be an integer, got {_describe(value)}")
     if tp is float:
         number = _yaml_number(value)
-        if number is not None:
+        if number is not None and math.isfinite(number):
             return float(number)
+        if number is not None:  # .inf / .nan: no setting of ours means anything with them
+            raise ConfigError(f"{source}: {key!r} must be a finite number, got {number}")
         raise ConfigError(f"{source}: {key!r} must be a number, got {_describe(value)}")
     if tp is str:
         if isinstance(value, str):

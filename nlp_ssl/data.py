@@ -389,3 +389,17 @@ def _explain_load_failure(exc: Exception, source: Source, spec: DatasetSpec) -> 
     if source.kind == "hub":
         return DataError(f"dataset {spec.name!r}: {message}")
     return DataError(f"dataset {source.label}: cannot be loaded ({type(exc).__name__}: {message})")
+
+
+def hold_out(n: int, fraction: float, seed: int, too_few: str, salt: int = 0xE7A1) -> tuple:
+    """Seeded ``(train, validation)`` positions for a recipe without a validation set: a
+    ``fraction`` of the ``n`` rows (at least one) is held out, the rest trains; ``too_few`` is
+    the error when nothing would be left to train on. ``salt`` keeps each stage's draw as it
+    always was (fine-tuning and pretraining drew with different constants)."""
+    import numpy as np
+
+    order = np.random.default_rng([seed, salt]).permutation(n)
+    held = max(1, int(round(n * fraction)))
+    if n - held < 1:
+        raise ConfigError(too_few)
+    return np.sort(order[held:]), np.sort(order[:held])

@@ -31,14 +31,12 @@ import numpy as np
 from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.errors import ConfigError, DataError
-from nlp_ssl.config import dump_yaml
 from nlp_ssl.objectives import Objective
-from nlp_ssl.outputs import (CONFIG_FILE, locks_output, now, prepare_run_dir, replace_dir, write_json,
-                             write_run_files, write_text)
+from nlp_ssl.outputs import (MODEL_DIR, commit_run_dir, locks_output, now, open_run_dir, output_path, prepare_run_dir,
+                             replace_dir, work_dir, write_json, write_run_files)
 
 logger = logging.getLogger(__name__)
 
-MODEL_DIR = "model"
 VECTORS_FILE = "embeddings.safetensors"
 INFO_FILE = "embeddings.json"
 # gensim truncates longer "sentences" in its batches; longer documents are cut into pieces
@@ -304,7 +302,7 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.tokenizer import load_tokenizer
 
     started = now()
-    out = Path(cfg.output_dir).absolute()
+    out = output_path(cfg.output_dir)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"objective {cfg.objective} trains with train.workers threads in one process; run it "
                           "without accelerate launch / torchrun")
@@ -315,10 +313,11 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
         raise DataError(f"tokenizer {cfg.tokenizer}: not a fast (tokenizers-backed) tokenizer, which the "
                         "sentence-transformers output folder needs")
     corpus = load_corpus(cfg, tokenizer)
+    work = work_dir(out, overwrite)
     resumed = None
-    if cfg.train.resume == "latest" and not overwrite:
-        ckpt.clean_partials(out)
-        resumed = _load_checkpoint(out)
+    if cfg.train.resume == "latest" and work.is_dir():
+        ckpt.clean_partials(work)
+        resumed = _load_checkpoint(work)
     if resumed is not None:
         w2v, state, path = resumed
         w2v.workers = cfg.train.workers
@@ -332,14 +331,11 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
         if len(w2v.wv) == 0:
             raise DataError(f"data: no token occurs {cfg.model.min_count} times (model.min_count); "
                             "the corpus is too small for these settings")
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / CONFIG_FILE, dump_yaml(cfg))
+    open_run_dir(out, cfg, overwrite, resume="latest" if resumed is not None else None)
 
     total = w2v.corpus_total_words
     alphas = lr_schedule(cfg.train)
-    logs = _Logger(out, cfg.train.tracker, state["epoch"])
+    logs = _Logger(work, cfg.train.tracker, state["epoch"])
     logger.info("%s embeddings: %d of %d token ids in the vocabulary, %d dims, %s tokens x %d epochs, %d workers",
                 cfg.objective, len(w2v.wv), len(tokenizer), cfg.model.dim, f"{total:,}", cfg.train.epochs,
                 cfg.train.workers)
@@ -362,14 +358,14 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
                                  "train/tokens_per_s": total / seconds, "train/tokens": state["tokens"]})
             logger.info("epoch %d/%d: %.2f nats per trained token, %s tokens/s", epoch + 1, cfg.train.epochs, loss,
                         f"{total / seconds:,.0f}")
-            _save_checkpoint(w2v, out, epoch + 1, state)
+            _save_checkpoint(w2v, work, epoch + 1, state)
     finally:
         logs.close()
 
     vectors, trained = vectors_by_id(w2v, len(tokenizer))
     info = {"objective": cfg.objective, "dim": cfg.model.dim, "vocab_size": len(tokenizer),
             "trained_tokens": int(trained.sum()), "tokenizer": str(Path(cfg.tokenizer).absolute())}
-    save_embedding_folder(vectors, trained, tokenizer, out / MODEL_DIR, info)
+    save_embedding_folder(vectors, trained, tokenizer, work / MODEL_DIR, info)
     metrics = {
         **info,
         "window": cfg.model.window,
@@ -384,7 +380,8 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
         "final_train_loss": round(state["loss"], 4) if state.get("loss") is not None else None,
         "model_dir": str(out / MODEL_DIR),
     }
-    write_run_files(out, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
+    write_run_files(work, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
+    commit_run_dir(work, out)
     return metrics
 
 
@@ -403,7 +400,7 @@ SKIPGRAM = Objective(
     pipeline_tag="sentence-similarity",
     what="static token embeddings (word2vec skip-gram)",
     usage=_usage,
-    transformer=False,
+    run=run,
     training="skip-gram with negative sampling",
 )
 CBOW = Objective(
@@ -413,6 +410,6 @@ CBOW = Objective(
     pipeline_tag="sentence-similarity",
     what="static token embeddings (word2vec CBOW)",
     usage=_usage,
-    transformer=False,
+    run=run,
     training="CBOW with negative sampling",
 )

@@ -37,12 +37,12 @@ import torch
 
 from nlp_ssl import checkpoint as ckpt
 from nlp_ssl import train_log
-from nlp_ssl.errors import ConfigError, NlpSslError, OutputError
+from nlp_ssl.errors import ConfigError, Interrupted, NlpSslError, OutputError
 from nlp_ssl.hardware import default_peak_flops, fast_adamw_kwargs
 from nlp_ssl.memory import RELEASE_MEMORY_EVERY, release_free_memory
 from nlp_ssl.outputs import replace_dir
 from nlp_ssl.progress import progress_bar
-from nlp_ssl.train_log import LOG_FILE, read_log  # noqa: F401  (re-exported: callers read runs through the engine)
+from nlp_ssl.train_log import LOG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,8 @@ class TrainingError(NlpSslError):
     """Training cannot go on (non-finite loss, ...); the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(NlpSslError):
+class TrainingInterrupted(Interrupted):
     """SIGINT/SIGTERM: a checkpoint was saved; ``resume: latest`` continues."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -126,6 +124,17 @@ class TrainConfig:
             self.warmup_steps < 0 or (self.epochs is None and self.warmup_steps > self.max_steps)
         ):
             raise ConfigError(f"'warmup_steps' must be in [0, max_steps], got {self.warmup_steps}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name!r} must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_eps > 0:
+            raise ConfigError(f"'adam_eps' must be positive, got {self.adam_eps}")
+        if self.early_stopping_threshold < 0:
+            raise ConfigError(f"'early_stopping_threshold' must be >= 0, got {self.early_stopping_threshold}")
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            raise ConfigError(f"'peak_flops' must be positive, got {self.peak_flops}")
+        if self.eval_max_batches is not None and self.eval_max_batches < 1:
+            raise ConfigError(f"'eval_max_batches' must be >= 1, got {self.eval_max_batches}")
         if self.keep_last < 1:
             raise ConfigError(f"'keep_last' must be >= 1, got {self.keep_last}")
         if self.epochs is not None and not self.epochs > 0:
@@ -386,16 +395,9 @@ def fit(
     set_seed(seed)
     streaming = task.n_train is None
     world = accelerator.num_processes
-    global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * world
-    steps_per_epoch = None if streaming else task.n_train // global_batch
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"global batch {global_batch} (micro_batch_size x grad_accum_steps x {world} processes) "
-            f"exceeds the {task.n_train} training examples"
-        )
-    total = cfg.total_steps(steps_per_epoch)
-    eval_every = _every(cfg.eval_every, steps_per_epoch, "eval_every")
-    save_every = _every(cfg.save_every, steps_per_epoch, "save_every")
+    plan = plan_steps(task.n_train, cfg, world)
+    global_batch, steps_per_epoch, total = plan.global_batch, plan.steps_per_epoch, plan.total
+    eval_every, save_every = plan.eval_every, plan.save_every
 
     model = task.model
     if cfg.gradient_checkpointing:  # renamed in transformers 5; the old name goes in v6
@@ -410,7 +412,7 @@ def fit(
         **fast_adamw_kwargs(accelerator.device),
     )
     scheduler = get_scheduler(
-        cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_for(total), num_training_steps=total
+        cfg.scheduler, optimizer, num_warmup_steps=plan.warmup, num_training_steps=total
     )
     module, optimizer = accelerator.prepare(module, optimizer)
     state = TrainState()
@@ -564,6 +566,34 @@ def fit(
 
 
 BEST_DIR = "best_model"
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    global_batch: int
+    steps_per_epoch: int | None
+    """None when the training data streams."""
+    total: int
+    warmup: int
+    eval_every: int
+    save_every: int
+
+
+def plan_steps(n_train: int | None, cfg: TrainConfig, world: int) -> StepPlan:
+    """How a run of ``n_train`` examples (None: a stream) is sized; every setting that does
+    not fit the data is a ``ConfigError`` here, which a stage calls before it creates its
+    output folder."""
+    global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * world
+    steps_per_epoch = None if n_train is None else n_train // global_batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"global batch {global_batch} (micro_batch_size x grad_accum_steps x {world} processes) "
+            f"exceeds the {n_train} training examples"
+        )
+    total = cfg.total_steps(steps_per_epoch)
+    return StepPlan(global_batch, steps_per_epoch, total, cfg.warmup_for(total),
+                    _every(cfg.eval_every, steps_per_epoch, "eval_every"),
+                    _every(cfg.save_every, steps_per_epoch, "save_every"))
 
 
 def _every(value, steps_per_epoch: int | None, name: str) -> int:

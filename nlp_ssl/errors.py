@@ -21,3 +21,9 @@ class DataError(NlpSslError):
 
 class OutputError(NlpSslError):
     """An output directory cannot be written without losing something the user has."""
+
+
+class Interrupted(NlpSslError):
+    """SIGINT/SIGTERM stopped a command cleanly (what it kept is in the message)."""
+
+    exit_code = 130

@@ -28,7 +28,7 @@ PATH_KEYS = ("_name_or_path", "name_or_path")
 def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: str = "other",
            language: str | list[str] | None = None, base_model: str | None = None, repo_id: str | None = None) -> Path:
     """Write the Hub-ready folder for ``checkpoint`` at ``out_dir`` (atomically)."""
-    from nlp_ssl.outputs import staged_output
+    from nlp_ssl.outputs import output_path, staged_output
 
     record = find_run(checkpoint)
     files = export_files(record.model_dir)
@@ -36,10 +36,13 @@ def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: s
         raise DataError(f"checkpoint {record.model_dir}: no *.safetensors weights (pickled weights are not exported; "
                         "load the model and save_pretrained(..., safe_serialization=True) first)")
     card = build_card(record, license=license, language=language, base_model=base_model, repo_id=repo_id)
-    out = Path(out_dir).absolute()
+    out = output_path(out_dir)
     if record.run_dir is not None and out.is_relative_to(record.run_dir):
         raise OutputError(f"export folder {out} lies inside the run {record.run_dir}; choose a folder outside it")
-    with staged_output(out, overwrite) as staging:
+    inputs = {"checkpoint": record.model_dir.resolve()}
+    if record.run_dir is not None:
+        inputs["run"] = record.run_dir.resolve()
+    with staged_output(out, overwrite, inputs) as staging:
         for name in files:
             shutil.copy2(record.model_dir / name, staging / name)
             if name.endswith(".json"):
@@ -68,8 +71,12 @@ def scan_for_leaks(folder: Path) -> list[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
         if any(s in text for s in secrets) or re.search(r"\bhf_[A-Za-z0-9]{30,}\b", text):
             found.append(f"a Hub token in {path.name}")
-        elif (home != "/" and home in text) or re.search(r"(?<![\w.])/(?:tmp|work|home|root|Users)/\S", text):
-            found.append(f"a local path in {path.name}")
+            continue
+        local = re.search(r"(?<![\w.])/(?:tmp|work|home|root|Users)/[^\s'\"`,)]*", text)
+        if home != "/" and home in text:
+            local = re.search(re.escape(home) + r"[^\s'\"`,)]*", text)
+        if local:
+            found.append(f"a local path in {path.name} ({local.group(0)})")
     return found
 
 

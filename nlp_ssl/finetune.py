@@ -16,19 +16,16 @@ from pathlib import Path
 
 from nlp_ssl.engine import BEST_DIR, evaluate, save_model_folder
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.outputs import PREDICTIONS_FILE, locks_output, write_jsonl
+from nlp_ssl.outputs import MODEL_DIR, PREDICTIONS_FILE, locks_output, write_jsonl
 from nlp_ssl.stage import run_training_stage
-from nlp_ssl.tasks import get_task
+from nlp_ssl.tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
 
-MODEL_DIR = "model"
 
 
 def recipe_class(raw: dict, source: str) -> type:
     """The config class for a finetune recipe, chosen by its ``task`` key."""
-    from nlp_ssl.tasks import TASKS
-
     if raw.get("task") is None:
         raise ConfigError(f"{source}: missing required key 'task' (one of: {', '.join(TASKS)})")
     return get_task(raw["task"], where=source).config
@@ -45,9 +42,9 @@ def run(cfg, overwrite: bool = False) -> dict:
         origin.update(where)
         return task
 
-    def finish(task, summary: dict, accelerator, out: Path) -> dict:
+    def finish(task, summary: dict, accelerator, folder: Path) -> dict:
         info = task.describe()
-        best_dir = out / BEST_DIR
+        best_dir = folder / BEST_DIR
         accelerator.wait_for_everyone()
         if cfg.train.metric_for_best is not None and best_dir.is_dir():
             _load_weights(task.model, best_dir)
@@ -59,9 +56,9 @@ def run(cfg, overwrite: bool = False) -> dict:
                 predictions = (split, outputs)  # test when there is one, else validation
         if not accelerator.is_main_process:
             return {}
-        save_model_folder(task, out / MODEL_DIR)
+        save_model_folder(task, folder / MODEL_DIR)
         split, outputs = predictions
-        write_jsonl(out / PREDICTIONS_FILE, task.records(split, outputs))
+        write_jsonl(folder / PREDICTIONS_FILE, task.records(split, outputs))
         shutil.rmtree(best_dir, ignore_errors=True)  # model/ now holds it
         train_summary = {k: v for k, v in summary.items() if not k.startswith("eval_")}
         return {
@@ -71,7 +68,6 @@ def run(cfg, overwrite: bool = False) -> dict:
             **train_summary,
             **scores,
             "predictions_split": "test" if split == "test" else "validation",
-            "model_dir": str(out / MODEL_DIR),
         }
 
     return run_training_stage(cfg, overwrite, "finetune", setup, finish)

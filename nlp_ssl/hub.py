@@ -111,10 +111,10 @@ def push(checkpoint: str, repo_id: str, *, private: bool = False, revision: str 
 
 def _commit_message(record: RunRecord) -> str:
     m = record.metrics
-    spec_of = descriptor(record)
-    if record.stage == "finetune" and spec_of is not None:
+    trained_for = descriptor(record)
+    if record.stage == "finetune" and trained_for is not None:
         # the headline metric on test, else on validation ("test accuracy 0.8123")
-        for key in (spec_of.headline[0], spec_of.headline[0].replace("test_", "validation_", 1)):
+        for key in (trained_for.headline[0], trained_for.headline[0].replace("test_", "validation_", 1)):
             if isinstance(m.get(key), (int, float)):
                 return f"Upload {record.kind} model ({key.replace('_', ' ', 1)} {m[key]:.4f}) trained with nlp-ssl"
     if record.stage == "pretrain" and m.get("eval_loss") is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.errors import DataError
+from nlp_ssl.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +42,33 @@ class EvaluateConfig:
 class Finetuned:
     """A fine-tuned model ready to score or use."""
 
-    spec: object
+    task: object
     """The ``FinetuneTask`` it was trained for."""
     model: object
     tokenizer: object
-    task: dict = field(default_factory=dict)
+    saved: dict = field(default_factory=dict)
     """What fine-tuning saved in the model's config (``config.nlp_ssl``: task, columns)."""
+
+    @property
+    def positions(self) -> int:
+        """Tokens the model's (encoder's) position table holds."""
+        cfg = getattr(self.model, "encoder", self.model).config
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
 
     @property
     def max_length(self) -> int:
         """What fine-tuning truncated inputs to (saved as the tokenizer's ``model_max_length``),
-        within the model's (encoder's) position table."""
-        cfg = getattr(self.model, "encoder", self.model).config
-        positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 512
-        return min(positions, self.tokenizer.model_max_length or positions)
+        within the model's position table."""
+        return min(self.positions, self.tokenizer.model_max_length or self.positions)
+
+    def input_length(self, requested: int | None) -> int:
+        """``--max-length`` if given (checked against the positions), else ``max_length``."""
+        if requested is None:
+            return self.max_length
+        if requested > self.positions:
+            raise ConfigError(f"--max-length {requested} exceeds the {self.positions} positions of the model; "
+                              f"use {self.positions} or less (default: {self.max_length}, what it was fine-tuned with)")
+        return requested
 
 
 def load_finetuned(checkpoint: str) -> Finetuned:
@@ -89,25 +102,28 @@ def load_finetuned(checkpoint: str) -> Finetuned:
         raise DataError(f"checkpoint {model_dir}: cannot be loaded ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
     check_vocab(model, tokenizer, model_dir)
-    return Finetuned(spec, model.eval(), tokenizer, task=saved)
+    return Finetuned(spec, model.eval(), tokenizer, saved=saved)
 
 
 def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.engine import TrainConfig, evaluate, make_accelerator
-    from nlp_ssl.outputs import PREDICTIONS_FILE, now, staged_output, write_jsonl, write_run_files
+    from nlp_ssl.outputs import (PREDICTIONS_FILE, check_output_dir, config_inputs, now, output_path, staged_output,
+                                 write_jsonl, write_run_files)
 
     started = now()
-    out = Path(cfg.output_dir).absolute()
+    out = output_path(cfg.output_dir)
+    inputs = config_inputs(cfg)
+    check_output_dir(out, overwrite, inputs)  # before minutes of scoring
     ft = load_finetuned(cfg.checkpoint)
-    options = replace(cfg, max_length=cfg.max_length or ft.max_length)
-    task = ft.spec.evaluation_task(ft, cfg.data, options)
+    options = replace(cfg, max_length=ft.input_length(cfg.max_length))
+    task = ft.task.evaluation_task(ft, cfg.data, options)
     tcfg = TrainConfig(micro_batch_size=cfg.batch_size, tracker="none")
     accelerator = make_accelerator(tcfg, out)
     ft.model.to(accelerator.device)
     scores, outputs = evaluate(task, task.module, accelerator, tcfg, split="test", outputs=True)
     if not accelerator.is_main_process:
         return {}
-    with staged_output(out, overwrite) as staging:
+    with staged_output(out, overwrite, inputs) as staging:
         write_jsonl(staging / PREDICTIONS_FILE, task.records("test", outputs))
         metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(task.index["test"]),
                    **scores}
@@ -121,11 +137,11 @@ def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_l
     import torch
 
     ft = load_finetuned(checkpoint)
-    max_length = max_length or ft.max_length
+    max_length = ft.input_length(max_length)
     results = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
-            results += ft.spec.predict(ft, texts[start : start + batch_size], max_length)
+            results += ft.task.predict(ft, texts[start : start + batch_size], max_length)
     return results
 
 
@@ -145,7 +161,16 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Command-line numbers in range, named by their option, before anything loads."""
+    for option, least in (("batch_size", 1), ("max_length", 2), ("max_rows", 1)):
+        value = getattr(args, option, None)
+        if value is not None and value < least:
+            raise ConfigError(f"--{option.replace('_', '-')} must be >= {least}, got {value}")
+
+
 def run_evaluate(args: argparse.Namespace) -> dict:
+    check_options(args)
     columns = args.text_column.split(",")
     text_column = columns[0] if len(columns) == 1 else columns
     path = Path(args.dataset).expanduser()
@@ -176,6 +201,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
+    check_options(args)
     texts = list(args.texts)
     if args.file is not None:
         texts += _read_lines(args.file)

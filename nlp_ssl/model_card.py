@@ -80,11 +80,11 @@ def find_run(checkpoint: str) -> RunRecord:
                 record.metrics = json.loads(metrics.read_text(encoding="utf-8"))
             if "stage" not in record.info:
                 record.info["stage"] = "pretrain" if "objective" in record.config else "finetune"
-            spec_of = descriptor(record)
-            if spec_of is not None:  # a run saved before a recipe key was renamed
+            trained_for = descriptor(record)
+            if trained_for is not None:  # a run saved before a recipe key was renamed
                 from nlp_ssl.config import upgrade
 
-                record.config = upgrade(spec_of.config, record.config)
+                record.config = upgrade(trained_for.config, record.config)
             break
     return record
 
@@ -97,7 +97,7 @@ def eval_results(record: RunRecord) -> list:
 
     results = []
     m, cfg = record.metrics, record.config
-    spec_of = descriptor(record)
+    trained_for = descriptor(record)
     if record.stage == "finetune":
         data = cfg.get("data", {})
         splits = [("validation", data.get("validation") or data.get("train")), ("test", data.get("test"))]
@@ -112,8 +112,8 @@ def eval_results(record: RunRecord) -> list:
                 if value is None or key == "perplexity":
                     continue
                 results.append(EvalResult(
-                    task_type=spec_of.pipeline_tag if spec_of else "text-classification",
-                    task_name=spec_of.title if spec_of else "Text classification",
+                    task_type=trained_for.pipeline_tag if trained_for else "text-classification",
+                    task_name=trained_for.title if trained_for else "Text classification",
                     dataset_type=dataset, dataset_name=dataset, dataset_config=spec.config, dataset_split=split_name,
                     metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
                 ))
@@ -127,8 +127,8 @@ def eval_results(record: RunRecord) -> list:
                 continue
             metric_type, metric_name = METRIC_NAMES[key]
             results.append(EvalResult(
-                task_type=spec_of.pipeline_tag if spec_of else "fill-mask",
-                task_name=spec_of.title if spec_of else "Language modeling",
+                task_type=trained_for.pipeline_tag if trained_for else "fill-mask",
+                task_name=trained_for.title if trained_for else "Language modeling",
                 dataset_type=dataset, dataset_name=dataset, dataset_split=spec.split if spec else None,
                 metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
             ))
@@ -145,15 +145,15 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | lis
 
     cfg = record.config
     kind = record.kind
-    spec_of = descriptor(record)
+    trained_for = descriptor(record)
     if language is None:
-        language = (getattr(spec_of, "languages", None) or (lambda recipe: "en"))(cfg)
+        language = (getattr(trained_for, "languages", None) or (lambda recipe: "en"))(cfg)
     name = repo_id.split("/")[-1] if repo_id else (record.run_dir or record.model_dir).name
     datasets = sorted({d for d in (hub_id(s) for s in _dataset_specs(cfg)) if d})
     results = eval_results(record)
     card_data = ModelCardData(
         model_name=name, license=license, language=language, library_name="transformers",
-        pipeline_tag=spec_of.pipeline_tag if spec_of else None, tags=["nlp-ssl", *([kind] if kind else [])],
+        pipeline_tag=trained_for.pipeline_tag if trained_for else None, tags=["nlp-ssl", *([kind] if kind else [])],
         datasets=datasets or None, base_model=base_model, eval_results=results or None,
     )
     train = cfg.get("train", {})
@@ -161,7 +161,7 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | lis
     hyper = [(k, train[k]) for k in (sized_by, "micro_batch_size", "grad_accum_steps", "lr",
                                      "scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "mixed_precision",
                                      "metric_for_best") if train.get(k) is not None]
-    for section in getattr(spec_of, "card_sections", ()):
+    for section in getattr(trained_for, "card_sections", ()):
         hyper += [(f"{section}.{k}", v) for k, v in cfg.get(section, {}).items()]
     hyper += [("seed", cfg.get("seed"))] if "seed" in cfg else []
     m = record.metrics
@@ -175,15 +175,15 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | lis
         card_data,
         template_path=str(TEMPLATE),
         model_name=name,
-        summary=_summary(record, spec_of, base_model),
-        usage=_usage(spec_of, repo_id or "PATH_OR_REPO_ID"),
+        summary=_summary(record, trained_for, base_model),
+        usage=_usage(trained_for, repo_id or "PATH_OR_REPO_ID"),
         results=[{"split": r.dataset_split, "dataset": r.dataset_name, "metric": r.metric_name,
                   "value": f"{r.metric_value:.4f}"} for r in results],
-        training=_training(record, spec_of),
+        training=_training(record, trained_for),
         hyperparameters=hyper,
         cost=cost,
         versions=versions,
-        limitations=_limitations(spec_of),
+        limitations=_limitations(trained_for),
         nlp_ssl_version=record.info.get("versions", {}).get("nlp-ssl", __version__),
         command=_portable_command(record.info.get("command", [])),
         recipe=yaml.safe_dump(_portable(cfg), sort_keys=False).strip() if cfg else "# not an nlp-ssl run",
@@ -221,8 +221,16 @@ def _portable(value):
 def _portable_command(argv: list[str]) -> str:
     if not argv:
         return "nlp-ssl"
-    args = [a if not os.path.isabs(a) else f"<local>/{Path(a).name}" for a in argv[1:]]
-    return " ".join(["nlp-ssl", *args])
+    return " ".join(["nlp-ssl", *(_portable_arg(a) for a in argv[1:])])
+
+
+def _portable_arg(arg: str) -> str:
+    """A command-line word without this machine's paths: ``/abs/run`` and ``key=/abs/run``
+    keep only the last part, as the recipe does."""
+    key, eq, value = arg.partition("=")
+    if eq and not key.startswith("-") and os.path.isabs(value):
+        return f"{key}=<local>/{Path(value).name}"
+    return f"<local>/{Path(arg).name}" if os.path.isabs(arg) else arg
 
 
 def descriptor(record: RunRecord):
@@ -237,55 +245,56 @@ def descriptor(record: RunRecord):
     return None
 
 
-def _summary(record: RunRecord, spec_of, base_model: str | None) -> str:
+def _summary(record: RunRecord, trained_for, base_model: str | None) -> str:
     m, cfg = record.metrics, record.config
     params = f"{m['parameters'] / 1e6:.1f}M-parameter " if m.get("parameters") else ""
     model_config = json.loads((record.model_dir / "config.json").read_text(encoding="utf-8"))
     arch = model_config.get("architectures", ["?"])[0]
     if record.stage == "pretrain":
-        what = spec_of.what if spec_of else "model"
+        what = trained_for.what if trained_for else "model"
         start = f" continued from `{_portable(cfg['init'])}`" if cfg.get("init") else " trained from scratch"
         return f"A {params}{what} `{arch}`{start} with nlp-ssl's self-supervised pretraining."
-    if record.stage == "finetune" and spec_of is not None:
-        keys = [k for k in spec_of.starts_from if cfg.get(k)]
-        if cfg.get("from_scratch") or not keys:
+    if record.stage == "finetune" and trained_for is not None:
+        first, *more = trained_for.starts_from
+        if cfg.get("from_scratch") or not cfg.get(first):
             start = "fresh weights (no pretraining)"
-        elif len(keys) == 1:
-            start = f"`{base_model or _portable(cfg[keys[0]])}`"
-        else:
-            start = " and ".join(f"{spec_of.starts_from[k]} `{pushed_repo(cfg[k]) or _portable(cfg[k])}`" for k in keys)
-            start += spec_of.warm_start_note
-        return f"A {params}`{arch}` fine-tuned for {spec_of.describe(cfg, model_config)} from {start}."
+        elif not more:
+            start = f"`{base_model or _portable(cfg[first])}`"
+        else:  # a later start defaults to the first (an encoder-decoder's decoder to its encoder)
+            starts = {k: cfg.get(k) or cfg[first] for k in trained_for.starts_from}
+            start = " and ".join(f"{trained_for.starts_from[k]} `{pushed_repo(v) or _portable(v)}`"
+                                 for k, v in starts.items()) + trained_for.warm_start_note
+        return f"A {params}`{arch}` fine-tuned for {trained_for.purpose(cfg, model_config)} from {start}."
     return f"A `{arch}` model exported with nlp-ssl."
 
 
-def _usage(spec_of, where: str) -> str:
-    if spec_of is None:
+def _usage(trained_for, where: str) -> str:
+    if trained_for is None:
         return (f'from transformers import AutoModel, AutoTokenizer\n\n'
                 f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
                 f'model = AutoModel.from_pretrained("{where}")')
-    return spec_of.usage(where)
+    return trained_for.usage(where)
 
 
-def _training(record: RunRecord, spec_of) -> str:
+def _training(record: RunRecord, trained_for) -> str:
     cfg, m = record.config, record.metrics
     if record.stage == "pretrain":
-        return (f"Objective: {spec_of.training if spec_of else record.kind} on packed blocks of "
+        return (f"Objective: {trained_for.training if trained_for else record.kind} on packed blocks of "
                 f"{cfg.get('data', {}).get('block_size')} tokens; final validation loss "
                 f"{m.get('eval_loss', float('nan')):.4f}.")
     if record.stage == "finetune":
         best = f"; the best validation {cfg.get('train', {}).get('metric_for_best')} was reached at step " \
                f"{m.get('best_step')} and that model is the one published" if m.get("best_step") else ""
-        what = spec_of.examples if spec_of else "examples"
+        what = trained_for.examples if trained_for else "examples"
         return f"Fine-tuned on {m.get('train_examples')} {what} for {m.get('steps')} steps{best}."
     return "Not an nlp-ssl run: no training record."
 
 
-def _limitations(spec_of) -> str:
+def _limitations(trained_for) -> str:
     base = ("A small model trained on a small budget: it reflects the biases and the domain of its training text "
             "(see the datasets above) and is meant for experiments and as a starting point, not for decisions about "
             "people.")
-    extra = getattr(spec_of, "limitations", "")
+    extra = getattr(trained_for, "limitations", "")
     return f"{base} {extra}" if extra else base
 
 
@@ -301,8 +310,8 @@ def pushed_base_model(record: RunRecord) -> str | list[str] | None:
     cfg = record.config
     if cfg.get("from_scratch"):
         return None
-    spec_of = descriptor(record)
-    keys = spec_of.starts_from if record.stage == "finetune" and spec_of else ("init",)
+    trained_for = descriptor(record)
+    keys = trained_for.starts_from if record.stage == "finetune" and trained_for else ("init",)
     found = [pushed_repo(cfg[k]) for k in keys if cfg.get(k)]
     found = list(dict.fromkeys(r for r in found if r))
     if len(keys) > 1:

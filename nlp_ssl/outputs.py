@@ -35,6 +35,8 @@ CONFIG_FILE = "resolved_config.yaml"
 RUN_INFO_FILE = "run_info.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+MODEL_DIR = "model"
+"""The run's final model folder (``from_pretrained`` loads it)."""
 
 _LIBRARIES = (
     "nlp-ssl",
@@ -76,26 +78,109 @@ def hardware() -> str:
     return f"CPU only, {os.cpu_count()} cores ({cpu})"
 
 
+INPUT_KEYS = ("tokenizer", "init", "init_decoder", "init_embeddings", "checkpoint")
+"""Recipe keys that name a local folder a command reads."""
+
+
+def output_path(path) -> Path:
+    """An output folder as the run will use it: absolute, ``~`` expanded, symlinks resolved
+    (so two spellings of one folder share its lock and its overlap checks)."""
+    return Path(path).expanduser().resolve()
+
+
+def config_inputs(cfg) -> dict[str, Path]:
+    """Every local path a recipe reads, by key: checkpoints and tokenizers (``INPUT_KEYS``)
+    and the files and folders of its datasets, at any depth of the recipe."""
+    import dataclasses
+    import glob
+
+    found: dict[str, Path] = {}
+
+    def add(key: str, value) -> None:
+        if isinstance(value, str) and value and not value.startswith("pkg:"):
+            matches = glob.glob(os.path.expanduser(value)) if glob.has_magic(value) else [os.path.expanduser(value)]
+            for i, match in enumerate(matches[:1000]):
+                if os.path.exists(match):
+                    found[key if i == 0 else f"{key}[{i}]"] = Path(match).resolve()
+
+    def walk(node, where: str) -> None:
+        if dataclasses.is_dataclass(node):
+            for f in dataclasses.fields(node):
+                value, key = getattr(node, f.name), f"{where}{f.name}"
+                if f.name in INPUT_KEYS and isinstance(value, str):
+                    add(key, value)
+                elif f.name in ("files", "name") and type(node).__name__ == "DatasetSpec":
+                    for k, v in _flatten(value, key):
+                        add(k, v)
+                else:
+                    walk(value, key + ".")
+        elif isinstance(node, (list, tuple)):
+            for i, item in enumerate(node):
+                walk(item, f"{where.rstrip('.')}[{i}].")
+
+    walk(cfg, "")
+    return found
+
+
+def _flatten(value, key: str):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _flatten(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _flatten(v, f"{key}[{i}]")
+    else:
+        yield key, value
+
+
+def refuse_overlap(out: Path, inputs: dict[str, Path]) -> None:
+    """An output folder must be apart from everything the command reads: ``--overwrite`` (or
+    the run itself) would otherwise replace the command's own input."""
+    out = output_path(out)
+    for key, path in inputs.items():
+        if out == path or out in path.parents:
+            raise OutputError(f"output_dir {out} {'is' if out == path else 'contains'} {key} {path}, which this "
+                              "command reads; choose an output folder apart from its inputs")
+        if path in out.parents:
+            raise OutputError(f"output_dir {out} is inside {key} {path}, which this command reads; choose an "
+                              "output folder apart from its inputs")
+
+
 def is_finished(path: Path) -> bool:
     return (Path(path) / METRICS_FILE).is_file()
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
+def check_output_dir(path: Path, overwrite: bool, inputs: dict[str, Path] | None = None) -> None:
     """Refuse to start a run whose output would replace something the user has."""
-    path = Path(path)
+    path = output_path(path)
+    refuse_overlap(path, inputs or {})
+    check_writable(path)
     if overwrite or not path.exists():
         return
-    if not path.is_dir():
-        raise OutputError(f"output_dir {path} exists and is not a directory")
     if is_finished(path):
         raise OutputError(f"output_dir {path} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
     if any(path.iterdir()):
         raise OutputError(f"output_dir {path} exists and is not empty; pass --overwrite to replace it")
 
 
+def check_writable(out: Path) -> None:
+    """An output folder that cannot be one (a file, under a file, in a folder we may not write)
+    is a one-line error before any work."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output_dir {out} is a file, not a folder; choose another output_dir")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"output_dir {out} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent if parent != out else out, os.W_OK | os.X_OK):
+        raise OutputError(f"output_dir {out} cannot be written: no write permission in {parent}")
+
+
 def prepare_run_dir(out: Path, resume: str | None, overwrite: bool) -> None:
     """Refuse to clobber a training run's folder; allow continuing an interrupted run only
     when asked to resume."""
+    check_writable(out)
     if not out.exists() or not any(out.iterdir()):
         return
     if overwrite:
@@ -110,16 +195,42 @@ def prepare_run_dir(out: Path, resume: str | None, overwrite: bool) -> None:
         )
 
 
-def open_run_dir(out: Path, config, overwrite: bool, accelerator) -> None:
-    """Create a training run's folder (emptied first with ``overwrite``) holding its
-    ``resolved_config.yaml``; every process waits for it."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / CONFIG_FILE, dump_yaml(config))
-    accelerator.wait_for_everyone()
+def work_dir(out: Path, overwrite: bool) -> Path:
+    """Where a training run writes: ``out``, or, when ``--overwrite`` replaces something that
+    is there, a hidden sibling that takes ``out``'s place only once the new run has finished
+    (``commit_run_dir``): until then the old run stays whole, whatever happens to the new one."""
+    out = Path(out)
+    if overwrite and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        return out.with_name(f".{out.name}.overwrite")
+    return out
+
+
+def open_run_dir(out: Path, config, overwrite: bool, accelerator=None, resume: str | None = None) -> Path:
+    """Create the folder a training run writes (``work_dir``) holding its
+    ``resolved_config.yaml``; every process waits for it. A replacement interrupted earlier is
+    continued with ``resume`` and discarded without it."""
+    work = work_dir(out, overwrite)
+    _barrier(accelerator)
+    if accelerator is None or accelerator.is_main_process:
+        if work != out and work.exists() and resume is None:
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        write_text(work / CONFIG_FILE, dump_yaml(config))
+    _barrier(accelerator)
+    return work
+
+
+def commit_run_dir(work: Path, out: Path, accelerator=None) -> None:
+    """Put a finished replacement run (``work_dir``) in ``out``'s place."""
+    _barrier(accelerator)
+    if work != out and (accelerator is None or accelerator.is_main_process):
+        replace_dir(work, out)
+    _barrier(accelerator)
+
+
+def _barrier(accelerator) -> None:
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
 
 
 @contextlib.contextmanager
@@ -136,11 +247,18 @@ def run_lock(path: Path) -> Iterator[None]:
     if fcntl is None or int(os.environ.get("LOCAL_RANK", "0")) != 0:
         yield
         return
-    path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(path)
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"output_dir {path} cannot be created ({exc.strerror or exc})") from None
     lock = path.parent / f".{path.name}.lock"
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:  # a read-only or special file system: root passes os.access there
+            raise OutputError(f"output_dir {path} cannot be written in {path.parent} ({exc.strerror or exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -165,11 +283,13 @@ def run_lock(path: Path) -> Iterator[None]:
 
 
 def locks_output(attr: str = "output_dir"):
-    """Decorate a stage's ``run(cfg, ...)`` to hold ``run_lock(cfg.<attr>)`` throughout."""
+    """Decorate a stage's ``run(cfg, ...)`` to hold ``run_lock(cfg.<attr>)`` throughout, once
+    the folder is known to be apart from every input of ``cfg``."""
 
     def decorate(run):
         @functools.wraps(run)
         def locked(cfg, *args, **kwargs):
+            refuse_overlap(Path(getattr(cfg, attr)), config_inputs(cfg))
             with run_lock(Path(getattr(cfg, attr))):
                 return run(cfg, *args, **kwargs)
 
@@ -179,16 +299,16 @@ def locks_output(attr: str = "output_dir"):
 
 
 @contextlib.contextmanager
-def staged_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_output(path: Path, overwrite: bool = False, inputs: dict[str, Path] | None = None) -> Iterator[Path]:
     """Build an output directory beside its final place and move it in only on success.
 
     A crash leaves the previous directory (if any) untouched and no half-written one
-    under the final name.
+    under the final name. ``inputs`` (what the command reads) must lie apart from it.
     """
-    path = Path(path).absolute()
-    check_output_dir(path, overwrite)
+    path = output_path(path)
+    check_output_dir(path, overwrite, inputs)
     with run_lock(path):
-        check_output_dir(path, overwrite)  # again: another run may have finished it while we waited
+        check_output_dir(path, overwrite, inputs)  # again: another run may have finished it while we waited
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder should look like any other
         try:
@@ -214,7 +334,10 @@ def replace_dir(new: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(new, target)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -129,7 +129,7 @@ def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where
     stage nor reachable, or a stage of the wrong kind (``init_embeddings`` takes a skipgram /
     cbow stage, the other keys a transformer one, unless ``any_kind``: frozen features come from
     either), is an error now, not after hours of training."""
-    from nlp_ssl.embeddings import EmbeddingPretrainConfig
+    from nlp_ssl.objectives import get_objective
 
     needs = []
     for key in keys:
@@ -138,7 +138,7 @@ def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where
             continue
         if value in pretrained:
             stage = pretrained[value]
-            vectors = isinstance(stage.config, EmbeddingPretrainConfig)
+            vectors = get_objective(stage.config.objective).run is not None
             if not any_kind and vectors != (key == "init_embeddings"):
                 kind = "a skipgram/cbow stage" if key == "init_embeddings" else "a transformer pretraining stage"
                 raise ConfigError(f"{source}: {where}.{key}: {value!r} is not {kind} (use init_embeddings for "

@@ -30,14 +30,13 @@ from nlp_ssl.models import (
     resolve_model_dir,
 )
 from nlp_ssl.objectives import OBJECTIVES, get_objective
-from nlp_ssl.outputs import locks_output
+from nlp_ssl.outputs import MODEL_DIR, locks_output
 from nlp_ssl.stage import run_training_stage
 from nlp_ssl.packing import PackedStream
 from nlp_ssl.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-MODEL_DIR = "model"
 
 
 @dataclass
@@ -111,6 +110,9 @@ class PretrainConfig(HubOptions):
     def __post_init__(self):
         self.check_hub_options()
         self.check_objective()
+        if self.init is not None and get_objective(self.objective).load is None:
+            raise ConfigError(f"'init': objective {self.objective!r} trains from scratch and cannot continue a "
+                              "checkpoint")
         if self.init_embeddings is not None and self.init is not None:
             raise ConfigError("'init_embeddings' initialises a fresh model's token embeddings; 'init' continues a "
                               "checkpoint that has its own: set one of them")
@@ -172,11 +174,10 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
 
 def run(cfg, overwrite: bool = False) -> dict:
     """Pretrain with ``cfg``'s objective (``cfg`` is the class ``recipe_class`` picked: for
-    skipgram / cbow an ``EmbeddingPretrainConfig``, which ``nlp_ssl.embeddings`` runs)."""
-    if not get_objective(cfg.objective).transformer:
-        from nlp_ssl import embeddings
-
-        return embeddings.run(cfg, overwrite=overwrite)
+    skipgram / cbow an ``EmbeddingPretrainConfig``, run by its objective's own stage)."""
+    objective = get_objective(cfg.objective)
+    if objective.run is not None:
+        return objective.run(cfg, overwrite=overwrite)
     return _run_transformer(cfg, overwrite=overwrite)
 
 
@@ -210,10 +211,10 @@ def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         )
         return task
 
-    def finish(task, summary: dict, accelerator, out: Path) -> dict:
+    def finish(task, summary: dict, accelerator, folder: Path) -> dict:
         if not accelerator.is_main_process:
             return {}
-        save_model_folder(task, out / MODEL_DIR)
+        save_model_folder(task, folder / MODEL_DIR)
         train, valid, stream = data["train"], data["valid"], data["stream"]
         bpt = valid.bytes_per_token
         lm_loss = summary.get(objective.lm_loss_key)
@@ -225,7 +226,6 @@ def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
             "bytes_per_token": round(bpt, 4),
             "corpus_tokens": train.n_tokens if train else stream.tokens_in,
             "corpus_docs": train.n_docs if train else "streamed",
-            "model_dir": str(out / MODEL_DIR),
         }
 
     return run_training_stage(cfg, overwrite, "pretrain", setup, finish)

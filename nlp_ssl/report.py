@@ -177,7 +177,7 @@ def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
     from nlp_ssl.objectives import OBJECTIVES, get_objective
 
     for name, p in study["pretraining"].items():
-        if p["objective"] in OBJECTIVES and not get_objective(p["objective"]).transformer:
+        if p["objective"] in OBJECTIVES and get_objective(p["objective"]).run is not None:
             continue  # token vectors: a loss per epoch, of another objective, not on this axis
         log = _log(run_dir / f"pretrain-{name}")
         train = [(r["step"], r["train/loss"]) for r in log if "train/loss" in r]

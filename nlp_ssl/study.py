@@ -108,7 +108,7 @@ class StudyConfig:
                                   f"{self.label_counts}, got {arm.label_counts}")
             if arm.seeds == [] or set(arm.seeds or []) - set(self.seeds):
                 raise ConfigError(f"arms.{name}.seeds must be a non-empty subset of seeds {self.seeds}, got {arm.seeds}")
-            if arm.method != "finetune" and self.finetune["task"] != "sentiment":
+            if arm.method != "finetune" and not get_task(self.task).classical_heads:
                 raise ConfigError(f"arms.{name}: {arm.method} is a sentiment (text classification) head")
         self.pipeline()  # every run's recipe is checked now, before anything trains
 

@@ -8,7 +8,9 @@ pretraining sequences have document boundaries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,8 @@ from typing import Iterator, Literal
 
 from nlp_ssl.config import to_dict
 from nlp_ssl.data import DatasetSpec, iter_text_batches, resolve
-from nlp_ssl.errors import ConfigError, DataError
-from nlp_ssl.outputs import now, staged_output, write_json, write_run_files
+from nlp_ssl.errors import ConfigError, DataError, Interrupted
+from nlp_ssl.outputs import config_inputs, now, staged_output, write_json, write_run_files
 from nlp_ssl.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -151,6 +153,9 @@ class _CorpusCounter:
 
     def __init__(self, cfg: TokenizerConfig):
         self.cfg = cfg
+        self.stop = False
+        """Set by Ctrl-C: the iteration ends at the next batch (an exception raised inside
+        ``train_from_iterator`` would cross the Rust trainer, which may swallow it)."""
         self.bytes = 0
         self.texts = 0
         self.per_dataset: list[dict] = []
@@ -161,6 +166,8 @@ class _CorpusCounter:
             for spec in self.cfg.datasets:
                 start_bytes, start_texts = self.bytes, self.texts
                 for texts in iter_text_batches(spec, batch_size=self.cfg.batch_size):
+                    if self.stop:
+                        return
                     n = sum(len(t.encode("utf-8")) for t in texts)
                     self.bytes += n
                     self.texts += len(texts)
@@ -177,12 +184,37 @@ class _CorpusCounter:
                 )
 
 
+@contextlib.contextmanager
+def _stop_on_signal(corpus: _CorpusCounter):
+    """The first SIGINT/SIGTERM ends the corpus early (the run then stops and writes nothing);
+    a second one kills the process at once."""
+    def handle(signum, frame):
+        corpus.stop = True
+        signal.signal(signum, signal.SIG_DFL)
+        logger.warning("received %s: stopping (press Ctrl-C again to kill)", signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handle)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def train_tokenizer(cfg: TokenizerConfig):
     """Train and return ``(PreTrainedTokenizerFast, metrics)`` without writing anything."""
     tok, trainer = build_tokenizer(cfg)
     corpus = _CorpusCounter(cfg)
     start = time.perf_counter()
-    tok.train_from_iterator(iter(corpus), trainer=trainer)
+    with _stop_on_signal(corpus):
+        tok.train_from_iterator(iter(corpus), trainer=trainer)
+    if corpus.stop:
+        raise Interrupted("tokenizer training interrupted; nothing was written")
     seconds = time.perf_counter() - start
     if corpus.bytes == 0:
         raise DataError("tokenizer corpus is empty")
@@ -207,7 +239,7 @@ def run(cfg: TokenizerConfig, overwrite: bool = False) -> dict:
     """The ``tokenizer`` stage: train, then save the folder and the run files atomically."""
     started = now()
     out = Path(cfg.output_dir)
-    with staged_output(out, overwrite) as staging:
+    with staged_output(out, overwrite, config_inputs(cfg)) as staging:
         fast, metrics, per_dataset = train_tokenizer(cfg)
         save_tokenizer(fast, staging)
         write_json(

@@ -58,6 +58,22 @@ def labelled_folder(ctx, rows_train) -> Path:
     return folder
 
 
+def copy_run(ctx, where: str) -> Path:
+    """A copy of the fine-tuned run (a case that could delete it must not touch the shared one)."""
+    target = ctx.tmp / where
+    shutil.copytree(ctx.finetuned, target)
+    return target
+
+
+def translation_raw(ctx) -> dict:
+    pairs = write_jsonl(ctx.tmp / "mt.jsonl", [{"translation": {"en": "a b", "de": "b a"}}] * 8)
+    return {"output_dir": str(ctx.tmp / "out"), "task": "translation", "init": str(ctx.mlm),
+            "init_decoder": str(ctx.clm), "data": {"train": {"files": str(pairs)}, "source_lang": "en",
+                                                   "target_lang": "de", "max_source_length": 32,
+                                                   "max_target_length": 32},
+            "train": {"epochs": 1, "tracker": "none"}}
+
+
 def reviews(n=20):
     return [{"text": r["text"], "label": int(r["label"] == "positive")} for r in make_reviews(n, seed=0)]
 
@@ -149,6 +165,45 @@ CASES = [
     ("evaluation data without the text column", lambda c: [
         "evaluate", str(c.finetuned), str(labelled_folder(c, [{"txt": "a", "label": 0}])), "--split", "train"],
      "no column 'text'"),
+    # -- output folders ---------------------------------------------------------------------------------------
+    ("output_dir is a file", lambda c: [
+        "pretrain", recipe(c.tmp, pretrain_raw(c, output_dir=str(write(c.tmp / "afile", b"x"))))],
+     "is a file, not a folder"),
+    ("output_dir under a file", lambda c: [
+        "finetune", recipe(c.tmp, sentiment_raw(c, output_dir=str(write(c.tmp / "afile", b"x") / "run")))],
+     "cannot be created: "),
+    ("output_dir where nothing may be written", lambda c: [
+        "pretrain", recipe(c.tmp, pretrain_raw(c, output_dir="/sys/nlp-ssl-out"))], "output_dir /sys/nlp-ssl-out cannot be"),
+    ("output_dir inside the checkpoint it starts from", lambda c: [
+        "finetune", recipe(c.tmp, sentiment_raw(c, output_dir=str(c.mlm / "ft"))), "--overwrite"],
+     "is inside init"),
+    ("output_dir is the data folder", lambda c: [
+        "finetune", recipe(c.tmp, sentiment_raw(c, labelled_folder(c, reviews()),
+                                                output_dir=str(c.tmp / "labelled"))), "--overwrite"],
+     "is data.train.name"),
+    ("export over the run it exports", lambda c: [
+        "export", str(copy_run(c, "par/ft")), str(c.tmp / "par"), "--overwrite"], "contains checkpoint"),
+    ("evaluate into the checkpoint", lambda c: [
+        "evaluate", str(c.finetuned), str(c.sentiment), "--output-dir", str(c.finetuned / "eval")],
+     "is inside checkpoint"),
+    # -- numbers out of range ---------------------------------------------------------------------------------
+    ("infinite learning rate", lambda c: ["pretrain", recipe(c.tmp, pretrain_raw(c)), "train.lr=.inf"],
+     "'train.lr' must be a finite number, got inf"),
+    ("Adam beta of 1", lambda c: ["pretrain", recipe(c.tmp, pretrain_raw(c)), "train.adam_beta2=1.0"],
+     "'adam_beta2' must be in [0, 1), got 1.0"),
+    ("batch larger than the training set", lambda c: [
+        "finetune", recipe(c.tmp, sentiment_raw(c)), "train.micro_batch_size=100000"],
+     "exceeds the"),
+    ("evaluate with batch size 0", lambda c: ["evaluate", str(c.finetuned), str(c.sentiment), "--batch-size", "0"],
+     "--batch-size must be >= 1, got 0"),
+    ("predict beyond the model's positions", lambda c: ["predict", str(c.finetuned), "good film", "--max-length", "4096"],
+     "--max-length 4096 exceeds the 64 positions of the model"),
+    ("greedy decoding with a beam-search option", lambda c: [
+        "finetune", recipe(c.tmp, translation_raw(c)), "generation.num_beams=1", "generation.early_stopping=true"],
+     "apply to beam search only"),
+    ("generation option transformers refuses", lambda c: [
+        "finetune", recipe(c.tmp, translation_raw(c)), "generation.max_new_tokens=0"],
+     "'max_new_tokens' and 'num_beams' must be >= 1"),
     # -- commands and compositions -------------------------------------------------------------------------
     ("predict from a missing checkpoint", lambda c: ["predict", str(c.tmp / "nowhere"), "good film"], "nowhere"),
     ("export into its own run folder", lambda c: ["export", str(c.finetuned), str(c.finetuned / "out")],

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from nlp_ssl import pretrain
 from nlp_ssl.checkpoint import verify
 from nlp_ssl.config import dump_yaml
-from nlp_ssl.engine import read_log
+from nlp_ssl.train_log import read_log
 from tests.pretrain_helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

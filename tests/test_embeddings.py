@@ -294,7 +294,7 @@ def test_pipeline_tokenizer_embeddings_mlm_finetune(tmp_path, tiny_corpus, senti
 
 
 @pytest.mark.parametrize("override,message", [
-    ("train.lr=.inf", "train: 'lr' must be a positive finite number, got inf"),
+    ("train.lr=.inf", "'train.lr' must be a finite number, got inf"),
     ("train.epochs=0", "train: 'epochs' must be >= 1, got 0"),
     ("objective=word2vec", "'objective' must be one of: mlm, clm, rtd, skipgram, cbow; got 'word2vec'"),
     ("model.dim=0", "model: 'dim' must be >= 1"),

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nlp_ssl.checkpoint import list_checkpoints
-from nlp_ssl.engine import BEST_DIR, Batch, ScoredTask, Task, TrainConfig, evaluate, fit, make_accelerator, read_log
+from nlp_ssl.engine import BEST_DIR, Batch, ScoredTask, Task, TrainConfig, evaluate, fit, make_accelerator
+from nlp_ssl.train_log import read_log
 
 N_TRAIN, N_EVAL, DIM, OUT = 32, 10, 4, 3
 

@@ -15,7 +15,8 @@ from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelF
 from nlp_ssl import engine, pretrain
 from nlp_ssl.checkpoint import list_checkpoints, resume_candidates, staging_path
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import TrainingError, TrainingInterrupted, read_log
+from nlp_ssl.engine import TrainingError, TrainingInterrupted
+from nlp_ssl.train_log import read_log
 from nlp_ssl.errors import ConfigError, DataError, OutputError
 from nlp_ssl.models import ModelConfig, check_vocab
 from nlp_ssl.objectives.causal_lm import build_causal_lm
@@ -253,8 +254,10 @@ def test_bad_pretrain_recipes(tmp_path, tiny_corpus, tiny_tokenizer):
         tiny_config(tmp_path / "r", tiny_tokenizer, tiny_corpus, lr=-1.0)
     with pytest.raises(ConfigError, match=r"global batch 4096 .* exceeds the \d+ training examples"):
         pretrain.run(tiny_config(tmp_path / "r", tiny_tokenizer, tiny_corpus, micro_batch_size=4096))
+    assert not (tmp_path / "r").exists()  # a setting that does not fit the data is refused before the folder
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"not a tokenizer folder"):
-        pretrain.run(tiny_config(tmp_path / "r2", tmp_path, tiny_corpus))
+        pretrain.run(tiny_config(tmp_path / "r2", tmp_path / "empty", tiny_corpus))
 
 
 @pytest.mark.integration

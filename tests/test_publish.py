@@ -113,3 +113,23 @@ def test_export_does_not_replace_a_folder_without_overwrite(tmp_path, finetuned,
     assert "--overwrite" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep me"
     assert main(["export", str(finetuned), str(out), "--overwrite"]) == 0
     assert {p.name for p in out.iterdir()} == CLASSIFIER_FILES
+
+
+def test_absolute_paths_on_the_command_line_do_not_reach_the_card(tmp_path, finetuned):
+    """A run started with ``init=/abs/...`` and an absolute output_dir exports: the card's
+    reproduce line keeps only each path's last part; a path that does leak is named."""
+    run = tmp_path / "run"
+    shutil.copytree(finetuned, run)
+    info = json.loads((run / "run_info.json").read_text())
+    info["command"] = ["/usr/bin/nlp-ssl", "finetune", "/work/me/recipes/rt.yaml", "init=/work/me/runs/mlm",
+                       f"output_dir={run}", "train.lr=3e-4", "--overwrite"]
+    (run / "run_info.json").write_text(json.dumps(info))
+    card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
+    assert "nlp-ssl finetune <local>/rt.yaml init=<local>/mlm output_dir=<local>/run train.lr=3e-4 --overwrite" \
+        in card.text
+
+    config = json.loads((run / "model" / "config.json").read_text())
+    config["note"] = "/work/me/private/notes.txt"
+    (run / "model" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(OutputError, match=r"a local path in config.json \(/work/me/private/notes.txt\)"):
+        export(str(run), str(tmp_path / "out2"))

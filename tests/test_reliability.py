@@ -257,3 +257,120 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(
         assert last.wait(timeout=300) == 0, last.stderr.read()[-2000:]
     assert kills >= 1
     compare_outputs(killed, tmp_path / "clean", stage)
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune", "embeddings"])
+def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(tmp_path, tiny_corpus, tiny_tokenizer,
+                                                                          pretrained, sentiment_dir, monkeypatch,
+                                                                          stage):
+    """--overwrite builds the new run beside the old one: a failure leaves the old run whole,
+    a success replaces it and leaves nothing behind."""
+    from dataclasses import replace
+
+    from nlp_ssl import embeddings, pretrain
+    from nlp_ssl.engine import TrainingError
+    from tests.pretrain_helpers import tiny_config
+    from tests.test_embeddings import embedding_config
+
+    out = tmp_path / "run"
+    if stage == "pretrain":
+        cfg, run = tiny_config(out, tiny_tokenizer, tiny_corpus, max_steps=4), pretrain.run
+    elif stage == "finetune":
+        cfg, run = sentiment_config(out, pretrained["mlm"], sentiment_dir, epochs=1), finetune.run
+    else:
+        cfg, run = embedding_config(out, tiny_tokenizer, tiny_corpus), embeddings.run
+    run(cfg)
+    before = _tree(out)
+    assert "metrics.json" in before
+
+    if stage == "embeddings":
+        def broken_train(*args, **kwargs):
+            raise TrainingError("the new run failed")
+
+        monkeypatch.setattr("gensim.models.Word2Vec.train", broken_train)
+        failing = cfg
+    else:
+        # the loss turns non-finite; TensorBoard writes its logs before that
+        failing = replace(cfg, train=replace(cfg.train, lr=1e30, tracker="tensorboard"))
+    with pytest.raises(TrainingError):
+        run(failing, overwrite=True)
+    assert _tree(out) == before  # the finished run is untouched, byte for byte
+
+    monkeypatch.undo()
+    run(replace(cfg, seed=cfg.seed + 1), overwrite=True)
+    after = _tree(out)
+    assert "metrics.json" in after and after["resolved_config.yaml"] != before["resolved_config.yaml"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run")] == []  # no staging, no lock
+
+
+def test_a_folder_reached_through_a_symlink_is_the_same_folder(tmp_path, pretrained, sentiment_dir):
+    from dataclasses import replace
+
+    """The lock and --overwrite act on the folder a symlink points to: a run through the link
+    waits for the lock of the real folder, and --overwrite replaces the real folder's run,
+    leaving the link in place."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    cfg = sentiment_config(link, pretrained["mlm"], sentiment_dir, epochs=1)
+    holder = hold_lock(real)
+    try:
+        with pytest.raises(OutputError, match=rf"output_dir {real} is in use by another nlp-ssl run"):
+            finetune.run(cfg)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    finetune.run(cfg)
+    assert "seed: 0" in (real / "resolved_config.yaml").read_text()
+    finetune.run(replace(cfg, seed=5), overwrite=True)
+    assert link.is_symlink() and (real / "metrics.json").is_file()
+    assert "seed: 5" in (real / "resolved_config.yaml").read_text()
+    assert {p.name for p in tmp_path.iterdir()} == {"real", "link"}  # no staging left, no lock
+
+
+SLOW_CORPUS = textwrap.dedent("""
+    import sys, time
+    import nlp_ssl.tokenizer as tokenizer
+    read = tokenizer.iter_text_batches
+
+    def slowly(*args, **kwargs):
+        for batch in read(*args, **kwargs):
+            print("batch read", file=sys.stderr, flush=True)
+            time.sleep(0.3)
+            yield batch
+
+    tokenizer.iter_text_batches = slowly
+""")
+
+
+def test_ctrl_c_during_tokenizer_training_exits_130_and_writes_nothing(tmp_path, tiny_corpus):
+    import os
+
+    import yaml
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_CORPUS)  # reading takes seconds, so the signal lands in it
+    out = tmp_path / "tok"
+    recipe = tmp_path / "tok.yaml"
+    recipe.write_text(yaml.safe_dump({"output_dir": str(out), "vocab_size": 300, "batch_size": 10,
+                                      "datasets": [{"files": str(tiny_corpus)}]}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "nlp_ssl", "tokenizer", str(recipe)], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "batch read" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)[::-1]
+    err = "".join(lines) + rest
+    errors = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert proc.returncode == 130, err[-2000:]
+    assert errors == ["error: tokenizer training interrupted; nothing was written"] and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".tok*"))

@@ -67,7 +67,7 @@ def test_labels_are_masked_and_decoder_inputs_shifted(translated, pretrained, tr
 
 
 def test_translation_run_scores_with_sacrebleu_and_writes_predictions(translated):
-    from nlp_ssl.engine import read_log
+    from nlp_ssl.train_log import read_log
 
     metrics = json.loads((translated / "metrics.json").read_text())
     rows = [json.loads(l) for l in (translated / "predictions.jsonl").read_text().splitlines()]
@@ -154,7 +154,7 @@ def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(tmp_path, tin
     from transformers import AutoModelForSeq2SeqLM
 
     from nlp_ssl import pretrain
-    from nlp_ssl.engine import read_log
+    from nlp_ssl.train_log import read_log
     from tests.pretrain_helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "mb", tiny_tokenizer, tiny_corpus, "mlm", max_steps=4, save_every=4)

@@ -21,7 +21,7 @@ OBJECTIVES = {
 
 @dataclass(frozen=True)
 class Objective:
-    """One pretraining objective as the rest of the toolkit sees it; ``pretrain``, ``publish``,
+    """One pretraining objective as the rest of the toolkit sees it; ``pretrain``, ``model_card``,
     ``pipeline`` and ``report`` look everything objective-specific up here."""
 
     name: str
@@ -36,8 +36,9 @@ class Objective:
     """``usage(repo_or_path) -> str``: a Python snippet for the model card."""
     card_sections: tuple[str, ...] = ()
     """Recipe sections listed as hyperparameters on the card (``masking``...)."""
-    transformer: bool = True
-    """False for token-vector objectives (skipgram, cbow): their own stage, not exported."""
+    run: Callable | None = None
+    """``run(cfg, overwrite)``: the stage of an objective that does not train a transformer
+    through the engine (skipgram, cbow: token vectors, not exported); None for the others."""
     training: str = ""
     """The objective as the card's training section names it ("masked-LM")."""
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nlp_ssl.data import hold_out
 from nlp_ssl.engine import Batch
-from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import count_parameters
 from nlp_ssl.packing import pack
 
@@ -37,11 +37,10 @@ def load_data(cfg: PretrainConfig, tokenizer, word_starts: bool = False):
         return train, np.arange(len(train.blocks)), valid, np.arange(len(valid.blocks))
     # hold out a seeded sample of blocks; training sees the rest
     n = len(train.blocks)
-    held = max(1, int(round(n * d.validation_fraction)))
-    if n - held < 1:
-        raise ConfigError(f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation")
-    order = np.random.default_rng([cfg.seed, 12345]).permutation(n)
-    return train, np.sort(order[held:]), train, np.sort(order[:held])
+    train_idx, eval_idx = hold_out(
+        n, d.validation_fraction, cfg.seed,
+        f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation", salt=12345)
+    return train, train_idx, train, eval_idx
 
 
 def word_offsets(word_starts: np.ndarray) -> np.ndarray:

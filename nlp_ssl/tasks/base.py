@@ -15,7 +15,7 @@ from nlp_ssl.errors import ConfigError
 @dataclass(frozen=True)
 class FinetuneTask:
     """One fine-tuning task as the rest of the toolkit sees it. ``nlp_ssl.tasks.TASKS`` maps
-    a recipe's ``task`` to its module; ``finetune``, ``inference``, ``publish``, ``pipeline``
+    a recipe's ``task`` to its module; ``finetune``, ``inference``, ``model_card``, ``pipeline``
     and ``study`` look everything task-specific up here."""
 
     name: str
@@ -50,11 +50,14 @@ class FinetuneTask:
     the card calls each (``{"init": "the encoder", "init_decoder": "the decoder"}``)."""
     examples: str
     """What one training example is, for the card ("labelled examples")."""
-    describe: Callable[[dict, dict], str]
-    """``describe(recipe, model_config) -> str``: what the model does, for the card
+    purpose: Callable[[dict, dict], str]
+    """``purpose(recipe, model_config) -> str``: what the model does, for the card
     ("sentiment classification (labels: neg, pos)")."""
     usage: Callable[[str], str]
     """``usage(repo_or_path) -> str``: a Python snippet for the model card."""
+    classical_heads: bool = False
+    """Whether ``nlp-ssl baseline`` (TF-IDF / frozen features + logistic regression) can run
+    on this task's data (a study arm with ``method: tfidf_logreg`` or ``frozen_logreg``)."""
     limitations: str = ""
     """Added to the card's generic limitations."""
     warm_start_note: str = ""
@@ -82,16 +85,6 @@ class FinetuneTrainConfig(TrainConfig):
 def check_dropout(dropout: float | None) -> None:
     if dropout is not None and not 0 <= dropout < 1:
         raise ConfigError(f"'dropout' must be in [0, 1), got {dropout}")
-
-
-def hold_out(n: int, fraction: float, seed: int, what: str = "examples") -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ``(train, validation)`` positions when a recipe has no validation set: a
-    ``fraction`` of the ``n`` rows (at least one) is held out, the rest trains."""
-    order = np.random.default_rng([seed, 0xE7A1]).permutation(n)
-    held = max(1, int(round(n * fraction)))
-    if n - held < 1:
-        raise ConfigError(f"data.train: {n} {what} are too few to hold out a validation set")
-    return np.sort(order[held:]), np.sort(order[:held])
 
 
 class TokenizedSplits:

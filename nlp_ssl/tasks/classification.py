@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data import DatasetSpec, column_texts, dig, load_split, resolve
+from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, resolve
 from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters, flops_per_token
-from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, hold_out
+from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -353,7 +353,8 @@ def load_sentiment_data(cfg: SentimentConfig, tokenizer):
         splits["eval"], _ = tokenize_labelled(d.validation, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
         pool = np.arange(len(train))
     else:
-        pool, held = hold_out(len(train), d.validation_fraction, cfg.seed)
+        pool, held = hold_out(len(train), d.validation_fraction, cfg.seed,
+                              f"data.train: {len(train)} examples are too few to hold out a validation set")
         splits["eval"] = train.select(held)
     if d.test is not None:
         splits["test"], _ = tokenize_labelled(d.test, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
@@ -423,7 +424,7 @@ def predict(ft, texts: list[str], max_length: int) -> list[dict]:
     return results
 
 
-def _describe(recipe: dict, model_config: dict) -> str:
+def _purpose(recipe: dict, model_config: dict) -> str:
     labels = ", ".join(model_config.get("id2label", {}).values())
     return f"{recipe.get('task', 'sentiment')} classification (labels: {labels})"
 
@@ -446,8 +447,9 @@ SENTIMENT = FinetuneTask(
     title="Sentiment analysis",
     headline=("test_accuracy", "test_f1_macro"),
     starts_from={"init": "the checkpoint"},
+    classical_heads=True,
     examples="labelled examples",
-    describe=_describe,
+    purpose=_purpose,
     usage=_usage,
     limitations="Sentiment labels are binary polarity of short English movie-review text; other domains, "
                 "sarcasm and mixed opinions are out of scope.",

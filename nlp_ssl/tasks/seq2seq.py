@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data import DatasetSpec, column_texts, dig, load_split, resolve
+from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, resolve
 from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters
-from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, hold_out
+from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,37 @@ class GenerationOptions:
 
     max_new_tokens: int = 64
     num_beams: int = 4
+    """1 is greedy decoding; then ``length_penalty`` and ``early_stopping`` do not apply."""
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
-    early_stopping: bool = True
+    early_stopping: bool | None = None
+    """Beam search stops when ``num_beams`` finished candidates exist (default: true with
+    beam search)."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.num_beams < 1:
             raise ConfigError("'max_new_tokens' and 'num_beams' must be >= 1")
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"'no_repeat_ngram_size' must be >= 0, got {self.no_repeat_ngram_size}")
+        if self.num_beams == 1 and (self.early_stopping or self.length_penalty != 1.0):
+            raise ConfigError("'generation.early_stopping' and 'generation.length_penalty' apply to beam search only: "
+                              "set generation.num_beams > 1 or leave them unset")
+        from transformers import GenerationConfig
+
+        try:  # every other combination transformers would refuse when the model is saved
+            GenerationConfig(**self.kwargs()).validate(strict=True)
+        except ValueError as exc:
+            problems = [line.strip("- ") for line in str(exc).splitlines()[1:] if line.startswith("- ")]
+            raise ConfigError(f"'generation': {problems[0] if problems else str(exc).splitlines()[0]}") from None
+
+    def kwargs(self) -> dict:
+        """``GenerationConfig`` arguments; beam-only ones only with beam search."""
+        out = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+               "no_repeat_ngram_size": self.no_repeat_ngram_size}
+        if self.num_beams > 1:
+            out.update(length_penalty=self.length_penalty,
+                       early_stopping=True if self.early_stopping is None else self.early_stopping)
+        return out
 
 
 @dataclass(kw_only=True)
@@ -233,10 +257,7 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
         setattr(model.config, key, value)
     model.config.vocab_size = model.config.decoder.vocab_size
     g = generation or GenerationOptions()
-    model.generation_config = GenerationConfig(
-        max_new_tokens=g.max_new_tokens, num_beams=g.num_beams, length_penalty=g.length_penalty,
-        no_repeat_ngram_size=g.no_repeat_ngram_size, early_stopping=g.early_stopping, **ids,
-    )
+    model.generation_config = GenerationConfig(**g.kwargs(), **ids)
     return model
 
 
@@ -339,7 +360,8 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
         if d.validation is not None:
             splits["eval"] = pairs(d.validation)
         else:
-            pool, held = hold_out(len(train), d.validation_fraction, cfg.seed, what="pairs")
+            pool, held = hold_out(len(train), d.validation_fraction, cfg.seed,
+                                  f"data.train: {len(train)} pairs are too few to hold out a validation set")
             splits["eval"] = train.select(held)
         if d.test is not None:
             splits["test"] = pairs(d.test)
@@ -366,14 +388,14 @@ METRICS = {"translation": "sacrebleu_chrf", "summarization": "rouge"}
 def evaluation_task(ft, data: DatasetSpec, options) -> Seq2SeqTask:
     """A saved encoder-decoder over one ``test`` split (``nlp-ssl evaluate``): ``options``
     carries ``max_length`` and may override the columns it was fine-tuned on."""
-    source = options.source_column or ft.task.get("source_column")
-    target = options.target_column or ft.task.get("target_column")
+    source = options.source_column or ft.saved.get("source_column")
+    target = options.target_column or ft.saved.get("target_column")
     if not source or not target:
         raise ConfigError("this encoder-decoder does not record its columns: pass --source-column and --target-column")
     ds = tokenize_pairs(data, ft.tokenizer, source, target, options.max_length,
                         ft.model.generation_config.max_new_tokens + 1)
     return Seq2SeqTask(ft.model, ft.tokenizer, {"test": ds}, source_column=source, target_column=target,
-                       metric=METRICS[ft.task.get("task", "translation")])
+                       metric=METRICS.get(ft.saved.get("task", "translation"), "rouge"))
 
 
 def predict(ft, texts: list[str], max_length: int) -> list[dict]:
@@ -404,7 +426,7 @@ _SHARED = dict(setup=setup_seq2seq, model_noun="encoder-decoder", auto_model="Au
 TRANSLATION = FinetuneTask(
     name="translation", config=TranslationConfig, pipeline_tag="translation", title="Translation",
     headline=("test_bleu", "test_chrf"),
-    describe=lambda recipe, model_config: (f"{recipe.get('data', {}).get('source_lang')} -> "
+    purpose=lambda recipe, model_config: (f"{recipe.get('data', {}).get('source_lang')} -> "
                                            f"{recipe.get('data', {}).get('target_lang')} translation"),
     usage=_usage("A man is riding a bicycle down the street."),
     languages=lambda recipe: [recipe["data"]["source_lang"], recipe["data"]["target_lang"]],
@@ -414,7 +436,7 @@ TRANSLATION = FinetuneTask(
 SUMMARIZATION = FinetuneTask(
     name="summarization", config=SummarizationConfig, pipeline_tag="summarization", title="Summarization",
     headline=("test_rougeL", "test_rouge1"),
-    describe=lambda recipe, model_config: "summarization",
+    purpose=lambda recipe, model_config: "summarization",
     usage=_usage("#Person1#: Hi! ..."),
     **_SHARED,
 )
