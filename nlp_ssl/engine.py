@@ -27,6 +27,7 @@ import logging
 import math
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,13 @@ from nlp_ssl.progress import progress_bar
 from nlp_ssl.train_log import LOG_FILE
 
 logger = logging.getLogger(__name__)
+
+
+# Tied weights (GPT-2's output layer is its token embedding) are stored once in a checkpoint by
+# design and tied again on load, which the resume tests check: accelerate's warning about it
+# on every save reads like a fault.
+logging.getLogger("accelerate.utils.other").addFilter(
+    lambda record: "Removed shared tensor" not in record.getMessage())
 
 
 class TrainingError(NlpSslError):
@@ -528,6 +536,8 @@ def fit(
             if state.step % eval_every == 0 or last_step:
                 last_metrics = evaluate(task, module, accelerator, cfg)
                 release_free_memory()  # evaluation's batches differ in shape from training's
+                if accelerator.is_main_process:
+                    bar.write(f"step {state.step}: eval {_headline(last_metrics)}", file=sys.stderr)
                 train_log.log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()},
                               cfg.tracker)
                 if cfg.metric_for_best is not None:
@@ -596,6 +606,12 @@ def plan_steps(n_train: int | None, cfg: TrainConfig, world: int) -> StepPlan:
                     _every(cfg.save_every, steps_per_epoch, "save_every"))
 
 
+def _headline(metrics: dict, most: int = 4) -> str:
+    """The first few scalar figures of an evaluation, for one progress line."""
+    shown = [(k, v) for k, v in metrics.items() if isinstance(v, float) and k != "perplexity"][:most]
+    return ", ".join(f"{k} {v:.4f}" for k, v in shown)
+
+
 def _every(value, steps_per_epoch: int | None, name: str) -> int:
     if value != "epoch":
         return value
@@ -648,7 +664,9 @@ def evaluate(task: Task, module, accelerator, cfg: TrainConfig, split: str = "ev
     per_example = isinstance(task, ScoredTask)
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     pieces: list[dict] = []
-    for start in range(0, len(mine), cfg.micro_batch_size):
+    starts = range(0, len(mine), cfg.micro_batch_size)
+    for start in progress_bar(starts, desc=f"evaluating ({split})", unit="batch", leave=False,
+                              disable=not accelerator.is_main_process or len(starts) < 2):
         chunk = mine[start : start + cfg.micro_batch_size]
         batch = task.make_batch(chunk, 0, split)
         inputs = _to_device(batch.inputs, accelerator.device)

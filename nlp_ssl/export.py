@@ -21,8 +21,8 @@ EXPORTED = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.txt", "vocab.json", "merges.txt", "*.model", "chat_template.jinja",
 )
-# Keys that record where files were on the machine that wrote them.
-PATH_KEYS = ("_name_or_path", "name_or_path")
+# Keys that record where files were on the machine that wrote them, or how it loaded them.
+PATH_KEYS = ("_name_or_path", "name_or_path", "is_local", "local_files_only")
 
 
 def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: str = "other",

@@ -106,7 +106,8 @@ def eval_results(record: RunRecord) -> list:
                 continue
             spec = _spec(spec)
             dataset = hub_id(spec) or "local data"
-            split_name = spec.split if split == "test" or data.get("validation") else f"{spec.split} (held out)"
+            held = None if split == "test" or data.get("validation") else data.get("validation_fraction", 0.1)
+            split_name = _split_name(spec, held, "examples")
             for key, (metric_type, metric_name) in METRIC_NAMES.items():
                 value = m.get(f"{split}_{key}")
                 if value is None or key == "perplexity":
@@ -116,10 +117,14 @@ def eval_results(record: RunRecord) -> list:
                     task_name=trained_for.title if trained_for else "Text classification",
                     dataset_type=dataset, dataset_name=dataset, dataset_config=spec.config, dataset_split=split_name,
                     metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
+                    metric_args=METRIC_ARGS.get(key),
                 ))
     elif record.stage == "pretrain":
-        validation = (cfg.get("data", {}).get("validation") or cfg.get("data", {}).get("datasets") or [{}])[0]
+        data = cfg.get("data", {})
+        validation = (data.get("validation") or data.get("datasets") or [{}])[0]
         spec = _spec(validation) if validation else None
+        # without validation sets, a seeded share of the training blocks was held out
+        held = None if data.get("validation") else data.get("validation_fraction", 0.01)
         dataset = (hub_id(spec) if spec else None) or "local data"
         for key in ("loss", "perplexity"):
             value = m.get(f"eval_{key}")
@@ -129,10 +134,23 @@ def eval_results(record: RunRecord) -> list:
             results.append(EvalResult(
                 task_type=trained_for.pipeline_tag if trained_for else "fill-mask",
                 task_name=trained_for.title if trained_for else "Language modeling",
-                dataset_type=dataset, dataset_name=dataset, dataset_split=spec.split if spec else None,
+                dataset_type=dataset, dataset_name=dataset, dataset_split=_split_name(spec, held, "blocks") if spec else None,
                 metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
             ))
     return results
+
+
+METRIC_ARGS = {k: {"average": "macro"} for k in ("f1_macro", "precision_macro", "recall_macro")}
+
+
+def _split_name(spec, held_out: float | None, unit: str) -> str:
+    """The split as it was really scored: a held-out share of it, or only its first rows."""
+    name = spec.split
+    if spec.max_rows:
+        name += f" (first {spec.max_rows} rows)"
+    if held_out is not None:
+        name += f" (held out: a seeded {held_out:.0%} of its {unit})"
+    return name
 
 
 def build_card(record: RunRecord, *, license: str = "other", language: str | list[str] | None = None,

@@ -145,7 +145,11 @@ def load_model_config(model_dir: str, key: str | None = None):
 
 def max_positions(model_dir: str) -> int | None:
     """How many tokens a saved model's position table holds (None when unknown)."""
-    config = load_model_config(model_dir)
+    return config_positions(load_model_config(model_dir))
+
+
+def config_positions(config) -> int | None:
+    """How many tokens a model with this config can take (None when unknown)."""
     if "roberta" in config.model_type or config.model_type == "camembert":
         # positions are numbered from pad_token_id + 1, so that many rows of the table are never used
         return config.max_position_embeddings - (config.pad_token_id or 0) - 1

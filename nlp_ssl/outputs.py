@@ -381,6 +381,7 @@ def write_run_files(directory: Path, *, stage: str, config, seed: int, started_a
             "started_at": started_at,
             "finished_at": now(),
             "command": sys.argv,
+            "processes": int(os.environ.get("WORLD_SIZE", "1")),
             "platform": platform.platform(),
             "hardware": hardware(),
             "versions": library_versions(),

@@ -25,6 +25,7 @@ from nlp_ssl.models import (
     ModelConfig,
     check_same_tokenizer,
     check_vocab,
+    config_positions,
     copy_token_embeddings,
     max_positions,
     resolve_model_dir,
@@ -154,6 +155,8 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
         if cfg.init_embeddings is not None:
             rows = copy_token_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer)
             logger.info("token embeddings of %d ids from %s", rows, cfg.init_embeddings)
+        # positions past the blocks it trains on stay untrained: that is the model's real limit
+        set_input_limit(tokenizer, model, cfg.data.block_size)
         return tokenizer, model
     model_dir = resolve_model_dir(cfg.init, key="init")
     positions = max_positions(model_dir)
@@ -168,8 +171,22 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
     set_seed(cfg.seed)  # a head the checkpoint lacks is initialised fresh
     model = objective.load(model_dir, cfg)
     check_vocab(model, tokenizer, tokenizer_dir)
+    set_input_limit(tokenizer, model, tokenizer.model_max_length)
     logger.info("continuing %s pretraining from %s", cfg.objective, model_dir)
     return tokenizer, model
+
+
+def set_input_limit(tokenizer, model, trained: int | None) -> None:
+    """Save the model with the longest input it can take: the tokenizer's ``model_max_length``
+    (what ``truncation=True`` cuts to in ``pipeline()`` and ``AutoTokenizer`` calls) and, for a
+    model that generates, ``generation_config.max_length``, both within its positions."""
+    positions = config_positions(model.config)
+    limit = min(x for x in (positions, trained) if x) if (positions or trained) else None
+    if limit is None:
+        return
+    tokenizer.model_max_length = limit
+    if model.can_generate():
+        model.generation_config.max_length = limit
 
 
 def run(cfg, overwrite: bool = False) -> dict:

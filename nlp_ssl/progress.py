@@ -12,13 +12,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def progress_bar(**kwargs):
+def progress_bar(iterable=None, **kwargs):
     from tqdm.auto import tqdm
 
     kwargs.setdefault("disable", not is_main_process())
     kwargs.setdefault("mininterval", 1.0)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(**kwargs)
+    return tqdm(iterable, **kwargs)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -255,16 +255,24 @@ def run(cfg: TokenizerConfig, overwrite: bool = False) -> dict:
 
 
 def save_tokenizer(tokenizer, directory: Path) -> None:
-    """``save_pretrained``, naming the class ``PreTrainedTokenizerFast``: transformers 5 writes
-    ``TokenizersBackend``, a name 4.x cannot load; 5.x reads either."""
+    """``save_pretrained``, naming the class ``PreTrainedTokenizerFast`` (transformers 5 writes
+    ``TokenizersBackend``, a name 4.x cannot load; 5.x reads either) and without the loading
+    flags of this session (``is_local``, ``local_files_only``: written when it loaded offline,
+    they would keep a user of the folder offline)."""
     import json
 
     tokenizer.save_pretrained(directory)
     path = Path(directory) / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("tokenizer_class") == "TokenizersBackend":
-        config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    cleaned = {k: v for k, v in config.items() if k not in SESSION_KEYS}
+    if cleaned.get("tokenizer_class") == "TokenizersBackend":
+        cleaned["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if cleaned != config:
+        path.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+SESSION_KEYS = ("is_local", "local_files_only")
+"""Keys ``save_pretrained`` copies from how the tokenizer was loaded, not what it is."""
 
 
 def load_tokenizer(path: str | Path):

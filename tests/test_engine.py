@@ -204,3 +204,14 @@ def test_best_model_is_kept_and_patience_stops_the_run(tmp_path):
     assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["step-00000004"]
     state = json.loads((list_checkpoints(tmp_path / "run")[-1] / "trainer_state.json").read_text())
     assert state["best"] == {"metric": "score", "value": 3.0, "step": 2, "stale": 2, "stopped_early": True}
+
+
+def test_each_evaluation_is_a_line_of_progress_output(tmp_path, capfd):
+    """A run shows its evaluations as it goes (a progress line per evaluation, an evaluation bar),
+    not only in TensorBoard and the log file."""
+    summary = fit(Regression(), config(micro_batch_size=4), folder(tmp_path, "run"), seed=3)
+    err = capfd.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 3", "step 6"]
+    assert lines[-1] == f"step 6: eval loss {summary['eval_loss']:.4f}"
+    assert "evaluating (eval)" in err

@@ -36,6 +36,9 @@ def test_export_holds_exactly_the_loadable_files(exported, finetuned):
         assert ours[k].dtype == theirs[k].dtype and ours[k].shape == theirs[k].shape
         assert torch.equal(ours[k], theirs[k])
     assert scan_for_leaks(exported) == []
+    for folder in (exported, finetuned / "model"):  # how this session loaded it is not part of the tokenizer
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+        assert not {"is_local", "local_files_only"} & set(tokenizer_config), folder
     assert str(finetuned) not in "".join(p.read_text(errors="replace") for p in exported.iterdir()
                                          if p.suffix != ".safetensors")
 
@@ -63,6 +66,7 @@ def test_card_round_trips_the_metrics(exported, finetuned):
     for split in ("validation", "test"):
         assert got[(split, "accuracy")] == pytest.approx(metrics[f"{split}_accuracy"], abs=1e-6)
         assert got[(split, "f1")] == pytest.approx(metrics[f"{split}_f1_macro"], abs=1e-6)
+    assert {r.metric_type: r.metric_args for r in card.data.eval_results}["f1"] == {"average": "macro"}
     assert card.data.model_name == "rt-sentiment"
     assert 'pipeline("text-classification", model="someone/rt-sentiment")' in card.text
     assert "| lr | 0.003 |" in card.text and "Reproduce" in card.text
@@ -133,3 +137,19 @@ def test_absolute_paths_on_the_command_line_do_not_reach_the_card(tmp_path, fine
     (run / "model" / "config.json").write_text(json.dumps(config))
     with pytest.raises(OutputError, match=r"a local path in config.json \(/work/me/private/notes.txt\)"):
         export(str(run), str(tmp_path / "out2"))
+
+
+def test_a_pretraining_card_names_the_held_out_share_and_the_rows_it_scored(tmp_path, pretrained):
+    """No validation set: the loss is on a held-out share of the training split, and a corpus
+    read with max_rows is only its first rows; the model-index says both."""
+    import yaml
+
+    run = tmp_path / "mlm"
+    shutil.copytree(pretrained["mlm"], run)
+    recipe = yaml.safe_load((run / "resolved_config.yaml").read_text())
+    recipe["data"]["validation"] = []
+    recipe["data"]["datasets"][0].update({"max_rows": 500, "split": "train"})
+    (run / "resolved_config.yaml").write_text(yaml.safe_dump(recipe))
+    card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
+    splits = {r.dataset_split for r in card.data.eval_results}
+    assert splits == {f"train (first 500 rows) (held out: a seeded {recipe['data']['validation_fraction']:.0%} of its blocks)"}

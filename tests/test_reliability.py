@@ -304,6 +304,7 @@ def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(tmp_pa
     run(replace(cfg, seed=cfg.seed + 1), overwrite=True)
     after = _tree(out)
     assert "metrics.json" in after and after["resolved_config.yaml"] != before["resolved_config.yaml"]
+    assert json.loads(after["run_info.json"])["processes"] == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run")] == []  # no staging, no lock
 
 

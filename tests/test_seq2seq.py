@@ -167,3 +167,30 @@ def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(tmp_path, tin
     model = AutoModelForSeq2SeqLM.from_pretrained(out / "model").eval()
     assert type(model.encoder).__name__ == "ModernBertModel" and type(model.decoder).__name__ == "GPT2LMHeadModel"
     assert_regenerates_first_prediction(out, out / "model", model)
+
+
+def test_training_and_scoring_print_no_expected_noise(tmp_path, pretrained, translation_dir):
+    """What a user would read as a fault and is not: the padded-decoder-input warning (the
+    decoder gets its mask) and accelerate's note on tied weights at each checkpoint."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # an earlier test may have printed it once for this process
+    records = []
+    catch = logging.Handler()
+    catch.emit = records.append
+    for name in ("transformers", "accelerate"):
+        logging.getLogger(name).addHandler(catch)
+    try:
+        for decoder in ("clm", "mlm"):  # GPT-2 and BERT decoders
+            cfg = translation_config(tmp_path / decoder, pretrained["mlm"], pretrained[decoder], translation_dir,
+                                     seed=0)
+            cfg.train.epochs = 1
+            finetune.run(cfg)
+    finally:
+        for name in ("transformers", "accelerate"):
+            logging.getLogger(name).removeHandler(catch)
+    said = "\n".join(r.getMessage() for r in records)
+    assert "strongly recommend passing in an `attention_mask`" not in said
+    assert "Removed shared tensor" not in said

@@ -431,7 +431,7 @@ def _purpose(recipe: dict, model_config: dict) -> str:
 
 def _usage(where: str) -> str:
     return (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{where}")\n'
-            'classify("a gripping, beautifully shot film")')
+            'classify("a gripping, beautifully shot film", truncation=True)  # longer texts: cut to the trained length')
 
 
 SENTIMENT = FinetuneTask(

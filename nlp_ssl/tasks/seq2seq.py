@@ -177,8 +177,12 @@ class Seq2SeqLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, labels, decoder_input_ids):
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            decoder_input_ids=decoder_input_ids).logits
+        # the decoder reads the start token, then every target but the last: padding after
+        # the targets is masked (the decoder would otherwise warn that its input looks padded)
+        decoder_mask = torch.ones_like(decoder_input_ids)
+        decoder_mask[:, 1:] = labels[:, :-1] != -100
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                            decoder_attention_mask=decoder_mask).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
 
 
@@ -411,7 +415,7 @@ def _usage(text: str):
         return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
                 f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
                 f'model = AutoModelForSeq2SeqLM.from_pretrained("{where}")  # beam search etc. in generation_config.json\n'
-                f'inputs = tokenizer(["{text}"], return_tensors="pt")\n'
+                f'inputs = tokenizer(["{text}"], return_tensors="pt", truncation=True)\n'
                 'print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))')
     return usage
 
