@@ -7,11 +7,12 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
 from nlp_ssl import __version__
-from nlp_ssl.config import dump_yaml, load_recipe
+from nlp_ssl.config import describe_keys, dump_yaml, load_recipe
 from nlp_ssl.errors import NlpSslError
 from nlp_ssl.progress import setup_logging
 
@@ -67,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nlp-ssl {__version__}")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, stage in STAGES.items():
-        p = sub.add_parser(name, help=stage.help, description=stage.help)
-        p.add_argument("recipe", help="YAML recipe file")
+        p = sub.add_parser(name, help=stage.help, description=stage.help,
+                           epilog=f"Every recipe key with its default and help: nlp-ssl {name} --keys"
+                                  + {"pretrain": " [objective=mlm]", "finetune": " [task=sentiment]"}.get(name, ""))
+        p.add_argument("recipe", nargs="?", help="YAML recipe file")
+        p.add_argument("--keys", action="store_true", help="list every recipe key (default, help) and exit")
         p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe values")
         p.add_argument("--overwrite", action="store_true", help="replace a finished output_dir")
         p.add_argument("--print-config", action="store_true", help="print the resolved recipe and exit")
@@ -97,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     stage = STAGES[args.stage]
 
+    if args.keys:
+        return _guarded(lambda: print_keys(stage, args.overrides + ([args.recipe] if args.recipe else [])))
+    if args.recipe is None:
+        parser.error(f"{args.stage}: the recipe file is required")
+
     def run_stage():
         module = importlib.import_module(stage.module)
         cfg = load_recipe(getattr(module, stage.config), args.recipe, args.overrides)
@@ -106,6 +115,25 @@ def main(argv: list[str] | None = None) -> int:
         return module.run(cfg, overwrite=args.overwrite)
 
     return _guarded(run_stage)
+
+
+def print_keys(stage: Stage, choices: list[str]) -> None:
+    """``--keys``: the recipe keys of a stage; for a stage whose recipe depends on its
+    ``objective`` / ``task``, of the one named (``objective=mlm``) or of each in turn."""
+    module = importlib.import_module(stage.module)
+    config = getattr(module, stage.config)
+    classes = {"": config}
+    if stage.config == "recipe_class":
+        from nlp_ssl.objectives import OBJECTIVES
+        from nlp_ssl.tasks import TASKS
+
+        key, names = ("objective", OBJECTIVES) if stage.module == "nlp_ssl.pretrain" else ("task", TASKS)
+        wanted = [c.partition("=")[2] for c in choices if c.startswith(f"{key}=")] or list(names)
+        classes = {f"{key}: {n}": config({key: n}, f"--keys {key}={n}") for n in wanted}
+    for title, cls in classes.items():
+        if title:
+            print(f"# {title}")
+        print("\n".join(describe_keys(cls)) + "\n")
 
 
 def _guarded(action) -> int:
@@ -118,6 +146,9 @@ def _guarded(action) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if metrics:  # only the main process of a multi-process run returns them
         print(json.dumps(metrics, indent=2))
     return 0

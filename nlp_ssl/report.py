@@ -38,13 +38,7 @@ def _cell(r: dict, factor: float) -> str:
 
 def headline_table(study: dict) -> str:
     """Arms x label counts, ``mean ± sd`` of the compared metric (Markdown)."""
-    factor, _ = scale(study)
-    counts = study["label_counts"]
-    lines = ["| start | " + " | ".join("all labels" if n == "all" else f"{n} labels" for n in counts) + " |",
-             "| --- |" + " ---: |" * len(counts)]
-    for arm, info in study["arms"].items():
-        lines.append(f"| {info['label']} | " + " | ".join(_cell(study["results"][arm][n], factor) for n in counts) + " |")
-    return "\n".join(lines)
+    return "\n".join(_markdown_table(_results_table(study)))
 
 
 def _metric_name(study: dict) -> str:
@@ -53,64 +47,96 @@ def _metric_name(study: dict) -> str:
     return f"{split} {name}" + (" (%)" if factor == 100 else "")
 
 
-def markdown(study: dict, plots: dict) -> str:
-    metric = _metric_name(study)
-    out = [f"# {study['title']}", "",
-           f"Task: {study['task']} on `{study['dataset']}`. Compared: **{metric}**, mean ± standard deviation over "
-           f"seeds {', '.join(map(str, study['seeds']))} (each seed picks the labelled sample and the initial head).",
-           "", "## Results", "", headline_table(study), "", "## Conclusions", ""]
-    out += [f"{'  ' if line.startswith('  ') else ''}- {line.strip()}" for line in study["conclusions"]]
-    out += ["", "## Arms", "", "| arm | role | starts from |", "| --- | --- | --- |"]
-    out += [f"| {a['label']} | {a['role']} | {a['start'] or ('TF-IDF features' if a['role'] == 'classical' else '-')} |"
-            for a in study["arms"].values()]
+def _results_table(study: dict) -> dict:
+    factor, _ = scale(study)
+    counts = study["label_counts"]
+    return {"header": ["start", *("all labels" if n == "all" else f"{n} labels" for n in counts)],
+            "numeric": [False, *([True] * len(counts))],
+            "rows": [[info["label"], *(_cell(study["results"][arm][n], factor) for n in counts)]
+                     for arm, info in study["arms"].items()]}
+
+
+def sections(study: dict, plots: dict) -> list[dict]:
+    """The report's content, once: each section has a title and any of ``paragraphs``,
+    ``bullets`` (``(level, text)``), ``table`` (``header``, ``numeric``, ``rows``) and
+    ``images`` (``(name, path)``). ``markdown`` and ``to_html`` only render it."""
+    out = [{"title": "Results", "table": _results_table(study)},
+           {"title": "Conclusions",
+            "bullets": [(1 if line.startswith("  ") else 0, line.strip()) for line in study["conclusions"]]},
+           {"title": "Arms", "table": {
+               "header": ["arm", "role", "starts from"], "numeric": [False, False, False],
+               "rows": [[a["label"], a["role"], a["start"] or ("TF-IDF features" if a["role"] == "classical" else "-")]
+                        for a in study["arms"].values()]}}]
     if study["pretraining"]:
-        out += ["", "## Pretraining cost", "", "| stage | objective | parameters | tokens | minutes | tokens/s | "
-                "validation loss | perplexity |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for name, p in study["pretraining"].items():
-            out.append(f"| pretrain-{name} | {p['objective']} | {(p['parameters'] or 0) / 1e6:.2f}M | {p['tokens'] or 0:,} "
-                       f"| {(p['train_seconds'] or 0) / 60:.1f} | {p['tokens_per_s'] or 0:,.0f} | "
-                       f"{_fixed(p['eval_loss'], 3)} | {_fixed(p['eval_perplexity'], 1)} |")
-    out += ["", "## Plots", ""]
-    for name, path in plots.items():
-        out += [f"![{name}]({path.as_posix()})", ""]
-    out += ["## Every run", "", "| run | arm | labels | seed | value | train examples | steps | seconds |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for stage, r in study["runs"].items():
-        out.append(f"| {stage} | {r['arm']} | {r['label_count']} | {r['seed']} | {r['value']:.4f} | "
-                   f"{r['train_examples']} | {r['steps'] if r['steps'] is not None else '-'} | "
-                   f"{r['train_seconds'] if r['train_seconds'] is not None else '-'} |")
-    out += ["", "Every figure is in `study.json`; each run's folder holds its metrics, predictions and logs."]
-    return "\n".join(out) + "\n"
+        out.append({"title": "Pretraining cost", "table": {
+            "header": ["stage", "objective", "parameters", "tokens", "minutes", "tokens/s", "validation loss",
+                       "perplexity"],
+            "numeric": [False, False, True, True, True, True, True, True],
+            "rows": [[f"pretrain-{name}", p["objective"], f"{(p['parameters'] or 0) / 1e6:.2f}M", f"{p['tokens'] or 0:,}",
+                      f"{(p['train_seconds'] or 0) / 60:.1f}", f"{p['tokens_per_s'] or 0:,.0f}",
+                      _fixed(p["eval_loss"], 3), _fixed(p["eval_perplexity"], 1)]
+                     for name, p in study["pretraining"].items()]}})
+    out.append({"title": "Plots", "images": [(name, path.as_posix()) for name, path in plots.items()]})
+    out.append({"title": "Every run", "table": {
+        "header": ["run", "arm", "labels", "seed", "value", "train examples", "steps", "seconds"],
+        "numeric": [False, False, True, True, True, True, True, True],
+        "rows": [[stage, r["arm"], str(r["label_count"]), str(r["seed"]), f"{r['value']:.4f}", str(r["train_examples"]),
+                  "-" if r["steps"] is None else str(r["steps"]),
+                  "-" if r["train_seconds"] is None else str(r["train_seconds"])]
+                 for stage, r in study["runs"].items()]},
+        "paragraphs": ["Every figure is in study.json; each run's folder holds its metrics, predictions and logs."]})
+    return out
+
+
+def _intro(study: dict) -> str:
+    return (f"Task: {study['task']} on {study['dataset']}. Compared: {_metric_name(study)}, mean ± standard deviation "
+            f"over seeds {', '.join(map(str, study['seeds']))} (each seed picks the labelled sample and the initial "
+            "head).")
+
+
+def _markdown_table(table: dict) -> list[str]:
+    return (["| " + " | ".join(table["header"]) + " |",
+             "| " + " | ".join("---:" if n else "---" for n in table["numeric"]) + " |"]
+            + ["| " + " | ".join(row) + " |" for row in table["rows"]])
+
+
+def markdown(study: dict, plots: dict) -> str:
+    out = [f"# {study['title']}", "", _intro(study)]
+    for section in sections(study, plots):
+        out += ["", f"## {section['title']}", ""]
+        out += [f"{'  ' * level}- {text}" for level, text in section.get("bullets", [])]
+        out += _markdown_table(section["table"]) if "table" in section else []
+        for name, path in section.get("images", []):
+            out += [f"![{name}]({path})", ""]
+        for paragraph in section.get("paragraphs", []):
+            out += ["", paragraph]
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def to_html(study: dict, plots: dict) -> str:
     """The same report as one self-contained page (images beside it)."""
-    factor, _ = scale(study)
     e = html.escape
-    counts = study["label_counts"]
-    head = "".join(f"<th>{'all labels' if n == 'all' else f'{n} labels'}</th>" for n in counts)
-    rows = "".join(
-        f"<tr><td>{e(info['label'])}</td>"
-        + "".join(f"<td class=n>{e(_cell(study['results'][arm][n], factor))}</td>" for n in counts) + "</tr>"
-        for arm, info in study["arms"].items())
-    bullets = "".join(f"<li{' class=sub' if c.startswith('  ') else ''}>{e(c.strip())}</li>"
-                      for c in study["conclusions"])
-    figures = "".join(f"<figure><img src='{e(p.as_posix())}' alt='{e(n)}'><figcaption>{e(n)}</figcaption></figure>"
-                      for n, p in plots.items())
-    return f"""<!doctype html>
+    body = [f"<h1>{e(study['title'])}</h1>", f"<p>{e(_intro(study))}</p>"]
+    for section in sections(study, plots):
+        body.append(f"<h2>{e(section['title'])}</h2>")
+        if section.get("bullets"):
+            body.append("<ul>" + "".join(f"<li{' class=sub' if level else ''}>{e(text)}</li>"
+                                         for level, text in section["bullets"]) + "</ul>")
+        if "table" in section:
+            t = section["table"]
+            cls = [" class=n" if n else "" for n in t["numeric"]]
+            body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in t["header"]) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td{c}>{e(v)}</td>" for c, v in zip(cls, row)) + "</tr>"
+                                  for row in t["rows"]) + "</table>")
+        body += [f"<figure><img src='{e(path)}' alt='{e(name)}'><figcaption>{e(name)}</figcaption></figure>"
+                 for name, path in section.get("images", [])]
+        body += [f"<p>{e(p)}</p>" for p in section.get("paragraphs", [])]
+    return (f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(study['title'])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem}}td.n{{text-align:right}}
 li.sub{{margin-left:1.5rem;color:#444}}img{{max-width:100%}}</style></head><body>
-<h1>{e(study['title'])}</h1>
-<p>Task: {e(study['task'])} on <code>{e(study['dataset'])}</code>. Compared: <b>{e(_metric_name(study))}</b>,
-mean &plusmn; sd over seeds {e(', '.join(map(str, study['seeds'])))}.</p>
-<h2>Results</h2><table><tr><th>start</th>{head}</tr>{rows}</table>
-<h2>Conclusions</h2><ul>{bullets}</ul>
-<h2>Plots</h2>{figures}
-<p>Every figure is in <code>study.json</code>.</p>
-</body></html>
-"""
+""" + "\n".join(body) + "\n</body></html>\n")
 
 
 def _pyplot():
@@ -123,9 +149,14 @@ def _pyplot():
 
 
 def _finish(plt, fig, ax, path: Path) -> Path:
-    """Grid, legend, and the PNG written through a temp file (readers never see half an image)."""
+    """Grid, legend, and the PNG written."""
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """The PNG written through a temp file (readers never see half an image)."""
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
@@ -147,21 +178,44 @@ def plot_label_efficiency(study: dict, path: Path) -> Path:
         all_x = max(sizes) if sizes else (max(numeric) * 4 if numeric else 1)
     xs = {n: (all_x if n == "all" else int(n)) for n in counts}
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    single_seed = False
     for arm, info in study["arms"].items():
-        pts = [(xs[n], r["mean"] * factor, r["std"] * factor) for n in counts
-               if (r := study["results"][arm][n])["mean"] is not None]
-        if pts:
-            x, y, err = zip(*pts)
+        segments = curve_segments([xs[n] for n in counts], [study["results"][arm][n] for n in counts], factor)
+        color = None
+        for i, seg in enumerate(segments):
+            x, y, err, n_seeds = zip(*seg)
             style = "--" if info["role"] == "classical" else "-"
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, linestyle=style, label=info["label"])
+            line = ax.errorbar(x, y, yerr=[e if k > 1 else 0 for e, k in zip(err, n_seeds)], marker="o",
+                               capsize=3, linestyle=style, color=color, label=info["label"] if i == 0 else None)
+            color = line[0].get_color()
+            once = [(xi, yi) for xi, yi, k in zip(x, y, n_seeds) if k == 1]
+            if once:  # one seed: no spread to show, drawn hollow
+                single_seed = True
+                ax.plot(*zip(*once), marker="o", linestyle="none", markerfacecolor="white", markeredgecolor=color,
+                        markersize=7, zorder=3)
     ax.set_xscale("log")
     ax.set_xticks(sorted(xs.values()))
     ax.set_xticklabels([f"all ({xs[n]:,})" if n == "all" else str(n) for n in sorted(counts, key=lambda n: xs[n])])
     ax.minorticks_off()
     ax.set_xlabel("labelled training examples")
     ax.set_ylabel(_metric_name(study))
-    ax.set_title(f"{study['task']}: label efficiency (error bars: sd over seeds)")
+    note = "; hollow: one seed" if single_seed else ""
+    ax.set_title(f"{study['task']}: label efficiency (error bars: sd over seeds{note})")
     return _finish(plt, fig, ax, path)
+
+
+def curve_segments(xs: list, results: list[dict], factor: float = 1.0) -> list[list[tuple]]:
+    """An arm's points ``(x, mean, sd, seeds)`` in runs of neighbouring label counts: a count
+    the arm did not run breaks its line instead of being bridged."""
+    segments, current = [], []
+    for x, r in zip(xs, results):
+        if r["mean"] is None:
+            if current:
+                segments.append(current)
+            current = []
+            continue
+        current.append((x, r["mean"] * factor, (r["std"] or 0.0) * factor, r["n"]))
+    return segments + [current] if current else segments
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -172,24 +226,37 @@ def _log(run_dir: Path) -> list[dict]:
 
 
 def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Training and validation loss against tokens seen, one panel per objective: losses of
+    different objectives are not on one scale, and runs of one budget in steps may see
+    different numbers of tokens."""
     from nlp_ssl.objectives import OBJECTIVES, get_objective
 
+    plt = _pyplot()
+    runs: dict[str, list] = {}
     for name, p in study["pretraining"].items():
         if p["objective"] in OBJECTIVES and get_objective(p["objective"]).run is not None:
-            continue  # token vectors: a loss per epoch, of another objective, not on this axis
-        log = _log(run_dir / f"pretrain-{name}")
-        train = [(r["step"], r["train/loss"]) for r in log if "train/loss" in r]
-        evals = [(r["step"], r["eval/loss"]) for r in log if "eval/loss" in r]
-        if train:
-            line, = ax.plot(*zip(*train), alpha=0.6, label=f"{name} ({p['objective']}) train")
-            if evals:
-                ax.plot(*zip(*evals), marker="o", color=line.get_color(), label=f"{name} ({p['objective']}) validation")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats per predicted token; perplexity = exp)")
-    ax.set_title("Pretraining")
-    return _finish(plt, fig, ax, path)
+            continue  # token vectors: a loss per epoch of another objective
+        runs.setdefault(p["objective"], []).append(name)
+    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(6 * max(1, len(runs)), 4.5), squeeze=False)
+    for ax, (objective, names) in zip(axes[0], runs.items()):
+        for name in names:
+            log = _log(run_dir / f"pretrain-{name}")
+            counted = [r for r in log if r.get("train/tokens")]
+            if not counted:
+                continue
+            per_step = counted[-1]["train/tokens"] / counted[-1]["step"]  # packed blocks: the same every step
+            train = [(r["step"] * per_step, r["train/loss"]) for r in log if "train/loss" in r]
+            evals = [(r["step"] * per_step, r["eval/loss"]) for r in log if "eval/loss" in r]
+            if train:
+                line, = ax.plot(*zip(*train), alpha=0.6, label=name)
+                if evals:
+                    ax.plot(*zip(*evals), marker="o", linestyle="none", color=line.get_color())
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel("loss (nats per predicted token)")
+        ax.set_title(f"{objective}: training loss (line), validation loss (dots)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(plt, fig, path)
 
 
 def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
@@ -204,10 +271,8 @@ def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
             continue
         label = study["arms"][r["arm"]]["label"]
         points = [(row["step"], row[f"eval/{short}"] * factor) for row in _log(run_dir / stage) if f"eval/{short}" in row]
-        if points:
+        if points:  # arms not trained step by step (TF-IDF, frozen heads) have no curve here
             ax.plot(*zip(*points), marker="o", label=label)
-        else:  # not trained step by step (TF-IDF): its score as a level
-            ax.axhline(r["value"] * factor, linestyle="--", color="gray", label=f"{label} (test)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"validation {short}" + (" (%)" if factor == 100 else ""))
     ax.set_title(f"Fine-tuning: validation {short} per step ({'all' if n == 'all' else n} labels, seed {seed})")

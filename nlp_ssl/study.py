@@ -262,9 +262,30 @@ def _dataset_name(recipe: dict) -> str:
     return str(train.get("name") or train.get("files") or "local data")
 
 
+ALPHA = 0.05
+TEST_NAME = "Welch's t-test"
+
+
+def gap_p_value(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value that two arms' seed results have the same mean: Welch's t-test (no
+    equal-variance assumption); a one-sample t-test when one side is a single run; None when
+    neither side has two seeds or the values do not vary."""
+    from scipy import stats
+
+    if len(a) >= 2 and len(b) >= 2:
+        p = stats.ttest_ind(a, b, equal_var=False).pvalue
+    elif len(a) >= 2 and len(b) == 1:
+        p = stats.ttest_1samp(a, b[0]).pvalue
+    elif len(b) >= 2 and len(a) == 1:
+        p = stats.ttest_1samp(b, a[0]).pvalue
+    else:
+        return None
+    return None if p is None or math.isnan(p) else float(p)
+
+
 def conclusions(study: dict) -> list[str]:
     """Plain-language findings computed from the numbers: who wins at each label count, by
-    how much, and whether a gap is larger than the seed-to-seed spread."""
+    how much, and whether a gap is more than seed noise (Welch's t-test, p < 0.05)."""
     from nlp_ssl.report import scale
 
     factor, unit = scale(study)
@@ -275,13 +296,18 @@ def conclusions(study: dict) -> list[str]:
     def fmt(v: float) -> str:
         return f"{v * factor:.1f}"
 
-    def compare(a: str, b: str, n: str) -> tuple[float, bool] | None:
+    def compare(a: str, b: str, n: str) -> tuple[float, float | None] | None:
+        """The gap between two arms and the p-value of a test that it is not seed noise."""
         ra, rb = results[a][n], results[b][n]
         if ra["mean"] is None or rb["mean"] is None:
             return None
-        gap = ra["mean"] - rb["mean"]
-        noise = max(ra["std"] or 0.0, rb["std"] or 0.0)
-        return gap, abs(gap) > noise if (ra["n"] > 1 or rb["n"] > 1) else None
+        return ra["mean"] - rb["mean"], gap_p_value(list(ra["values"].values()), list(rb["values"].values()))
+
+    def verdict(p: float | None) -> str:
+        if p is None:
+            return ""
+        shown = "p<0.001" if p < 0.001 else f"p={p:.3f}"
+        return f" (clear: {TEST_NAME} {shown})" if p < ALPHA else f" (not clear: {TEST_NAME} {shown})"
 
     def labels_text(n: str) -> str:
         return "all labels" if n == "all" else f"{n} labels"
@@ -296,10 +322,8 @@ def conclusions(study: dict) -> list[str]:
         parts.append(f"With {labels_text(n)}, {label[best]} is best ({fmt(r['mean'])}"
                      + (f" ± {fmt(r['std'])} over {r['n']} seeds" if r["n"] > 1 else "") + ")")
         if len(ranked) > 1:
-            gap, clear = compare(best, ranked[1], n)
-            parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}"
-                         + ("" if clear is None else " (more than the seed spread)" if clear else
-                            " (within the seed spread: not a clear win)"))
+            gap, p = compare(best, ranked[1], n)
+            parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}{verdict(p)}")
         lines.append(", ".join(parts) + ".")
         for ref_role, what in (("scratch", "random initialisation"), ("classical", "TF-IDF + logistic regression")):
             for ref in by_role[ref_role]:
@@ -307,13 +331,13 @@ def conclusions(study: dict) -> list[str]:
                     c = compare(arm, ref, n)
                     if c is None:
                         continue
-                    gap, clear = c
+                    gap, p = c
                     if abs(gap) * factor < 0.05:
                         lines.append(f"  {label[arm]} matches {what} with {labels_text(n)}.")
                         continue
                     verb = "beats" if gap > 0 else "trails"
-                    sure = "" if clear is None or clear else " (within the seed spread)"
-                    lines.append(f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {labels_text(n)}{sure}.")
+                    lines.append(f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {labels_text(n)}"
+                                 f"{verdict(p)}.")
     for arm in by_role["own"]:
         for ref in by_role["scratch"] + by_role["classical"]:
             wins = [n for n in study["label_counts"] if (c := compare(arm, ref, n)) and c[0] > 0]

@@ -150,3 +150,22 @@ def test_a_renamed_key_names_its_new_name(tmp_path, stage, raw, old, new):
     path.write_text("".join(f"{k}: {v}\n" for k, v in {**raw, "output_dir": "out", old: "runs/x"}.items()))
     with pytest.raises(ConfigError, match=rf"unknown key '{old}'; it was renamed '{new}'"):
         load_recipe(cls, path)
+
+
+def test_keys_lists_every_recipe_key_with_default_and_help(capsys):
+    from nlp_ssl.cli import main
+
+    assert main(["finetune", "--keys", "task=sentiment"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# task: sentiment\n")
+    assert "\ninit = required  Model to start from:" in out
+    assert "\ndata.max_length = 128  Tokens per example (longer texts are truncated).\n" in out
+    assert "\ntrain.lr = 0.0001\n" in out
+    assert main(["pretrain", "--keys"]) == 0
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("# ")] == [
+        "# objective: mlm", "# objective: clm", "# objective: rtd", "# objective: skipgram", "# objective: cbow"]
+    assert "masking.probability = 0.15" in out.split("# objective: clm")[0]  # the mlm recipe has masking
+    assert "masking." not in out.split("# objective: clm")[1].split("# objective: rtd")[0]  # clm's has not
+    with pytest.raises(SystemExit):
+        main(["pretrain"])  # no recipe, no --keys: argparse's usage error

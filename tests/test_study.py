@@ -89,6 +89,14 @@ def test_report_and_plots_have_every_section(study):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     page = (run_dir / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "<td>our MLM</td>" in page and "plots/label_efficiency.png" in page
+    # one source, two renderings: the page has every section, row and figure the Markdown has
+    import re
+
+    assert re.findall(r"<h2>(.*?)</h2>", page) == re.findall(r"^## (.*)$", md, flags=re.M)
+    s = json.loads((run_dir / "study.json").read_text())
+    for stage in s["runs"]:
+        assert f"| {stage} |" in md and f"<td>{stage}</td>" in page
+    assert page.count("<li") == len(re.findall(r"^\s*- ", md, flags=re.M)) and page.count("<figure>") == md.count("![")
 
 
 def test_a_finished_study_is_not_run_again(study):
@@ -169,3 +177,34 @@ def test_an_arm_may_run_at_a_subset_of_label_counts_and_seeds(tmp_path, tiny_cor
         bad["arms"]["mlm"][key] = value
         with pytest.raises(ConfigError, match=re.escape(message)):
             from_dict(StudyConfig, bad)
+
+
+def test_a_gap_is_called_clear_only_when_a_t_test_says_so():
+    from nlp_ssl.study import _summary, conclusions
+
+    def arm_results(per_count):
+        return {n: {"values": {str(i): v for i, v in enumerate(vs)}, **_summary(vs)} for n, vs in per_count.items()}
+
+    study = {
+        "metric": "test_accuracy", "label_counts": ["50", "all"], "pretraining": {},
+        "arms": {"own": {"label": "ours", "role": "own"}, "scratch": {"label": "random init", "role": "scratch"}},
+        "results": {
+            # at 50 labels the gap (2 points) is within the seeds' scatter; with all labels it is not
+            "own": arm_results({"50": [0.60, 0.66, 0.58], "all": [0.800, 0.801, 0.799]}),
+            "scratch": arm_results({"50": [0.59, 0.62, 0.57], "all": [0.750, 0.752, 0.751]}),
+        },
+    }
+    lines = conclusions(study)
+    at = {n: next(l for l in lines if l.startswith(f"With {n}")) for n in ("50 labels", "all labels")}
+    assert "(not clear: Welch's t-test p=" in at["50 labels"]
+    assert "(clear: Welch's t-test p<0.001)" in at["all labels"]
+    assert any("ours beats random initialisation by 4.9 points with all labels (clear" in l for l in lines)
+
+
+def test_a_label_count_an_arm_skipped_breaks_its_curve():
+    from nlp_ssl.report import curve_segments
+
+    r = lambda mean, n=3: {"mean": mean, "std": 0.01 if n > 1 else 0.0, "n": n}  # noqa: E731
+    none = {"mean": None, "std": None, "n": 0}
+    segments = curve_segments([50, 200, 1000, 8530], [r(0.6), none, r(0.7, n=1), r(0.8)], factor=100)
+    assert segments == [[(50, 60.0, 1.0, 3)], [(1000, 70.0, 0.0, 1), (8530, 80.0, 1.0, 3)]]
