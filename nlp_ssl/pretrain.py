@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
 
-from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import TrainConfig, save_model_folder
+from nlp_ssl.engine import save_model_folder
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import (
-    ModelConfig,
     check_same_tokenizer,
     check_vocab,
     config_positions,
@@ -31,6 +26,7 @@ from nlp_ssl.models import (
     resolve_model_dir,
 )
 from nlp_ssl.objectives import OBJECTIVES, get_objective
+from nlp_ssl.objectives.base import PretrainConfig, PretrainDataConfig  # noqa: F401  (the stage's recipe)
 from nlp_ssl.outputs import MODEL_DIR, locks_output
 from nlp_ssl.stage import run_training_stage
 from nlp_ssl.packing import PackedStream
@@ -38,95 +34,6 @@ from nlp_ssl.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-
-
-@dataclass
-class PretrainDataConfig:
-    datasets: list[DatasetSpec]
-    """Corpora, concatenated in order, then packed."""
-    validation: list[DatasetSpec] = field(default_factory=list)
-    """Held-out corpora; when empty, ``validation_fraction`` of the packed blocks is held out."""
-    validation_fraction: float = 0.01
-    block_size: int = 128
-    num_proc: int | None = None
-    """Processes for tokenization (datasets.map)."""
-    cache_dir: str | None = None
-    """Where packed blocks are cached (default: $NLP_SSL_CACHE or ~/.cache/nlp_ssl)."""
-    shuffle_buffer: int = 0
-    """Streaming only: shuffle documents through a buffer of this many. ``datasets`` does not
-    checkpoint the buffer, so a resumed run is exact only with 0 (a pre-shuffled corpus). It
-    also costs memory far beyond the documents themselves: 1,000 of them added ~0.33 GB to the
-    stream's RSS and ~0.7 GB to a training run's in ``benchmarks/bench_stream_memory.py``."""
-
-    def __post_init__(self):
-        if not self.datasets:
-            raise ConfigError("'datasets' must list at least one dataset")
-        if self.block_size < 8:
-            raise ConfigError(f"'block_size' must be >= 8, got {self.block_size}")
-        if not 0 < self.validation_fraction < 0.5:
-            raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
-        streaming = {d.streaming for d in self.datasets}
-        if len(streaming) > 1:
-            raise ConfigError("'datasets' must all stream or all not (streaming: true on every one, or none)")
-        if any(d.streaming for d in self.validation):
-            raise ConfigError("'validation' datasets cannot stream: a held-out set is small, load it (streaming: false)")
-        if self.streaming and not self.validation:
-            raise ConfigError("streaming 'datasets' need 'validation' datasets (no fraction can be held out of a stream)")
-        if self.shuffle_buffer < 0:
-            raise ConfigError(f"'shuffle_buffer' must be >= 0, got {self.shuffle_buffer}")
-
-    @property
-    def streaming(self) -> bool:
-        return self.datasets[0].streaming
-
-
-@dataclass
-class PretrainConfig(HubOptions):
-    """What the recipe of every transformer objective has (``pretrain``, plus ``push_to_hub``
-    and the other ``HubOptions``); each objective's config class adds its own sections
-    (``nlp_ssl.objectives``), and ``recipe_class`` picks that class by ``objective``."""
-
-    RENAMED: ClassVar[dict[str, str]] = {"init_from": "init"}
-
-    output_dir: str
-    objective: str
-    """``mlm`` masked-LM (BERT-style), ``clm`` next-token LM (GPT-style), ``rtd`` replaced-token
-    detection (ELECTRA-style: saves the encoder body, for fine-tuning). ``skipgram`` and
-    ``cbow`` (token embeddings only) have their own recipe: ``nlp_ssl.embeddings``."""
-    data: PretrainDataConfig
-    tokenizer: str | None = None
-    """Tokenizer folder (the tokenizer stage's output_dir). With ``init``: default the
-    checkpoint's own tokenizer; any other must have the same vocabulary."""
-    init: str | None = None
-    """Continue pretraining an existing checkpoint (domain- or task-adaptive pretraining): one
-    of our runs, any Hugging Face model folder, ``pkg:<package>/<folder>``, or a Hub id. Its
-    architecture and size are kept (``model.*`` is ignored but ``model.dropout``)."""
-    init_embeddings: str | None = None
-    """A skipgram/cbow run (same tokenizer, ``model.dim`` = the model's hidden size) whose
-    vectors become the fresh model's initial token embeddings."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    seed: int = 0
-
-    def __post_init__(self):
-        self.check_hub_options()
-        self.check_objective()
-        if self.init is not None and get_objective(self.objective).load is None:
-            raise ConfigError(f"'init': objective {self.objective!r} trains from scratch and cannot continue a "
-                              "checkpoint")
-        if self.init_embeddings is not None and self.init is not None:
-            raise ConfigError("'init_embeddings' initialises a fresh model's token embeddings; 'init' continues a "
-                              "checkpoint that has its own: set one of them")
-        if self.tokenizer is None and self.init is None:
-            raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init')")
-        if self.init is None and self.data.block_size > self.model.max_positions:
-            raise ConfigError(
-                f"'data.block_size' ({self.data.block_size}) exceeds 'model.max_positions' ({self.model.max_positions})"
-            )
-
-    def check_objective(self) -> None:
-        """What one objective's recipe does not allow; its config class overrides this. Runs
-        before the shared checks, so that an objective's own error is the one reported."""
 
 
 def recipe_class(raw: dict, source: str) -> type:

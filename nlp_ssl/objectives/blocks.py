@@ -20,7 +20,7 @@ from nlp_ssl.models import count_parameters
 from nlp_ssl.packing import pack
 
 if TYPE_CHECKING:
-    from nlp_ssl.pretrain import PretrainConfig
+    from nlp_ssl.objectives.base import PretrainConfig
 
 
 def load_data(cfg: PretrainConfig, tokenizer, word_starts: bool = False):

@@ -18,7 +18,7 @@ from nlp_ssl.engine import Batch
 from nlp_ssl.models import ModelConfig, flops_per_token, load_pretrained
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.blocks import BlockTask
-from nlp_ssl.pretrain import PretrainConfig
+from nlp_ssl.objectives.base import PretrainConfig
 
 
 @dataclass

@@ -25,7 +25,7 @@ from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.models import ModelConfig, flops_per_token, load_pretrained, mlm_head_names
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.blocks import BlockTask, word_offsets
-from nlp_ssl.pretrain import PretrainConfig
+from nlp_ssl.objectives.base import PretrainConfig
 
 
 @dataclass

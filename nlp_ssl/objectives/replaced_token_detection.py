@@ -20,7 +20,7 @@ from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import ModelConfig, count_parameters, flops_per_token, mlm_head_names
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.masked_lm import MaskedLMTask, MaskingConfig, build_masked_lm
-from nlp_ssl.pretrain import PretrainConfig
+from nlp_ssl.objectives.base import PretrainConfig
 
 
 @dataclass

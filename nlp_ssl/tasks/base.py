@@ -1,5 +1,5 @@
 """What every fine-tuning task shares: its descriptor (``FinetuneTask``), the fine-tuning
-training defaults, the held-out validation split, and tokenized ``datasets`` splits read by row."""
+training defaults, and tokenized ``datasets`` splits read by row."""
 
 from __future__ import annotations
 
