@@ -130,6 +130,9 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
         hint = f"; did you mean {_join(prefix, suggestion[0])!r}?" if suggestion else ""
         if renamed:
             hint = f"; it was renamed {_join(prefix, renamed)!r}"
+        elsewhere = getattr(cls, "SECTIONS_ELSEWHERE", {}).get(key)
+        if elsewhere:
+            hint = f"; it {elsewhere}: remove it"
         valid = ", ".join(sorted(fields))
         raise ConfigError(f"{source}: unknown key {_join(prefix, key)!r}{hint} (valid keys: {valid})")
     kwargs = {}

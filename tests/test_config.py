@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
 from nlp_ssl.cli import STAGES
 from nlp_ssl.config import apply_override, dump_yaml, load_recipe
@@ -169,3 +170,17 @@ def test_keys_lists_every_recipe_key_with_default_and_help(capsys):
     assert "masking." not in out.split("# objective: clm")[1].split("# objective: rtd")[0]  # clm's has not
     with pytest.raises(SystemExit):
         main(["pretrain"])  # no recipe, no --keys: argparse's usage error
+
+
+@pytest.mark.parametrize("objective, section, where", [("clm", "masking", "objectives mlm and rtd"),
+                                                       ("mlm", "rtd", "objective rtd")])
+def test_a_section_of_another_objective_says_whose_it_is(tmp_path, objective, section, where):
+    """Recipes saved before the objective sections moved carry every section: the error says
+    which objective a section belongs to instead of only 'unknown key'."""
+    from nlp_ssl.pretrain import recipe_class
+
+    raw = {"objective": objective, "output_dir": "out", "tokenizer": "tok", section: {}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=rf"unknown key '{section}'; it applies to {where} only: remove it"):
+        load_recipe(recipe_class(raw, "r.yaml"), path)

@@ -61,6 +61,12 @@ class PretrainConfig(HubOptions):
     (``nlp_ssl.objectives``), and ``recipe_class`` picks that class by ``objective``."""
 
     RENAMED: ClassVar[dict[str, str]] = {"init_from": "init"}
+    SECTIONS_ELSEWHERE: ClassVar[dict[str, str]] = {
+        "masking": "applies to objectives mlm and rtd only",
+        "rtd": "applies to objective rtd only",
+    }
+    """Sections of other objectives, which every recipe saved before they moved to their objective
+    carries (its defaults written out)."""
 
     output_dir: str
     objective: str
