@@ -137,7 +137,7 @@ def mirror_candidates(name: str, config: str | None) -> list[str]:
 
 def resolve(spec: DatasetSpec) -> Source:
     if spec.files is not None:
-        files = _expand_files(spec)
+        files = expand_files(spec)
         return Source("files", _builder_for(files), files, ", ".join(files))
     local = Path(spec.name).expanduser()
     if local.is_dir():  # a folder laid out like the mirror: <split>.jsonl, <split>.csv, ...
@@ -290,7 +290,9 @@ def _load_from_hub(spec: DatasetSpec):
         ) from None
 
 
-def _expand_files(spec: DatasetSpec) -> list[str]:
+def expand_files(spec: DatasetSpec) -> list[str]:
+    """The absolute paths of a ``files`` spec's split (globs expanded); a ``DataError`` names
+    the first pattern that matches no file."""
     patterns = spec.files
     if isinstance(patterns, dict):
         if spec.split not in patterns:

@@ -11,6 +11,7 @@ written last: its presence marks a finished run, which is never replaced without
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -29,7 +30,8 @@ except ImportError:  # Windows: no advisory locks; runs are not protected from e
     fcntl = None
 
 from nlp_ssl.config import dump_yaml
-from nlp_ssl.errors import OutputError
+from nlp_ssl.data import DatasetSpec, expand_files
+from nlp_ssl.errors import NlpSslError, OutputError
 
 CONFIG_FILE = "resolved_config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -90,28 +92,30 @@ def output_path(path) -> Path:
 
 def config_inputs(cfg) -> dict[str, Path]:
     """Every local path a recipe reads, by key: checkpoints and tokenizers (``INPUT_KEYS``)
-    and the files and folders of its datasets, at any depth of the recipe."""
-    import dataclasses
-    import glob
-
+    and the files or folder of each dataset, at any depth of the recipe. A path that does not
+    exist is left to the stage, whose error says what is missing."""
     found: dict[str, Path] = {}
 
-    def add(key: str, value) -> None:
-        if isinstance(value, str) and value and not value.startswith("pkg:"):
-            matches = glob.glob(os.path.expanduser(value)) if glob.has_magic(value) else [os.path.expanduser(value)]
-            for i, match in enumerate(matches[:1000]):
-                if os.path.exists(match):
-                    found[key if i == 0 else f"{key}[{i}]"] = Path(match).resolve()
+    def add(key: str, value: str) -> None:
+        if value and not value.startswith("pkg:") and os.path.exists(os.path.expanduser(value)):
+            found[key] = Path(value).expanduser().resolve()
 
     def walk(node, where: str) -> None:
-        if dataclasses.is_dataclass(node):
+        if isinstance(node, DatasetSpec):
+            if node.name is not None:
+                add(f"{where}name", node.name)
+                return
+            try:
+                files = expand_files(node)
+            except NlpSslError:
+                return
+            for i, path in enumerate(files):
+                add(f"{where}files" + (f"[{i}]" if len(files) > 1 else ""), path)
+        elif dataclasses.is_dataclass(node):
             for f in dataclasses.fields(node):
                 value, key = getattr(node, f.name), f"{where}{f.name}"
                 if f.name in INPUT_KEYS and isinstance(value, str):
                     add(key, value)
-                elif f.name in ("files", "name") and type(node).__name__ == "DatasetSpec":
-                    for k, v in _flatten(value, key):
-                        add(k, v)
                 else:
                     walk(value, key + ".")
         elif isinstance(node, (list, tuple)):
@@ -120,17 +124,6 @@ def config_inputs(cfg) -> dict[str, Path]:
 
     walk(cfg, "")
     return found
-
-
-def _flatten(value, key: str):
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _flatten(v, f"{key}.{k}")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _flatten(v, f"{key}[{i}]")
-    else:
-        yield key, value
 
 
 def refuse_overlap(out: Path, inputs: dict[str, Path]) -> None:
@@ -173,13 +166,14 @@ def check_writable(out: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"output_dir {out} cannot be created: {parent} is a file, not a folder")
-    if not os.access(parent if parent != out else out, os.W_OK | os.X_OK):
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output_dir {out} cannot be written: no write permission in {parent}")
 
 
 def prepare_run_dir(out: Path, resume: str | None, overwrite: bool) -> None:
     """Refuse to clobber a training run's folder; allow continuing an interrupted run only
-    when asked to resume."""
+    when asked to resume. (``run_lock`` checks the folder too, but only on each node's first
+    process: every process checks here.)"""
     check_writable(out)
     if not out.exists() or not any(out.iterdir()):
         return
