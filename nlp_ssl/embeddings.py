@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from nlp_ssl import checkpoint as ckpt
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.objectives import Objective
+from nlp_ssl.progress import launched
 from nlp_ssl.outputs import (MODEL_DIR, commit_run_dir, locks_output, now, open_run_dir, output_path, prepare_run_dir,
                              replace_dir, work_dir, write_json, write_run_files)
 
@@ -303,7 +303,7 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
 
     started = now()
     out = output_path(cfg.output_dir)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched().world_size > 1:
         raise ConfigError(f"objective {cfg.objective} trains with train.workers threads in one process; run it "
                           "without accelerate launch / torchrun")
     prepare_run_dir(out, cfg.train.resume, overwrite)

@@ -42,7 +42,7 @@ from nlp_ssl.errors import ConfigError, Interrupted, NlpSslError, OutputError
 from nlp_ssl.hardware import default_peak_flops, fast_adamw_kwargs
 from nlp_ssl.memory import RELEASE_MEMORY_EVERY, release_free_memory
 from nlp_ssl.outputs import replace_dir
-from nlp_ssl.progress import progress_bar
+from nlp_ssl.progress import launched, progress_bar
 from nlp_ssl.train_log import LOG_FILE
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,15 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     compile: bool = False
     """torch.compile the model; the first step pays for the compilation."""
+    group_by_length: bool = False
+    """Batch training examples of similar length together (tasks that pad, not pack): each
+    epoch's shuffled examples are cut into groups of 50 global batches, each group sorted by
+    length and cut into batches, and the batches shuffled; less padding, the same examples."""
     eval_every: int | Literal["epoch"] = 200
     """Evaluate every this many steps, or at the end of every epoch; and always at the end."""
+    eval_batch_size: int | None = None
+    """Examples per process per evaluation batch (default: ``micro_batch_size``); evaluation
+    keeps no activations for a backward pass, so it fits more."""
     eval_max_batches: int | None = None
     log_every: int = 10
     save_every: int | Literal["epoch"] = 500
@@ -141,6 +148,8 @@ class TrainConfig:
             raise ConfigError(f"'early_stopping_threshold' must be >= 0, got {self.early_stopping_threshold}")
         if self.peak_flops is not None and not self.peak_flops > 0:
             raise ConfigError(f"'peak_flops' must be positive, got {self.peak_flops}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ConfigError(f"'eval_batch_size' must be >= 1, got {self.eval_batch_size}")
         if self.eval_max_batches is not None and self.eval_max_batches < 1:
             raise ConfigError(f"'eval_max_batches' must be >= 1, got {self.eval_max_batches}")
         if self.keep_last < 1:
@@ -295,6 +304,18 @@ class ScoredTask(Protocol):
         ...
 
 
+@runtime_checkable
+class LengthAware(Protocol):
+    """A task whose examples differ in length (padded, not packed); the engine checks for it
+    with ``isinstance``. Training with ``group_by_length`` batches examples of similar length
+    together; evaluation always reads them longest first. Either way less of each batch is
+    padding."""
+
+    def lengths(self, split: str) -> np.ndarray:
+        """Tokens per example of ``split``, one entry per position ``make_batch`` takes."""
+        ...
+
+
 @dataclass
 class TrainState:
     """Counters saved with every checkpoint (through Accelerate's custom-state hook)."""
@@ -302,14 +323,24 @@ class TrainState:
     step: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    """In training steps; evaluations and checkpoints are counted apart."""
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
     best: dict = field(default_factory=dict)
+    best_metrics: dict = field(default_factory=dict)
+    """Every metric of the evaluation that made ``best`` (the best model's validation scores)."""
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds, "best": self.best}
+        return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds, "eval_seconds": self.eval_seconds,
+                "checkpoint_seconds": self.checkpoint_seconds, "best": self.best, "best_metrics": self.best_metrics}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
+        # checkpoints written before these were counted have neither
+        self.eval_seconds = float(state.get("eval_seconds", 0.0))
+        self.checkpoint_seconds = float(state.get("checkpoint_seconds", 0.0))
         self.best = dict(state.get("best", {}))
+        self.best_metrics = dict(state.get("best_metrics", {}))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -351,10 +382,9 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
     """The run's ``Accelerator``: trackers write under ``run_dir/logs``.
 
     Several processes on a machine without an accelerator device get ``cpu=True``, which
-    makes Accelerate set up gloo DDP (MULTI_CPU); without it each process would train alone.
+    makes Accelerate set up gloo DDP (MULTI_CPU) however they were launched (torchrun, or a
+    GPU config on a CPU machine); without it each process would train alone.
     """
-    import os
-
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
@@ -364,7 +394,7 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
     # process (pipeline, tests) may want other settings (mixed precision). The distributed
     # set-up (PartialState) is kept.
     AcceleratorState._reset_state()
-    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    multi_process = launched().world_size > 1
     no_device = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
     return Accelerator(
         cpu=multi_process and no_device,
@@ -391,7 +421,8 @@ def fit(
     there. A task whose ``n_train`` is None is trained as a ``StreamingTask``.
     With ``cfg.metric_for_best`` the best model so far is kept in ``run_dir/best_model``
     (see ``BEST_DIR``) and ``early_stopping_patience`` may end the run early; the summary says
-    which step was best. The caller ends the run with ``accelerator.end_training()`` (which
+    which step was best, and its ``final_eval`` holds the metrics of the weights the run ends
+    with (the best model's, else the last evaluation's). The caller ends the run with ``accelerator.end_training()`` (which
     also tears down the process group) once it has saved what it needs. ``on_checkpoint(path,
     step)`` runs on the main process after each checkpoint is complete (pushing it, say).
     """
@@ -457,11 +488,16 @@ def fit(
     peak = cfg.peak_flops or default_peak_flops(accelerator.device) * world
     permutations: dict[int, np.ndarray] = {}
 
+    lengths = task.lengths("train") if cfg.group_by_length and isinstance(task, LengthAware) else None
+
     def step_indices(step: int, micro: int) -> tuple[np.ndarray, int]:
         epoch, k = divmod(step, steps_per_epoch)
         if epoch not in permutations:
             permutations.clear()
-            permutations[epoch] = np.random.default_rng([seed, epoch]).permutation(task.n_train)
+            rng = np.random.default_rng([seed, epoch])
+            permutations[epoch] = rng.permutation(task.n_train)
+            if lengths is not None:
+                permutations[epoch] = group_by_length(permutations[epoch], lengths, global_batch, rng)
         chunk = permutations[epoch][k * global_batch : (k + 1) * global_batch]
         start = (micro * world + accelerator.process_index) * cfg.micro_batch_size
         return chunk[start : start + cfg.micro_batch_size], epoch
@@ -534,7 +570,9 @@ def fit(
                 window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter()}
 
             if state.step % eval_every == 0 or last_step:
+                t_eval = time.perf_counter()
                 last_metrics = evaluate(task, module, accelerator, cfg)
+                state.eval_seconds += time.perf_counter() - t_eval
                 release_free_memory()  # evaluation's batches differ in shape from training's
                 if accelerator.is_main_process:
                     bar.write(f"step {state.step}: eval {_headline(last_metrics)}", file=sys.stderr)
@@ -546,7 +584,9 @@ def fit(
 
             stopping = bool(state.best.get("stopped_early"))
             if state.step % save_every == 0 or last_step or stopping or stop.signal is not None:
+                t_save = time.perf_counter()
                 saved = save_checkpoint(task, accelerator, run_dir, state, cfg.keep_last)
+                state.checkpoint_seconds += time.perf_counter() - t_save
                 release_free_memory()  # serialising the state allocates a copy of it
                 if on_checkpoint is not None and accelerator.is_main_process:
                     on_checkpoint(saved, state.step)
@@ -561,6 +601,8 @@ def fit(
         "steps": state.step,
         "tokens": state.tokens,
         "train_seconds": round(state.seconds, 3),
+        "eval_seconds": round(state.eval_seconds, 3),
+        "checkpoint_seconds": round(state.checkpoint_seconds, 3),
         "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1),
         "processes": world,
         "global_batch": global_batch,
@@ -572,7 +614,25 @@ def fit(
     if cfg.metric_for_best is not None:
         summary.update({"best_step": state.best.get("step"), f"best_{cfg.metric_for_best}": state.best.get("value"),
                         "stopped_early": bool(state.best.get("stopped_early"))})
+    # the evaluation of the weights the run ends with: the best model's, or the last step's;
+    # empty when a checkpoint from before this was recorded leaves it unknown
+    summary["final_eval"] = dict(state.best_metrics) if cfg.metric_for_best is not None else dict(last_metrics)
     return summary
+
+
+def group_by_length(order: np.ndarray, lengths: np.ndarray, batch: int, rng: np.random.Generator,
+                    groups_of: int = 50) -> np.ndarray:
+    """``order`` (a shuffled epoch) rearranged so that each run of ``batch`` positions holds
+    examples of similar length: groups of ``groups_of`` batches are sorted by length and cut
+    into batches, and the batches are shuffled (not longest first in every group, which would
+    make each group a short-to-long schedule). Examples past the last full batch stay last,
+    as in ``order``: an epoch drops the same random remainder with or without grouping."""
+    full = len(order) // batch * batch
+    head, tail = order[:full], order[full:]
+    span = batch * groups_of
+    pieces = [g[np.argsort(-lengths[g], kind="stable")] for g in np.split(head, range(span, full, span))]
+    batches = np.concatenate(pieces).reshape(-1, batch) if full else head.reshape(0, batch)
+    return np.concatenate([batches[rng.permutation(len(batches))].reshape(-1), tail])
 
 
 BEST_DIR = "best_model"
@@ -635,6 +695,7 @@ def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: 
     sign = 1.0 if cfg.higher_is_better else -1.0
     if best is None or sign * (value - best) > cfg.early_stopping_threshold:
         state.best = {"metric": name, "value": value, "step": state.step, "stale": 0}
+        state.best_metrics = dict(metrics)
         if accelerator.is_main_process:
             save_model_folder(task, run_dir / BEST_DIR)
         accelerator.wait_for_everyone()
@@ -659,15 +720,19 @@ def evaluate(task: Task, module, accelerator, cfg: TrainConfig, split: str = "ev
     module.eval()
     indices = task.eval_indices(split)
     if cfg.eval_max_batches is not None and split == "eval":
-        indices = indices[: cfg.eval_max_batches * cfg.micro_batch_size * accelerator.num_processes]
+        indices = indices[: cfg.eval_max_batches * (cfg.eval_batch_size or cfg.micro_batch_size)
+                          * accelerator.num_processes]
     mine = indices[accelerator.process_index :: accelerator.num_processes]
+    if isinstance(task, LengthAware):  # longest first: little padding, and a batch too big fails at once
+        mine = mine[np.argsort(-task.lengths(split)[mine], kind="stable")]
+    size = cfg.eval_batch_size or cfg.micro_batch_size
     per_example = isinstance(task, ScoredTask)
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     pieces: list[dict] = []
-    starts = range(0, len(mine), cfg.micro_batch_size)
+    starts = range(0, len(mine), size)
     for start in progress_bar(starts, desc=f"evaluating ({split})", unit="batch", leave=False,
                               disable=not accelerator.is_main_process or len(starts) < 2):
-        chunk = mine[start : start + cfg.micro_batch_size]
+        chunk = mine[start : start + size]
         batch = task.make_batch(chunk, 0, split)
         inputs = _to_device(batch.inputs, accelerator.device)
         with accelerator.autocast():

@@ -42,7 +42,7 @@ def run(cfg, overwrite: bool = False) -> dict:
         origin.update(where)
         return task
 
-    def finish(task, summary: dict, accelerator, folder: Path) -> dict:
+    def finish(task, summary: dict, accelerator, folder: Path, final_eval: dict) -> dict:
         info = task.describe()
         best_dir = folder / BEST_DIR
         accelerator.wait_for_everyone()
@@ -50,10 +50,14 @@ def run(cfg, overwrite: bool = False) -> dict:
             _load_weights(task.model, best_dir)
         scores, predictions = {}, None
         for split, prefix in (("eval", "validation"), ("test", "test")):
-            if split in task.splits:
+            if split not in task.splits:
+                continue
+            if split == "eval" and final_eval and "test" in task.splits:
+                m = final_eval  # these weights were scored on it in training: not again (generation is slow)
+            else:
                 m, outputs = evaluate(task, task.module, accelerator, cfg.train, split=split, outputs=True)
-                scores.update({f"{prefix}_{k}": v for k, v in m.items()})
                 predictions = (split, outputs)  # test when there is one, else validation
+            scores.update({f"{prefix}_{k}": v for k, v in m.items()})
         if not accelerator.is_main_process:
             return {}
         save_model_folder(task, folder / MODEL_DIR)

@@ -138,10 +138,14 @@ def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_l
 
     ft = load_finetuned(checkpoint)
     max_length = ft.input_length(max_length)
-    results = []
-    with torch.no_grad():
+    # longest first (characters stand in for tokens): batches of similar lengths pad little
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    results: list = [None] * len(texts)
+    with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            results += ft.task.predict(ft, texts[start : start + batch_size], max_length)
+            chunk = order[start : start + batch_size]
+            for i, result in zip(chunk, ft.task.predict(ft, [texts[i] for i in chunk], max_length)):
+                results[i] = result
     return results
 
 

@@ -9,11 +9,15 @@ comes from the tokenizer, and every special-token id is written into the model c
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import hub_offline
+
+logger = logging.getLogger(__name__)
 
 PRESETS = {
     # name: (layers, hidden, heads, intermediate)
@@ -170,6 +174,42 @@ def set_dropout(config, p: float) -> None:
             setattr(config, attr, p)
 
 
+@contextlib.contextmanager
+def load_report_silenced():
+    """Mute transformers' multi-line "LOAD REPORT" table while a model loads: a new head's
+    weights missing from a pretraining folder (and that folder's unused pretraining head) are
+    what starting from it means, and the table reads as a fault. ``from_pretrained`` below
+    says the same in one line."""
+    hf_logger = logging.getLogger("transformers.modeling_utils")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logger.setLevel(level)
+
+
+def _modules(keys) -> str:
+    """Parameter names grouped by module, layer numbers folded: ``classifier``, ``cls.predictions.transform.dense``."""
+    import re
+
+    names = sorted({re.sub(r"\.\d+\.", ".*.", k.rsplit(".", 1)[0]) for k in keys})
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def from_pretrained(auto_class, model_dir: str, **kwargs):
+    """``auto_class.from_pretrained(model_dir, **kwargs)``, its load report as one line of ours."""
+    with load_report_silenced():
+        model, info = auto_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    fresh = set(info["missing_keys"]) | {k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]}
+    unused = set(info["unexpected_keys"])
+    if fresh or unused:
+        logger.info("loaded %s: %s%s", model_dir,
+                    f"initialised fresh: {_modules(fresh)}" if fresh else "every weight from the folder",
+                    f"; left out: {_modules(unused)}" if unused else "")
+    return model
+
+
 def load_pretrained(model_dir: str, auto_class, kind: str, dropout: float | None = None, key: str = "init"):
     """A saved model with the head ``auto_class`` (``AutoModelForMaskedLM``...) gives it, to
     continue training; ``kind`` names what that head trains, for the error when the folder's
@@ -185,7 +225,7 @@ def load_pretrained(model_dir: str, auto_class, kind: str, dropout: float | None
     if dropout is not None:
         set_dropout(config, dropout)
     try:
-        return auto_class.from_pretrained(model_dir, config=config)
+        return from_pretrained(auto_class, model_dir, config=config)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot be trained as a {kind}") from None

@@ -32,6 +32,7 @@ except ImportError:  # Windows: no advisory locks; runs are not protected from e
 from nlp_ssl.config import dump_yaml
 from nlp_ssl.data import DatasetSpec, expand_files
 from nlp_ssl.errors import NlpSslError, OutputError
+from nlp_ssl.progress import launched
 
 CONFIG_FILE = "resolved_config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -238,7 +239,7 @@ def run_lock(path: Path) -> Iterator[None]:
     not a lock and the next run takes it over. Only the first process on each node of a
     multi-process run takes it.
     """
-    if fcntl is None or int(os.environ.get("LOCAL_RANK", "0")) != 0:
+    if fcntl is None or launched().local_rank != 0:
         yield
         return
     path = output_path(path)
@@ -375,7 +376,7 @@ def write_run_files(directory: Path, *, stage: str, config, seed: int, started_a
             "started_at": started_at,
             "finished_at": now(),
             "command": sys.argv,
-            "processes": int(os.environ.get("WORLD_SIZE", "1")),
+            "processes": launched().world_size,
             "platform": platform.platform(),
             "hardware": hardware(),
             "versions": library_versions(),

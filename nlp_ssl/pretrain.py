@@ -135,7 +135,7 @@ def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
         )
         return task
 
-    def finish(task, summary: dict, accelerator, folder: Path) -> dict:
+    def finish(task, summary: dict, accelerator, folder: Path, final_eval: dict) -> dict:
         if not accelerator.is_main_process:
             return {}
         save_model_folder(task, folder / MODEL_DIR)

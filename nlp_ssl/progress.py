@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 
+def launched():
+    """This process's rank, local rank and world size as its launcher set them (torchrun's
+    ``RANK``/``WORLD_SIZE``, or MPI's ``PMI_*``/``OMPI_*`` under ``accelerate launch`` with a
+    ``MULTI_CPU`` config), readable before Accelerate is set up; one process when unlaunched."""
+    from accelerate.utils import get_cpu_distributed_information
+
+    return get_cpu_distributed_information()
+
+
 def is_main_process() -> bool:
-    # Set by torchrun / accelerate launch; absent in a plain single-process run.
-    return int(os.environ.get("RANK", "0")) == 0
+    return launched().rank == 0
 
 
 def progress_bar(iterable=None, **kwargs):

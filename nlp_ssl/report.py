@@ -260,23 +260,38 @@ def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
 
 
 def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
-    """Validation metric per step for each arm, at the largest label count, first seed."""
+    """Training loss (every logged step) and validation metric (every evaluation) against
+    epochs for each arm, at the largest label count, first seed: an arm evaluated once an
+    epoch has only a few validation points, so the loss panel shows how it got there."""
     plt = _pyplot()
     factor, _ = scale(study)
     n, seed = study["label_counts"][-1], study["seeds"][0]
     short = study["metric"].split("_", 1)[-1]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
     for stage, r in study["runs"].items():
         if r["label_count"] != n or r["seed"] != seed:
             continue
+        log = _log(run_dir / stage)
+        epochs = {row["step"]: row["train/epoch"] for row in log if "train/epoch" in row}
+        if not epochs:  # arms not trained step by step (TF-IDF, frozen heads) have no curve here
+            continue
+        per_step = max(epochs.values()) / max(epochs)  # epochs are a fixed number of steps
         label = study["arms"][r["arm"]]["label"]
-        points = [(row["step"], row[f"eval/{short}"] * factor) for row in _log(run_dir / stage) if f"eval/{short}" in row]
-        if points:  # arms not trained step by step (TF-IDF, frozen heads) have no curve here
-            ax.plot(*zip(*points), marker="o", label=label)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(f"validation {short}" + (" (%)" if factor == 100 else ""))
-    ax.set_title(f"Fine-tuning: validation {short} per step ({'all' if n == 'all' else n} labels, seed {seed})")
-    return _finish(plt, fig, ax, path)
+        train = [(row["step"] * per_step, row["train/loss"]) for row in log if "train/loss" in row]
+        evals = [(row["step"] * per_step, row[f"eval/{short}"] * factor) for row in log if f"eval/{short}" in row]
+        line, = loss_ax.plot(*zip(*train), alpha=0.8, label=label)
+        if evals:
+            metric_ax.plot(*zip(*evals), marker="o", color=line.get_color(), label=label)
+    loss_ax.set_ylabel("training loss (cross-entropy per example)")
+    loss_ax.set_title("training loss")
+    metric_ax.set_ylabel(f"validation {short}" + (" (%)" if factor == 100 else ""))
+    metric_ax.set_title(f"validation {short}, at each evaluation")
+    for ax in (loss_ax, metric_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Fine-tuning ({'all' if n == 'all' else n} labels, seed {seed})")
+    return _save(plt, fig, path)
 
 
 def _fixed(value, digits: int) -> str:

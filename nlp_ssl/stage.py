@@ -17,8 +17,9 @@ def run_training_stage(cfg, overwrite: bool, stage: str, setup: Callable, finish
 
     ``setup(accelerator) -> engine task`` loads and checks everything the run needs; it runs
     before ``output_dir`` is created or touched, so bad input leaves nothing behind.
-    ``finish(task, summary, accelerator, folder) -> metrics`` writes the stage's final outputs
-    into ``folder`` (its model into ``folder/model``; every process calls it, only the main
+    ``finish(task, summary, accelerator, folder, final_eval) -> metrics`` writes the stage's
+    final outputs into ``folder`` (``final_eval``: the validation metrics of the final weights,
+    empty when unknown) (its model into ``folder/model``; every process calls it, only the main
     process's metrics are written). ``folder`` is ``output_dir`` itself, or with ``--overwrite``
     the replacement that takes its place once everything is written.
     """
@@ -36,7 +37,8 @@ def run_training_stage(cfg, overwrite: bool, stage: str, setup: Callable, finish
     try:
         summary = fit(task, cfg.train, work, seed=cfg.seed, hparams=cfg, accelerator=accelerator,
                       on_checkpoint=checkpoint_pusher(cfg))
-        metrics = finish(task, summary, accelerator, work)
+        final_eval = summary.pop("final_eval")
+        metrics = finish(task, summary, accelerator, work, final_eval)
         if accelerator.is_main_process:
             metrics["model_dir"] = str(out / MODEL_DIR)
             write_run_files(work, stage=stage, config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 from nlp_ssl.config import to_dict
-from nlp_ssl.data import DatasetSpec, iter_text_batches, resolve
+from nlp_ssl.data import DatasetSpec, iter_text_batches, load_split, resolve
 from nlp_ssl.errors import ConfigError, DataError, Interrupted
 from nlp_ssl.outputs import config_inputs, now, staged_output, write_json, write_run_files
 from nlp_ssl.progress import progress_bar
@@ -160,8 +160,14 @@ class _CorpusCounter:
         self.texts = 0
         self.per_dataset: list[dict] = []
 
+    def total_texts(self) -> int | None:
+        """Texts the corpus will yield (rows x text columns), or None when a dataset streams."""
+        if any(spec.streaming for spec in self.cfg.datasets):
+            return None
+        return sum(len(load_split(spec)) * len(spec.text_columns) for spec in self.cfg.datasets)
+
     def __iter__(self) -> Iterator[list[str]]:
-        bar = progress_bar(desc="reading corpus", unit="B", unit_scale=True, unit_divisor=1024)
+        bar = progress_bar(total=self.total_texts(), desc="reading corpus", unit=" texts", unit_scale=True)
         with bar:
             for spec in self.cfg.datasets:
                 start_bytes, start_texts = self.bytes, self.texts
@@ -171,7 +177,8 @@ class _CorpusCounter:
                     n = sum(len(t.encode("utf-8")) for t in texts)
                     self.bytes += n
                     self.texts += len(texts)
-                    bar.update(n)
+                    bar.update(len(texts))
+                    bar.set_postfix_str(f"{self.bytes / 2**20:,.1f} MiB", refresh=False)
                     yield texts
                 self.per_dataset.append(
                     {

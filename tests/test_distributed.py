@@ -1,8 +1,10 @@
-"""Two-process CPU DDP (gloo) through `accelerate launch` and the shipped config: it trains,
-and with the same global batch it matches a single process with gradient accumulation."""
+"""Two-process CPU DDP (gloo) through `accelerate launch` and the shipped MULTI_CPU config
+(mpirun from the `mpich` wheel): it trains, and with the same global batch it matches a single
+process with gradient accumulation; a script that is not ours gets the same process group."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +22,45 @@ from tests.pretrain_helpers import tiny_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def launch_two_processes(stage: str, recipe: Path, env: dict | None = None) -> None:
-    """``accelerate launch`` with the shipped 2-process CPU config (gloo DDP)."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """``accelerate launch`` with the shipped 2-process CPU config, from the repository root
+    (its hostfile path is relative), with this environment's ``mpirun`` on PATH."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(REPO / "accelerate_configs/cpu_ddp_2proc.yaml"), "--main_process_port", "0",
-         "-m", "nlp_ssl", stage, str(recipe)],
+         "accelerate_configs/cpu_ddp_2proc.yaml", "--main_process_port", str(free_port()), *args],
         capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
     )
     # every rank's traceback, not only the last lines: the failing rank is often not the last to print
-    assert launched.returncode == 0, launched.stderr
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    return launched
+
+
+def launch_two_processes(stage: str, recipe: Path, env: dict | None = None) -> None:
+    launch(["-m", "nlp_ssl", stage, str(recipe)], env)
+
+
+@pytest.mark.slow
+def test_cpu_config_gives_any_script_a_process_group(tmp_path):
+    """The config means what it says without nlp-ssl's help: a plain Accelerate script gets
+    two gloo ranks that reduce together."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import torch\nfrom accelerate import Accelerator\n"
+        "a = Accelerator()\n"
+        "total = a.reduce(torch.tensor([a.process_index + 1.0]), reduction='sum').item()\n"
+        "print(f'rank {a.process_index}/{a.num_processes} {a.distributed_type.value} {total}', flush=True)\n"
+    )
+    out = launch([str(script)]).stdout
+    assert sorted(line for line in out.splitlines() if line.startswith("rank ")) == [
+        "rank 0/2 MULTI_CPU 3.0", "rank 1/2 MULTI_CPU 3.0"], out
 
 
 @pytest.mark.slow

@@ -215,3 +215,60 @@ def test_each_evaluation_is_a_line_of_progress_output(tmp_path, capfd):
     assert [line.split(":")[0] for line in lines] == ["step 3", "step 6"]
     assert lines[-1] == f"step 6: eval loss {summary['eval_loss']:.4f}"
     assert "evaluating (eval)" in err
+
+
+class VaryingLengths(ScoredRegression):
+    """A ``LengthAware`` task: example i is ``1 + (7 * i) % 13`` tokens long; records the
+    examples of every batch it builds."""
+
+    def __init__(self):
+        super().__init__()
+        self.built = []
+
+    def lengths(self, split):
+        n = N_TRAIN if split == "train" else N_EVAL
+        return 1 + (7 * np.arange(n)) % 13
+
+    def eval_indices(self, split="eval"):
+        return np.arange(N_EVAL)
+
+    def make_batch(self, indices, epoch, split):
+        self.built.append((split, np.asarray(indices).copy()))
+        return super().make_batch(indices, epoch, split)
+
+
+def test_group_by_length_keeps_the_examples_and_batches_similar_lengths():
+    from nlp_ssl.engine import group_by_length
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=1000)
+    order = rng.permutation(1000)
+    grouped = group_by_length(order, lengths, batch=32, rng=np.random.default_rng(1), groups_of=5)
+    assert sorted(grouped) == list(range(1000))  # a permutation: every example once
+    np.testing.assert_array_equal(grouped[992:], order[992:])  # the same remainder falls off the epoch
+    batches = grouped[:992].reshape(-1, 32)
+    padded = lambda bs: sum(lengths[b].max() * len(b) for b in bs)  # noqa: E731
+    assert padded(batches) < 0.75 * padded(order[:992].reshape(-1, 32))
+    first_group = set(order[: 32 * 5])
+    assert sum(set(b) <= first_group for b in batches) == 5  # batches never mix groups
+    # batches are shuffled, not longest-first within each group
+    maxima = [lengths[b].max() for b in batches]
+    assert maxima != sorted(maxima, reverse=True)
+
+
+def test_training_groups_by_length_and_evaluation_reads_longest_first(tmp_path):
+    task = VaryingLengths()
+    fit(task, config(max_steps=4, micro_batch_size=8, eval_every=4, group_by_length=True, eval_batch_size=4),
+        folder(tmp_path, "run"), seed=3)
+    lengths = task.lengths("train")
+    train = [idx for split, idx in task.built if split == "train"]
+    assert all(len(b) == 8 for b in train)
+    spread = np.mean([np.ptp(lengths[b]) for b in train])
+    assert spread < np.ptp(lengths) / 2  # similar lengths in a batch
+    evals = [idx for split, idx in task.built if split == "eval"]
+    assert [len(b) for b in evals] == [4, 4, 2]  # eval_batch_size, not micro_batch_size
+    read = np.concatenate(evals)
+    assert list(task.lengths("eval")[read]) == sorted(task.lengths("eval"), reverse=True)
+    (_, outputs, _), = task.calls
+    np.testing.assert_array_equal(outputs["index"], np.arange(N_EVAL))  # handed back in example order
+    np.testing.assert_array_equal(outputs["example"], np.arange(N_EVAL))

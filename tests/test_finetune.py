@@ -283,3 +283,24 @@ def test_transfer_from_a_packaged_model_folder(tmp_path, sentiment_dir):
     config = json.loads((tmp_path / "run/model/config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"] and config["hidden_size"] == 384
     assert predict_texts(str(tmp_path / "run"), ["GREAT film"])[0]["label"] in ("negative", "positive")
+
+
+def test_a_new_head_is_reported_in_one_line_not_a_load_report(pretrained, capfd, caplog):
+    """Starting a classifier from a masked-LM folder initialises the head fresh and leaves the
+    MLM head out: expected, so one INFO line of ours instead of transformers' warning table."""
+    import logging
+
+    from nlp_ssl.tokenizer import load_tokenizer_for
+
+    model_dir = str(pretrained["mlm"] / "model")
+    ours = logging.getLogger("nlp_ssl")
+    ours.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="nlp_ssl")
+    try:
+        build_classifier(model_dir, LabelSet(["negative", "positive"]), load_tokenizer_for(model_dir))
+    finally:
+        ours.removeHandler(caplog.handler)
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded ")]
+    assert line.startswith(f"loaded {model_dir}: initialised fresh: ") and "classifier" in line, line
+    assert "; left out: cls.predictions" in line, line

@@ -194,3 +194,25 @@ def test_training_and_scoring_print_no_expected_noise(tmp_path, pretrained, tran
     said = "\n".join(r.getMessage() for r in records)
     assert "strongly recommend passing in an `attention_mask`" not in said
     assert "Removed shared tensor" not in said
+
+
+def test_the_card_snippet_handles_a_text_longer_than_the_encoder(translated, capsys):
+    """The model card's code, run as a user pastes it, on a source far past the encoder's
+    positions: the tokenizer cuts it to the trained length and generation stays inside the
+    decoder's positions."""
+    from transformers import AutoTokenizer
+
+    from nlp_ssl.tasks.seq2seq import TRANSLATION
+
+    model_dir = translated / "model"
+    long_text = "a man is riding a bicycle down the street " * 60
+    code = TRANSLATION.usage(str(model_dir)).replace("A man is riding a bicycle down the street.", long_text)
+    exec(compile(code, "model card snippet", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("[") and printed.endswith("]"), printed
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert tok.model_max_length <= config["encoder"]["max_position_embeddings"]
+    generation = json.loads((model_dir / "generation_config.json").read_text())
+    decoded = generation.get("max_length") or 1 + generation["max_new_tokens"]  # the start token, then new ones
+    assert decoded <= config["decoder"].get("n_positions", config["decoder"].get("max_position_embeddings"))

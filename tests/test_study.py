@@ -208,3 +208,25 @@ def test_a_label_count_an_arm_skipped_breaks_its_curve():
     none = {"mean": None, "std": None, "n": 0}
     segments = curve_segments([50, 200, 1000, 8530], [r(0.6), none, r(0.7, n=1), r(0.8)], factor=100)
     assert segments == [[(50, 60.0, 1.0, 3)], [(1000, 70.0, 0.0, 1), (8530, 80.0, 1.0, 3)]]
+
+
+def test_finetune_curves_show_training_loss_and_every_evaluation(study, monkeypatch):
+    """The loss panel has a point per logged step, the validation panel one per evaluation,
+    both against epochs; arms without a training log (TF-IDF) draw nothing."""
+    from nlp_ssl import report
+
+    _, run_dir, _ = study
+    s = json.loads((run_dir / "study.json").read_text())
+    drawn = {}
+    monkeypatch.setattr(report, "_save", lambda plt, fig, path: drawn.setdefault("fig", fig) and path)
+    report.plot_finetuning(s, run_dir, run_dir / "unused.png")
+    loss_ax, metric_ax = drawn["fig"].axes
+    trained = [st for st, r in s["runs"].items() if r["label_count"] == "all" and r["seed"] == 0
+               and (run_dir / st / "train_log.jsonl").is_file()]
+    assert trained and len(loss_ax.lines) == len(metric_ax.lines) == len(trained)
+    for stage, loss_line, metric_line in zip(trained, loss_ax.lines, metric_ax.lines):
+        log = [json.loads(x) for x in (run_dir / stage / "train_log.jsonl").read_text().splitlines()]
+        assert len(loss_line.get_xdata()) == sum("train/loss" in r for r in log) >= 2
+        assert len(metric_line.get_xdata()) == sum("eval/accuracy" in r for r in log) >= 2
+        assert max(loss_line.get_xdata()) == pytest.approx(max(r["train/epoch"] for r in log if "train/epoch" in r))
+    assert loss_ax.get_xlabel() == metric_ax.get_xlabel() == "epoch"

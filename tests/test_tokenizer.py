@@ -178,3 +178,13 @@ def test_overrides_may_follow_flags(tmp_path, corpus_file, capsys):
     assert "vocab_size: 300" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["tokenizer", str(recipe), "--no-such-flag"])
+
+
+def test_reading_bar_counts_toward_the_corpus_size(tmp_path, corpus_file, capsys):
+    """The reading bar knows how many texts it will read (rows x text columns), so it shows a
+    total and a rate rather than a bare byte count."""
+    n = sum(1 for line in open(corpus_file, encoding="utf-8") if line.strip())
+    run(config(tmp_path, corpus_file))
+    err = capsys.readouterr().err
+    final = [chunk for chunk in err.replace("\r", "\n").splitlines() if chunk.startswith("reading corpus")][-1]
+    assert f"{n}/{n}" in final and "100%" in final and "MiB" in final, final

@@ -80,6 +80,7 @@ class FinetuneTrainConfig(TrainConfig):
     save_every: int | Literal["epoch"] = "epoch"
     keep_last: int = 1
     metric_for_best: str | None = "accuracy"
+    group_by_length: bool = True
 
 
 def check_dropout(dropout: float | None) -> None:
@@ -100,11 +101,24 @@ class TokenizedSplits:
         if train_index is not None:
             self.index["train"] = np.asarray(train_index)
         self.n_train = len(self.index["train"]) if "train" in splits else 0
+        self._lengths: dict[str, np.ndarray] = {}
 
     def eval_indices(self, split: str = "eval") -> np.ndarray:
         if split not in self.splits:
             raise ConfigError(f"no {split!r} split to evaluate")
         return np.arange(len(self.index[split]))
+
+    length_columns: tuple[str, ...] = ("input_ids",)
+    """The token columns whose lengths make an example's cost (``LengthAware``)."""
+
+    def lengths(self, split: str) -> np.ndarray:
+        """Tokens per example at each position of ``split`` (computed once per split)."""
+        if split not in self._lengths:
+            ds = self.splits[split].select_columns(list(self.length_columns))
+            per_row = sum(np.fromiter((len(x) for x in ds[c]), dtype=np.int64, count=len(ds))
+                          for c in self.length_columns)
+            self._lengths[split] = per_row[self.index[split]]
+        return self._lengths[split]
 
     def examples(self, split: str, indices) -> tuple[np.ndarray, list[dict]]:
         """Dataset rows for positions ``indices`` of a split, as one dict per example."""

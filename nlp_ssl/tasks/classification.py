@@ -253,7 +253,7 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
     from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification
 
-    from nlp_ssl.models import check_vocab, load_model_config, set_dropout
+    from nlp_ssl.models import check_vocab, from_pretrained, load_model_config, set_dropout
 
     config = load_model_config(model_dir, key)
     config.num_labels = len(labels.names)
@@ -269,8 +269,8 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
             model = AutoModelForSequenceClassification.from_config(config)
         else:
             # a folder that is already a classifier with another label count gets a new head
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config,
-                                                                       ignore_mismatched_sizes=True)
+            model = from_pretrained(AutoModelForSequenceClassification, model_dir, config=config,
+                                    ignore_mismatched_sizes=True)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
             raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot classify sequences "

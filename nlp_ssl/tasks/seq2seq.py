@@ -233,7 +233,7 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
     from safetensors import SafetensorError
     from transformers import EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig
 
-    from nlp_ssl.models import check_vocab, load_model_config, set_dropout
+    from nlp_ssl.models import check_vocab, load_model_config, load_report_silenced, set_dropout
 
     enc_cfg, dec_cfg = load_model_config(encoder_dir, "init"), load_model_config(decoder_dir, "init_decoder")
     dec_cfg.is_decoder, dec_cfg.add_cross_attention = True, True
@@ -245,8 +245,11 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
             config = EncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg)
             model = EncoderDecoderModel(config=config)
         else:
-            model = EncoderDecoderModel.from_encoder_decoder_pretrained(
-                encoder_dir, decoder_dir, encoder_config=enc_cfg, decoder_config=dec_cfg)
+            with load_report_silenced():  # the decoder's new cross-attention is the point, not a fault
+                model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+                    encoder_dir, decoder_dir, encoder_config=enc_cfg, decoder_config=dec_cfg)
+            logger.info("encoder from %s, decoder from %s; the decoder's cross-attention is initialised fresh",
+                        encoder_dir, decoder_dir)
     except ValueError as exc:
         raise DataError(f"cannot build an encoder-decoder from {encoder_dir} and {decoder_dir}: "
                         f"{str(exc).splitlines()[0][:200]}") from None
@@ -267,6 +270,8 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
 
 class Seq2SeqTask(TokenizedSplits):
     """Engine task over tokenized source/target pairs (``train``, ``eval``, optionally ``test``)."""
+
+    length_columns = ("input_ids", "labels")
 
     def __init__(self, model, tokenizer, splits: dict, *, source_column: str, target_column: str, metric: str,
                  train_index: np.ndarray | None = None):

@@ -1,0 +1,103 @@
+"""Scoring and predicting with a fine-tuned classifier: ``nlp-ssl evaluate`` / ``predict`` vs.
+``transformers.pipeline("text-classification")`` on the same model and texts, in one script run.
+
+The pipeline is timed as a user calls it (``truncation=True``) with its default batch size (1)
+and with the batch size ours uses; every side loads the model inside its timing. Accuracies must
+agree: the same model sees the same truncated texts.
+
+    python benchmarks/bench_inference.py                     # the quick start's fine-tuned model
+    python benchmarks/bench_inference.py --model runs/finetune-rt-mlm --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from nlp_ssl.data import DatasetSpec, load_split  # noqa: E402
+from nlp_ssl.models import resolve_model_dir  # noqa: E402
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(REPO / "runs/quickstart/finetune-rt"),
+                        help="a fine-tuned classifier (default: the quick start's)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="timings per side; the median is reported")
+    args = parser.parse_args()
+    model_dir = resolve_model_dir(args.model)
+    if not Path(model_dir).is_dir():
+        sys.exit(f"--model {args.model}: no model folder (run `make quickstart` first, or pass a classifier)")
+
+    from transformers import AutoTokenizer, pipeline
+
+    from nlp_ssl.inference import EvaluateConfig, evaluate_checkpoint, predict_texts
+
+    spec = DatasetSpec(name="rotten_tomatoes", split="test")
+    test = load_split(spec)
+    texts, labels = list(test["text"]), np.asarray(test["label"])
+    names = json.loads((Path(model_dir) / "config.json").read_text())["id2label"]
+    to_id = {name: int(i) for i, name in names.items()}
+    max_length = AutoTokenizer.from_pretrained(model_dir).model_max_length
+
+    sides = {}
+
+    def ours_evaluate():
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = evaluate_checkpoint(EvaluateConfig(checkpoint=args.model, data=spec, output_dir=f"{tmp}/out",
+                                                         batch_size=args.batch_size))
+        return metrics["accuracy"]
+
+    def ours_predict():
+        results = predict_texts(args.model, texts, batch_size=args.batch_size)
+        return float(np.mean([to_id[r["label"]] == y for r, y in zip(results, labels)]))
+
+    def hf_pipeline(batch_size):
+        def call():
+            classify = pipeline("text-classification", model=model_dir, device=-1)
+            out = classify(texts, truncation=True, max_length=max_length, batch_size=batch_size)
+            return float(np.mean([to_id[r["label"]] == y for r, y in zip(out, labels)]))
+        return call
+
+    runs = {"nlp_ssl_evaluate": ours_evaluate, "nlp_ssl_predict": ours_predict,
+            "pipeline_batch_1": hf_pipeline(1), f"pipeline_batch_{args.batch_size}": hf_pipeline(args.batch_size)}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():  # interleaved: drift in machine load hits every side
+            accuracy, seconds = timed(fn)
+            sides.setdefault(name, {"accuracy": accuracy, "seconds": []})["seconds"].append(seconds)
+            print(json.dumps({"side": name, "accuracy": accuracy, "seconds": round(seconds, 3)}), file=sys.stderr)
+    result = {"model": str(model_dir), "examples": len(texts), "max_length": max_length,
+              "threads": torch.get_num_threads(), "sides": {}}
+    for name, s in sides.items():
+        median = float(np.median(s["seconds"]))
+        result["sides"][name] = {"accuracy": round(s["accuracy"], 4), "median_seconds": round(median, 3),
+                                 "examples_per_s": round(len(texts) / median, 1)}
+    best_pipeline = max((v["examples_per_s"] for k, v in result["sides"].items() if k.startswith("pipeline")))
+    for name in ("nlp_ssl_evaluate", "nlp_ssl_predict"):
+        result["sides"][name]["speedup_vs_best_pipeline"] = round(
+            result["sides"][name]["examples_per_s"] / best_pipeline, 3)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
