@@ -44,6 +44,8 @@ def main() -> None:
                         help="a fine-tuned classifier (default: the quick start's)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timings per side; the median is reported")
+    parser.add_argument("--output", default=None, help="also write the result JSON here (the Trainer prints its logs "
+                                                        "to stdout)")
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     if not Path(model_dir).is_dir():
@@ -97,6 +99,8 @@ def main() -> None:
         result["sides"][name]["speedup_vs_best_pipeline"] = round(
             result["sides"][name]["examples_per_s"] / best_pipeline, 3)
     print(json.dumps(result, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

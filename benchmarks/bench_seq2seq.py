@@ -85,7 +85,7 @@ def run_ours(args, seed, encoder, decoder, out: Path) -> dict:
     start = time.perf_counter()
     metrics = finetune.run(from_dict(get_task("translation").config, recipe(args, seed, encoder, decoder, out)))
     return {"wall_seconds": time.perf_counter() - start, "train_seconds": metrics["train_seconds"],
-            "eval_seconds": metrics["eval_seconds"], "tokens": metrics["tokens"],
+            "evaluation_seconds": metrics["evaluation_seconds"], "tokens": metrics["tokens"],
             "test_bleu": metrics["test_bleu"], "test_chrf": metrics["test_chrf"]}
 
 
@@ -128,21 +128,32 @@ def run_trainer(args, seed, encoder, decoder, out: Path) -> dict:
                           generation=cfg.generation)
     bleu = our_metrics.load("sacrebleu_chrf")
 
+    from nlp_ssl.data import dig, load_split
+
+    # references are the raw target texts, as ours are (not labels decoded back); found by each
+    # example's label ids, since the Trainer's length grouping reorders evaluation too
+    raw_target = {}
+    for name, s in (("validation", spec("validation", args.eval_rows)), ("test", spec("test", args.test_rows))):
+        for row, labels in zip(load_split(s), data[name]["labels"]):
+            raw_target[tuple(labels)] = dig(row, TARGET)
+
     def compute_metrics(p):
         preds = np.where(p.predictions < 0, tokenizer.pad_token_id, p.predictions)
-        labels = np.where(p.label_ids < 0, tokenizer.pad_token_id, p.label_ids)
         hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
-        refs = [[t.strip()] for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
+        refs = [[raw_target[tuple(int(t) for t in row if t != -100)]] for row in p.label_ids]
         scores = bleu.compute(predictions=hyps, references=refs)
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 
     training_args = Seq2SeqTrainingArguments(
         output_dir=str(out), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.eval_batch_size or args.batch_size, learning_rate=args.lr,
-        lr_scheduler_type="linear", warmup_ratio=0.05, weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0,
+        lr_scheduler_type="linear", warmup_steps=0.05,  # a float < 1 is a ratio
+        weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0,
         eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
         metric_for_best_model="loss", predict_with_generate=True, report_to="none", disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(), seed=seed, dataloader_num_workers=0, logging_steps=50,
+        # the Trainer's own length grouping (training batches; evaluation then reads sorted too)
+        train_sampling_strategy="group_by_length" if args.trainer_group_by_length else "random",
     )
     trainer = TimedTrainer(model=model, args=training_args, train_dataset=data["train"],
                            eval_dataset=data["validation"], compute_metrics=compute_metrics,
@@ -155,7 +166,7 @@ def run_trainer(args, seed, encoder, decoder, out: Path) -> dict:
     per_epoch = sum(len(a) + len(b) for a, b in zip(train["input_ids"], train["labels"]))
     return {"wall_seconds": wall,
             "train_seconds": result.metrics["train_runtime"] - in_training["eval"] - in_training["save"],
-            "eval_seconds": in_training["eval"], "tokens": int(per_epoch * args.epochs),
+            "evaluation_seconds": in_training["eval"], "tokens": int(per_epoch * args.epochs),
             "test_bleu": test["test_bleu"], "test_chrf": test["test_chrf"]}
 
 
@@ -171,15 +182,23 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--preset", default="mini")
-    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                        help="nlp-ssl's train.group_by_length")
+    parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                        help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
+                             "run_translation recipes default to random batches)")
+    parser.add_argument("--output", default=None, help="also write the result JSON here (the Trainer prints its logs "
+                                                        "to stdout)")
     args = parser.parse_args()
 
     runs: dict[str, list[dict]] = {"trainer": [], "nlp_ssl": []}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         encoder, decoder = make_start(tmp, args.preset)
-        for seed in args.seeds:
-            for side, run in (("trainer", run_trainer), ("nlp_ssl", run_ours)):
+        sides = [("trainer", run_trainer), ("nlp_ssl", run_ours)]
+        for k, seed in enumerate(args.seeds):
+            # the first side of a seed alternates, so that warm caches and drift in machine load hit both
+            for side, run in sides[k % 2:] + sides[: k % 2]:
                 runs[side].append({"seed": seed, **run(args, seed, encoder, decoder, tmp / f"{side}-{seed}")})
                 print(json.dumps({"side": side, **runs[side][-1]}), file=sys.stderr, flush=True)
     evaluated = args.epochs * args.eval_rows  # sentences generated inside training (one evaluation an epoch)
@@ -187,7 +206,7 @@ def main() -> None:
     for side, rs in runs.items():
         result[side] = {
             "train_tokens_per_s": round(float(np.mean([r["tokens"] / r["train_seconds"] for r in rs])), 1),
-            "eval_sentences_per_s": round(float(np.mean([evaluated / r["eval_seconds"] for r in rs])), 2),
+            "eval_sentences_per_s": round(float(np.mean([evaluated / r["evaluation_seconds"] for r in rs])), 2),
             "wall_seconds": round(float(np.mean([r["wall_seconds"] for r in rs])), 1),
             "test_bleu": round(float(np.mean([r["test_bleu"] for r in rs])), 2),
             "test_chrf": round(float(np.mean([r["test_chrf"] for r in rs])), 2),
@@ -197,6 +216,8 @@ def main() -> None:
                          "eval_sentences_per_s": round(o["eval_sentences_per_s"] / t["eval_sentences_per_s"], 3),
                          "wall": round(t["wall_seconds"] / o["wall_seconds"], 3)}
     print(json.dumps(result, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

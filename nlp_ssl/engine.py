@@ -104,6 +104,9 @@ class TrainConfig:
     """Examples per process per evaluation batch (default: ``micro_batch_size``); evaluation
     keeps no activations for a backward pass, so it fits more."""
     eval_max_batches: int | None = None
+    """Score only the first ``eval_max_batches x micro_batch_size`` examples (per process) of
+    the validation split; counted in training batches, so ``eval_batch_size`` does not change
+    which examples a run is compared on."""
     log_every: int = 10
     save_every: int | Literal["epoch"] = 500
     metric_for_best: str | None = None
@@ -324,23 +327,21 @@ class TrainState:
     tokens: int = 0
     seconds: float = 0.0
     """In training steps; evaluations and checkpoints are counted apart."""
-    eval_seconds: float = 0.0
+    evaluation_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     best: dict = field(default_factory=dict)
-    best_metrics: dict = field(default_factory=dict)
-    """Every metric of the evaluation that made ``best`` (the best model's validation scores)."""
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds, "eval_seconds": self.eval_seconds,
-                "checkpoint_seconds": self.checkpoint_seconds, "best": self.best, "best_metrics": self.best_metrics}
+        return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds,
+                "evaluation_seconds": self.evaluation_seconds, "checkpoint_seconds": self.checkpoint_seconds,
+                "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
         # checkpoints written before these were counted have neither
-        self.eval_seconds = float(state.get("eval_seconds", 0.0))
+        self.evaluation_seconds = float(state.get("evaluation_seconds", 0.0))
         self.checkpoint_seconds = float(state.get("checkpoint_seconds", 0.0))
         self.best = dict(state.get("best", {}))
-        self.best_metrics = dict(state.get("best_metrics", {}))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -489,6 +490,8 @@ def fit(
     permutations: dict[int, np.ndarray] = {}
 
     lengths = task.lengths("train") if cfg.group_by_length and isinstance(task, LengthAware) else None
+    if cfg.group_by_length and lengths is None and not streaming:
+        logger.warning("train.group_by_length: this task's examples are all one length (packed blocks); ignored")
 
     def step_indices(step: int, micro: int) -> tuple[np.ndarray, int]:
         epoch, k = divmod(step, steps_per_epoch)
@@ -572,14 +575,16 @@ def fit(
             if state.step % eval_every == 0 or last_step:
                 t_eval = time.perf_counter()
                 last_metrics = evaluate(task, module, accelerator, cfg)
-                state.eval_seconds += time.perf_counter() - t_eval
+                state.evaluation_seconds += time.perf_counter() - t_eval
                 release_free_memory()  # evaluation's batches differ in shape from training's
                 if accelerator.is_main_process:
                     bar.write(f"step {state.step}: eval {_headline(last_metrics)}", file=sys.stderr)
                 train_log.log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()},
                               cfg.tracker)
                 if cfg.metric_for_best is not None:
+                    t_save = time.perf_counter()
                     _track_best(task, accelerator, run_dir, state, cfg, last_metrics, total)
+                    state.checkpoint_seconds += time.perf_counter() - t_save
                 module.train()
 
             stopping = bool(state.best.get("stopped_early"))
@@ -601,7 +606,7 @@ def fit(
         "steps": state.step,
         "tokens": state.tokens,
         "train_seconds": round(state.seconds, 3),
-        "eval_seconds": round(state.eval_seconds, 3),
+        "evaluation_seconds": round(state.evaluation_seconds, 3),
         "checkpoint_seconds": round(state.checkpoint_seconds, 3),
         "tokens_per_s": round(state.tokens / max(state.seconds, 1e-9), 1),
         "processes": world,
@@ -614,10 +619,33 @@ def fit(
     if cfg.metric_for_best is not None:
         summary.update({"best_step": state.best.get("step"), f"best_{cfg.metric_for_best}": state.best.get("value"),
                         "stopped_early": bool(state.best.get("stopped_early"))})
-    # the evaluation of the weights the run ends with: the best model's, or the last step's;
-    # empty when a checkpoint from before this was recorded leaves it unknown
-    summary["final_eval"] = dict(state.best_metrics) if cfg.metric_for_best is not None else dict(last_metrics)
+    # the evaluation of the weights the run ends with: the last step's, or the best model's
+    # as saved with it (empty if best_model/ is not the one this run's state counts as best)
+    summary["final_eval"] = dict(last_metrics) if cfg.metric_for_best is None else _best_scores(run_dir, state,
+                                                                                                 accelerator)
     return summary
+
+
+BEST_SCORES = "eval_scores.json"
+"""In ``best_model/``: the step and metrics of the evaluation that made it the best."""
+
+
+def _best_scores(run_dir: Path, state: TrainState, accelerator) -> dict:
+    """The metrics saved with ``best_model/`` when they belong to the step ``state`` counts as
+    best (a resumed run's folder may hold another run's best); the same answer on every rank."""
+    found = {}
+    if accelerator.is_main_process:
+        try:
+            saved = json.loads((run_dir / BEST_DIR / BEST_SCORES).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("step") is not None and saved.get("step") == state.best.get("step"):
+            found = saved.get("metrics", {})
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        found = broadcast_object_list([found])[0]
+    return found
 
 
 def group_by_length(order: np.ndarray, lengths: np.ndarray, batch: int, rng: np.random.Generator,
@@ -695,9 +723,8 @@ def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: 
     sign = 1.0 if cfg.higher_is_better else -1.0
     if best is None or sign * (value - best) > cfg.early_stopping_threshold:
         state.best = {"metric": name, "value": value, "step": state.step, "stale": 0}
-        state.best_metrics = dict(metrics)
         if accelerator.is_main_process:
-            save_model_folder(task, run_dir / BEST_DIR)
+            save_model_folder(task, run_dir / BEST_DIR, scores={"step": state.step, "metrics": metrics})
         accelerator.wait_for_everyone()
         return
     state.best["stale"] = state.best.get("stale", 0) + 1
@@ -720,8 +747,7 @@ def evaluate(task: Task, module, accelerator, cfg: TrainConfig, split: str = "ev
     module.eval()
     indices = task.eval_indices(split)
     if cfg.eval_max_batches is not None and split == "eval":
-        indices = indices[: cfg.eval_max_batches * (cfg.eval_batch_size or cfg.micro_batch_size)
-                          * accelerator.num_processes]
+        indices = indices[: cfg.eval_max_batches * cfg.micro_batch_size * accelerator.num_processes]
     mine = indices[accelerator.process_index :: accelerator.num_processes]
     if isinstance(task, LengthAware):  # longest first: little padding, and a batch too big fails at once
         mine = mine[np.argsort(-task.lengths(split)[mine], kind="stable")]
@@ -797,13 +823,16 @@ def write_model_folder(task: Task, directory: Path) -> None:
     save_tokenizer(task.tokenizer, directory)
 
 
-def save_model_folder(task: Task, target: Path) -> None:
+def save_model_folder(task: Task, target: Path, scores: dict | None = None) -> None:
     """``write_model_folder`` beside ``target``, then renamed over it: readers never see
-    half a model."""
+    half a model, nor a model with another model's ``scores`` (written into ``BEST_SCORES``)."""
     staging = target.with_name(f".{target.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)
     write_model_folder(task, staging)
+    if scores is not None:
+        plain = {"step": scores["step"], "metrics": {k: train_log.plain(v) for k, v in scores["metrics"].items()}}
+        (staging / BEST_SCORES).write_text(json.dumps(plain, indent=2), encoding="utf-8")
     replace_dir(staging, target)
 
 

@@ -176,17 +176,31 @@ def set_dropout(config, p: float) -> None:
 
 @contextlib.contextmanager
 def load_report_silenced():
-    """Mute transformers' multi-line "LOAD REPORT" table while a model loads: a new head's
+    """Hold back transformers' multi-line "LOAD REPORT" table while a model loads: a new head's
     weights missing from a pretraining folder (and that folder's unused pretraining head) are
     what starting from it means, and the table reads as a fault. ``from_pretrained`` below
-    says the same in one line."""
+    says the same in one line. A load that fails gets its table back: the error points at it."""
+    held: list[logging.LogRecord] = []
+
+    def hold_the_report(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            held.append(record)
+            return False
+        return True
+
+    # a filter, not a level: transformers runs extra checks (and warns) when this logger's
+    # level is WARNING or above
     hf_logger = logging.getLogger("transformers.modeling_utils")
-    level = hf_logger.level
-    hf_logger.setLevel(logging.ERROR)
+    hf_logger.addFilter(hold_the_report)
     try:
         yield
+    except BaseException:
+        hf_logger.removeFilter(hold_the_report)
+        for record in held:
+            hf_logger.handle(record)
+        raise
     finally:
-        hf_logger.setLevel(level)
+        hf_logger.removeFilter(hold_the_report)
 
 
 def _modules(keys) -> str:
@@ -204,9 +218,13 @@ def from_pretrained(auto_class, model_dir: str, **kwargs):
     fresh = set(info["missing_keys"]) | {k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]}
     unused = set(info["unexpected_keys"])
     if fresh or unused:
-        logger.info("loaded %s: %s%s", model_dir,
-                    f"initialised fresh: {_modules(fresh)}" if fresh else "every weight from the folder",
-                    f"; left out: {_modules(unused)}" if unused else "")
+        # most of the model fresh (a folder of another architecture, renamed weights) is not
+        # starting from a checkpoint: say it louder
+        share = sum(p.numel() for n, p in model.named_parameters() if n in fresh) / max(count_parameters(model), 1)
+        logger.log(logging.WARNING if share > 0.5 else logging.INFO, "loaded %s: %s%s%s", model_dir,
+                   f"initialised fresh: {_modules(fresh)}" if fresh else "every weight from the folder",
+                   f"; left out: {_modules(unused)}" if unused else "",
+                   f" ({share:.0%} of the parameters are new)" if share > 0.5 else "")
     return model
 
 

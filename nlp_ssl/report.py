@@ -282,7 +282,7 @@ def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
         line, = loss_ax.plot(*zip(*train), alpha=0.8, label=label)
         if evals:
             metric_ax.plot(*zip(*evals), marker="o", color=line.get_color(), label=label)
-    loss_ax.set_ylabel("training loss (cross-entropy per example)")
+    loss_ax.set_ylabel("training loss (per target)")
     loss_ax.set_title("training loss")
     metric_ax.set_ylabel(f"validation {short}" + (" (%)" if factor == 100 else ""))
     metric_ax.set_title(f"validation {short}, at each evaluation")

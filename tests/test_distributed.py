@@ -4,6 +4,7 @@ process with gradient accumulation; a script that is not ours gets the same proc
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from nlp_ssl.train_log import read_log
 from tests.pretrain_helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
+MPIRUN = shutil.which("mpirun", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+pytestmark = pytest.mark.skipif(MPIRUN is None, reason="the MULTI_CPU config launches through mpirun: "
+                                                       "pip install mpich (in the dev extra)")
 
 
 def free_port() -> int:

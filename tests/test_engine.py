@@ -272,3 +272,31 @@ def test_training_groups_by_length_and_evaluation_reads_longest_first(tmp_path):
     (_, outputs, _), = task.calls
     np.testing.assert_array_equal(outputs["index"], np.arange(N_EVAL))  # handed back in example order
     np.testing.assert_array_equal(outputs["example"], np.arange(N_EVAL))
+
+
+def test_final_eval_is_the_evaluation_of_the_weights_the_run_ends_with(tmp_path):
+    """With ``metric_for_best`` the best model's scores, saved with it, come back in the summary
+    (a fine-tuning run reports them instead of scoring the split again); a ``best_model/`` that
+    is not the one the run's state counts as best gives nothing to reuse."""
+    from nlp_ssl.engine import BEST_SCORES
+
+    task = ScoredRegression(scores=[0.9, 0.5])
+    summary = fit(task, config(max_steps=2, eval_every=1, save_every=1, metric_for_best="score"),
+                  folder(tmp_path, "best"), seed=3)
+    assert summary["best_step"] == 1 and summary["final_eval"]["score"] == 0.9
+    saved = json.loads((tmp_path / "best" / BEST_DIR / BEST_SCORES).read_text())
+    assert saved["step"] == 1 and saved["metrics"]["score"] == 0.9
+
+    last = fit(ScoredRegression(scores=[0.9, 0.5]), config(max_steps=2, eval_every=1), folder(tmp_path, "last"), seed=3)
+    assert last["final_eval"]["score"] == 0.5 and last["final_eval"]["loss"] == last["eval_loss"]
+
+    # another run's best model left in the folder (its scores name step 1, this run's best is step 2)
+    task = ScoredRegression(scores=[0.1, 0.8])
+    stale = folder(tmp_path, "stale")
+    (stale / BEST_DIR).mkdir()
+    (stale / BEST_DIR / BEST_SCORES).write_text(json.dumps({"step": 7, "metrics": {"score": 5.0}}))
+    cfg = config(max_steps=2, eval_every=1, save_every=1, metric_for_best="score")
+    assert fit(task, cfg, stale, seed=3)["final_eval"]["score"] == 0.8  # its own best replaced the stale one
+    (stale / BEST_DIR / BEST_SCORES).write_text(json.dumps({"step": 7, "metrics": {"score": 5.0}}))
+    assert fit(ScoredRegression(scores=[0.1, 0.8]), config(**{**cfg.__dict__, "resume": "latest"}), stale,
+               seed=3)["final_eval"] == {}

@@ -55,6 +55,12 @@ def test_clm_checkpoint_classifies_from_last_token(tmp_path, pretrained, sentime
     alone = predict_texts(str(out), [short])[0]
     batched = predict_texts(str(out), [short, long_])[0]
     assert alone["probability"] == pytest.approx(batched["probability"], abs=1e-5)
+    # batches are formed longest first; the results come back in the order given
+    texts = [short, long_, "Bad.", long_ + " Boring.", short]
+    results = predict_texts(str(out), texts, batch_size=2)
+    assert [r["text"] for r in results] == texts
+    assert [r["probability"] for r in results] == pytest.approx(
+        [predict_texts(str(out), [t])[0]["probability"] for t in texts], abs=1e-5)
 
 
 def test_heads_start_from_pretrained_weights_unless_from_scratch(pretrained):
@@ -156,6 +162,14 @@ def test_evaluate_command_reproduces_the_test_scores(tmp_path, finetuned, sentim
     trained = json.loads((finetuned / "metrics.json").read_text())
     assert scored["accuracy"] == trained["test_accuracy"] and scored["f1_macro"] == trained["test_f1_macro"]
     assert read_jsonl(out / "predictions.jsonl") == read_jsonl(finetuned / "predictions.jsonl")
+    # the run's validation scores (taken from the best model's evaluation in training, not
+    # scored again) are the final model's too
+    valid = tmp_path / "valid"
+    assert main(["evaluate", str(finetuned), str(sentiment_dir), "--split", "validation", "--output-dir", str(valid)]) == 0
+    again = json.loads((valid / "metrics.json").read_text())
+    assert {k: again[k] for k in ("accuracy", "f1_macro", "loss")} == pytest.approx(
+        {k: trained[f"validation_{k}"] for k in ("accuracy", "f1_macro", "loss")}, rel=1e-6)
+    assert trained["evaluation_seconds"] > 0 and trained["checkpoint_seconds"] > 0 and trained["train_seconds"] > 0
     # a single local file works too, and a finished output is not replaced without --overwrite
     file = write_jsonl(tmp_path / "new.jsonl", [{"text": "Great good film.", "label": 1}])
     assert main(["evaluate", str(finetuned), str(file), "--output-dir", str(out)]) == 2

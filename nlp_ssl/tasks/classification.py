@@ -23,7 +23,7 @@ from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters, flops_per_token
-from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout
+from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, pad_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class ClassificationTask(TokenizedSplits):
         # with a token-type table get token_type_ids
         keep = [c for c in self.model_inputs if c != "token_type_ids" or getattr(model.config, "type_vocab_size", 0)]
         self.init_splits(splits, keep + ["label_id"], train_index)
-        self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+        self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
         self._mean_length = self._mean_tokens(next(iter(splits)))
 
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:

@@ -26,7 +26,7 @@ from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters
-from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout
+from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, pad_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -231,9 +231,10 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
     added to the decoder), or the same shapes with fresh weights; every id that generation
     and the label shift need is set (a warm start without them repeats one token)."""
     from safetensors import SafetensorError
-    from transformers import EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig
+    from transformers import (AutoModel, AutoModelForCausalLM, EncoderDecoderConfig, EncoderDecoderModel,
+                              GenerationConfig)
 
-    from nlp_ssl.models import check_vocab, load_model_config, load_report_silenced, set_dropout
+    from nlp_ssl.models import check_vocab, from_pretrained, load_model_config, set_dropout
 
     enc_cfg, dec_cfg = load_model_config(encoder_dir, "init"), load_model_config(decoder_dir, "init_decoder")
     dec_cfg.is_decoder, dec_cfg.add_cross_attention = True, True
@@ -245,11 +246,12 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
             config = EncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg)
             model = EncoderDecoderModel(config=config)
         else:
-            with load_report_silenced():  # the decoder's new cross-attention is the point, not a fault
-                model = EncoderDecoderModel.from_encoder_decoder_pretrained(
-                    encoder_dir, decoder_dir, encoder_config=enc_cfg, decoder_config=dec_cfg)
-            logger.info("encoder from %s, decoder from %s; the decoder's cross-attention is initialised fresh",
-                        encoder_dir, decoder_dir)
+            # what EncoderDecoderModel.from_encoder_decoder_pretrained does, each half's load
+            # reported in one line (the decoder's new cross-attention is the point, not a fault)
+            encoder = from_pretrained(AutoModel, encoder_dir, config=enc_cfg)
+            decoder = from_pretrained(AutoModelForCausalLM, decoder_dir, config=dec_cfg)
+            config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
+            model = EncoderDecoderModel(encoder=encoder, decoder=decoder, config=config)
     except ValueError as exc:
         raise DataError(f"cannot build an encoder-decoder from {encoder_dir} and {decoder_dir}: "
                         f"{str(exc).splitlines()[0][:200]}") from None
@@ -285,7 +287,8 @@ class Seq2SeqTask(TokenizedSplits):
         """``sacrebleu_chrf`` (translation) or ``rouge`` (summarization)."""
         self.init_splits(splits, ["input_ids", "attention_mask", "labels"], train_index)
         # labels padded with -100; decoder inputs made by the model's own shift of the labels
-        self.collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8)
+        self.collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
+                                               pad_to_multiple_of=pad_multiple())
 
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
         _, examples = self.examples(split, indices)
