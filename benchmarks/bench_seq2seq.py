@@ -137,10 +137,17 @@ def run_trainer(args, seed, encoder, decoder, out: Path) -> dict:
         for row, labels in zip(load_split(s), data[name]["labels"]):
             raw_target[tuple(labels)] = dig(row, TARGET)
 
+    def label_key(row) -> tuple:
+        # Seq2SeqTrainer pads labels to the generation length with the pad id, batches with -100
+        ids = [int(t) for t in row if t != -100]
+        while ids and ids[-1] == tokenizer.pad_token_id:
+            ids.pop()
+        return tuple(ids)
+
     def compute_metrics(p):
         preds = np.where(p.predictions < 0, tokenizer.pad_token_id, p.predictions)
         hyps = [t.strip() for t in tokenizer.batch_decode(preds, skip_special_tokens=True)]
-        refs = [[raw_target[tuple(int(t) for t in row if t != -100)]] for row in p.label_ids]
+        refs = [[raw_target[label_key(row)]] for row in p.label_ids]
         scores = bleu.compute(predictions=hyps, references=refs)
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 

@@ -230,3 +230,20 @@ def test_finetune_curves_show_training_loss_and_every_evaluation(study, monkeypa
         assert len(metric_line.get_xdata()) == sum("eval/accuracy" in r for r in log) >= 2
         assert max(loss_line.get_xdata()) == pytest.approx(max(r["train/epoch"] for r in log if "train/epoch" in r))
     assert loss_ax.get_xlabel() == metric_ax.get_xlabel() == "epoch"
+
+
+def test_label_efficiency_is_drawn_on_a_log_axis_with_hollow_single_seed_points(study, monkeypatch):
+    from nlp_ssl import report
+
+    _, run_dir, _ = study
+    s = json.loads((run_dir / "study.json").read_text())
+    drawn = {}
+    monkeypatch.setattr(report, "_save", lambda plt, fig, path: drawn.setdefault("fig", fig) and path)
+    report.plot_label_efficiency(s, run_dir / "unused.png")
+    ax = drawn["fig"].axes[0]
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "40" and labels[-1].startswith("all (")
+    # the "all" column ran one seed per arm: every arm gets a hollow marker there
+    hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == len(s["arms"])
