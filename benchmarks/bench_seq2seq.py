@@ -31,6 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.trainer_timing import with_timings  # noqa: E402
 from nlp_ssl.data import DatasetSpec  # noqa: E402
 
 DATASET = "bentrevett/multi30k"
@@ -100,20 +101,7 @@ def run_trainer(args, seed, encoder, decoder, out: Path) -> dict:
 
     timings = {"eval": 0.0, "save": 0.0}
 
-    class TimedTrainer(Seq2SeqTrainer):
-        def evaluate(self, *a, **k):
-            t = time.perf_counter()
-            try:
-                return super().evaluate(*a, **k)
-            finally:
-                timings["eval"] += time.perf_counter() - t
-
-        def _save_checkpoint(self, *a, **k):
-            t = time.perf_counter()
-            try:
-                return super()._save_checkpoint(*a, **k)
-            finally:
-                timings["save"] += time.perf_counter() - t
+    TimedTrainer = with_timings(Seq2SeqTrainer, timings)
 
     start = time.perf_counter()
     cfg = from_dict(get_task("translation").config, recipe(args, seed, encoder, decoder, out))
