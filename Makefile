@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Main job: the quick-start pipeline (recipes/pipeline/quickstart.yaml): tokenizer (~10 s),
 # skip-gram token embeddings (~2 min), masked-LM pretraining from them (~9 min on 2 CPU cores),
-# sentiment fine-tuning (~4 min) and a frozen-feature head (~20 s), results table; a second
+# sentiment fine-tuning (~2.5 min) and a frozen-feature head (~25 s), results table; a second
 # run skips what is finished, an interrupted one resumes.
 quickstart: venv
 	$(BIN)/nlp-ssl pipeline recipes/pipeline/quickstart.yaml
