@@ -60,9 +60,17 @@ class BaselineConfig:
     max_features: int | None = 200_000
     C: list[float] = field(default_factory=lambda: list(C_GRID))
     """Inverse regularisation strengths tried; the best on validation is kept."""
+    fusion: Literal["concat", "late"] = "concat"
+    """``frozen_logreg`` with ``tfidf``: ``concat`` fits one logistic regression over both
+    feature sets side by side (``dense_weight`` scales the frozen block); ``late`` fits one per
+    feature set (each with its own ``C`` from the grid, chosen on validation) and averages
+    their log-odds with the frozen side's share from ``late_weight``, chosen on validation.
+    Either way the head is one linear classifier over ``[tfidf, frozen]``."""
     dense_weight: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    """``frozen_logreg`` with ``tfidf``: weights of the (standardised, unit-scale) frozen block
-    beside the TF-IDF rows, tried with every ``C``."""
+    """``fusion: concat``: weights of the (standardised, unit-scale) frozen block beside the
+    TF-IDF rows, tried with every ``C``."""
+    late_weight: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    """``fusion: late``: shares of the frozen head in the averaged log-odds, tried in turn."""
     seed: int = 0
 
     def __post_init__(self):
@@ -72,12 +80,16 @@ class BaselineConfig:
             raise ConfigError(f"'C' must be a non-empty list of positive numbers, got {self.C}")
         if not self.dense_weight or any(not (math.isfinite(w) and w > 0) for w in self.dense_weight):
             raise ConfigError(f"'dense_weight' must be a non-empty list of positive numbers, got {self.dense_weight}")
+        if not self.late_weight or any(not (0 < w < 1) for w in self.late_weight):
+            raise ConfigError(f"'late_weight' must be a non-empty list of numbers between 0 and 1, got {self.late_weight}")
         if self.batch_size < 1:
             raise ConfigError(f"'batch_size' must be >= 1, got {self.batch_size}")
         if self.method == "frozen_logreg" and not self.init:
             raise ConfigError("method frozen_logreg needs 'init' (a skipgram/cbow run or a model folder)")
         if self.method == "tfidf_logreg" and (self.init or self.tfidf):
             raise ConfigError("'init' and 'tfidf' belong to method frozen_logreg; tfidf_logreg uses TF-IDF alone")
+        if self.fusion == "late" and not self.tfidf:
+            raise ConfigError("'fusion: late' averages a TF-IDF head and a frozen-feature head: set 'tfidf: true'")
 
 
 class _Texts:
@@ -174,19 +186,45 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
             return dense[name]
         return sp.hstack([sparse[name], sp.csr_matrix(weight * dense[name])], format="csr")
 
-    weights = cfg.dense_weight if (dense and sparse) else [1.0]
-    scorer = metrics.load("classification")
-    best = None
-    for weight in weights:
-        X = {name: features(name, weight) for name in used}
+    def fit(X: dict, what: str, **shown) -> tuple:
+        """The logistic regression of the ``C`` best on validation: (accuracy, C, model)."""
+        best = None
         for c in cfg.C:
             model = LogisticRegression(C=c, max_iter=3000, random_state=cfg.seed).fit(X["train"], train_y)
             accuracy = float((model.predict(X["eval"]) == y["eval"]).mean())
-            logger.info("%s C=%g%s: validation accuracy %.4f", cfg.method, c,
-                        f" dense_weight={weight:g}" if len(weights) > 1 else "", accuracy)
+            logger.info("%s C=%g%s: validation accuracy %.4f", what, c,
+                        "".join(f" {k}={v:g}" for k, v in shown.items()), accuracy)
+            if best is None or accuracy > best[0]:
+                best = (accuracy, c, model)
+        return best
+
+    scorer = metrics.load("classification")
+    fusion = None
+    if dense and sparse and cfg.fusion == "late":
+        X = {name: features(name, 1.0) for name in used}
+        _, c_tfidf, tfidf_model = fit(sparse, "TF-IDF head")
+        _, c_dense, dense_model = fit(dense, "frozen head")
+        best = None
+        for share in cfg.late_weight:
+            model = _averaged(tfidf_model, dense_model, share)
+            accuracy = float((model.predict(X["eval"]) == y["eval"]).mean())
+            logger.info("late fusion, frozen share %g: validation accuracy %.4f", share, accuracy)
+            if best is None or accuracy > best[0]:
+                best = (accuracy, share, model)
+        _, share, model = best
+        chosen, weight = c_tfidf, 1.0
+        fusion = {"fusion": "late", "C_tfidf": c_tfidf, "C_frozen": c_dense, "frozen_share": share}
+    else:
+        weights = cfg.dense_weight if (dense and sparse) else [1.0]
+        best = None
+        for weight in weights:
+            X = {name: features(name, weight) for name in used}
+            accuracy, c, model = fit(X, cfg.method, **({"dense_weight": weight} if len(weights) > 1 else {}))
             if best is None or accuracy > best[0]:
                 best = (accuracy, c, weight, model, X)
-    _, chosen, weight, model, X = best
+        _, chosen, weight, model, X = best
+        if dense and sparse:
+            fusion = {"fusion": "concat"}
     scores = {}
     for name, prefix in (("eval", "validation"), ("test", "test")):
         if name in X:
@@ -208,7 +246,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
                         "frozen_features": int(dense["train"].shape[1]),
                         "encode_seconds": round(encode_seconds, 3)})
         if sparse:
-            summary["dense_weight"] = weight
+            summary.update({"dense_weight": weight, **fusion})
     summary.update({**scores, "predictions_split": "test" if shown == "test" else "validation"})
     head = {"classifier": model, "vectorizer": vectorizer, "scaler": scaler,
             "dense_weight": weight if dense else None, "labels": list(labels.names),
@@ -220,3 +258,18 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     logger.info("%s on %d examples (C=%g): test accuracy %s", cfg.method, len(train_index), chosen,
                 scores.get("test_accuracy"))
     return read_metrics(out)
+
+
+def _averaged(tfidf_model, dense_model, share: float):
+    """One logistic regression over ``[tfidf, frozen]`` whose log-odds are the two heads'
+    averaged, ``share`` of them the frozen head's: the late-fused head saved and applied like
+    a concatenated one."""
+    import copy
+
+    import numpy as np
+
+    model = copy.deepcopy(tfidf_model)
+    model.coef_ = np.hstack([(1 - share) * tfidf_model.coef_, share * dense_model.coef_])
+    model.intercept_ = (1 - share) * tfidf_model.intercept_ + share * dense_model.intercept_
+    model.n_features_in_ = model.coef_.shape[1]
+    return model

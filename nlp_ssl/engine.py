@@ -330,11 +330,14 @@ class TrainState:
     evaluation_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     best: dict = field(default_factory=dict)
+    group_by_length: bool | None = None
+    """The batch order the run was started with, so a resume continues it whatever the
+    recipe (or its default) now says; None from checkpoints written before it was saved."""
 
     def state_dict(self) -> dict:
         return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds,
                 "evaluation_seconds": self.evaluation_seconds, "checkpoint_seconds": self.checkpoint_seconds,
-                "best": self.best}
+                "best": self.best, "group_by_length": self.group_by_length}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
@@ -342,6 +345,7 @@ class TrainState:
         self.evaluation_seconds = float(state.get("evaluation_seconds", 0.0))
         self.checkpoint_seconds = float(state.get("checkpoint_seconds", 0.0))
         self.best = dict(state.get("best", {}))
+        self.group_by_length = state.get("group_by_length", self.group_by_length)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -455,7 +459,7 @@ def fit(
         cfg.scheduler, optimizer, num_warmup_steps=plan.warmup, num_training_steps=total
     )
     module, optimizer = accelerator.prepare(module, optimizer)
-    state = TrainState()
+    state = TrainState(group_by_length=cfg.group_by_length)
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(state)
     if streaming:  # the stream's position (reader state + leftover tokens) rides in the checkpoint
@@ -489,8 +493,14 @@ def fit(
     peak = cfg.peak_flops or default_peak_flops(accelerator.device) * world
     permutations: dict[int, np.ndarray] = {}
 
-    lengths = task.lengths("train") if cfg.group_by_length and isinstance(task, LengthAware) else None
-    if cfg.group_by_length and lengths is None and not streaming:
+    if state.group_by_length is None:  # a checkpoint from before the order was saved
+        state.group_by_length = cfg.group_by_length
+    elif state.group_by_length != cfg.group_by_length:
+        logger.warning("train.group_by_length=%s, but %s was trained with %s: resuming keeps the run's batch order",
+                       cfg.group_by_length, start_from, state.group_by_length)
+    grouped = state.group_by_length
+    lengths = task.lengths("train") if grouped and isinstance(task, LengthAware) else None
+    if grouped and lengths is None and not streaming:
         logger.warning("train.group_by_length: this task's examples are all one length (packed blocks); ignored")
 
     def step_indices(step: int, micro: int) -> tuple[np.ndarray, int]:

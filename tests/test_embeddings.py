@@ -185,6 +185,50 @@ def test_warm_start_copies_vectors_into_every_architecture(tmp_path, tiny_corpus
     np.testing.assert_array_equal(table[untrained], fresh.get_input_embeddings().weight.detach().numpy()[untrained])
 
 
+@pytest.mark.parametrize("decoder", ["clm", "mlm"])
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(tmp_path, pretrained, embedding_run,
+                                                                        decoder, from_scratch):
+    """Translation / summarization: the vectors become the encoder's and the decoder's token
+    embeddings, and the decoder's output layer (tied) with them; GPT-2 and BERT decoders."""
+    from nlp_ssl.engine import make_accelerator
+    from nlp_ssl.tasks.seq2seq import setup_seq2seq
+    from tests.finetune_helpers import translation_config, write_translation_folder
+
+    data = write_translation_folder(tmp_path / "mt", sizes=(20, 4, 4))
+    cfg = translation_config(tmp_path / "ft", pretrained["mlm"], pretrained[decoder], data,
+                             from_scratch=from_scratch, init_embeddings=str(embedding_run))
+    task, origin = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "ft"))
+    vectors, trained, _ = embeddings.load_vectors(embedding_run)
+    model = task.model
+    for half in (model.encoder, model.decoder):
+        table = half.get_input_embeddings().weight.detach().numpy()
+        np.testing.assert_array_equal(table[: len(vectors)][trained], vectors[trained])
+    out = model.decoder.get_output_embeddings().weight.detach().numpy()
+    np.testing.assert_array_equal(out[: len(vectors)][trained], vectors[trained])
+    assert origin["init_embeddings"] == str(embedding_run)
+    cfg.init_embeddings = None
+    plain = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "ft"))[0].model
+    untrained = np.nonzero(~trained)[0]
+    np.testing.assert_array_equal(model.encoder.get_input_embeddings().weight.detach().numpy()[untrained],
+                                  plain.encoder.get_input_embeddings().weight.detach().numpy()[untrained])
+
+
+def test_encoder_decoder_warm_start_refuses_other_tokenizer(tmp_path, pretrained, topical):
+    from nlp_ssl.engine import make_accelerator
+    from nlp_ssl.tasks.seq2seq import setup_seq2seq
+    from tests.finetune_helpers import translation_config, write_translation_folder
+
+    other_corpus, other_tok = topical
+    other = tmp_path / "other"
+    pretrain.run(embedding_config(other, other_tok, other_corpus, epochs=1))
+    data = write_translation_folder(tmp_path / "mt", sizes=(20, 4, 4))
+    cfg = translation_config(tmp_path / "ft", pretrained["mlm"], pretrained["clm"], data, init_embeddings=str(other))
+    with pytest.raises(DataError, match="init_embeddings: .* was trained with another tokenizer"):
+        setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "ft"))
+    assert not (tmp_path / "ft").exists()
+
+
 def test_warm_start_refuses_other_tokenizer_and_width(tmp_path, tiny_corpus, tiny_tokenizer, embedding_run, topical):
     from tests.pretrain_helpers import tiny_config
 
@@ -243,6 +287,50 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
                                                 "init": str(embedding_run), "tfidf": True, "data": data})
     m2 = baselines.run(both)
     assert m2["features"] > 32 and m2["dense_weight"] in (0.5, 1.0, 2.0)
+
+
+def test_late_fusion_is_one_classifier_averaging_two_heads(tmp_path, sentiment_dir, embedding_run):
+    """``fusion: late``: the saved classifier's log-odds are the TF-IDF head's and the frozen
+    head's averaged with the chosen share, and it reproduces the predictions from the saved
+    scikit-learn objects alone."""
+    import joblib
+    import scipy.sparse as sp
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    from nlp_ssl import baselines
+
+    data = {"train": {"name": str(sentiment_dir), "split": "train"},
+            "validation": {"name": str(sentiment_dir), "split": "validation"},
+            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"]}
+    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "late"), "method": "frozen_logreg",
+                                               "init": str(embedding_run), "tfidf": True, "fusion": "late",
+                                               "data": data})
+    m = baselines.run(cfg)
+    assert m["fusion"] == "late" and m["frozen_share"] in (0.25, 0.5, 0.75) and m["dense_weight"] == 1.0
+    head = joblib.load(tmp_path / "late/head.joblib")
+    records = [json.loads(l) for l in (tmp_path / "late/predictions.jsonl").read_text().splitlines()]
+    texts = [r["text"] for r in records]
+    tfidf = head["vectorizer"].transform(texts)
+    dense = head["scaler"].transform(SentenceTransformer(str(embedding_run / "model"), device="cpu").encode(texts))
+    x = sp.hstack([tfidf, sp.csr_matrix(head["dense_weight"] * dense)], format="csr")
+    assert [head["labels"][i] for i in head["classifier"].predict(x)] == [r["prediction"] for r in records]
+
+    train = [json.loads(l) for l in (sentiment_dir / "train.jsonl").read_text().splitlines()]
+    y = [r["label"] for r in train]
+    train_texts = [r["text"] for r in train]
+    alone = {}
+    for name, feats, c in (("tfidf", head["vectorizer"].transform(train_texts), m["C_tfidf"]),
+                           ("frozen", head["scaler"].transform(SentenceTransformer(
+                               str(embedding_run / "model"), device="cpu").encode(train_texts)), m["C_frozen"])):
+        alone[name] = LogisticRegression(C=c, max_iter=3000, random_state=0).fit(feats, y)
+    share = m["frozen_share"]
+    expected = (1 - share) * alone["tfidf"].decision_function(tfidf) + share * alone["frozen"].decision_function(dense)
+    np.testing.assert_allclose(head["classifier"].decision_function(x), expected, rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(ConfigError, match="'fusion: late' averages a TF-IDF head and a frozen-feature head"):
+        from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "x"), "method": "frozen_logreg",
+                                             "init": str(embedding_run), "fusion": "late", "data": data})
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])

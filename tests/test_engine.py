@@ -274,6 +274,28 @@ def test_training_groups_by_length_and_evaluation_reads_longest_first(tmp_path):
     np.testing.assert_array_equal(outputs["example"], np.arange(N_EVAL))
 
 
+def test_a_resume_keeps_the_batch_order_the_run_started_with(tmp_path, caplog):
+    """A run started with ``group_by_length`` and resumed under a recipe (or a default) that
+    says otherwise continues with the batches it would have had: the checkpoint decides."""
+    straight = VaryingLengths()
+    fit(straight, config(group_by_length=True), folder(tmp_path, "straight"), seed=3)
+    crashed = VaryingLengths()
+    crashed.crash_at = 5  # after the checkpoint of step 3
+    with pytest.raises(PowerCut):
+        fit(crashed, config(group_by_length=True), folder(tmp_path, "resumed"), seed=3)
+    resumed = VaryingLengths()
+    with caplog.at_level("WARNING", logger="nlp_ssl.engine"):
+        fit(resumed, config(group_by_length=False, resume="latest"), folder(tmp_path, "resumed"), seed=3)
+    assert "resuming keeps the run's batch order" in caplog.text
+    train = lambda task: [idx.tolist() for split, idx in task.built if split == "train"]  # noqa: E731
+    assert train(resumed) == train(straight)[3:]
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b)
+    ungrouped = VaryingLengths()
+    fit(ungrouped, config(group_by_length=False), folder(tmp_path, "ungrouped"), seed=3)
+    assert train(ungrouped) != train(straight)  # the setting does change the order
+
+
 def test_final_eval_is_the_evaluation_of_the_weights_the_run_ends_with(tmp_path):
     """With ``metric_for_best`` the best model's scores, saved with it, come back in the summary
     (a fine-tuning run reports them instead of scoring the split again); a ``best_model/`` that

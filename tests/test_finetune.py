@@ -136,6 +136,32 @@ def test_early_stopping_keeps_the_best_model(tmp_path, pretrained, sentiment_dir
     assert not torch.allclose(final[key], at_end[key])
 
 
+def test_a_lost_best_model_is_not_shipped_under_its_name(tmp_path, pretrained, sentiment_dir, monkeypatch, caplog):
+    """If ``best_model/`` is gone when the run finishes (an earlier finish was interrupted after
+    it moved the model), the final weights ship and the metrics do not claim a best step."""
+    import shutil
+
+    from nlp_ssl import stage
+
+    real_fit = stage.fit
+
+    def fit_then_lose_best(task, cfg, work, **kwargs):
+        summary = real_fit(task, cfg, work, **kwargs)
+        shutil.rmtree(work / "best_model")
+        return summary
+
+    monkeypatch.setattr(stage, "fit", fit_then_lose_best)
+    cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=2)
+    with caplog.at_level("WARNING", logger="nlp_ssl.finetune"):
+        metrics = finetune.run(cfg)
+    assert "best_model is missing: the model is the final weights" in caplog.text
+    assert "best_step" not in metrics and "best_accuracy" not in metrics
+    final = load_file(str(tmp_path / "run/model/model.safetensors"))
+    last = max((tmp_path / "run/checkpoints").iterdir())
+    at_end = load_file(str(last / "model/model.safetensors"))
+    torch.testing.assert_close(final["classifier.weight"], at_end["classifier.weight"])
+
+
 def test_early_stopping_needs_a_metric():
     from nlp_ssl.engine import TrainConfig
 

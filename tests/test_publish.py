@@ -153,3 +153,25 @@ def test_a_pretraining_card_names_the_held_out_share_and_the_rows_it_scored(tmp_
     card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
     splits = {r.dataset_split for r in card.data.eval_results}
     assert splits == {f"train (first 500 rows) (held out: a seeded {recipe['data']['validation_fraction']:.0%} of its blocks)"}
+
+
+@pytest.mark.parametrize("start,expected", [
+    ({"from_scratch": True, "init_embeddings": "runs/pretrain-sg"},
+     "from fresh weights, token embeddings from the word2vec run `runs/pretrain-sg`."),
+    ({"from_scratch": False, "init_embeddings": "runs/pretrain-sg"},
+     "token embeddings from the word2vec run `runs/pretrain-sg`."),
+    ({"from_scratch": True, "init_embeddings": None}, "from fresh weights (no pretraining)."),
+])
+def test_the_card_says_where_the_weights_came_from(tmp_path, finetuned, start, expected):
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(finetuned, run)
+    recipe = yaml.safe_load((run / "resolved_config.yaml").read_text())
+    recipe.update(start)
+    (run / "resolved_config.yaml").write_text(yaml.safe_dump(recipe))
+    card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
+    summary = next(line for line in card.text.splitlines() if "fine-tuned for" in line)
+    assert summary.endswith(expected), summary
+    if start["from_scratch"] is True:
+        assert "base_model" not in card.data.to_dict()

@@ -48,6 +48,12 @@ def test_encoder_decoder_is_assembled_from_mlm_and_clm_checkpoints(pretrained):
                                mlm[f"bert.{key}"])
     fresh = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["clm"] / "model"), tok, from_scratch=True)
     assert not torch.allclose(fresh.encoder.state_dict()[key], mlm[f"bert.{key}"])
+    encoder_only = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["clm"] / "model"), tok,
+                                 from_scratch="decoder")
+    torch.testing.assert_close(encoder_only.encoder.state_dict()[key], mlm[f"bert.{key}"])
+    assert not torch.allclose(encoder_only.decoder.state_dict()["transformer.h.0.attn.c_attn.weight"],
+                              clm["transformer.h.0.attn.c_attn.weight"])
+    assert encoder_only.decoder.config.add_cross_attention and encoder_only.config.decoder_start_token_id == 2
 
 
 def test_labels_are_masked_and_decoder_inputs_shifted(translated, pretrained, translation_dir):

@@ -143,8 +143,14 @@ class Seq2SeqConfig(HubOptions):
     """The decoder's checkpoint (cross-attention is added): our next-token run (GPT-2), or a
     masked-LM run (BERT as decoder, its own copy of the weights: transformers 5 dropped shared
     encoder-decoder weights). Default: ``init``."""
-    from_scratch: bool = False
-    """The same shapes with fresh weights: the labels-only baseline."""
+    from_scratch: bool | Literal["decoder"] = False
+    """``true``: the same shapes with fresh weights, the labels-only baseline. ``decoder``: the
+    encoder from ``init``, a fresh decoder in the shapes of ``init_decoder`` (an encoder-only
+    warm start)."""
+    init_embeddings: str | None = None
+    """A skipgram/cbow run (same tokenizer, as wide as both halves) whose vectors replace the
+    token embeddings of the encoder and of the decoder (and so a tied output layer) before
+    training; with ``from_scratch``, the embeddings are then the only pretrained part."""
     tokenizer: str | None = None
     """Default: the encoder's tokenizer (the decoder's must be the same)."""
     dropout: float | None = 0.1
@@ -225,11 +231,12 @@ def tokenize_pairs(spec: DatasetSpec, tokenizer, source_column: str, target_colu
     return ds.map(encode, batched=True, with_indices=True, num_proc=num_proc, desc=f"tokenizing {spec.describe()}")
 
 
-def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch: bool = False,
+def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch: bool | str = False,
                   dropout: float | None = None, generation=None):
     """An ``EncoderDecoderModel`` from an encoder folder and a decoder folder (cross-attention
-    added to the decoder), or the same shapes with fresh weights; every id that generation
-    and the label shift need is set (a warm start without them repeats one token)."""
+    added to the decoder), or the same shapes with fresh weights (all of them, or the
+    decoder's alone with ``from_scratch="decoder"``); every id that generation and the label
+    shift need is set (a warm start without them repeats one token)."""
     from safetensors import SafetensorError
     from transformers import (AutoModel, AutoModelForCausalLM, EncoderDecoderConfig, EncoderDecoderModel,
                               GenerationConfig)
@@ -242,14 +249,17 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
         set_dropout(enc_cfg, dropout)
         set_dropout(dec_cfg, dropout)
     try:
-        if from_scratch:
+        if from_scratch is True:
             config = EncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg)
             model = EncoderDecoderModel(config=config)
         else:
             # what EncoderDecoderModel.from_encoder_decoder_pretrained does, each half's load
             # reported in one line (the decoder's new cross-attention is the point, not a fault)
             encoder = from_pretrained(AutoModel, encoder_dir, config=enc_cfg)
-            decoder = from_pretrained(AutoModelForCausalLM, decoder_dir, config=dec_cfg)
+            if from_scratch == "decoder":
+                decoder = AutoModelForCausalLM.from_config(dec_cfg)
+            else:
+                decoder = from_pretrained(AutoModelForCausalLM, decoder_dir, config=dec_cfg)
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
             model = EncoderDecoderModel(encoder=encoder, decoder=decoder, config=config)
     except ValueError as exc:
@@ -345,7 +355,7 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     """Tokenizer, source/target splits and encoder-decoder for translation and summarization."""
     from accelerate.utils import set_seed
 
-    from nlp_ssl.models import check_same_tokenizer, max_positions, resolve_model_dir
+    from nlp_ssl.models import check_same_tokenizer, copy_token_embeddings, max_positions, resolve_model_dir
     from nlp_ssl.tokenizer import load_tokenizer_for
 
     d = cfg.data
@@ -382,14 +392,19 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     set_seed(cfg.seed)
     model = build_seq2seq(encoder, decoder, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout,
                           generation=cfg.generation)
+    if cfg.init_embeddings is not None:
+        for half in ("encoder", "decoder"):
+            rows = copy_token_embeddings(getattr(model, half), cfg.init_embeddings, tokenizer, cfg.tokenizer or encoder)
+            logger.info("%s token embeddings of %d ids from %s", half, rows, cfg.init_embeddings)
     # what evaluate/predict need to know about this model, saved in its config.json
     model.config.nlp_ssl = {"task": cfg.task, "source_column": d.source_column, "target_column": d.target_column}
     metric = METRICS[cfg.task]
     task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
                        metric=metric, train_index=pool)
-    origin = {"init": cfg.init, "init_decoder": cfg.init_decoder or cfg.init, "from_scratch": cfg.from_scratch}
+    origin = {"init": cfg.init, "init_decoder": cfg.init_decoder or cfg.init, "from_scratch": cfg.from_scratch,
+              "init_embeddings": cfg.init_embeddings}
     logger.info("%s fine-tuning, encoder %s, decoder %s%s: %.2fM parameters, %d train / %d validation pairs",
-                cfg.task, encoder, decoder, " (fresh weights)" if cfg.from_scratch else "",
+                cfg.task, encoder, decoder, {True: " (fresh weights)", "decoder": " (fresh decoder)"}.get(cfg.from_scratch, ""),
                 task.describe()["parameters"] / 1e6, task.n_train, len(task.index["eval"]))
     return task, origin
 
