@@ -38,6 +38,9 @@ from nlp_ssl.outputs import (MODEL_DIR, commit_run_dir, locks_output, now, open_
 logger = logging.getLogger(__name__)
 
 VECTORS_FILE = "embeddings.safetensors"
+"""Which token ids got a vector (``trained``); its presence marks a skipgram/cbow folder."""
+STATIC_WEIGHTS, STATIC_KEY = "model.safetensors", "embedding.weight"
+"""Where ``sentence_transformers``' StaticEmbedding keeps the vectors, by token id."""
 INFO_FILE = "embeddings.json"
 # gensim truncates longer "sentences" in its batches; longer documents are cut into pieces
 MAX_PIECE = 10_000
@@ -224,7 +227,8 @@ def save_embedding_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, t
                              device="cpu")
     st.save(str(staging))
     save_tokenizer(tokenizer, staging)
-    save_file({"vectors": vectors, "trained": trained.astype(np.uint8)}, str(staging / VECTORS_FILE))
+    # the vectors themselves are the StaticEmbedding's weights (model.safetensors): only the mask here
+    save_file({"trained": trained.astype(np.uint8)}, str(staging / VECTORS_FILE))
     write_json(staging / INFO_FILE, info)
     replace_dir(staging, target)
 
@@ -249,12 +253,20 @@ def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.nda
         path = Path(path).expanduser()
         what = "does not exist" if not path.exists() else f"is not a skipgram/cbow run (no {VECTORS_FILE} in it or in {path / MODEL_DIR})"
         raise DataError(f"{key}: {path} {what}")
+    name = VECTORS_FILE
     try:
-        arrays = load_file(str(folder / VECTORS_FILE))
-        return arrays["vectors"], arrays["trained"].astype(bool), folder
+        arrays = load_file(str(folder / name))
+        if "vectors" not in arrays:  # runs before the vectors were read from the StaticEmbedding kept both
+            name = STATIC_WEIGHTS
+            arrays["vectors"] = load_file(str(folder / name))[STATIC_KEY]
+        vectors, trained = arrays["vectors"], arrays["trained"].astype(bool)
     except Exception as exc:
-        raise DataError(f"{key}: {folder / VECTORS_FILE} cannot be read ({type(exc).__name__}: "
+        raise DataError(f"{key}: {folder / name} cannot be read ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
+    if len(trained) != len(vectors):
+        raise DataError(f"{key}: {folder}: {len(vectors)} vectors but a mask of {len(trained)} token ids; "
+                        "the folder mixes two runs")
+    return vectors, trained, folder
 
 
 class _Logger:

@@ -13,23 +13,9 @@ from pathlib import Path
 import yaml
 
 from nlp_ssl.errors import DataError
+from nlp_ssl.metrics import REPORTED
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
-
-METRIC_NAMES = {
-    "accuracy": ("accuracy", "Accuracy"),
-    "f1_macro": ("f1", "F1 (macro)"),
-    "precision_macro": ("precision", "Precision (macro)"),
-    "recall_macro": ("recall", "Recall (macro)"),
-    "loss": ("loss", "Cross-entropy loss"),
-    "perplexity": ("perplexity", "Perplexity"),
-    "bleu": ("bleu", "sacreBLEU"),
-    "chrf": ("chrf", "chrF"),
-    "rouge1": ("rouge1", "ROUGE-1"),
-    "rouge2": ("rouge2", "ROUGE-2"),
-    "rougeL": ("rougeL", "ROUGE-L"),
-    "rougeLsum": ("rougeLsum", "ROUGE-Lsum"),
-}
 
 PUSH_RECORD = "pushed.json"
 
@@ -108,7 +94,7 @@ def eval_results(record: RunRecord) -> list:
             dataset = hub_id(spec) or "local data"
             held = None if split == "test" or data.get("validation") else data.get("validation_fraction", 0.1)
             split_name = _split_name(spec, held, "examples")
-            for key, (metric_type, metric_name) in METRIC_NAMES.items():
+            for key, shown in REPORTED.items():
                 value = m.get(f"{split}_{key}")
                 if value is None or key == "perplexity":
                     continue
@@ -116,8 +102,8 @@ def eval_results(record: RunRecord) -> list:
                     task_type=trained_for.pipeline_tag if trained_for else "text-classification",
                     task_name=trained_for.title if trained_for else "Text classification",
                     dataset_type=dataset, dataset_name=dataset, dataset_config=spec.config, dataset_split=split_name,
-                    metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
-                    metric_args=METRIC_ARGS.get(key),
+                    metric_type=shown.type, metric_name=shown.name, metric_value=round(float(value), 6),
+                    metric_args=shown.args,
                 ))
     elif record.stage == "pretrain":
         data = cfg.get("data", {})
@@ -130,17 +116,14 @@ def eval_results(record: RunRecord) -> list:
             value = m.get(f"eval_{key}")
             if value is None:
                 continue
-            metric_type, metric_name = METRIC_NAMES[key]
+            shown = REPORTED[key]
             results.append(EvalResult(
                 task_type=trained_for.pipeline_tag if trained_for else "fill-mask",
                 task_name=trained_for.title if trained_for else "Language modeling",
                 dataset_type=dataset, dataset_name=dataset, dataset_split=_split_name(spec, held, "blocks") if spec else None,
-                metric_type=metric_type, metric_name=metric_name, metric_value=round(float(value), 6),
+                metric_type=shown.type, metric_name=shown.name, metric_value=round(float(value), 6),
             ))
     return results
-
-
-METRIC_ARGS = {k: {"average": "macro"} for k in ("f1_macro", "precision_macro", "recall_macro")}
 
 
 def _split_name(spec, held_out: float | None, unit: str) -> str:

@@ -10,9 +10,11 @@ from pathlib import Path
 from nlp_ssl.outputs import write_text
 
 def scale(study: dict) -> tuple[float, str]:
-    """Accuracy-like figures in [0, 1] are shown as percentages (points); BLEU/ROUGE as they are."""
-    name = study["metric"].split("_", 1)[-1]
-    return (100.0, " points") if name in ("accuracy", "f1_macro", "precision_macro", "recall_macro") else (1.0, "")
+    """Shares in [0, 1] (accuracy, F1) are shown as percentages (points); BLEU/ROUGE as they are."""
+    from nlp_ssl.metrics import REPORTED
+
+    shown = REPORTED.get(study["metric"].split("_", 1)[-1])
+    return (100.0, " points") if shown is not None and shown.share else (1.0, "")
 
 
 def write_report(study: dict, run_dir: Path) -> dict[str, Path]:

@@ -156,6 +156,25 @@ def test_folder_loads_in_sentence_transformers_and_transformers(tmp_path, topica
     assert st.get_embedding_dimension() == 32
 
 
+def test_the_vectors_are_stored_once_and_older_folders_still_load(tmp_path, topical):
+    """The vectors live in the StaticEmbedding's weights only; a folder of the earlier layout
+    (vectors in embeddings.safetensors too) loads the same; a mask of another run is refused."""
+    from safetensors.numpy import load_file, save_file
+
+    corpus, tok = topical
+    pretrain.run(embedding_config(tmp_path / "emb", tok, corpus, epochs=1))
+    vectors, trained, folder = embeddings.load_vectors(tmp_path / "emb")
+    assert set(load_file(str(folder / embeddings.VECTORS_FILE))) == {"trained"}
+    np.testing.assert_array_equal(vectors, load_file(str(folder / "model.safetensors"))["embedding.weight"])
+    save_file({"vectors": vectors + 1, "trained": trained.astype(np.uint8)}, str(folder / embeddings.VECTORS_FILE))
+    older, mask, _ = embeddings.load_vectors(tmp_path / "emb")
+    np.testing.assert_array_equal(older, vectors + 1)
+    np.testing.assert_array_equal(mask, trained)
+    save_file({"trained": trained[:-1].astype(np.uint8)}, str(folder / embeddings.VECTORS_FILE))
+    with pytest.raises(DataError, match="vectors but a mask of"):
+        embeddings.load_vectors(tmp_path / "emb")
+
+
 @pytest.fixture(scope="module")
 def embedding_run(tmp_path_factory, tiny_corpus, tiny_tokenizer):
     """Vectors over the shared tiny tokenizer, as wide as the tiny transformers (32)."""
