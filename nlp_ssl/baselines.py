@@ -89,7 +89,8 @@ class BaselineConfig:
         if self.method == "tfidf_logreg" and (self.init or self.tfidf):
             raise ConfigError("'init' and 'tfidf' belong to method frozen_logreg; tfidf_logreg uses TF-IDF alone")
         if self.fusion == "late" and not self.tfidf:
-            raise ConfigError("'fusion: late' averages a TF-IDF head and a frozen-feature head: set 'tfidf: true'")
+            raise ConfigError("'fusion: late' averages a TF-IDF head and a frozen-feature head: it needs method "
+                              "frozen_logreg with 'tfidf: true'")
 
 
 class _Texts:
@@ -212,7 +213,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
             if best is None or accuracy > best[0]:
                 best = (accuracy, share, model)
         _, share, model = best
-        chosen, weight = c_tfidf, 1.0
+        chosen, weight = None, 1.0  # two C values: C_tfidf and C_frozen
         fusion = {"fusion": "late", "C_tfidf": c_tfidf, "C_frozen": c_dense, "frozen_share": share}
     else:
         weights = cfg.dense_weight if (dense and sparse) else [1.0]
@@ -255,7 +256,8 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         joblib.dump(head, staging / HEAD_FILE)
         write_jsonl(staging / PREDICTIONS_FILE, records)
         write_run_files(staging, stage="baseline", config=cfg, seed=cfg.seed, started_at=started, metrics=summary)
-    logger.info("%s on %d examples (C=%g): test accuracy %s", cfg.method, len(train_index), chosen,
+    logger.info("%s on %d examples (%s): test accuracy %s", cfg.method, len(train_index),
+                f"C={chosen:g}" if chosen is not None else f"C={fusion['C_tfidf']:g} / {fusion['C_frozen']:g}, late fusion",
                 scores.get("test_accuracy"))
     return read_metrics(out)
 

@@ -345,7 +345,7 @@ class TrainState:
         self.evaluation_seconds = float(state.get("evaluation_seconds", 0.0))
         self.checkpoint_seconds = float(state.get("checkpoint_seconds", 0.0))
         self.best = dict(state.get("best", {}))
-        self.group_by_length = state.get("group_by_length", self.group_by_length)
+        self.group_by_length = state.get("group_by_length")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

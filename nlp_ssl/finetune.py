@@ -48,11 +48,13 @@ def run(cfg, overwrite: bool = False) -> dict:
         accelerator.wait_for_everyone()
         if cfg.train.metric_for_best is not None and best_dir.is_dir():
             _load_weights(task.model, best_dir)
+        elif cfg.train.metric_for_best is not None and (folder / MODEL_DIR).is_dir():
+            _load_weights(task.model, folder / MODEL_DIR)  # an interrupted finish had moved the best model there
         elif summary.get("best_step") is not None:
-            # only an interrupted earlier finish removes it: what ships is not what best_step names
             logger.warning("%s is missing: the model is the final weights (step %d), not the best (step %d)",
                            best_dir, summary["steps"], summary["best_step"])
             summary = {k: v for k, v in summary.items() if k not in ("best_step", f"best_{cfg.train.metric_for_best}")}
+            final_eval = {}  # the best model's scores: not these weights'
         scores, predictions = {}, None
         for split, prefix in (("eval", "validation"), ("test", "test")):
             if split not in task.splits:

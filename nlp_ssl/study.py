@@ -165,7 +165,10 @@ class StudyConfig:
             return "own"  # fresh or not, its token embeddings come from our pretraining
         if spec.recipe.get("from_scratch") is True:
             return "scratch"
-        starts = [spec.recipe.get(k) for k in get_task(self.task).starts_from]
+        keys = list(get_task(self.task).starts_from)
+        if spec.recipe.get("from_scratch") == "decoder":
+            keys = keys[:1]  # the decoder only lends its shapes
+        starts = [spec.recipe.get(k) for k in keys]
         return "own" if any(s in self.pretrain for s in starts if s) else "transfer"
 
 
@@ -252,8 +255,8 @@ def _start(spec: StudyArm, cfg: StudyConfig) -> str | None:
         tail = f", token embeddings from {'pretrain-' + embeddings if embeddings in cfg.pretrain else embeddings}"
     if spec.method == "frozen_logreg":
         return f"frozen features of {' + '.join(named)}" + (" + TF-IDF" if spec.recipe.get("tfidf") else "")
-    if spec.recipe.get("from_scratch") == "decoder" and len(named) == 2:
-        return f"{named[0]} + a fresh decoder in the shapes of {named[1]}" + tail
+    if spec.recipe.get("from_scratch") == "decoder":
+        return f"{named[0]} + a fresh decoder" + (f" in the shapes of {named[1]}" if len(named) > 1 else "") + tail
     if spec.recipe.get("from_scratch"):
         return (f"fresh weights in the shapes of {' + '.join(named)}" if named else "fresh weights") + tail
     return (" + ".join(named) or "") + tail or None

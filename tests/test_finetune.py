@@ -136,30 +136,50 @@ def test_early_stopping_keeps_the_best_model(tmp_path, pretrained, sentiment_dir
     assert not torch.allclose(final[key], at_end[key])
 
 
-def test_a_lost_best_model_is_not_shipped_under_its_name(tmp_path, pretrained, sentiment_dir, monkeypatch, caplog):
-    """If ``best_model/`` is gone when the run finishes (an earlier finish was interrupted after
-    it moved the model), the final weights ship and the metrics do not claim a best step."""
+@pytest.mark.parametrize("left", ["model", "nothing"])
+def test_a_finish_without_best_model_ships_what_its_name_says(tmp_path, pretrained, sentiment_dir, monkeypatch,
+                                                             caplog, left):
+    """``best_model/`` gone when the run finishes: an interrupted earlier finish had moved it to
+    ``model/``, which then ships again as the best; with neither, the final weights ship and the
+    metrics claim no best step."""
     import shutil
 
     from nlp_ssl import stage
+
+    script = iter([0.9, 0.5])
+    real = ClassificationTask.compute_metrics
+
+    def scripted(self, outputs, split):
+        result = real(self, outputs, split)
+        if split == "eval":
+            result["accuracy"] = next(script, 0.1)
+        return result
 
     real_fit = stage.fit
 
     def fit_then_lose_best(task, cfg, work, **kwargs):
         summary = real_fit(task, cfg, work, **kwargs)
+        if left == "model":
+            shutil.copytree(work / "best_model", work / "model")
         shutil.rmtree(work / "best_model")
         return summary
 
+    monkeypatch.setattr(ClassificationTask, "compute_metrics", scripted)
     monkeypatch.setattr(stage, "fit", fit_then_lose_best)
-    cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=2)
+    cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=1, eval_every=5,
+                           save_every=5, keep_last=10)
     with caplog.at_level("WARNING", logger="nlp_ssl.finetune"):
         metrics = finetune.run(cfg)
-    assert "best_model is missing: the model is the final weights" in caplog.text
-    assert "best_step" not in metrics and "best_accuracy" not in metrics
-    final = load_file(str(tmp_path / "run/model/model.safetensors"))
-    last = max((tmp_path / "run/checkpoints").iterdir())
-    at_end = load_file(str(last / "model/model.safetensors"))
-    torch.testing.assert_close(final["classifier.weight"], at_end["classifier.weight"])
+    final = load_file(str(tmp_path / "run/model/model.safetensors"))["classifier.weight"]
+    at = lambda step: load_file(str(tmp_path / f"run/checkpoints/step-{step:08d}/model/model.safetensors"))  # noqa: E731
+    if left == "model":
+        assert metrics["best_step"] == 5 and "is missing" not in caplog.text
+        torch.testing.assert_close(final, at(5)["classifier.weight"])
+    else:
+        assert "best_model is missing: the model is the final weights" in caplog.text
+        assert "best_step" not in metrics and "best_accuracy" not in metrics
+        torch.testing.assert_close(final, at(metrics["steps"])["classifier.weight"])
+        assert metrics["validation_accuracy"] != 0.9  # scored again on these weights, not the best's
 
 
 def test_early_stopping_needs_a_metric():

@@ -173,5 +173,3 @@ def test_the_card_says_where_the_weights_came_from(tmp_path, finetuned, start, e
     card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
     summary = next(line for line in card.text.splitlines() if "fine-tuned for" in line)
     assert summary.endswith(expected), summary
-    if start["from_scratch"] is True:
-        assert "base_model" not in card.data.to_dict()

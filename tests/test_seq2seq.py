@@ -222,3 +222,44 @@ def test_the_card_snippet_handles_a_text_longer_than_the_encoder(translated, cap
     generation = json.loads((model_dir / "generation_config.json").read_text())
     decoded = generation.get("max_length") or 1 + generation["max_new_tokens"]  # the start token, then new ones
     assert decoded <= config["decoder"].get("n_positions", config["decoder"].get("max_position_embeddings"))
+
+
+@pytest.mark.parametrize("from_scratch,summary,base", [
+    ("decoder", "from the encoder `me/enc` and a fresh decoder.", "me/enc"),
+    (True, "from fresh weights (no pretraining).", None),
+    (False, "from the encoder `me/enc` and the decoder `me/dec`", ["me/enc", "me/dec"]),
+])
+def test_an_encoder_decoder_card_names_the_halves_that_were_pretrained(tmp_path, translated, pretrained,
+                                                                       from_scratch, summary, base):
+    """``from_scratch: decoder`` names the encoder as its start and as its only base model."""
+    import shutil
+
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from nlp_ssl.export import export
+    from nlp_ssl.model_card import find_run, pushed_base_model
+
+    starts = {}
+    for key, name, repo in (("init", "mlm", "me/enc"), ("init_decoder", "clm", "me/dec")):
+        starts[key] = tmp_path / name
+        shutil.copytree(pretrained[name], starts[key])
+        (starts[key] / "pushed.json").write_text(json.dumps({"repo_id": repo, "revision": "main"}))
+    run = tmp_path / "run"
+    shutil.copytree(translated, run)
+    recipe = yaml.safe_load((run / "resolved_config.yaml").read_text())
+    recipe.update({"from_scratch": from_scratch, **{k: str(v) for k, v in starts.items()}})
+    (run / "resolved_config.yaml").write_text(yaml.safe_dump(recipe))
+    assert pushed_base_model(find_run(str(run))) == base
+    card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
+    assert summary in next(line for line in card.text.splitlines() if "fine-tuned for" in line)
+
+
+def test_from_scratch_takes_true_false_or_decoder(tmp_path, pretrained):
+    from nlp_ssl.config import ConfigError
+
+    data = write_translation_folder(tmp_path / "mt", sizes=(8, 2, 2))
+    assert translation_config(tmp_path / "a", pretrained["mlm"], None, data, from_scratch="decoder").from_scratch == "decoder"
+    for bad in (1, "Decoder", "encoder"):
+        with pytest.raises(ConfigError, match="'from_scratch' must be"):
+            translation_config(tmp_path / "a", pretrained["mlm"], None, data, from_scratch=bad)

@@ -150,7 +150,7 @@ class Seq2SeqConfig(HubOptions):
     init_embeddings: str | None = None
     """A skipgram/cbow run (same tokenizer, as wide as both halves) whose vectors replace the
     token embeddings of the encoder and of the decoder (and so a tied output layer) before
-    training; with ``from_scratch``, the embeddings are then the only pretrained part."""
+    training; with ``from_scratch: true``, the embeddings are then the only pretrained part."""
     tokenizer: str | None = None
     """Default: the encoder's tokenizer (the decoder's must be the same)."""
     dropout: float | None = 0.1
