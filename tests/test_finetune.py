@@ -110,19 +110,25 @@ def test_train_samples_subsamples_the_training_split(tmp_path, pretrained, senti
 # -- best model and early stopping ----------------------------------------------------------------
 
 
-def test_early_stopping_keeps_the_best_model(tmp_path, pretrained, sentiment_dir, monkeypatch):
-    """Scripted validation accuracies 0.5, 0.8, 0.7, 0.75: with patience 2 the run stops after
-    the 4th evaluation and the final model is the one from the 2nd."""
-    script = iter([0.5, 0.8, 0.7, 0.75])
+def script_validation_accuracy(monkeypatch, accuracies: list[float], then: float = 0.0) -> None:
+    """Validation accuracy reads ``accuracies`` in turn (then ``then``), the rest of the
+    metrics as computed."""
+    script = iter(accuracies)
     real = ClassificationTask.compute_metrics
 
     def scripted(self, outputs, split):
         result = real(self, outputs, split)
         if split == "eval":
-            result["accuracy"] = next(script, 0.0)
+            result["accuracy"] = next(script, then)
         return result
 
     monkeypatch.setattr(ClassificationTask, "compute_metrics", scripted)
+
+
+def test_early_stopping_keeps_the_best_model(tmp_path, pretrained, sentiment_dir, monkeypatch):
+    """Scripted validation accuracies 0.5, 0.8, 0.7, 0.75: with patience 2 the run stops after
+    the 4th evaluation and the final model is the one from the 2nd."""
+    script_validation_accuracy(monkeypatch, [0.5, 0.8, 0.7, 0.75])
     cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=10, eval_every=5,
                            save_every=5, keep_last=10, early_stopping_patience=2)
     metrics = finetune.run(cfg)
@@ -146,15 +152,7 @@ def test_a_finish_without_best_model_ships_what_its_name_says(tmp_path, pretrain
 
     from nlp_ssl import stage
 
-    script = iter([0.9, 0.5])
-    real = ClassificationTask.compute_metrics
-
-    def scripted(self, outputs, split):
-        result = real(self, outputs, split)
-        if split == "eval":
-            result["accuracy"] = next(script, 0.1)
-        return result
-
+    script_validation_accuracy(monkeypatch, [0.9, 0.5], then=0.1)
     real_fit = stage.fit
 
     def fit_then_lose_best(task, cfg, work, **kwargs):
@@ -164,7 +162,6 @@ def test_a_finish_without_best_model_ships_what_its_name_says(tmp_path, pretrain
         shutil.rmtree(work / "best_model")
         return summary
 
-    monkeypatch.setattr(ClassificationTask, "compute_metrics", scripted)
     monkeypatch.setattr(stage, "fit", fit_then_lose_best)
     cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=1, eval_every=5,
                            save_every=5, keep_last=10)
