@@ -301,18 +301,21 @@ def conclusions(study: dict) -> list[str]:
     def fmt(v: float) -> str:
         return f"{v * factor:.1f}"
 
-    def compare(a: str, b: str, n: str) -> tuple[float, float | None] | None:
-        """The gap between two arms and the p-value of a test that it is not seed noise."""
+    def compare(a: str, b: str, n: str) -> tuple[float, float | None, str] | None:
+        """The gap between two arms, the p-value of a test that it is not seed noise, and
+        which test that was."""
         ra, rb = results[a][n], results[b][n]
         if ra["mean"] is None or rb["mean"] is None:
             return None
-        return ra["mean"] - rb["mean"], gap_p_value(list(ra["values"].values()), list(rb["values"].values()))
+        va, vb = list(ra["values"].values()), list(rb["values"].values())
+        test = TEST_NAME if min(len(va), len(vb)) >= 2 else "one-sample t-test against a single run"
+        return ra["mean"] - rb["mean"], gap_p_value(va, vb), test
 
-    def verdict(p: float | None) -> str:
+    def verdict(p: float | None, test: str) -> str:
         if p is None:
             return ""
         shown = "p<0.001" if p < 0.001 else f"p={p:.3f}"
-        return f" (clear: {TEST_NAME} {shown})" if p < ALPHA else f" (not clear: {TEST_NAME} {shown})"
+        return f" (clear: {test} {shown})" if p < ALPHA else f" (not clear: {test} {shown})"
 
     def labels_text(n: str) -> str:
         return "all labels" if n == "all" else f"{n} labels"
@@ -327,8 +330,8 @@ def conclusions(study: dict) -> list[str]:
         parts.append(f"With {labels_text(n)}, {label[best]} is best ({fmt(r['mean'])}"
                      + (f" ± {fmt(r['std'])} over {r['n']} seeds" if r["n"] > 1 else "") + ")")
         if len(ranked) > 1:
-            gap, p = compare(best, ranked[1], n)
-            parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}{verdict(p)}")
+            gap, p, test = compare(best, ranked[1], n)
+            parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}{verdict(p, test)}")
         lines.append(", ".join(parts) + ".")
         for ref_role, what in (("scratch", "random initialisation"), ("classical", "TF-IDF + logistic regression")):
             for ref in by_role[ref_role]:
@@ -336,13 +339,13 @@ def conclusions(study: dict) -> list[str]:
                     c = compare(arm, ref, n)
                     if c is None:
                         continue
-                    gap, p = c
+                    gap, p, test = c
                     if abs(gap) * factor < 0.05:
                         lines.append(f"  {label[arm]} matches {what} with {labels_text(n)}.")
                         continue
                     verb = "beats" if gap > 0 else "trails"
                     lines.append(f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {labels_text(n)}"
-                                 f"{verdict(p)}.")
+                                 f"{verdict(p, test)}.")
     for arm in by_role["own"]:
         for ref in by_role["scratch"] + by_role["classical"]:
             wins = [n for n in study["label_counts"] if (c := compare(arm, ref, n)) and c[0] > 0]

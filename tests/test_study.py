@@ -200,6 +200,10 @@ def test_a_gap_is_called_clear_only_when_a_t_test_says_so():
     assert "(clear: Welch's t-test p<0.001)" in at["all labels"]
     assert any("ours beats random initialisation by 4.9 points with all labels (clear" in l for l in lines)
 
+    study["results"]["own"] = arm_results({"50": [0.60, 0.66, 0.58], "all": [0.800]})  # one seed with all labels
+    lines = conclusions(study)
+    assert any("with all labels (clear: one-sample t-test against a single run p<0.001)" in l for l in lines)
+
 
 def test_a_label_count_an_arm_skipped_breaks_its_curve():
     from nlp_ssl.report import curve_segments
