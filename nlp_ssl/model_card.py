@@ -258,7 +258,7 @@ def _summary(record: RunRecord, trained_for, base_model: str | None) -> str:
     if record.stage == "finetune" and trained_for is not None:
         first, *more = trained_for.starts_from
         if cfg.get("from_scratch") is True or not cfg.get(first):
-            start = "fresh weights (no pretraining)"
+            start = "fresh weights" if cfg.get("init_embeddings") else "fresh weights (no pretraining)"
         elif cfg.get("from_scratch") == "decoder":
             start = f"{trained_for.starts_from[first]} `{pushed_repo(cfg[first]) or _portable(cfg[first])}` and a fresh decoder"
         elif not more:
@@ -268,7 +268,6 @@ def _summary(record: RunRecord, trained_for, base_model: str | None) -> str:
             start = " and ".join(f"{trained_for.starts_from[k]} `{pushed_repo(v) or _portable(v)}`"
                                  for k, v in starts.items()) + trained_for.warm_start_note
         if cfg.get("init_embeddings"):
-            start = start.replace(" (no pretraining)", "")
             start += f", token embeddings from the word2vec run `{_portable(cfg['init_embeddings'])}`"
         return f"A {params}`{arch}` fine-tuned for {trained_for.purpose(cfg, model_config)} from {start}."
     return f"A `{arch}` model exported with nlp-ssl."
@@ -314,12 +313,10 @@ def pushed_base_model(record: RunRecord) -> str | list[str] | None:
     """The Hub repo(s) of the checkpoint(s) this run started from, if those runs were pushed
     (an encoder-decoder has two: the encoder's and the decoder's)."""
     cfg = record.config
-    if cfg.get("from_scratch") is True:
-        return None
     trained_for = descriptor(record)
-    keys = trained_for.starts_from if record.stage == "finetune" and trained_for else ("init",)
-    if cfg.get("from_scratch") == "decoder":
-        keys = list(keys)[:1]
+    keys = trained_for.pretrained_starts(cfg) if record.stage == "finetune" and trained_for else ["init"]
+    if not keys:
+        return None
     found = [pushed_repo(cfg[k]) for k in keys if cfg.get(k)]
     found = list(dict.fromkeys(r for r in found if r))
     if len(keys) > 1:

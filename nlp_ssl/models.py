@@ -283,11 +283,12 @@ def check_same_tokenizer(tokenizer, model_dir: str, tokenizer_dir: str) -> None:
                         "leave 'tokenizer' unset to use the checkpoint's own")
 
 
-def copy_token_embeddings(model, source: str, tokenizer, tokenizer_dir: str, key: str = "init_embeddings") -> int:
-    """Put a skipgram/cbow run's vectors into ``model``'s token embeddings (every architecture:
-    the input embedding table, and with it a tied output layer); tokens the run gave no vector
-    keep the model's initialisation. Refuses another tokenizer and another width. Returns the
-    number of rows copied."""
+def copy_token_embeddings(models, source: str, tokenizer, tokenizer_dir: str, key: str = "init_embeddings") -> int:
+    """Put a skipgram/cbow run's vectors into the token embeddings of each of ``models`` (a
+    model, or several: an encoder-decoder's halves; every architecture: the input embedding
+    table, and with it a tied output layer); tokens the run gave no vector keep the model's
+    initialisation. Refuses another tokenizer and another width. Returns the number of rows
+    copied into each."""
     import numpy as np
     import torch
 
@@ -299,15 +300,17 @@ def copy_token_embeddings(model, source: str, tokenizer, tokenizer_dir: str, key
     except DataError:
         raise DataError(f"{key}: {folder} was trained with another tokenizer than {tokenizer_dir} (different "
                         "vocabularies); train the embeddings with this tokenizer") from None
-    table = model.get_input_embeddings().weight
-    if table.shape[1] != vectors.shape[1]:
-        raise ConfigError(f"{key}: {folder} holds {vectors.shape[1]}-dim vectors but the model's token embeddings are "
-                          f"{table.shape[1]} wide; train the embeddings with model.dim={table.shape[1]} or size the "
-                          f"model to {vectors.shape[1]}")
-    if len(vectors) > table.shape[0]:
-        raise ConfigError(f"{key}: {folder} has vectors for {len(vectors)} token ids, the model only "
-                          f"{table.shape[0]}")
+    tables = [m.get_input_embeddings().weight for m in (models if isinstance(models, (list, tuple)) else [models])]
+    for table in tables:  # every check before any copy
+        if table.shape[1] != vectors.shape[1]:
+            raise ConfigError(f"{key}: {folder} holds {vectors.shape[1]}-dim vectors but the model's token embeddings "
+                              f"are {table.shape[1]} wide; train the embeddings with model.dim={table.shape[1]} or "
+                              f"size the model to {vectors.shape[1]}")
+        if len(vectors) > table.shape[0]:
+            raise ConfigError(f"{key}: {folder} has vectors for {len(vectors)} token ids, the model only "
+                              f"{table.shape[0]}")
     rows = np.nonzero(trained)[0]
     with torch.no_grad():
-        table[torch.from_numpy(rows)] = torch.from_numpy(vectors[rows]).to(table.dtype)
+        for table in tables:
+            table[torch.from_numpy(rows)] = torch.from_numpy(vectors[rows]).to(table.dtype)
     return int(len(rows))

@@ -165,10 +165,7 @@ class StudyConfig:
             return "own"  # fresh or not, its token embeddings come from our pretraining
         if spec.recipe.get("from_scratch") is True:
             return "scratch"
-        keys = list(get_task(self.task).starts_from)
-        if spec.recipe.get("from_scratch") == "decoder":
-            keys = keys[:1]  # the decoder only lends its shapes
-        starts = [spec.recipe.get(k) for k in keys]
+        starts = [spec.recipe.get(k) for k in get_task(self.task).pretrained_starts(spec.recipe)]
         return "own" if any(s in self.pretrain for s in starts if s) else "transfer"
 
 

@@ -65,6 +65,14 @@ class FinetuneTask:
     languages: Callable[[dict], str | list[str]] | None = None
     """``languages(recipe)``: the card's language codes (default ``en``)."""
 
+    def pretrained_starts(self, recipe: dict) -> list[str]:
+        """The keys of ``starts_from`` whose weights a run with ``recipe`` loads: none with
+        ``from_scratch: true``, the encoder's alone with ``from_scratch: decoder`` (the
+        decoder only lends its shapes)."""
+        keys = list(self.starts_from)
+        scratch = recipe.get("from_scratch")
+        return [] if scratch is True else keys[:1] if scratch == "decoder" else keys
+
 
 @dataclass
 class FinetuneTrainConfig(TrainConfig):

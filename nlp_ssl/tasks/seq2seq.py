@@ -393,9 +393,9 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     model = build_seq2seq(encoder, decoder, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout,
                           generation=cfg.generation)
     if cfg.init_embeddings is not None:
-        for half in ("encoder", "decoder"):
-            rows = copy_token_embeddings(getattr(model, half), cfg.init_embeddings, tokenizer, cfg.tokenizer or encoder)
-            logger.info("%s token embeddings of %d ids from %s", half, rows, cfg.init_embeddings)
+        rows = copy_token_embeddings([model.encoder, model.decoder], cfg.init_embeddings, tokenizer,
+                                     cfg.tokenizer or encoder)
+        logger.info("encoder and decoder token embeddings of %d ids from %s", rows, cfg.init_embeddings)
     # what evaluate/predict need to know about this model, saved in its config.json
     model.config.nlp_ssl = {"task": cfg.task, "source_column": d.source_column, "target_column": d.target_column}
     metric = METRICS[cfg.task]
