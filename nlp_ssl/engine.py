@@ -332,7 +332,8 @@ class TrainState:
     best: dict = field(default_factory=dict)
     group_by_length: bool | None = None
     """The batch order the run was started with, so a resume continues it whatever the
-    recipe (or its default) now says; None from checkpoints written before it was saved."""
+    recipe (or its default) now says; None until a run sets it (and from checkpoints
+    written before it was saved)."""
 
     def state_dict(self) -> dict:
         return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds,
@@ -459,7 +460,7 @@ def fit(
         cfg.scheduler, optimizer, num_warmup_steps=plan.warmup, num_training_steps=total
     )
     module, optimizer = accelerator.prepare(module, optimizer)
-    state = TrainState(group_by_length=cfg.group_by_length)
+    state = TrainState()
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_for_checkpointing(state)
     if streaming:  # the stream's position (reader state + leftover tokens) rides in the checkpoint
@@ -493,7 +494,7 @@ def fit(
     peak = cfg.peak_flops or default_peak_flops(accelerator.device) * world
     permutations: dict[int, np.ndarray] = {}
 
-    if state.group_by_length is None:  # a checkpoint from before the order was saved
+    if state.group_by_length is None:  # a new run, or a checkpoint from before the order was saved
         state.group_by_length = cfg.group_by_length
     elif state.group_by_length != cfg.group_by_length:
         logger.warning("train.group_by_length=%s, but %s was trained with %s: resuming keeps the run's batch order",
