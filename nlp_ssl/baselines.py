@@ -58,6 +58,11 @@ class BaselineConfig:
     """TF-IDF: word n-grams 1..ngram_max."""
     min_df: int = 1
     max_features: int | None = 200_000
+    char_ngrams: list[int] | None = None
+    """TF-IDF: ``[low, high]`` adds character n-grams of those lengths, read inside word
+    boundaries (scikit-learn's ``char_wb``), beside the word n-grams: they catch the
+    inflections and misspellings that word n-grams split, at some cost in features. None: words
+    only."""
     C: list[float] = field(default_factory=lambda: list(C_GRID))
     """Inverse regularisation strengths tried; the best on validation is kept."""
     fusion: Literal["concat", "late"] = "concat"
@@ -82,10 +87,15 @@ class BaselineConfig:
             raise ConfigError(f"'dense_weight' must be a non-empty list of positive numbers, got {self.dense_weight}")
         if not self.late_weight or any(not (0 < w < 1) for w in self.late_weight):
             raise ConfigError(f"'late_weight' must be a non-empty list of numbers between 0 and 1, got {self.late_weight}")
+        if self.char_ngrams is not None and not (len(self.char_ngrams) == 2 and 1 <= self.char_ngrams[0]
+                                                 <= self.char_ngrams[1]):
+            raise ConfigError(f"'char_ngrams' must be [low, high] with 1 <= low <= high, got {self.char_ngrams}")
         if self.batch_size < 1:
             raise ConfigError(f"'batch_size' must be >= 1, got {self.batch_size}")
         if self.method == "frozen_logreg" and not self.init:
             raise ConfigError("method frozen_logreg needs 'init' (a skipgram/cbow run or a model folder)")
+        if self.char_ngrams and self.method == "frozen_logreg" and not self.tfidf:
+            raise ConfigError("'char_ngrams' adds TF-IDF features: method frozen_logreg needs 'tfidf: true' with it")
         if self.method == "tfidf_logreg" and (self.init or self.tfidf):
             raise ConfigError("'init' and 'tfidf' belong to method frozen_logreg; tfidf_logreg uses TF-IDF alone")
         if self.fusion == "late" and not self.tfidf:
@@ -132,10 +142,25 @@ def frozen_encoder(init: str, max_length: int, key: str = "init"):
     return encoder, model_dir
 
 
+def tfidf_vectorizer(cfg: BaselineConfig):
+    """Word n-gram TF-IDF, with ``char_ngrams`` a union of it and character n-gram TF-IDF (each
+    block L2-normalised on its own, so neither drowns the other)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    def block(**kind):
+        return TfidfVectorizer(min_df=cfg.min_df, max_features=cfg.max_features, sublinear_tf=True, lowercase=True,
+                               **kind)
+
+    words = block(ngram_range=(1, cfg.ngram_max))
+    if not cfg.char_ngrams:
+        return words
+    return FeatureUnion([("words", words), ("chars", block(analyzer="char_wb", ngram_range=tuple(cfg.char_ngrams)))])
+
+
 def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     import joblib
     import scipy.sparse as sp
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -164,8 +189,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     vectorizer = scaler = None
     sparse, dense = {}, {}
     if cfg.method == "tfidf_logreg" or cfg.tfidf:
-        vectorizer = TfidfVectorizer(ngram_range=(1, cfg.ngram_max), min_df=cfg.min_df, max_features=cfg.max_features,
-                                     sublinear_tf=True, lowercase=True)
+        vectorizer = tfidf_vectorizer(cfg)
         sparse = {"train": vectorizer.fit_transform(train_text)}
         sparse.update({name: vectorizer.transform(inputs[name]) for name in used if name != "train"})
     if encoder is not None:
@@ -242,6 +266,8 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
                for t, g, p in zip(text[shown], y[shown], probs)]
     summary = {"task": cfg.task, "method": cfg.method, "train_examples": int(len(train_index)), "C": chosen,
                "features": int(X["train"].shape[1]), "train_seconds": round(time.perf_counter() - t0, 3)}
+    if vectorizer is not None and cfg.char_ngrams:
+        summary["char_ngrams"] = "{}-{}".format(*cfg.char_ngrams)
     if encoder is not None:
         summary.update({"init": cfg.init, "model_dir": model_dir, "tfidf": cfg.tfidf,
                         "frozen_features": int(dense["train"].shape[1]),

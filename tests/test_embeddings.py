@@ -307,6 +307,35 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
     assert m2["features"] > 32 and m2["dense_weight"] in (0.5, 1.0, 2.0)
 
 
+def test_tfidf_with_character_ngrams(tmp_path, sentiment_dir):
+    """``char_ngrams``: character n-grams beside the word n-grams, in one saved vectorizer that
+    reproduces the predictions; a misspelled word still lands on features; bad values are refused."""
+    import joblib
+
+    from nlp_ssl import baselines
+
+    data = {"train": {"name": str(sentiment_dir), "split": "train"},
+            "validation": {"name": str(sentiment_dir), "split": "validation"},
+            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"]}
+    words = baselines.run(from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "words"), "data": data}))
+    both = baselines.run(from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "chars"), "data": data,
+                                                              "char_ngrams": [2, 4]}))
+    assert both["char_ngrams"] == "2-4" and "char_ngrams" not in words
+    assert both["features"] > words["features"]
+    head = joblib.load(tmp_path / "chars/head.joblib")
+    records = [json.loads(l) for l in (tmp_path / "chars/predictions.jsonl").read_text().splitlines()]
+    x = head["vectorizer"].transform([r["text"] for r in records])
+    assert [head["labels"][i] for i in head["classifier"].predict(x)] == [r["prediction"] for r in records]
+    word_only = joblib.load(tmp_path / "words/head.joblib")["vectorizer"]
+    assert word_only.transform(["brilliantt"]).nnz == 0 and head["vectorizer"].transform(["brilliantt"]).nnz > 0
+
+    for bad, message in (({"char_ngrams": [4, 2]}, "'char_ngrams' must be \\[low, high\\]"),
+                         ({"char_ngrams": [3]}, "'char_ngrams' must be \\[low, high\\]"),
+                         ({"method": "frozen_logreg", "init": "x", "char_ngrams": [2, 4]}, "needs 'tfidf: true'")):
+        with pytest.raises(ConfigError, match=message):
+            from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "x"), "data": data, **bad})
+
+
 def test_late_fusion_is_one_classifier_averaging_two_heads(tmp_path, sentiment_dir, embedding_run):
     """``fusion: late``: the saved classifier's log-odds are the TF-IDF head's and the frozen
     head's averaged with the chosen share, and it reproduces the predictions from the saved
