@@ -14,7 +14,9 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import glob
 import json
+import logging
 import os
 import platform
 import shutil
@@ -33,6 +35,8 @@ from nlp_ssl.config import dump_yaml
 from nlp_ssl.data import DatasetSpec, expand_files
 from nlp_ssl.errors import NlpSslError, OutputError
 from nlp_ssl.progress import launched
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "resolved_config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -271,10 +275,32 @@ def run_lock(path: Path) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}, since {now()}".encode(), 0)
+        _clear_leftovers(path)
         yield
     finally:
         lock.unlink(missing_ok=True)  # while still held, so nobody can lock the file being removed
         os.close(fd)
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Tidy what a run killed while writing ``path`` left beside it. Staging folders and
+    replaced folders are only made under ``path``'s lock, so once we hold it any that exist
+    belong to a dead run: the staging ones are dropped, and a replaced one is put back when the
+    kill fell between taking the old folder away and moving the new one in (else dropped)."""
+    leftovers = sorted(path.parent.glob(f".{glob.escape(path.name)}.partial-*"))
+    replaced = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"))
+    if replaced and not os.path.lexists(path):
+        try:
+            os.replace(replaced.pop(), path)
+            logger.warning("output_dir %s: put back the previous output, which a killed run had moved aside", path)
+        except FileNotFoundError:  # another node's first process put it back
+            pass
+    for stale in leftovers + replaced:
+        logger.info("output_dir %s: removing %s, left by a killed run", path, stale.name)
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def locks_output(attr: str = "output_dir"):

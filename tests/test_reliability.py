@@ -375,3 +375,34 @@ def test_ctrl_c_during_tokenizer_training_exits_130_and_writes_nothing(tmp_path,
     assert proc.returncode == 130, err[-2000:]
     assert errors == ["error: tokenizer training interrupted; nothing was written"] and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".tok*"))
+
+
+def test_a_killed_runs_leftovers_are_tidied_and_a_moved_aside_output_put_back(tmp_path):
+    """What kill -9 can leave beside an output folder: a staging folder, and, between the two
+    renames that replace a finished output, the previous output moved aside with nothing in its
+    place. The next run on that folder tidies the first and puts the second back, then refuses
+    to replace it without --overwrite, as if the killed run had never started."""
+    from nlp_ssl.outputs import run_lock, staged_output
+
+    out = tmp_path / "run[1]"  # glob characters in the name are the name's own
+    aside = tmp_path / ".run[1].old-12345"
+    aside.mkdir()
+    (aside / "metrics.json").write_text('{"test_accuracy": 0.8}')
+    staging = tmp_path / ".run[1].partial-abc"
+    staging.mkdir()
+    (staging / "half.bin").write_text("half")
+    neighbour = tmp_path / ".run[1]x.partial-abc"  # another folder's staging: not ours to touch
+    neighbour.mkdir()
+
+    with pytest.raises(OutputError, match="holds a finished run"):
+        with staged_output(out):
+            pass
+    assert (out / "metrics.json").read_text() == '{"test_accuracy": 0.8}'
+    assert not aside.exists() and not staging.exists() and neighbour.exists()
+
+    stale = tmp_path / ".run[1].old-999"  # with the output in place, a moved-aside copy is stale
+    stale.mkdir()
+    with run_lock(out):
+        pass
+    assert not stale.exists() and (out / "metrics.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run[1]x.partial-abc", "run[1]"]
