@@ -330,8 +330,9 @@ def conclusions(study: dict) -> list[str]:
             gap, p, test = compare(best, ranked[1], n)
             parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}{verdict(p, test)}")
         lines.append(", ".join(parts) + ".")
-        for ref_role, what in (("scratch", "random initialisation"), ("classical", "TF-IDF + logistic regression")):
+        for ref_role, generic in (("scratch", "random initialisation"), ("classical", "TF-IDF + logistic regression")):
             for ref in by_role[ref_role]:
+                what = generic if len(by_role[ref_role]) == 1 else label[ref]  # several: say which
                 for arm in by_role["own"] + by_role["transfer"]:
                     c = compare(arm, ref, n)
                     if c is None:
