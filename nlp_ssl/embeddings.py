@@ -16,19 +16,20 @@ tokenizer (``AutoTokenizer.from_pretrained(dir)``); the vectors warm-start trans
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import ClassVar, Iterator, Literal
 
 import numpy as np
 
 from nlp_ssl import checkpoint as ckpt
+from nlp_ssl import train_log
 from nlp_ssl.data import DatasetSpec
+from nlp_ssl.engine import Tracker
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.objectives import Objective
 from nlp_ssl.progress import launched
@@ -98,7 +99,8 @@ class EmbeddingTrainConfig:
     on shared vectors, as in every word2vec); 1 makes a seed and a resume exact."""
     resume: str | None = None
     """``latest``: continue from the newest epoch checkpoint of ``output_dir``."""
-    tracker: Literal["tensorboard", "none"] = "tensorboard"
+    tracker: Tracker = "tensorboard"
+    mixed_precision: ClassVar[str] = "no"  # gensim trains in float32; read by the shared tracker set-up
 
     def __post_init__(self):
         for name in ("epochs", "workers"):
@@ -269,33 +271,6 @@ def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.nda
     return vectors, trained, folder
 
 
-class _Logger:
-    """TensorBoard (optional) and ``train_log.jsonl``, one record per epoch."""
-
-    def __init__(self, out: Path, tracker: str, resumed_epoch: int):
-        from nlp_ssl.train_log import LOG_FILE, truncate_log
-
-        truncate_log(out / LOG_FILE, resumed_epoch, True)
-        self.path = out / LOG_FILE
-        self.writer = None
-        if tracker == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(out / "logs"))
-
-    def log(self, step: int, values: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": step, **values}) + "\n")
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def load_corpus(cfg: EmbeddingPretrainConfig, tokenizer) -> TokenCorpus:
     from nlp_ssl.packing import tokenize_split
 
@@ -305,6 +280,19 @@ def load_corpus(cfg: EmbeddingPretrainConfig, tokenizer) -> TokenCorpus:
     if corpus.n_docs == 0:
         raise DataError(f"data: {', '.join(s.describe() for s in cfg.data.datasets)} hold no documents")
     return corpus
+
+
+def _tracking(cfg: EmbeddingPretrainConfig, work: Path, resumed_epoch: int):
+    """The Accelerator every stage logs through (one process here: gensim's threads do the
+    work), so the skip-gram curves reach the same trackers and ``train_log.jsonl`` as any
+    other stage's, one record per epoch."""
+    from nlp_ssl.engine import make_accelerator
+
+    accelerator = make_accelerator(cfg.train, work)
+    train_log.truncate_log(work / train_log.LOG_FILE, resumed_epoch, True)
+    if cfg.train.tracker != "none":
+        accelerator.init_trackers("nlp_ssl", config=train_log.flat_hparams(cfg))
+    return accelerator
 
 
 @locks_output()
@@ -347,7 +335,7 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
 
     total = w2v.corpus_total_words
     alphas = lr_schedule(cfg.train)
-    logs = _Logger(work, cfg.train.tracker, state["epoch"])
+    tracking = _tracking(cfg, work, state["epoch"])
     logger.info("%s embeddings: %d of %d token ids in the vocabulary, %d dims, %s tokens x %d epochs, %d workers",
                 cfg.objective, len(w2v.wv), len(tokenizer), cfg.model.dim, f"{total:,}", cfg.train.epochs,
                 cfg.train.workers)
@@ -366,13 +354,14 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
             loss = w2v.get_latest_training_loss() / max(trained_words, 1)
             state = {"epoch": epoch + 1, "tokens": state["tokens"] + total, "loss": loss,
                      "seconds": round(state["seconds"] + seconds, 3), "vocab_seconds": state.get("vocab_seconds")}
-            logs.log(epoch + 1, {"train/loss": loss, "train/lr": alphas[epoch + 1],
-                                 "train/tokens_per_s": total / seconds, "train/tokens": state["tokens"]})
+            train_log.log(tracking, work, epoch + 1, {"train/loss": loss, "train/lr": alphas[epoch + 1],
+                                                      "train/tokens_per_s": total / seconds,
+                                                      "train/tokens": state["tokens"]}, cfg.train.tracker)
             logger.info("epoch %d/%d: %.2f nats per trained token, %s tokens/s", epoch + 1, cfg.train.epochs, loss,
                         f"{total / seconds:,.0f}")
             _save_checkpoint(w2v, work, epoch + 1, state)
     finally:
-        logs.close()
+        tracking.end_training()
 
     vectors, trained = vectors_by_id(w2v, len(tokenizer))
     info = {"objective": cfg.objective, "dim": cfg.model.dim, "vocab_size": len(tokenizer),

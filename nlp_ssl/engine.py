@@ -63,6 +63,10 @@ class TrainingInterrupted(Interrupted):
     """SIGINT/SIGTERM: a checkpoint was saved; ``resume: latest`` continues."""
 
 
+Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "none"]
+"""Where a stage sends its curves besides ``train_log.jsonl`` (Accelerate's trackers)."""
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, evaluation, logging and checkpointing; shared by all stages."""
@@ -122,7 +126,7 @@ class TrainConfig:
     """Checkpoints to keep (older ones are deleted after a newer one is complete)."""
     resume: str | None = None
     """``latest`` (newest complete checkpoint in output_dir, or a fresh start) or a checkpoint path."""
-    tracker: Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "none"] = "tensorboard"
+    tracker: Tracker = "tensorboard"
     peak_flops: float | None = None
     """Device peak FLOP/s for MFU; default: ``hardware.default_peak_flops`` (a table for GPUs, a
     measured fp32 matmul peak on CPU)."""
@@ -385,7 +389,8 @@ class _StopFlag:
 
 
 def make_accelerator(cfg: TrainConfig, run_dir: Path):
-    """The run's ``Accelerator``: trackers write under ``run_dir/logs``.
+    """The run's ``Accelerator``: trackers write under ``run_dir/logs``. ``cfg`` needs only
+    ``tracker`` and ``mixed_precision`` (the skip-gram stage's config has them too).
 
     Several processes on a machine without an accelerator device get ``cpu=True``, which
     makes Accelerate set up gloo DDP (MULTI_CPU) however they were launched (torchrun, or a

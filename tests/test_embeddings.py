@@ -98,6 +98,20 @@ def test_recipe_reaches_gensim(topical, tmp_path):
     assert embeddings.lr_schedule(cfg.train) == pytest.approx([0.025 - (0.025 - 1e-4) * e / 3 for e in range(4)])
 
 
+def test_curves_reach_tensorboard_and_the_log_once_an_epoch(tmp_path, topical):
+    """The skip-gram stage logs through the same tracker set-up as every other stage."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    corpus, tok = topical
+    pretrain.run(embedding_config(tmp_path / "emb", tok, corpus, tracker="tensorboard"))
+    log = [json.loads(l) for l in (tmp_path / "emb/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["train/tokens_per_s"] > 0 for r in log)
+    events = EventAccumulator(str(next((tmp_path / "emb/logs").rglob("events.out.tfevents.*")).parent)).Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3]
+    assert [e.value for e in loss] == pytest.approx([r["train/loss"] for r in log], rel=1e-6)
+
+
 def test_resume_is_exact(tmp_path, topical, monkeypatch):
     """3 epochs == 2 epochs, a crash, and a resume for the third (one worker: deterministic)."""
     from gensim.models import Word2Vec
