@@ -14,11 +14,11 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import glob
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -283,24 +283,42 @@ def run_lock(path: Path) -> Iterator[None]:
 
 
 def _clear_leftovers(path: Path) -> None:
-    """Tidy what a run killed while writing ``path`` left beside it. Staging folders and
-    replaced folders are only made under ``path``'s lock, so once we hold it any that exist
-    belong to a dead run: the staging ones are dropped, and a replaced one is put back when the
-    kill fell between taking the old folder away and moving the new one in (else dropped)."""
-    leftovers = sorted(path.parent.glob(f".{glob.escape(path.name)}.partial-*"))
-    replaced = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"))
-    if replaced and not os.path.lexists(path):
+    """Tidy what a run killed while writing ``path`` left beside it: its staging folders
+    (``.<name>.partial-*``), folders being deleted (``.<name>.trash-*``) and, when the kill fell
+    between moving a finished output aside (``.<name>.old-<pid>``, whole until it is renamed to
+    trash) and moving its replacement in, that output, which is put back. Only in a
+    single-process run: in a launched one the other processes stage their own output without
+    this lock, so what lies there may be alive. Best effort: a leftover that cannot be removed
+    is reported and left."""
+    if launched().world_size > 1:
+        return
+    name = re.escape(path.name)
+    kinds = {kind: re.compile(rf"\.{name}\.{pattern}") for kind, pattern in
+             (("partial", r"partial-[A-Za-z0-9_]+"), ("trash", r"trash-\d+"), ("old", r"old-\d+"))}
+    found = {kind: [] for kind in kinds}
+    for entry in path.parent.iterdir():
+        for kind, pattern in kinds.items():
+            if pattern.fullmatch(entry.name):
+                found[kind].append(entry)
+    if not os.path.lexists(path) and len(found["old"]) == 1:
         try:
-            os.replace(replaced.pop(), path)
+            os.replace(found["old"].pop(), path)
             logger.warning("output_dir %s: put back the previous output, which a killed run had moved aside", path)
-        except FileNotFoundError:  # another node's first process put it back
-            pass
-    for stale in leftovers + replaced:
+        except OSError as exc:
+            logger.warning("output_dir %s: could not put back the output a killed run moved aside (%s)", path, exc)
+    elif found["old"] and not os.path.lexists(path):
+        logger.warning("output_dir %s is missing and several moved-aside outputs lie beside it (%s); leaving them "
+                       "for you to choose", path, ", ".join(sorted(p.name for p in found["old"])))
+        found["old"] = []
+    for stale in found["partial"] + found["trash"] + found["old"]:
         logger.info("output_dir %s: removing %s, left by a killed run", path, stale.name)
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        try:
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("output_dir %s: could not remove %s (%s)", path, stale.name, exc)
 
 
 def locks_output(attr: str = "output_dir"):
@@ -355,10 +373,13 @@ def replace_dir(new: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(new, target)
     if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
+        # renamed first, so a .old-* folder is only ever a whole one (see _clear_leftovers)
+        trash = target.with_name(f".{target.name}.trash-{os.getpid()}")
+        os.replace(old, trash)
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
         else:
-            old.unlink(missing_ok=True)
+            trash.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

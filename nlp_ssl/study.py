@@ -242,8 +242,10 @@ def _summary(values: list[float]) -> dict:
 
 
 def _start(spec: StudyArm, cfg: StudyConfig) -> str | None:
+    chars = spec.recipe.get("char_ngrams")
+    tfidf = "TF-IDF" + (" with character {}-{}-grams".format(*chars) if chars else "")
     if spec.method == "tfidf_logreg":
-        return None
+        return tfidf if chars else None
     starts = [spec.recipe.get(k) for k in get_task(cfg.task).starts_from if spec.recipe.get(k)]
     named = [f"pretrain-{s}" if s in cfg.pretrain else s for s in dict.fromkeys(starts)]
     embeddings = spec.recipe.get("init_embeddings")
@@ -251,7 +253,7 @@ def _start(spec: StudyArm, cfg: StudyConfig) -> str | None:
     if embeddings:
         tail = f", token embeddings from {'pretrain-' + embeddings if embeddings in cfg.pretrain else embeddings}"
     if spec.method == "frozen_logreg":
-        return f"frozen features of {' + '.join(named)}" + (" + TF-IDF" if spec.recipe.get("tfidf") else "")
+        return f"frozen features of {' + '.join(named)}" + (f" + {tfidf}" if spec.recipe.get("tfidf") else "")
     if spec.recipe.get("from_scratch") == "decoder":
         return f"{named[0]} + a fresh decoder" + (f" in the shapes of {named[1]}" if len(named) > 1 else "") + tail
     if spec.recipe.get("from_scratch"):

@@ -377,32 +377,58 @@ def test_ctrl_c_during_tokenizer_training_exits_130_and_writes_nothing(tmp_path,
     assert not out.exists() and not list(tmp_path.glob(".tok*"))
 
 
-def test_a_killed_runs_leftovers_are_tidied_and_a_moved_aside_output_put_back(tmp_path):
-    """What kill -9 can leave beside an output folder: a staging folder, and, between the two
-    renames that replace a finished output, the previous output moved aside with nothing in its
-    place. The next run on that folder tidies the first and puts the second back, then refuses
-    to replace it without --overwrite, as if the killed run had never started."""
-    from nlp_ssl.outputs import run_lock, staged_output
+def test_a_killed_runs_leftovers_are_tidied_and_a_moved_aside_output_put_back(tmp_path, monkeypatch):
+    """What kill -9 can leave beside an output folder: a staging folder, a folder half deleted,
+    and, between the two renames that replace a finished output, the previous output moved
+    aside with nothing in its place. The next run on that folder tidies the first two and puts
+    the third back, then refuses to replace it without --overwrite, as if the killed run had
+    never started. Another output's staging folder, even one whose name starts the same, is
+    left alone; so are several moved-aside outputs, which would be a guess to choose from."""
+    from nlp_ssl.outputs import replace_dir, run_lock, staged_output
 
-    out = tmp_path / "run[1]"  # glob characters in the name are the name's own
+    out = tmp_path / "run[1]"  # glob and regex characters in the name are the name's own
     aside = tmp_path / ".run[1].old-12345"
     aside.mkdir()
     (aside / "metrics.json").write_text('{"test_accuracy": 0.8}')
-    staging = tmp_path / ".run[1].partial-abc"
-    staging.mkdir()
-    (staging / "half.bin").write_text("half")
-    neighbour = tmp_path / ".run[1]x.partial-abc"  # another folder's staging: not ours to touch
-    neighbour.mkdir()
+    leftovers = [tmp_path / ".run[1].partial-abc_1234", tmp_path / ".run[1].trash-777"]
+    for folder in leftovers:
+        folder.mkdir()
+        (folder / "half.bin").write_text("half")
+    # the live staging folder of output "run[1].partial-b", and another output's
+    neighbours = [tmp_path / ".run[1].partial-b.partial-abcd1234", tmp_path / ".run[1]x.partial-abc"]
+    for folder in neighbours:
+        folder.mkdir()
 
     with pytest.raises(OutputError, match="holds a finished run"):
         with staged_output(out):
             pass
     assert (out / "metrics.json").read_text() == '{"test_accuracy": 0.8}'
-    assert not aside.exists() and not staging.exists() and neighbour.exists()
+    assert not aside.exists() and not any(f.exists() for f in leftovers) and all(f.exists() for f in neighbours)
 
     stale = tmp_path / ".run[1].old-999"  # with the output in place, a moved-aside copy is stale
     stale.mkdir()
     with run_lock(out):
         pass
     assert not stale.exists() and (out / "metrics.json").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run[1]x.partial-abc", "run[1]"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([n.name for n in neighbours] + ["run[1]"])
+
+    # replacing leaves nothing beside the folder (the old one goes through .trash-*)
+    new = tmp_path / "new"
+    new.mkdir()
+    replace_dir(new, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([n.name for n in neighbours] + ["run[1]"])
+
+    two = tmp_path / "two"
+    for pid in (10000, 9999):
+        (tmp_path / f".two.old-{pid}").mkdir()
+    with run_lock(two):
+        pass
+    assert not two.exists() and (tmp_path / ".two.old-10000").exists() and (tmp_path / ".two.old-9999").exists()
+
+    # a launched run's other processes stage their outputs without this lock: nothing is touched
+    staging = tmp_path / ".two.partial-abcd1234"
+    staging.mkdir()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with run_lock(two):
+        pass
+    assert staging.exists()

@@ -163,6 +163,21 @@ def test_arm_roles_are_inferred_unless_the_recipe_names_one(tmp_path, tiny_corpu
         from_dict(StudyConfig, raw)
 
 
+def test_the_start_column_tells_tfidf_variants_apart(tmp_path, tiny_corpus, sentiment_dir):
+    from nlp_ssl.study import _start
+
+    raw = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
+    raw["arms"]["chars"] = {"method": "tfidf_logreg", "recipe": {"char_ngrams": [2, 5]}}
+    raw["arms"]["frozen_chars"] = {"method": "frozen_logreg",
+                                   "recipe": {"init": "mlm", "tfidf": True, "char_ngrams": [2, 5]}}
+    raw["arms"]["frozen"] = {"method": "frozen_logreg", "recipe": {"init": "mlm", "tfidf": True}}
+    cfg = from_dict(StudyConfig, raw)
+    assert {a: _start(cfg.arms[a], cfg) for a in ("tfidf", "chars", "frozen", "frozen_chars")} == {
+        "tfidf": None, "chars": "TF-IDF with character 2-5-grams",
+        "frozen": "frozen features of pretrain-mlm + TF-IDF",
+        "frozen_chars": "frozen features of pretrain-mlm + TF-IDF with character 2-5-grams"}
+
+
 def test_an_arm_may_run_at_a_subset_of_label_counts_and_seeds(tmp_path, tiny_corpus, sentiment_dir):
     raw = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
     raw["arms"]["mlm"].update(label_counts=["all"])
