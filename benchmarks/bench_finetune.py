@@ -10,6 +10,7 @@ call, the time in training steps alone, in evaluations and in checkpoints, train
 
     python benchmarks/bench_finetune.py --seeds 0 1 2
     python benchmarks/bench_finetune.py --seeds 0 --group-by-length false   # the ablation
+    python benchmarks/bench_finetune.py --seeds 0 1 --bf16 [--compile]       # both sides in bf16 / compiled
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def run_ours(args, seed: int, out: Path) -> dict:
         "train": {"epochs": args.epochs, "micro_batch_size": args.batch_size, "lr": args.lr, "scheduler": "linear",
                   "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay, "tracker": "none",
                   "metric_for_best": "accuracy", "group_by_length": args.group_by_length,
-                  "eval_batch_size": args.eval_batch_size},
+                  "eval_batch_size": args.eval_batch_size, "compile": args.compile,
+                  "mixed_precision": "bf16" if args.bf16 else "no"},
     }
     start = time.perf_counter()
     metrics = finetune.run(from_dict(get_task("sentiment").config, raw))
@@ -109,6 +111,7 @@ def run_trainer(args, seed: int, out: Path) -> dict:
         use_cpu=not torch.cuda.is_available(), seed=seed, dataloader_num_workers=0, logging_steps=50,
         # the Trainer's own length grouping (training batches; evaluation then reads sorted too)
         train_sampling_strategy="group_by_length" if args.trainer_group_by_length else "random",
+        bf16=args.bf16, torch_compile=args.compile,
     )
     trainer = TimedTrainer(model=model, args=training_args, train_dataset=data["train"],
                            eval_dataset=data["validation"], data_collator=DataCollatorWithPadding(tokenizer),
@@ -153,6 +156,12 @@ def main() -> None:
     parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                         help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
                              "run_translation recipes default to random batches)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast on both sides (Trainer bf16=True, train.mixed_precision=bf16); CPUs "
+                             "with AVX512-BF16 or AMX gain")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile on both sides (Trainer torch_compile=True, train.compile=true); the "
+                             "compilation is inside the timed training")
     parser.add_argument("--sides", nargs="+", choices=["trainer", "nlp_ssl"], default=["trainer", "nlp_ssl"])
     parser.add_argument("--output", default=None, help="also write the result JSON here (the Trainer prints its logs "
                                                         "to stdout)")
