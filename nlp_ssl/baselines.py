@@ -266,7 +266,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
                for t, g, p in zip(text[shown], y[shown], probs)]
     summary = {"task": cfg.task, "method": cfg.method, "train_examples": int(len(train_index)), "C": chosen,
                "features": int(X["train"].shape[1]), "train_seconds": round(time.perf_counter() - t0, 3)}
-    if vectorizer is not None and cfg.char_ngrams:
+    if cfg.char_ngrams:  # the config allows them only beside TF-IDF
         summary["char_ngrams"] = "{}-{}".format(*cfg.char_ngrams)
     if encoder is not None:
         summary.update({"init": cfg.init, "model_dir": model_dir, "tfidf": cfg.tfidf,

@@ -289,9 +289,7 @@ def _tracking(cfg: EmbeddingPretrainConfig, work: Path, resumed_epoch: int):
     from nlp_ssl.engine import make_accelerator
 
     accelerator = make_accelerator(cfg.train, work)
-    train_log.truncate_log(work / train_log.LOG_FILE, resumed_epoch, True)
-    if cfg.train.tracker != "none":
-        accelerator.init_trackers("nlp_ssl", config=train_log.flat_hparams(cfg))
+    train_log.start(accelerator, work, resumed_epoch, cfg.train.tracker, cfg)
     return accelerator
 
 

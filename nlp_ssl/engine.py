@@ -43,7 +43,6 @@ from nlp_ssl.hardware import default_peak_flops, fast_adamw_kwargs
 from nlp_ssl.memory import RELEASE_MEMORY_EVERY, release_free_memory
 from nlp_ssl.outputs import replace_dir
 from nlp_ssl.progress import launched, progress_bar
-from nlp_ssl.train_log import LOG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -490,10 +489,7 @@ def fit(
         raise TrainingError(f"no checkpoint of {run_dir} can be loaded ({'; '.join(failures)})")
     if start_from is not None:
         logger.info("resumed from %s at step %d", start_from, state.step)
-    train_log.truncate_log(run_dir / LOG_FILE, state.step, accelerator.is_main_process)
-
-    if cfg.tracker != "none":
-        accelerator.init_trackers("nlp_ssl", config=train_log.flat_hparams(hparams or {}))
+    train_log.start(accelerator, run_dir, state.step, cfg.tracker, hparams)
 
     flops_per_token = task.flops_per_token()
     peak = cfg.peak_flops or default_peak_flops(accelerator.device) * world

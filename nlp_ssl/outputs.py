@@ -300,25 +300,31 @@ def _clear_leftovers(path: Path) -> None:
         for kind, pattern in kinds.items():
             if pattern.fullmatch(entry.name):
                 found[kind].append(entry)
-    if not os.path.lexists(path) and len(found["old"]) == 1:
-        try:
-            os.replace(found["old"].pop(), path)
-            logger.warning("output_dir %s: put back the previous output, which a killed run had moved aside", path)
-        except OSError as exc:
-            logger.warning("output_dir %s: could not put back the output a killed run moved aside (%s)", path, exc)
-    elif found["old"] and not os.path.lexists(path):
-        logger.warning("output_dir %s is missing and several moved-aside outputs lie beside it (%s); leaving them "
-                       "for you to choose", path, ", ".join(sorted(p.name for p in found["old"])))
-        found["old"] = []
+    if found["old"] and not os.path.lexists(path):
+        if len(found["old"]) > 1:
+            logger.warning("output_dir %s is missing and several moved-aside outputs lie beside it (%s); leaving "
+                           "them for you to choose", path, ", ".join(sorted(p.name for p in found["old"])))
+            found["old"] = []
+        else:
+            try:
+                os.replace(found["old"].pop(), path)
+                logger.warning("output_dir %s: put back the previous output, which a killed run had moved aside", path)
+            except OSError as exc:
+                logger.warning("output_dir %s: could not put back the output a killed run moved aside (%s)", path, exc)
     for stale in found["partial"] + found["trash"] + found["old"]:
         logger.info("output_dir %s: removing %s, left by a killed run", path, stale.name)
         try:
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink(missing_ok=True)
+            _remove(stale)
         except OSError as exc:
             logger.warning("output_dir %s: could not remove %s (%s)", path, stale.name, exc)
+
+
+def _remove(path: Path, ignore_errors: bool = False) -> None:
+    """Delete a folder (not one a symlink points to) or a file."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def locks_output(attr: str = "output_dir"):
@@ -376,10 +382,7 @@ def replace_dir(new: Path, target: Path) -> None:
         # renamed first, so a .old-* folder is only ever a whole one (see _clear_leftovers)
         trash = target.with_name(f".{target.name}.trash-{os.getpid()}")
         os.replace(old, trash)
-        if trash.is_dir() and not trash.is_symlink():
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            trash.unlink(missing_ok=True)
+        _remove(trash, ignore_errors=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -26,6 +26,14 @@ def log(accelerator, run_dir: Path, step: int, values: dict, tracker: str) -> No
             fh.write(json.dumps({"step": step, **{k: plain(v) for k, v in values.items()}}) + "\n")
 
 
+def start(accelerator, run_dir: Path, step: int, tracker: str, hparams) -> None:
+    """Open a run's curves at ``step`` (0, or where a resume starts): drop log lines the
+    interrupted run wrote past it, and start the tracker with the run's hyperparameters."""
+    truncate_log(Path(run_dir) / LOG_FILE, step, accelerator.is_main_process)
+    if tracker != "none":
+        accelerator.init_trackers("nlp_ssl", config=flat_hparams(hparams or {}))
+
+
 def truncate_log(path: Path, step: int, is_main: bool) -> None:
     """After a resume, drop log lines from steps the interrupted run did past its checkpoint."""
     if not is_main or not path.exists():
