@@ -394,6 +394,61 @@ def test_late_fusion_is_one_classifier_averaging_two_heads(tmp_path, sentiment_d
                                              "init": str(embedding_run), "fusion": "late", "data": data})
 
 
+def test_selection_on_validation_and_cross_validated_predictions(tmp_path, sentiment_dir, embedding_run):
+    """``selection: validation_and_cv``: the chosen ``C`` is the best over validation and the
+    5-fold cross-validated predictions of the training sample together, recomputed here with
+    scikit-learn alone; late fusion chooses its share the same way; too few examples of a label
+    for the folds is a one-line error."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from nlp_ssl import baselines
+    from nlp_ssl.tasks.classification import load_sentiment_data
+
+    data = {"train": {"name": str(sentiment_dir), "split": "train"},
+            "validation": {"name": str(sentiment_dir), "split": "validation"},
+            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"],
+            "train_samples": 30}
+    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "cv"), "data": data,
+                                               "selection": "validation_and_cv"})
+    m = baselines.run(cfg)
+    assert m["selection"] == "validation_and_cv" and m["selection_examples"] == 30 + 120
+
+    splits, _, index = load_sentiment_data(cfg, baselines._Texts())
+    texts = [splits["train"]["baseline_text"][i] for i in index]
+    y = np.asarray(splits["train"]["label_id"])[index]
+    vectorizer = baselines.tfidf_vectorizer(cfg).fit(texts)
+    x, x_val = vectorizer.transform(texts), vectorizer.transform(splits["eval"]["baseline_text"])
+    y_val = np.asarray(splits["eval"]["label_id"])
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(y)), y))
+    held_out = []
+    for c in cfg.C:
+        def fit(rows):
+            return LogisticRegression(C=c, max_iter=3000, random_state=0).fit(x[rows], y[rows])
+        right = (fit(np.arange(len(y))).predict(x_val) == y_val).sum()
+        right += sum((fit(a).predict(x[b]) == y[b]).sum() for a, b in folds)
+        held_out.append(right / 150)
+    assert m["C"] == cfg.C[int(np.argmax(held_out))]
+    assert m["selection_accuracy"] == pytest.approx(max(held_out), abs=1e-6)
+    plain = baselines.run(from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "val"), "data": data}))
+    assert plain["selection"] == "validation" and plain["selection_examples"] == 120
+    assert plain["selection_accuracy"] == pytest.approx(plain["validation_accuracy"], abs=1e-6)
+
+    late = baselines.run(from_dict(baselines.BaselineConfig, {
+        "output_dir": str(tmp_path / "late"), "method": "frozen_logreg", "init": str(embedding_run), "tfidf": True,
+        "fusion": "late", "selection": "validation_and_cv", "cv_folds": 3, "data": data}))
+    assert late["selection_examples"] == 150 and late["frozen_share"] in (0.25, 0.5, 0.75)
+
+    few = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "few"), "selection": "validation_and_cv",
+                                               "cv_folds": 20, "data": data})
+    with pytest.raises(ConfigError, match="cv_folds=20 needs as many training examples of every label; the sample "
+                                          "has 15 of one"):
+        baselines.run(few)
+    assert not (tmp_path / "few").exists()
+    with pytest.raises(ConfigError, match="'cv_folds' must be >= 2"):
+        from_dict(baselines.BaselineConfig, {"output_dir": "x", "cv_folds": 1, "data": data})
+
+
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
 def test_frozen_head_on_a_transformer_checkpoint(tmp_path, pretrained, sentiment_dir, objective):
     from nlp_ssl import baselines
