@@ -153,7 +153,10 @@ def _pyplot():
 def _finish(plt, fig, ax, path: Path) -> Path:
     """Grid, legend, and the PNG written."""
     ax.grid(alpha=0.3)
-    ax.legend()
+    if len(ax.get_legend_handles_labels()[1]) > 6:  # beside the axes: inside, a long legend hides the curves
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    else:
+        ax.legend()
     return _save(plt, fig, path)
 
 
@@ -181,9 +184,11 @@ def plot_label_efficiency(study: dict, path: Path) -> Path:
     xs = {n: (all_x if n == "all" else int(n)) for n in counts}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     single_seed = False
-    for arm, info in study["arms"].items():
+    # past ten arms the default cycle repeats colours: one colour per arm from a longer palette
+    palette = plt.get_cmap("tab10" if len(study["arms"]) <= 10 else "tab20").colors
+    for index, (arm, info) in enumerate(study["arms"].items()):
         segments = curve_segments([xs[n] for n in counts], [study["results"][arm][n] for n in counts], factor)
-        color = None
+        color = palette[index % len(palette)]
         for i, seg in enumerate(segments):
             x, y, err, n_seeds = zip(*seg)
             style = "--" if info["role"] == "classical" else "-"

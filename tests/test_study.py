@@ -219,15 +219,20 @@ def test_a_gap_is_called_clear_only_when_a_t_test_says_so():
     lines = conclusions(study)
     assert any("with all labels (clear: one-sample t-test against a single run p<0.001)" in l for l in lines)
 
-    # two classical baselines: each comparison names the one it was made against
+    # two classical baselines: an arm is held to the stronger one at each label count, named
     study["arms"].update({"tfidf": {"label": "TF-IDF words", "role": "classical"},
                           "chars": {"label": "TF-IDF words + chars", "role": "classical"}})
-    study["results"].update({"tfidf": arm_results({"50": [0.55, 0.56, 0.57], "all": [0.79]}),
+    study["results"].update({"tfidf": arm_results({"50": [0.59, 0.60, 0.61], "all": [0.79]}),
                              "chars": arm_results({"50": [0.56, 0.57, 0.58], "all": [0.81]})})
     lines = conclusions(study)
-    assert any("ours beats TF-IDF words by 1.0 points with all labels" in l for l in lines)
-    assert any("ours trails TF-IDF words + chars by 1.0 points with all labels" in l for l in lines)
+    assert any("ours trails TF-IDF words + chars (the strongest classical arm here) by 1.0 points with all labels"
+               in l for l in lines)
+    assert any("ours beats TF-IDF words (the strongest classical arm here) by 1.3 points with 50 labels" in l
+               for l in lines)
+    assert not any("TF-IDF words by" in l or "chars (the strongest classical arm here) by 1.3" in l for l in lines)
     assert not any("TF-IDF + logistic regression" in l for l in lines)
+    assert "Overall, ours beats the strongest classical arm at 1 of 2 label counts (50)." in lines
+    assert "Overall, ours beats random init at 2 of 2 label counts (50, all)." in lines
 
 
 def test_a_label_count_an_arm_skipped_breaks_its_curve():
