@@ -79,8 +79,8 @@ class BaselineConfig:
     fusion: Literal["concat", "late"] = "concat"
     """``frozen_logreg`` with ``tfidf``: ``concat`` fits one logistic regression over both
     feature sets side by side (``dense_weight`` scales the frozen block); ``late`` fits one per
-    feature set (each with its own ``C`` from the grid, chosen on validation) and averages
-    their log-odds with the frozen side's share from ``late_weight``, chosen on validation.
+    feature set (each with its own ``C`` from the grid, chosen by ``selection``) and averages
+    their log-odds with the frozen side's share from ``late_weight``, chosen the same way.
     Either way the head is one linear classifier over ``[tfidf, frozen]``."""
     dense_weight: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     """``fusion: concat``: weights of the (standardised, unit-scale) frozen block beside the
@@ -196,6 +196,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     train_y = y["train"][train_index]
     if len(np.unique(train_y)) < 2:
         raise ConfigError(f"data.train_samples={cfg.data.train_samples}: the sample holds one class only")
+    folds = held_out_folds(cfg, train_y)  # before any text is encoded: a bad cv_folds fails at once
     inputs = {"train": train_text, **{name: text[name] for name in ("eval", "test") if name in splits}}
     used = list(inputs)
 
@@ -224,21 +225,22 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
             return dense[name]
         return sp.hstack([sparse[name], sp.csr_matrix(weight * dense[name])], format="csr")
 
-    folds = held_out_folds(cfg, train_y)
     held_out = len(y["eval"]) + (len(train_y) if folds else 0)
     rule = "validation" + (f" + {cfg.cv_folds}-fold CV" if folds else "")
 
     def score(build, X: dict) -> tuple:
-        """(held-out accuracy, the model ``build`` fits on the whole training sample)."""
-        model = build(X, np.arange(len(train_y)))
+        """(held-out accuracy, the model ``build`` fits on the whole training sample);
+        ``build(X, rows, fold)`` fits on ``rows``, ``fold`` being None for the whole sample."""
+        model = build(X, np.arange(len(train_y)), None)
         right = int((model.predict(X["eval"]) == y["eval"]).sum())
-        for fit_rows, held in folds:
-            right += int((build(X, fit_rows).predict(X["train"][held]) == train_y[held]).sum())
+        for fold, (fit_rows, held) in enumerate(folds):
+            right += int((build(X, fit_rows, fold).predict(X["train"][held]) == train_y[held]).sum())
         return right / held_out, model
 
     def logreg(c: float):
-        return lambda X, rows: LogisticRegression(C=c, max_iter=3000, random_state=cfg.seed).fit(X["train"][rows],
-                                                                                                train_y[rows])
+        def build(X: dict, rows: np.ndarray, fold=None):
+            return LogisticRegression(C=c, max_iter=3000, random_state=cfg.seed).fit(X["train"][rows], train_y[rows])
+        return build
 
     def fit(X: dict, what: str, **shown) -> tuple:
         """The logistic regression of the ``C`` best on held-out accuracy: (accuracy, C, model)."""
@@ -257,13 +259,12 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         X = {name: features(name, 1.0) for name in used}
         _, c_tfidf, tfidf_model = fit(sparse, "TF-IDF head")
         _, c_dense, dense_model = fit(dense, "frozen head")
-        # both heads per fit set, once for every share; a fold's row array (kept in `folds`) names it
-        heads = {id(rows): (logreg(c_tfidf)(sparse, rows), logreg(c_dense)(dense, rows)) for rows, _ in folds}
+        # both heads of each fold fitted once, for every share; the whole sample's are the ones above
+        heads = [(logreg(c_tfidf)(sparse, rows), logreg(c_dense)(dense, rows)) for rows, _ in folds]
         best = None
         for share in cfg.late_weight:
-            def averaged(_, rows, share=share):
-                pair = heads.get(id(rows), (tfidf_model, dense_model))  # else the whole sample, fitted above
-                return _averaged(*pair, share)
+            def averaged(_, rows, fold, share=share):
+                return _averaged(*(heads[fold] if fold is not None else (tfidf_model, dense_model)), share)
 
             accuracy, model = score(averaged, X)
             logger.info("late fusion, frozen share %g: %s accuracy %.4f", share, rule, accuracy)

@@ -185,16 +185,17 @@ def plot_label_efficiency(study: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     single_seed = False
     # past ten arms the default cycle repeats colours: one colour per arm from a longer palette
-    palette = plt.get_cmap("tab10" if len(study["arms"]) <= 10 else "tab20").colors
+    palette = plt.get_cmap("tab10").colors
+    if len(study["arms"]) > 10:  # tab20 pairs a dark and a light shade of each hue: the dark ones first
+        palette = plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]
     for index, (arm, info) in enumerate(study["arms"].items()):
         segments = curve_segments([xs[n] for n in counts], [study["results"][arm][n] for n in counts], factor)
         color = palette[index % len(palette)]
         for i, seg in enumerate(segments):
             x, y, err, n_seeds = zip(*seg)
             style = "--" if info["role"] == "classical" else "-"
-            line = ax.errorbar(x, y, yerr=[e if k > 1 else 0 for e, k in zip(err, n_seeds)], marker="o",
-                               capsize=3, linestyle=style, color=color, label=info["label"] if i == 0 else None)
-            color = line[0].get_color()
+            ax.errorbar(x, y, yerr=[e if k > 1 else 0 for e, k in zip(err, n_seeds)], marker="o",
+                        capsize=3, linestyle=style, color=color, label=info["label"] if i == 0 else None)
             once = [(xi, yi) for xi, yi, k in zip(x, y, n_seeds) if k == 1]
             if once:  # one seed: no spread to show, drawn hollow
                 single_seed = True

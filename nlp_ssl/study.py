@@ -362,10 +362,13 @@ def conclusions(study: dict) -> list[str]:
             if not by_role[ref_role]:
                 continue
             what = label[by_role[ref_role][0]] if len(by_role[ref_role]) == 1 else f"the strongest {kind}"
-            wins = [n for n in study["label_counts"]
-                    if (ref := strongest(ref_role, n)) and (c := compare(arm, ref, n)) and c[0] > 0]
-            lines.append(f"Overall, {label[arm]} beats {what} at {len(wins)} of {len(study['label_counts'])} "
-                         f"label counts" + (f" ({', '.join(wins)})." if wins else "."))
+            gaps = {n: c[0] for n in study["label_counts"]
+                    if (ref := strongest(ref_role, n)) and (c := compare(arm, ref, n))}
+            if not gaps:
+                continue
+            wins = [n for n, gap in gaps.items() if gap > 0]
+            lines.append(f"Overall, {label[arm]} beats {what} at {len(wins)} of the {len(gaps)} label counts both "
+                         f"ran" + (f" ({', '.join(wins)})." if wins else "."))
     if study["pretraining"]:
         cost = ", ".join(f"{name}: {p.get('tokens') or 0:,} tokens in {(p.get('train_seconds') or 0) / 60:.1f} min"
                          for name, p in study["pretraining"].items())

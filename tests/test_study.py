@@ -231,8 +231,19 @@ def test_a_gap_is_called_clear_only_when_a_t_test_says_so():
                for l in lines)
     assert not any("TF-IDF words by" in l or "chars (the strongest classical arm here) by 1.3" in l for l in lines)
     assert not any("TF-IDF + logistic regression" in l for l in lines)
-    assert "Overall, ours beats the strongest classical arm at 1 of 2 label counts (50)." in lines
-    assert "Overall, ours beats random init at 2 of 2 label counts (50, all)." in lines
+    assert "Overall, ours beats the strongest classical arm at 1 of the 2 label counts both ran (50)." in lines
+    assert "Overall, ours beats random init at 2 of the 2 label counts both ran (50, all)." in lines
+
+    # a baseline without runs at a count is not the strongest there; one never run at all is not named
+    study["results"]["chars"]["all"] = {"values": {}, "mean": None, "std": None, "n": 0}
+    study["arms"]["never"] = {"label": "never run", "role": "classical"}
+    study["results"]["never"] = {n: {"values": {}, "mean": None, "std": None, "n": 0} for n in ("50", "all")}
+    lines = conclusions(study)
+    assert any("ours beats TF-IDF words (the strongest classical arm here) by 1.0 points with all labels" in l
+               for l in lines)
+    assert not any("never run" in l for l in lines)
+    study["results"]["scratch"]["all"] = {"values": {}, "mean": None, "std": None, "n": 0}
+    assert "Overall, ours beats random init at 1 of the 1 label counts both ran (50)." in conclusions(study)
 
 
 def test_a_label_count_an_arm_skipped_breaks_its_curve():

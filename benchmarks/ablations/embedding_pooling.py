@@ -16,25 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from rt_screen import DATA  # first: it puts the repository on the import path
 
-from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts  # noqa: E402
-from nlp_ssl.config import from_dict  # noqa: E402
-from nlp_ssl.embeddings import load_vectors  # noqa: E402
-from nlp_ssl.tasks.classification import load_sentiment_data  # noqa: E402
-
-DATA = {"train": {"name": "rotten_tomatoes", "split": "train"},
-        "validation": {"name": "rotten_tomatoes", "split": "validation"},
-        "test": {"name": "rotten_tomatoes", "split": "test"}, "labels": ["negative", "positive"], "max_length": 64}
+from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts
+from nlp_ssl.config import from_dict
+from nlp_ssl.embeddings import load_vectors
+from nlp_ssl.tasks.classification import load_sentiment_data
 
 
 def token_counts(run: Path, vocab: int) -> np.ndarray:

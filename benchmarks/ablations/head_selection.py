@@ -20,24 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from rt_screen import DATA  # first: it puts the repository on the import path
 
-from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts, tfidf_vectorizer  # noqa: E402
-from nlp_ssl.config import from_dict  # noqa: E402
-from nlp_ssl.tasks.classification import load_sentiment_data  # noqa: E402
-
-DATA = {"train": {"name": "rotten_tomatoes", "split": "train"},
-        "validation": {"name": "rotten_tomatoes", "split": "validation"},
-        "test": {"name": "rotten_tomatoes", "split": "test"}, "labels": ["negative", "positive"], "max_length": 64}
+from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts, tfidf_vectorizer
+from nlp_ssl.config import from_dict
+from nlp_ssl.tasks.classification import load_sentiment_data
 
 
 def main() -> None:
@@ -59,7 +50,7 @@ def main() -> None:
     parser.add_argument("--no-vectors", action="store_true", help="TF-IDF alone (the labels-only baseline)")
     args = parser.parse_args()
 
-    encoder = SentenceTransformer(str(args.run / "model"), device="cpu")
+    encoder = None if args.no_vectors else SentenceTransformer(str(args.run / "model"), device="cpu")
     results: dict = {}
     for n in args.counts:
         picked: dict = {"validation": [], "cv": [], "pooled": [], "best": [], "worst": []}
@@ -75,10 +66,11 @@ def main() -> None:
             vectorizer = tfidf_vectorizer(cfg)
             sparse = {"train": vectorizer.fit_transform(text["train"])}
             sparse.update({k: vectorizer.transform(text[k]) for k in ("eval", "test")})
-            dense = {k: encoder.encode(text[k], batch_size=64) for k in ("train", "eval", "test")}
-            scaler = StandardScaler().fit(dense["train"])
-            scaler.scale_ = scaler.scale_ * math.sqrt(dense["train"].shape[1])
-            dense = {k: scaler.transform(v) for k, v in dense.items()}
+            if not args.no_vectors:
+                dense = {k: encoder.encode(text[k], batch_size=64) for k in ("train", "eval", "test")}
+                scaler = StandardScaler().fit(dense["train"])
+                scaler.scale_ = scaler.scale_ * math.sqrt(dense["train"].shape[1])
+                dense = {k: scaler.transform(v) for k, v in dense.items()}
             folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(sparse["train"],
                                                                                            y["train"]))
             rows = []
