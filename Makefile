@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Main job: the quick-start pipeline (recipes/pipeline/quickstart.yaml): tokenizer (~10 s),
-# skip-gram token embeddings (~2 min), masked-LM pretraining from them (~9 min on 2 CPU cores),
-# sentiment fine-tuning (~2.5 min) and a frozen-feature head (~25 s), results table; a second
+# skip-gram token embeddings (~2 min), masked-LM pretraining from them (~10 min on 2 CPU cores),
+# sentiment fine-tuning (~2 min) and a frozen-feature head (~3 min), results table; a second
 # run skips what is finished, an interrupted one resumes.
 quickstart: venv
 	$(BIN)/nlp-ssl pipeline recipes/pipeline/quickstart.yaml
