@@ -6,7 +6,7 @@
 #   bash benchmarks/ablations/sizing_32k.sh [LAYERS] [HIDDEN] [STEPS] [BLOCK]
 set -euo pipefail
 study=${STUDY:-runs/study-embeddings-32k}
-layers=${1:-2} hidden=${2:-256} steps=${3:-2400} block=${4:-128}
+layers=${1:-2} hidden=${2:-256} steps=${3:-1850} block=${4:-128}
 heads=$(( hidden / 64 ))
 out=runs/sizing-32k/mlm-${layers}x${hidden}-b${block}-${steps}
 nlp=${NLP_SSL:-nlp-ssl}
