@@ -175,8 +175,6 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     import joblib
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from nlp_ssl import metrics
     from nlp_ssl.outputs import (check_output_dir, config_inputs, now, output_path, read_metrics, staged_output,
                                  write_jsonl, write_run_files)
@@ -212,10 +210,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
             dense[name] = encoder.encode(inputs[name], batch_size=cfg.batch_size, convert_to_numpy=True,
                                          show_progress_bar=is_main_process())
         encode_seconds = time.perf_counter() - t
-        scaler = StandardScaler().fit(dense["train"])
-        # standardised, then 1/sqrt(dim), so a row has about unit norm like an L2-normalised TF-IDF
-        # row; folded into the saved scaler, so head.joblib's scaler.transform is the whole step
-        scaler.scale_ = scaler.scale_ * math.sqrt(dense["train"].shape[1])
+        scaler = unit_norm_scaler(dense["train"])
         dense = {name: scaler.transform(v) for name, v in dense.items()}
 
     def features(name: str, weight: float):
@@ -322,6 +317,17 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
                 f"C={chosen:g}" if chosen is not None else f"C={fusion['C_tfidf']:g} / {fusion['C_frozen']:g}, late fusion",
                 scores.get("test_accuracy"))
     return read_metrics(out)
+
+
+def unit_norm_scaler(train_features: np.ndarray):
+    """A ``StandardScaler`` fitted on the frozen block that also divides by sqrt(dim), so a row
+    has about unit norm like an L2-normalised TF-IDF row; folded into the scaler, so
+    head.joblib's ``scaler.transform`` is the whole step."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_features)
+    scaler.scale_ = scaler.scale_ * math.sqrt(train_features.shape[1])
+    return scaler
 
 
 def held_out_folds(cfg: BaselineConfig, train_y: np.ndarray) -> list:

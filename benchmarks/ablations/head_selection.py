@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from rt_screen import DATA  # first: it puts the repository on the import path
 
-from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts, tfidf_vectorizer
+from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts, held_out_folds, tfidf_vectorizer, unit_norm_scaler
 from nlp_ssl.config import from_dict
 from nlp_ssl.tasks.classification import load_sentiment_data
 
@@ -35,8 +34,6 @@ def main() -> None:
     import scipy.sparse as sp
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a skipgram/cbow run (its model/ folder is read)")
@@ -56,6 +53,7 @@ def main() -> None:
         picked: dict = {"validation": [], "cv": [], "pooled": [], "best": [], "worst": []}
         for seed in (args.seeds if n != "all" else args.seeds[:1]):
             cfg = from_dict(BaselineConfig, {"output_dir": "unused", "seed": seed,
+                                             "selection": "validation_and_cv", "cv_folds": args.folds,
                                              "char_ngrams": None if args.words_only else args.char_ngrams,
                                              "data": {**DATA, "train_samples": None if n == "all" else int(n)}})
             splits, _, train_index = load_sentiment_data(cfg, _Texts())
@@ -68,11 +66,9 @@ def main() -> None:
             sparse.update({k: vectorizer.transform(text[k]) for k in ("eval", "test")})
             if not args.no_vectors:
                 dense = {k: encoder.encode(text[k], batch_size=64) for k in ("train", "eval", "test")}
-                scaler = StandardScaler().fit(dense["train"])
-                scaler.scale_ = scaler.scale_ * math.sqrt(dense["train"].shape[1])
+                scaler = unit_norm_scaler(dense["train"])
                 dense = {k: scaler.transform(v) for k, v in dense.items()}
-            folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(sparse["train"],
-                                                                                           y["train"]))
+            folds = held_out_folds(cfg, y["train"])  # the stage's own folds
             rows = []
             for weight in ([None] if args.no_vectors else args.weights):
                 x = {k: sparse[k] if weight is None else sp.hstack([sparse[k], sp.csr_matrix(weight * dense[k])],

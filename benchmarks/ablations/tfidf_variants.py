@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
@@ -23,9 +22,10 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
-from sklearn.preprocessing import StandardScaler
 
-REPO = Path(__file__).resolve().parents[2]
+from rt_screen import REPO  # first: it puts the repository on the import path
+
+from nlp_ssl.baselines import unit_norm_scaler
 DATA = Path(os.environ.get("NLP_SSL_DATA_DIR", REPO.parent / "shared" / "data")) / "rotten_tomatoes"
 C_GRID = (0.1, 0.3, 1, 3, 10, 30)
 
@@ -68,8 +68,7 @@ def main():
     (train, y), (val, yv), (test, yt) = load("train"), load("validation"), load("test")
     encoder = SentenceTransformer(args.vectors, device="cpu")
     dense = [encoder.encode(t, batch_size=64) for t in (train, val, test)]
-    scaler = StandardScaler().fit(dense[0])
-    scaler.scale_ *= math.sqrt(dense[0].shape[1])  # unit-norm rows, as the baseline does
+    scaler = unit_norm_scaler(dense[0])  # unit-norm rows, as the baseline does
     dense = [scaler.transform(d) for d in dense]
     both = lambda: FeatureUnion([("w", words()), ("c", chars())])  # noqa: E731
     variants = {"word 1-2": words, "word 1-3": lambda: words(3), "char 2-5": chars, "word 1-2 + char 2-5": both,
