@@ -17,24 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness import REPO  # first: the repository on the import path, offline defaults
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from benchmarks.trainer_timing import with_timings  # noqa: E402
-from nlp_ssl.data import DatasetSpec, load_split  # noqa: E402
-from nlp_ssl.models import resolve_model_dir, set_dropout  # noqa: E402
+from benchmarks.trainer_timing import with_timings
+from nlp_ssl.data import DatasetSpec, load_split
+from nlp_ssl.models import resolve_model_dir, set_dropout
 
 LABELS = ["negative", "positive"]
 

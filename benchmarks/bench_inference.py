@@ -13,29 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness import REPO, timed  # first: the repository on the import path, offline defaults
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from nlp_ssl.data import DatasetSpec, load_split  # noqa: E402
-from nlp_ssl.models import resolve_model_dir  # noqa: E402
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+from nlp_ssl.data import DatasetSpec, load_split
+from nlp_ssl.models import resolve_model_dir
 
 
 def main() -> None:

@@ -15,27 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import harness  # noqa: F401  (first: the repository on the import path, offline defaults)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from nlp_ssl import pretrain  # noqa: E402
-from nlp_ssl.config import from_dict  # noqa: E402
-from nlp_ssl.data import DatasetSpec, resolve  # noqa: E402
-from nlp_ssl.objectives import get_objective  # noqa: E402
-from nlp_ssl.packing import pack  # noqa: E402
-from nlp_ssl.tokenizer import TokenizerConfig, load_tokenizer  # noqa: E402
-from nlp_ssl.tokenizer import run as train_tokenizer  # noqa: E402
+from nlp_ssl import pretrain
+from nlp_ssl.config import from_dict
+from nlp_ssl.data import DatasetSpec, resolve
+from nlp_ssl.objectives import get_objective
+from nlp_ssl.packing import pack
+from nlp_ssl.tokenizer import TokenizerConfig, load_tokenizer
+from nlp_ssl.tokenizer import run as train_tokenizer
 
 
 def corpus_file(tmp: Path, docs: int) -> Path:

@@ -16,23 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import harness  # noqa: F401  (first: the repository on the import path, offline defaults)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.trainer_timing import with_timings  # noqa: E402
-from nlp_ssl.data import DatasetSpec  # noqa: E402
+from benchmarks.trainer_timing import with_timings
+from nlp_ssl.data import DatasetSpec
 
 DATASET = "bentrevett/multi30k"
 SOURCE, TARGET = "translation.en", "translation.de"
