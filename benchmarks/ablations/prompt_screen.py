@@ -68,13 +68,12 @@ def encode(texts: list[str], model, tokenizer, template: str, words: list[int], 
                     logits = model(**padded, labels=labels).logits.float().log_softmax(-1)
                     out.append(logits[:, words].numpy())
                     continue
-                result = model(**padded, output_hidden_states=True)
                 if out is scores:
-                    logits = result.logits[at].float().log_softmax(-1)
+                    logits = model(**padded).logits[at].float().log_softmax(-1)
                     out.append(logits[:, words].numpy())
-                else:
+                else:  # the encoder alone: no vocabulary projection for a representation
                     mask = padded["attention_mask"].unsqueeze(-1).float()
-                    hidden = result.hidden_states[-1].float()
+                    hidden = model.base_model(**padded).last_hidden_state.float()
                     out.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
     return np.concatenate(scores), np.concatenate(pooled)
 

@@ -14,6 +14,7 @@ study=${STUDY:-runs/study-embeddings-32k}
 layers=${1:-2} hidden=${2:-256} steps=${3:-1850} block=${4:-128}
 embeddings=${EMBEDDINGS:-$study/pretrain-sg}
 heads=$(( hidden / 64 ))
+(( 2048 % block == 0 )) || { echo "BLOCK must divide 2048 (tokens per step), got $block" >&2; exit 2; }
 micro=$(( 2048 / block ))
 out=runs/sizing-32k/mlm-${layers}x${hidden}-b${block}-${steps}
 nlp=${NLP_SSL:-nlp-ssl}
