@@ -50,6 +50,7 @@ def main() -> None:
     probe = load_finetuned(args.model)
     source, target = probe.saved["source_column"], probe.saved["target_column"]
     max_source, max_new = probe.max_length, probe.model.generation_config.max_new_tokens
+    beams = probe.model.generation_config.num_beams
     spec = DatasetSpec(name=args.dataset, split=args.split, max_rows=args.max_rows)
     references = [[dig(row, target)] for row in load_split(spec)]
     bleu = our_metrics.load("sacrebleu_chrf")
@@ -93,8 +94,7 @@ def main() -> None:
             print(json.dumps({"side": name, **scores, "seconds": round(seconds, 3)}), file=sys.stderr)
     n = len(references)
     result = {"model": args.model, "sentences": n, "batch_size": args.batch_size,
-              "generation": {"num_beams": load_finetuned(args.model).model.generation_config.num_beams,
-                             "max_new_tokens": max_new},
+              "generation": {"num_beams": beams, "max_new_tokens": max_new},
               "threads": torch.get_num_threads(), "sides": {}}
     for name, s in sides.items():
         median = float(np.median(s["seconds"]))

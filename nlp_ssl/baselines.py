@@ -175,6 +175,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     import joblib
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
+
     from nlp_ssl import metrics
     from nlp_ssl.outputs import (check_output_dir, config_inputs, now, output_path, read_metrics, staged_output,
                                  write_jsonl, write_run_files)

@@ -37,6 +37,29 @@ NEGATIVE = ["terrible", "bad", "awful", "boring", "dull", "stupid", "poor", "wea
             "disappointing", "tedious", "flat", "mess", "worst", "fails"]
 
 
+def mask_scores(model, padded, mask_id: int, words: list[int]):
+    """Log-probabilities of ``words`` at each row's mask."""
+    import torch
+
+    at = padded["input_ids"] == mask_id
+    if getattr(model.config, "sparse_prediction", None) is not None:
+        # ModernBERT projects only the labelled positions onto the vocabulary (the masks'),
+        # instead of 64 x 32k logits per sentence
+        model.config.sparse_prediction = model.sparse_prediction = True
+        logits = model(**padded, labels=torch.where(at, padded["input_ids"], -100)).logits
+    else:
+        logits = model(**padded).logits[at]
+    return logits.float().log_softmax(-1)[:, words].numpy()
+
+
+def mean_pooled(model, padded):
+    """The encoder's last hidden states averaged over each row's tokens (no vocabulary
+    projection: the base model alone)."""
+    mask = padded["attention_mask"].unsqueeze(-1).float()
+    hidden = model.base_model(**padded).last_hidden_state.float()
+    return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
+
 def encode(texts: list[str], model, tokenizer, template: str, words: list[int], max_length: int, batch: int):
     """Log-probabilities of ``words`` at the template's mask, and the mean-pooled last hidden
     state of the plain sentence, per text."""
@@ -47,34 +70,17 @@ def encode(texts: list[str], model, tokenizer, template: str, words: list[int], 
     after = tokenizer(suffix.replace("<mask>", tokenizer.mask_token), add_special_tokens=False).input_ids
     room = max_length - len(before) - len(after) - 2
 
-    def wrap(ids: list[int]) -> list[int]:
-        return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+    def padded(rows: list[list[int]]):
+        return tokenizer.pad({"input_ids": [[tokenizer.cls_token_id, *r, tokenizer.sep_token_id] for r in rows]},
+                             return_tensors="pt")
 
     scores, pooled = [], []
     with torch.inference_mode():
         for start in range(0, len(texts), batch):
-            chunk = texts[start:start + batch]
-            ids = [tokenizer(t, add_special_tokens=False).input_ids for t in chunk]
-            prompted = [wrap(before + x[:room] + after) for x in ids]
-            plain = [wrap(x[:max_length - 2]) for x in ids]
-            for rows, out in ((prompted, scores), (plain, pooled)):
-                padded = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
-                at = padded["input_ids"] == tokenizer.mask_token_id
-                if out is scores and getattr(model.config, "sparse_prediction", None) is not None:
-                    # ModernBERT projects only the labelled positions onto the vocabulary: the
-                    # mask's, instead of 64 x 32k logits per sentence
-                    model.config.sparse_prediction = model.sparse_prediction = True
-                    labels = torch.where(at, padded["input_ids"], -100)
-                    logits = model(**padded, labels=labels).logits.float().log_softmax(-1)
-                    out.append(logits[:, words].numpy())
-                    continue
-                if out is scores:
-                    logits = model(**padded).logits[at].float().log_softmax(-1)
-                    out.append(logits[:, words].numpy())
-                else:  # the encoder alone: no vocabulary projection for a representation
-                    mask = padded["attention_mask"].unsqueeze(-1).float()
-                    hidden = model.base_model(**padded).last_hidden_state.float()
-                    out.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
+            ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts[start:start + batch]]
+            prompted = padded([before + x[:room] + after for x in ids])
+            scores.append(mask_scores(model, prompted, tokenizer.mask_token_id, words))
+            pooled.append(mean_pooled(model, padded([x[:max_length - 2] for x in ids])))
     return np.concatenate(scores), np.concatenate(pooled)
 
 
@@ -117,14 +123,12 @@ def main() -> None:
         rows: dict = {"words": [], "pooled": [], "both": []}
         for seed in (args.seeds if n != "all" else args.seeds[:1]):
             index = np.arange(len(y["train"])) if n == "all" else balanced_subsample(y["train"], int(n), seed)
-            for kind in rows:
-                parts = {"words": [0], "pooled": [1], "both": [0, 1]}[kind]
-                x = {}
-                for p in parts:
-                    scaler = unit_norm_scaler(feats["train"][p][index])
-                    for k in feats:
-                        x.setdefault(k, []).append(scaler.transform(feats[k][p][index] if k == "train" else feats[k][p]))
-                x = {k: np.hstack(v) for k, v in x.items()}
+            scaled = []  # each block scaled on this training sample, once
+            for p in (0, 1):
+                scaler = unit_norm_scaler(feats["train"][p][index])
+                scaled.append({k: scaler.transform(feats[k][p][index] if k == "train" else feats[k][p]) for k in feats})
+            for kind, parts in (("words", [0]), ("pooled", [1]), ("both", [0, 1])):
+                x = {k: np.hstack([scaled[p][k] for p in parts]) for k in feats}
                 best = max((LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x["train"], y["train"][index])
                             for c in C_GRID), key=lambda m: m.score(x["eval"], y["eval"]))
                 rows[kind].append(best.score(x["test"], y["test"]))
