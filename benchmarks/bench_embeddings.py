@@ -23,19 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from harness import REPO  # first: the repository on the import path, offline defaults
 
-from nlp_ssl import embeddings, pretrain  # noqa: E402
-from nlp_ssl.config import load_recipe  # noqa: E402
-from nlp_ssl.tokenizer import load_tokenizer  # noqa: E402
+from nlp_ssl import embeddings, pretrain
+from nlp_ssl.config import load_recipe
+from nlp_ssl.tokenizer import load_tokenizer
 
 
 def gensim_settings(cfg) -> dict:

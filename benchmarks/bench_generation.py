@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-from harness import REPO, timed  # first: the repository on the import path, offline defaults
+from harness import REPO, interleaved, timed  # first: the repository on the import path, offline defaults
 
 import numpy as np
 import torch
@@ -86,21 +85,16 @@ def main() -> None:
     runs = {"nlp_ssl_evaluate": ours, **{f"trainer_batch_{b}": trainer(b) for b in args.trainer_batch_sizes}}
     for warm_up in (ours, trainer(args.batch_size)):  # untimed: first-call costs (imports, kernels) hit no side
         timed(warm_up)
-    sides: dict = {}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():  # interleaved: drift in machine load hits every side
-            scores, seconds = timed(fn)
-            sides.setdefault(name, {**scores, "seconds": []})["seconds"].append(seconds)
-            print(json.dumps({"side": name, **scores, "seconds": round(seconds, 3)}), file=sys.stderr)
+    sides = interleaved(runs, args.repeats)
     n = len(references)
     result = {"model": args.model, "sentences": n, "batch_size": args.batch_size,
               "generation": {"num_beams": beams, "max_new_tokens": max_new},
               "threads": torch.get_num_threads(), "sides": {}}
     for name, s in sides.items():
-        median = float(np.median(s["seconds"]))
         result["sides"][name] = {"bleu": round(s["bleu"], 2), "chrf": round(s["chrf"], 2),
-                                 "seconds": [round(x, 2) for x in s["seconds"]], "median_seconds": round(median, 2),
-                                 "sentences_per_s": round(n / median, 1)}
+                                 "seconds": [round(x, 2) for x in s["seconds"]],
+                                 "median_seconds": round(s["median_seconds"], 2),
+                                 "sentences_per_s": round(n / s["median_seconds"], 1)}
     ours_rate = result["sides"]["nlp_ssl_evaluate"]["sentences_per_s"]
     for name, side in result["sides"].items():
         if name != "nlp_ssl_evaluate":

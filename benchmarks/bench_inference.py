@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import REPO, timed  # first: the repository on the import path, offline defaults
+from harness import REPO, interleaved  # first: the repository on the import path, offline defaults
 
 import numpy as np
 import torch
@@ -50,38 +50,31 @@ def main() -> None:
     to_id = {name: int(i) for i, name in names.items()}
     max_length = AutoTokenizer.from_pretrained(model_dir).model_max_length
 
-    sides = {}
-
     def ours_evaluate():
         with tempfile.TemporaryDirectory() as tmp:
             metrics = evaluate_checkpoint(EvaluateConfig(checkpoint=args.model, data=spec, output_dir=f"{tmp}/out",
                                                          batch_size=args.batch_size))
-        return metrics["accuracy"]
+        return {"accuracy": metrics["accuracy"]}
 
     def ours_predict():
         results = predict_texts(args.model, texts, batch_size=args.batch_size)
-        return float(np.mean([to_id[r["label"]] == y for r, y in zip(results, labels)]))
+        return {"accuracy": float(np.mean([to_id[r["label"]] == y for r, y in zip(results, labels)]))}
 
     def hf_pipeline(batch_size):
         def call():
             classify = pipeline("text-classification", model=model_dir, device=-1)
             out = classify(texts, truncation=True, max_length=max_length, batch_size=batch_size)
-            return float(np.mean([to_id[r["label"]] == y for r, y in zip(out, labels)]))
+            return {"accuracy": float(np.mean([to_id[r["label"]] == y for r, y in zip(out, labels)]))}
         return call
 
     runs = {"nlp_ssl_evaluate": ours_evaluate, "nlp_ssl_predict": ours_predict,
             "pipeline_batch_1": hf_pipeline(1), f"pipeline_batch_{args.batch_size}": hf_pipeline(args.batch_size)}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():  # interleaved: drift in machine load hits every side
-            accuracy, seconds = timed(fn)
-            sides.setdefault(name, {"accuracy": accuracy, "seconds": []})["seconds"].append(seconds)
-            print(json.dumps({"side": name, "accuracy": accuracy, "seconds": round(seconds, 3)}), file=sys.stderr)
+    sides = interleaved(runs, args.repeats)
     result = {"model": str(model_dir), "examples": len(texts), "max_length": max_length,
               "threads": torch.get_num_threads(), "sides": {}}
     for name, s in sides.items():
-        median = float(np.median(s["seconds"]))
-        result["sides"][name] = {"accuracy": round(s["accuracy"], 4), "median_seconds": round(median, 3),
-                                 "examples_per_s": round(len(texts) / median, 1)}
+        result["sides"][name] = {"accuracy": round(s["accuracy"], 4), "median_seconds": round(s["median_seconds"], 3),
+                                 "examples_per_s": round(len(texts) / s["median_seconds"], 1)}
     best_pipeline = max((v["examples_per_s"] for k, v in result["sides"].items() if k.startswith("pipeline")))
     for name in ("nlp_ssl_evaluate", "nlp_ssl_predict"):
         result["sides"][name]["speedup_vs_best_pipeline"] = round(

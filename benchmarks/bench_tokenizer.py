@@ -15,17 +15,16 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
+# the tokenizer trainer's own threads are part of what is timed (the harness turns them off)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-from nlp_ssl.data import DatasetSpec, resolve  # noqa: E402
-from nlp_ssl.tokenizer import TokenizerConfig, build_tokenizer, run  # noqa: E402
+from harness import timed  # first: the repository on the import path, offline defaults  # noqa: E402
+
+from nlp_ssl.data import DatasetSpec, resolve
+from nlp_ssl.tokenizer import TokenizerConfig, build_tokenizer, run
 
 
 def baseline(cfg: TokenizerConfig, files: list[str]) -> float:
@@ -45,17 +44,13 @@ def baseline(cfg: TokenizerConfig, files: list[str]) -> float:
         if batch:
             yield batch
 
-    start = time.perf_counter()
-    tok.train_from_iterator(batches(), trainer=trainer)
-    return time.perf_counter() - start
+    return timed(lambda: tok.train_from_iterator(batches(), trainer=trainer))[1]
 
 
 def stage(cfg: TokenizerConfig) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cfg.output_dir = str(Path(tmp) / "tok")
-        start = time.perf_counter()
-        run(cfg)
-        return time.perf_counter() - start
+        return timed(lambda: run(cfg))[1]
 
 
 def main() -> None:
