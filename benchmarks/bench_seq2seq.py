@@ -10,6 +10,7 @@ and the test sample once at the end. Recorded: training tokens/s (source + targe
 padding), generated sentences/s in evaluation, wall time, test BLEU, chrF and loss.
 
     python benchmarks/bench_seq2seq.py --train-rows 8000 --seeds 0
+    python benchmarks/bench_seq2seq.py --sides nlp_ssl --length-group-batches 5 --seeds 0 1 2 --epochs 3
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def recipe(args, seed: int, encoder: Path, decoder: Path, out: Path) -> dict:
         "train": {"epochs": args.epochs, "micro_batch_size": args.batch_size, "lr": args.lr, "scheduler": "linear",
                   "warmup_ratio": 0.05, "eval_every": "epoch", "save_every": "epoch", "metric_for_best": "loss",
                   "tracker": "none", "group_by_length": args.group_by_length, "eval_batch_size": args.eval_batch_size,
-                  "loss_normalizer": args.loss_normalizer, "length_group_batches": args.length_group_batches},
+                  **({"length_group_batches": args.length_group_batches} if args.length_group_batches else {})},
     }
 
 
@@ -174,9 +175,8 @@ def main() -> None:
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                         help="nlp-ssl's train.group_by_length")
-    parser.add_argument("--length-group-batches", type=int, default=50, help="nlp-ssl's train.length_group_batches")
-    parser.add_argument("--loss-normalizer", choices=["step_targets", "mean_targets"], default="step_targets",
-                        help="nlp-ssl's train.loss_normalizer")
+    parser.add_argument("--length-group-batches", type=int, default=None,
+                        help="nlp-ssl's train.length_group_batches (default: the task's)")
     parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                         help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
                              "run_translation recipes default to random batches)")

@@ -103,13 +103,9 @@ class TrainConfig:
     each group sorted by length and cut into batches, and the batches shuffled; less padding,
     the same examples."""
     length_group_batches: int = 50
-    """Global batches per length-sorted group (``group_by_length``). Fewer mix lengths more
-    within a batch, at the cost of more padding."""
-    loss_normalizer: Literal["step_targets", "mean_targets"] = "step_targets"
-    """What a step's summed loss is divided by. ``step_targets``: the step's own count of
-    target tokens, so every step weighs the same and, in length-grouped batches, a token of
-    a short example weighs more than one of a long example. ``mean_targets``: the mean count
-    per step so far in the run, so every token weighs the same, as in random batches."""
+    """Global batches per length-sorted group (``group_by_length``). Fewer batches per group mix
+    lengths more within each batch: more padding (slower), and on translation a better model
+    (docs/benchmarks.md, "what length grouping costs in quality")."""
     eval_every: int | Literal["epoch"] = 200
     """Evaluate every this many steps, or at the end of every epoch; and always at the end."""
     eval_batch_size: int | None = None
@@ -143,8 +139,11 @@ class TrainConfig:
         positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "eval_every", "log_every", "save_every",
                     "length_group_batches")
         for name in positive:
-            if getattr(self, name) != "epoch" and getattr(self, name) <= 0:
-                raise ConfigError(f"{name!r} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value == "epoch" and name in ("eval_every", "save_every"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name!r} must be a positive integer, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"'lr' must be positive, got {self.lr}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
@@ -349,17 +348,12 @@ class TrainState:
     written before it was saved)."""
     length_group_batches: int | None = None
     """The same, for the size of its length groups."""
-    targets: float = 0.0
-    target_steps: int = 0
-    """Target tokens over the steps that counted them (``loss_normalizer: mean_targets``);
-    counted apart from ``step`` because checkpoints written before have neither."""
 
     def state_dict(self) -> dict:
         return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds,
                 "evaluation_seconds": self.evaluation_seconds, "checkpoint_seconds": self.checkpoint_seconds,
                 "best": self.best, "group_by_length": self.group_by_length,
-                "length_group_batches": self.length_group_batches, "targets": self.targets,
-                "target_steps": self.target_steps}
+                "length_group_batches": self.length_group_batches}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
@@ -369,7 +363,6 @@ class TrainState:
         self.best = dict(state.get("best", {}))
         self.group_by_length = state.get("group_by_length")
         self.length_group_batches = state.get("length_group_batches")
-        self.targets, self.target_steps = float(state.get("targets", 0.0)), int(state.get("target_steps", 0))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -520,11 +513,11 @@ def fit(
     elif state.group_by_length != cfg.group_by_length:
         logger.warning("train.group_by_length=%s, but %s was trained with %s: resuming keeps the run's batch order",
                        cfg.group_by_length, start_from, state.group_by_length)
-    if state.length_group_batches is None:
-        state.length_group_batches = cfg.length_group_batches
-    elif state.length_group_batches != cfg.length_group_batches:
-        logger.warning("train.length_group_batches=%s, but %s was trained with %s: resuming keeps the run's batch "
-                       "order", cfg.length_group_batches, start_from, state.length_group_batches)
+    if state.length_group_batches is None:  # a checkpoint from before the size was saved had the fixed 50
+        state.length_group_batches = cfg.length_group_batches if start_from is None else 50
+    if state.group_by_length and state.length_group_batches != cfg.length_group_batches:
+        logger.warning("train.length_group_batches=%s, but %s was trained with %s: resuming keeps its length "
+                       "groups", cfg.length_group_batches, start_from, state.length_group_batches)
     grouped = state.group_by_length
     lengths = task.lengths("train") if grouped and isinstance(task, LengthAware) else None
     if grouped and lengths is None and not streaming:
@@ -561,16 +554,13 @@ def fit(
             counts = torch.tensor([sum(b.n_targets for b in micro), sum(b.n_tokens for b in micro)],
                                   dtype=torch.float64, device=accelerator.device)
             n_targets, n_tokens = accelerator.reduce(counts, reduction="sum").tolist()
-            state.targets += n_targets
-            state.target_steps += 1
-            normalizer = n_targets if cfg.loss_normalizer == "step_targets" else state.targets / state.target_steps
             step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
             for m, batch in enumerate(micro):
                 sync = contextlib.nullcontext() if m == len(micro) - 1 else accelerator.no_sync(module)
                 with sync, accelerator.autocast():
                     loss_sum = module(**_to_device(batch.inputs, accelerator.device))
                     # DDP averages gradients over processes: scale so the result is the global mean
-                    accelerator.backward(loss_sum * (world / max(normalizer, 1)))
+                    accelerator.backward(loss_sum * (world / max(n_targets, 1)))
                 step_loss += loss_sum.detach().double()
             step_loss = accelerator.reduce(step_loss, reduction="sum").item()
             if not math.isfinite(step_loss):
