@@ -70,7 +70,7 @@ def recipe(args, seed: int, encoder: Path, decoder: Path, out: Path) -> dict:
         "train": {"epochs": args.epochs, "micro_batch_size": args.batch_size, "lr": args.lr, "scheduler": "linear",
                   "warmup_ratio": 0.05, "eval_every": "epoch", "save_every": "epoch", "metric_for_best": "loss",
                   "tracker": "none", "group_by_length": args.group_by_length, "eval_batch_size": args.eval_batch_size,
-                  **({"length_group_batches": args.length_group_batches} if args.length_group_batches else {})},
+                  **({"length_group_batches": args.length_group_batches} if args.length_group_batches is not None else {})},
     }
 
 

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -69,6 +69,10 @@ Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml"
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, evaluation, logging and checkpointing; shared by all stages."""
+
+    ADDED: ClassVar[dict[str, Any]] = {"length_group_batches": 50}
+    """Keys added since runs were first saved, with the value those runs had: a saved recipe
+    without one is the same recipe as one that sets it to that value."""
 
     max_steps: int = 1000
     """Optimizer steps. Pretraining is sized in steps (streams have no length)."""

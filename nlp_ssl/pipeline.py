@@ -223,11 +223,14 @@ def _same_recipe(out: Path, config) -> bool:
     import yaml
 
     from nlp_ssl.config import to_dict, upgrade
+    from nlp_ssl.engine import TrainConfig
 
     saved = out / CONFIG_FILE
     if not saved.is_file():
         return False
     old = upgrade(type(config), yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    if isinstance(old.get("train"), dict):
+        old["train"] = {**TrainConfig.ADDED, **old["train"]}
     new = to_dict(config)
     for recipe in (old, new):
         if isinstance(recipe.get("train"), dict):

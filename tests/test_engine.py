@@ -296,6 +296,33 @@ def test_a_resume_keeps_the_batch_order_the_run_started_with(tmp_path, caplog):
     assert train(ungrouped) != train(straight)  # the setting does change the order
 
 
+def test_a_checkpoint_from_before_the_group_size_was_saved_resumes_with_groups_of_50(tmp_path, monkeypatch):
+    from nlp_ssl.engine import TrainState
+
+    grouped = {"group_by_length": True, "micro_batch_size": 2}  # 16 batches an epoch: 50 sorts it whole
+    straight = VaryingLengths()
+    fit(straight, config(**grouped, length_group_batches=50), folder(tmp_path, "straight"), seed=3)
+    saves = TrainState.state_dict
+    # the state an earlier version saved: no length_group_batches
+    monkeypatch.setattr(TrainState, "state_dict",
+                        lambda self: {k: v for k, v in saves(self).items() if k != "length_group_batches"})
+    crashed = VaryingLengths()
+    crashed.crash_at = 5
+    with pytest.raises(PowerCut):
+        fit(crashed, config(**grouped, length_group_batches=50), folder(tmp_path, "resumed"), seed=3)
+    monkeypatch.undo()
+    saved = torch.load(list_checkpoints(tmp_path / "resumed")[-1] / "state" / "custom_checkpoint_1.pkl",
+                       weights_only=False)
+    assert saved["step"] == 3 and "length_group_batches" not in saved
+    resumed = VaryingLengths()
+    fit(resumed, config(**grouped, length_group_batches=2, resume="latest"), folder(tmp_path, "resumed"), seed=3)
+    fresh = VaryingLengths()
+    fit(fresh, config(**grouped, length_group_batches=2), folder(tmp_path, "fresh"), seed=3)
+    train = lambda task: [sorted(idx.tolist()) for split, idx in task.built if split == "train"]  # noqa: E731
+    assert train(resumed) == train(straight)[3:]
+    assert train(fresh)[3:] != train(straight)[3:]
+
+
 @pytest.mark.parametrize("key, value", [("length_group_batches", 0), ("length_group_batches", 2.5),
                                         ("micro_batch_size", "epoch"), ("eval_every", True)])
 def test_counts_must_be_positive_integers(key, value):

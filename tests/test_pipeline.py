@@ -63,6 +63,12 @@ def test_pipeline_runs_skips_and_reruns_what_changed(tmp_path, tiny_corpus, sent
     old["rtd"] = {"generator_layers": 1, "disc_weight": 50.0}
     saved.write_text(yaml.safe_dump(old))
     assert run(from_dict(PipelineConfig, raw))["stages_run"] == 0 and stamps(run_dir) == first
+    # nor a train section from before a key was added, when the recipe keeps the value it had
+    saved = run_dir / "finetune-rt/resolved_config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    assert old["train"].pop("length_group_batches") == 50
+    saved.write_text(yaml.safe_dump(old))
+    assert run(from_dict(PipelineConfig, raw))["stages_run"] == 0 and stamps(run_dir) == first
 
     raw["finetune"]["rt"]["train"]["lr"] = 1e-3  # only the last stage changed
     assert run(from_dict(PipelineConfig, raw))["stages_run"] == 1
