@@ -517,8 +517,9 @@ def fit(
     elif state.group_by_length != cfg.group_by_length:
         logger.warning("train.group_by_length=%s, but %s was trained with %s: resuming keeps the run's batch order",
                        cfg.group_by_length, start_from, state.group_by_length)
-    if state.length_group_batches is None:  # a checkpoint from before the size was saved had the fixed 50
-        state.length_group_batches = cfg.length_group_batches if start_from is None else 50
+    if state.length_group_batches is None:  # a new run, or a checkpoint from before the size was saved
+        state.length_group_batches = (cfg.length_group_batches if start_from is None
+                                      else TrainConfig.ADDED["length_group_batches"])
     if state.group_by_length and state.length_group_batches != cfg.length_group_batches:
         logger.warning("train.length_group_batches=%s, but %s was trained with %s: resuming keeps its length "
                        "groups", cfg.length_group_batches, start_from, state.length_group_batches)

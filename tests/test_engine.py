@@ -237,6 +237,11 @@ class VaryingLengths(ScoredRegression):
         return super().make_batch(indices, epoch, split)
 
 
+def trained_on(task: VaryingLengths) -> list[list[int]]:
+    """The examples of each training batch ``task`` built, in order."""
+    return [idx.tolist() for split, idx in task.built if split == "train"]
+
+
 def test_group_by_length_keeps_the_examples_and_batches_similar_lengths():
     from nlp_ssl.engine import group_by_length
 
@@ -287,13 +292,12 @@ def test_a_resume_keeps_the_batch_order_the_run_started_with(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="nlp_ssl.engine"):
         fit(resumed, config(group_by_length=False, resume="latest"), folder(tmp_path, "resumed"), seed=3)
     assert "resuming keeps the run's batch order" in caplog.text
-    train = lambda task: [idx.tolist() for split, idx in task.built if split == "train"]  # noqa: E731
-    assert train(resumed) == train(straight)[3:]
+    assert trained_on(resumed) == trained_on(straight)[3:]
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
         assert torch.equal(a, b)
     ungrouped = VaryingLengths()
     fit(ungrouped, config(group_by_length=False), folder(tmp_path, "ungrouped"), seed=3)
-    assert train(ungrouped) != train(straight)  # the setting does change the order
+    assert trained_on(ungrouped) != trained_on(straight)  # the setting does change the order
 
 
 def test_a_checkpoint_from_before_the_group_size_was_saved_resumes_with_groups_of_50(tmp_path, monkeypatch):
@@ -318,9 +322,8 @@ def test_a_checkpoint_from_before_the_group_size_was_saved_resumes_with_groups_o
     fit(resumed, config(**grouped, length_group_batches=2, resume="latest"), folder(tmp_path, "resumed"), seed=3)
     fresh = VaryingLengths()
     fit(fresh, config(**grouped, length_group_batches=2), folder(tmp_path, "fresh"), seed=3)
-    train = lambda task: [sorted(idx.tolist()) for split, idx in task.built if split == "train"]  # noqa: E731
-    assert train(resumed) == train(straight)[3:]
-    assert train(fresh)[3:] != train(straight)[3:]
+    assert trained_on(resumed) == trained_on(straight)[3:]
+    assert trained_on(fresh)[3:] != trained_on(straight)[3:]
 
 
 @pytest.mark.parametrize("key, value", [("length_group_batches", 0), ("length_group_batches", 2.5),
@@ -344,13 +347,12 @@ def test_a_resume_keeps_the_length_groups_the_run_started_with(tmp_path, caplog)
     with caplog.at_level("WARNING", logger="nlp_ssl.engine"):
         fit(resumed, config(**grouped, length_group_batches=8, resume="latest"), folder(tmp_path, "resumed"), seed=3)
     assert "resuming keeps its length groups" in caplog.text
-    train = lambda task: [sorted(idx.tolist()) for split, idx in task.built if split == "train"]  # noqa: E731
-    assert train(resumed) == train(straight)[3:]
+    assert trained_on(resumed) == trained_on(straight)[3:]
     whole_epoch = VaryingLengths()
     fit(whole_epoch, config(**grouped, length_group_batches=8), folder(tmp_path, "whole"), seed=3)
-    assert train(whole_epoch)[3:] != train(straight)[3:]  # what the resume would have built from the recipe
+    assert trained_on(whole_epoch)[3:] != trained_on(straight)[3:]  # what the resume would have built from the recipe
     lengths = straight.lengths("train")
-    spread = lambda task: np.mean([np.ptp(lengths[b]) for b in train(task)])  # noqa: E731
+    spread = lambda task: np.mean([np.ptp(lengths[b]) for b in trained_on(task)])  # noqa: E731
     assert spread(whole_epoch) < spread(straight)  # one group of 8 batches sorts more finely than four of 2
 
 
