@@ -229,9 +229,11 @@ def _same_recipe(out: Path, config) -> bool:
     if not saved.is_file():
         return False
     old = upgrade(type(config), yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
-    if isinstance(old.get("train"), dict):
-        old["train"] = {**TrainConfig.ADDED, **old["train"]}
     new = to_dict(config)
+    if isinstance(old.get("train"), dict) and isinstance(new.get("train"), dict):
+        # only keys this stage's train section has (skip-gram's is not the engine's)
+        added = {k: v for k, v in TrainConfig.ADDED.items() if k in new["train"]}
+        old["train"] = {**added, **old["train"]}
     for recipe in (old, new):
         if isinstance(recipe.get("train"), dict):
             recipe["train"].pop("resume", None)
