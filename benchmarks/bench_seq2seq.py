@@ -70,7 +70,8 @@ def recipe(args, seed: int, encoder: Path, decoder: Path, out: Path) -> dict:
         "train": {"epochs": args.epochs, "micro_batch_size": args.batch_size, "lr": args.lr, "scheduler": "linear",
                   "warmup_ratio": 0.05, "eval_every": "epoch", "save_every": "epoch", "metric_for_best": "loss",
                   "tracker": "none", "group_by_length": args.group_by_length, "eval_batch_size": args.eval_batch_size,
-                  **({"length_group_batches": args.length_group_batches} if args.length_group_batches is not None else {})},
+                  **({"length_group_batches": args.length_group_batches} if args.length_group_batches is not None else {}),
+                  **({"pack_pairs": args.pack_pairs} if args.pack_pairs is not None else {})},
     }
 
 
@@ -177,6 +178,8 @@ def main() -> None:
                         help="nlp-ssl's train.group_by_length")
     parser.add_argument("--length-group-batches", type=int, default=None,
                         help="nlp-ssl's train.length_group_batches (default: the task's)")
+    parser.add_argument("--pack-pairs", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                        help="nlp-ssl's train.pack_pairs (default: the task's)")
     parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
                         help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
                              "run_translation recipes default to random batches)")

@@ -107,12 +107,28 @@ def _parse_index(part: str, item: str, length: int) -> int:
 
 
 def upgrade(cls: type, data: dict) -> dict:
-    """A recipe saved by an earlier version in today's form: renamed keys (``cls.RENAMED``)
-    take their new name, and sections ``cls`` no longer has are dropped."""
+    """A recipe saved by an earlier version in today's form, section by section: renamed keys
+    (``RENAMED``) take their new name, keys added since (``ADDED``) take the value the old
+    runs had, and keys the section no longer has are dropped."""
     renamed = getattr(cls, "RENAMED", {})
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
     data = {renamed.get(k, k): v for k, v in data.items()}
-    return {k: v for k, v in data.items() if k in names}
+    data = {**{k: v for k, v in getattr(cls, "ADDED", {}).items() if k in names}, **data}
+    return {key: _upgrade_value(hints[key], value) for key, value in data.items() if key in names}
+
+
+def _upgrade_value(hint, value):
+    """``value`` upgraded as the section(s) ``hint`` declares: ``X``, ``X | None``, ``list[X]``."""
+    if get_origin(hint) in (Union, types.UnionType):
+        classes = [a for a in get_args(hint) if a is not type(None)]
+        lists = [a for a in classes if get_origin(a) is list]
+        hint = lists[0] if isinstance(value, list) and len(lists) == 1 else classes[0] if len(classes) == 1 else None
+    if get_origin(hint) is list and isinstance(value, list):
+        return [_upgrade_value(get_args(hint)[0], item) for item in value]
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return upgrade(hint, value)
+    return value
 
 
 def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):

@@ -325,8 +325,8 @@ class ScoredTask(Protocol):
 
 @runtime_checkable
 class LengthAware(Protocol):
-    """A task whose examples differ in length (padded, not packed); the engine checks for it
-    with ``isinstance``. Training with ``group_by_length`` batches examples of similar length
+    """A task whose examples differ in length (not cut into equal blocks); the engine checks
+    for it with ``isinstance``. Training with ``group_by_length`` batches examples of similar length
     together; evaluation always reads them longest first. Either way less of each batch is
     padding."""
 
@@ -880,4 +880,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def _to_device(inputs: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    from accelerate.utils import send_to_device
+
+    # nested too: a packed batch's masks may be a dict per attention kind
+    return send_to_device(inputs, device, non_blocking=True)

@@ -223,17 +223,12 @@ def _same_recipe(out: Path, config) -> bool:
     import yaml
 
     from nlp_ssl.config import to_dict, upgrade
-    from nlp_ssl.engine import TrainConfig
 
     saved = out / CONFIG_FILE
     if not saved.is_file():
         return False
     old = upgrade(type(config), yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
     new = to_dict(config)
-    if isinstance(old.get("train"), dict) and isinstance(new.get("train"), dict):
-        # only keys this stage's train section has (skip-gram's is not the engine's)
-        added = {k: v for k, v in TrainConfig.ADDED.items() if k in new["train"]}
-        old["train"] = {**added, **old["train"]}
     for recipe in (old, new):
         if isinstance(recipe.get("train"), dict):
             recipe["train"].pop("resume", None)

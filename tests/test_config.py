@@ -184,3 +184,26 @@ def test_a_section_of_another_objective_says_whose_it_is(tmp_path, objective, se
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=rf"unknown key '{section}'; it applies to {where} only: remove it"):
         load_recipe(recipe_class(raw, "r.yaml"), path)
+
+
+def test_an_old_saved_recipe_is_upgraded_section_by_section():
+    from nlp_ssl.config import from_dict, upgrade
+    from nlp_ssl.embeddings import EmbeddingPretrainConfig
+    from nlp_ssl.tasks.seq2seq import TranslationConfig
+
+    old = {"output_dir": "o", "task": "translation", "encoder": "e", "retired_section": {"a": 1},
+           "data": {"train": {"name": "d"}, "source_lang": "en", "target_lang": "de"},
+           "train": {"epochs": 2, "retired_key": 3}}
+    new = upgrade(TranslationConfig, old)
+    assert new["init"] == "e" and "encoder" not in new and "retired_section" not in new  # top level
+    # keys added since take the value old runs had; the retired key is dropped
+    assert new["train"] == {"length_group_batches": 50, "pack_pairs": False, "epochs": 2}
+    assert new["data"] == old["data"]
+    assert from_dict(TranslationConfig, new).train.length_group_batches == 50
+    # sections in a list too
+    tokenizer = upgrade(TokenizerConfig, {"output_dir": "o", "datasets": [{"name": "a", "retired": 1}, {"name": "b"}]})
+    assert tokenizer["datasets"] == [{"name": "a"}, {"name": "b"}]
+    # a section that is not the engine's gets none of its added keys
+    skipgram = upgrade(EmbeddingPretrainConfig, {"output_dir": "o", "objective": "skipgram", "tokenizer": "t",
+                                                 "data": {"datasets": [{"name": "d"}]}, "train": {"epochs": 1}})
+    assert skipgram["train"] == {"epochs": 1}

@@ -263,3 +263,165 @@ def test_from_scratch_takes_true_false_or_decoder(tmp_path, pretrained):
     for bad in (1, "Decoder", "encoder"):
         with pytest.raises(ConfigError, match="'from_scratch' must be"):
             translation_config(tmp_path / "a", pretrained["mlm"], None, data, from_scratch=bad)
+
+
+def _tiny_encoder_decoder(encoder: str, decoder: str, attention: str = "sdpa"):
+    from transformers import (BertConfig, EncoderDecoderConfig, EncoderDecoderModel, GPT2Config, ModernBertConfig,
+                              RobertaPreLayerNormConfig)
+
+    shape = {"vocab_size": 50, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    encoders = {
+        "bert": lambda: BertConfig(**shape, num_hidden_layers=2, max_position_embeddings=64, pad_token_id=0),
+        # a window of 8 (4 each side), shorter than the sources: its local layers are exercised
+        "modernbert": lambda: ModernBertConfig(**shape, num_hidden_layers=3, max_position_embeddings=64,
+                                               pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2,
+                                               sep_token_id=3, local_attention=8, global_attn_every_n_layers=2),
+        "roberta-prelayernorm": lambda: RobertaPreLayerNormConfig(**shape, num_hidden_layers=2,
+                                                                  max_position_embeddings=70, pad_token_id=0),
+    }
+    decoders = {
+        "gpt2": lambda: GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=2,
+                                   eos_token_id=3),
+        "bert": encoders["bert"],
+        "roberta-prelayernorm": encoders["roberta-prelayernorm"],
+    }
+    dec = decoders[decoder]()
+    dec.is_decoder, dec.add_cross_attention = True, True
+    torch.manual_seed(0)
+    model = EncoderDecoderModel(config=EncoderDecoderConfig.from_encoder_decoder_configs(encoders[encoder](), dec))
+    model.config.decoder_start_token_id, model.config.pad_token_id = 2, 0
+    if attention != "sdpa":
+        model.set_attn_implementation(attention)
+    return model
+
+
+def _pairs(n=12, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [{"input_ids": rng.integers(4, 50, rng.integers(2, 20)).tolist(),
+             "labels": rng.integers(4, 50, rng.integers(2, 25)).tolist()} for _ in range(n)]
+
+
+def _padded(pairs) -> dict:
+    """The same pairs one per row, as ``DataCollatorForSeq2Seq`` lays them out."""
+    source, target = max(len(p["input_ids"]) for p in pairs), max(len(p["labels"]) for p in pairs)
+    labels = torch.tensor([p["labels"] + [-100] * (target - len(p["labels"])) for p in pairs])
+    return {"input_ids": torch.tensor([p["input_ids"] + [0] * (source - len(p["input_ids"])) for p in pairs]),
+            "attention_mask": torch.tensor([[1] * len(p["input_ids"]) + [0] * (source - len(p["input_ids"]))
+                                            for p in pairs]),
+            "labels": labels, "decoder_input_ids": torch.cat([torch.full((len(pairs), 1), 2),
+                                                              labels[:, :-1].clamp(min=0)], 1)}
+
+
+@pytest.mark.parametrize("encoder,decoder,attention", [("bert", "gpt2", "sdpa"), ("bert", "gpt2", "eager"),
+                                                       ("modernbert", "gpt2", "sdpa"),
+                                                       ("roberta-prelayernorm", "gpt2", "sdpa"),
+                                                       ("roberta-prelayernorm", "roberta-prelayernorm", "sdpa"),
+                                                       ("modernbert", "bert", "eager"), ("bert", "bert", "sdpa")])
+def test_packed_rows_give_the_padded_batch_loss_and_gradients(encoder, decoder, attention):
+    from nlp_ssl.tasks.pair_packing import pack_pairs, unsupported
+    from nlp_ssl.tasks.seq2seq import Seq2SeqLoss
+
+    model = _tiny_encoder_decoder(encoder, decoder, attention).eval()
+    assert unsupported(model) is None
+    loss, pairs = Seq2SeqLoss(model), _pairs()
+    packed = pack_pairs(pairs, model.config, source_width=40, target_width=40, pad_id=0, start_id=2)
+    assert packed["input_ids"].size(0) < len(pairs)  # several pairs share rows
+    results = []
+    for inputs in (_padded(pairs), packed):
+        model.zero_grad()
+        value = loss(**inputs)
+        value.backward()
+        results.append((value.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (padded_loss, padded_grads), (packed_loss, packed_grads) = results
+    torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=1e-4)
+    assert len(packed_grads) == len(padded_grads)
+    for a, b in zip(packed_grads, padded_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+    # the control: a target that may look at every source of its row learns something else
+    leaky = dict(packed, cross_attention_mask=torch.ones_like(packed["cross_attention_mask"]))
+    with torch.no_grad():
+        assert abs(float(loss(**leaky)) - float(padded_loss)) > 1e-3
+
+
+def test_eager_attention_takes_packed_masks_in_the_dtype_its_weights_run_in():
+    """A bf16 model (DeepSpeed casts the weights, no autocast): the additive masks are bf16 too."""
+    from nlp_ssl.tasks.pair_packing import pack_pairs
+    from nlp_ssl.tasks.seq2seq import Seq2SeqLoss
+
+    model = _tiny_encoder_decoder("bert", "bert", "eager").eval().to(torch.bfloat16)
+    loss, pairs = Seq2SeqLoss(model), _pairs()
+    with torch.no_grad():
+        packed = loss(**pack_pairs(pairs, model.config, source_width=40, target_width=40, pad_id=0, start_id=2))
+        torch.testing.assert_close(packed, loss(**_padded(pairs)), rtol=1e-2, atol=0.0)
+
+
+def test_rows_hold_every_pair_once_within_the_widths():
+    from nlp_ssl.tasks.pair_packing import assign_rows
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    source, target = rng.integers(2, 30, 64), rng.integers(2, 20, 64)
+    rows = assign_rows(source, target, 32, 24)
+    assert sorted(i for row in rows for i in row) == list(range(64))
+    assert all(source[row].sum() <= 32 and target[row].sum() <= 24 for row in map(np.array, rows))
+    assert len(rows) < 40  # not one pair per row
+    assert assign_rows([32, 32], [1, 1], 32, 24) == [[0], [1]]  # a full row takes nothing more
+
+
+def test_packing_is_refused_for_architectures_it_was_not_verified_on(tmp_path, pretrained, translation_dir,
+                                                                     monkeypatch):
+    from nlp_ssl.engine import make_accelerator
+    from nlp_ssl.errors import ConfigError
+    from nlp_ssl.tasks.pair_packing import unsupported
+    from nlp_ssl.tasks.seq2seq import setup_seq2seq
+
+    model = _tiny_encoder_decoder("bert", "gpt2")
+    model.config.encoder.model_type = "t5"
+    assert "encoder is a 't5' model" in unsupported(model)
+    model = _tiny_encoder_decoder("bert", "gpt2")
+    model.config.decoder._attn_implementation = "flex_attention"
+    assert "'flex_attention' attention" in unsupported(model)
+    assert unsupported(_tiny_encoder_decoder("bert", "gpt2")) is None
+
+    cfg = translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], translation_dir,
+                             train={"pack_pairs": True, "epochs": 1, "tracker": "none"})
+    task, _ = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "run"))
+    assert task.pack_widths == (32, 24)
+    monkeypatch.setattr("nlp_ssl.tasks.pair_packing.PACKABLE_DECODERS", ("bert",))
+    with pytest.raises(ConfigError, match=r"'train.pack_pairs': the decoder is a 'gpt2' model .*set it to false"):
+        setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_packed_run_trains_as_the_padded_run_does(tmp_path, pretrained, translation_dir, monkeypatch):
+    """Same seed, same random batches, no dropout: the logged losses agree to rounding."""
+    from nlp_ssl.tasks import pair_packing
+    from nlp_ssl.train_log import read_log
+
+    rows = []
+
+    def counted(examples, *args, **kwargs):
+        inputs = original(examples, *args, **kwargs)
+        rows.append((len(examples), inputs["input_ids"].size(0)))
+        return inputs
+
+    original = pair_packing.pack_pairs
+    monkeypatch.setattr(pair_packing, "pack_pairs", counted)
+    losses = {}
+    for pack in (False, True):
+        out = tmp_path / f"pack-{pack}"
+        finetune.run(translation_config(out, pretrained["mlm"], pretrained["clm"], translation_dir,
+                                        train={"max_steps": 4, "epochs": None, "micro_batch_size": 16, "lr": 3e-3,
+                                               "tracker": "none", "log_every": 1, "warmup_ratio": 0.1,
+                                               "group_by_length": False, "pack_pairs": pack, "eval_every": 4,
+                                               "save_every": 4}))
+        losses[pack] = [r["train/loss"] for r in read_log(out) if "train/loss" in r]
+        if not pack:
+            assert not rows
+    assert len(rows) == 4 and all(packed < pairs for pairs, packed in rows)  # every step packed, fewer rows
+    assert len(losses[True]) == 4 and losses[False][0] != losses[False][-1]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -130,6 +130,13 @@ class Seq2SeqTrainConfig(FinetuneTrainConfig):
     length_group_batches: int = 5
     """Batches of near-identical length cost translation quality (about 1 chrF on Multi30k with
     groups of 50); groups of 5 keep most of the padding saved (docs/benchmarks.md)."""
+    ADDED: ClassVar[dict[str, Any]] = {**FinetuneTrainConfig.ADDED, "pack_pairs": False}
+
+    pack_pairs: bool = False
+    """Train on rows holding several pairs each (up to ``max_source_length`` /
+    ``max_target_length`` tokens), every pair attending only to itself: the padding of a
+    random batch is not computed, and the loss is the padded batch's. BERT, RoBERTa or
+    ModernBERT encoders; GPT-2, BERT or RoBERTa decoders; SDPA or eager attention."""
 
 
 @dataclass(kw_only=True)
@@ -185,13 +192,26 @@ class Seq2SeqLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, labels, decoder_input_ids):
-        # the decoder reads the start token, then every target but the last: padding after
-        # the targets is masked (the decoder would otherwise warn that its input looks padded)
-        decoder_mask = torch.ones_like(decoder_input_ids)
-        decoder_mask[:, 1:] = labels[:, :-1] != -100
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
-                            decoder_attention_mask=decoder_mask).logits
+    def forward(self, input_ids, attention_mask, labels, decoder_input_ids, cross_attention_mask=None, **packed):
+        if cross_attention_mask is None:
+            # the decoder reads the start token, then every target but the last: padding after
+            # the targets is masked (the decoder would otherwise warn that its input looks padded)
+            decoder_mask = torch.ones_like(decoder_input_ids)
+            decoder_mask[:, 1:] = labels[:, :-1] != -100
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_mask).logits
+        else:
+            # packed rows (``pair_packing``): the model would give the decoder the encoder's own
+            # mask for cross-attention, so the encoder runs first and the decoder gets its own
+            from nlp_ssl.tasks.pair_packing import for_attention
+
+            encoder, decoder = self.model.encoder, self.model.decoder
+            encoded = encoder(input_ids=input_ids, attention_mask=for_attention(attention_mask, encoder),
+                              position_ids=packed["position_ids"], return_dict=True)
+            logits = self.model(encoder_outputs=encoded, attention_mask=for_attention(cross_attention_mask, decoder),
+                                decoder_input_ids=decoder_input_ids,
+                                decoder_attention_mask=for_attention(packed["decoder_attention_mask"], decoder),
+                                decoder_position_ids=packed["decoder_position_ids"]).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
 
 
@@ -289,10 +309,12 @@ class Seq2SeqTask(TokenizedSplits):
     length_columns = ("input_ids", "labels")
 
     def __init__(self, model, tokenizer, splits: dict, *, source_column: str, target_column: str, metric: str,
-                 train_index: np.ndarray | None = None):
+                 train_index: np.ndarray | None = None, pack_widths: tuple[int, int] | None = None):
         from transformers import DataCollatorForSeq2Seq
 
         self.model = model
+        self.pack_widths = pack_widths
+        """Source and target tokens per packed training row; None: one pair per row."""
         self.tokenizer = tokenizer
         self.module = Seq2SeqLoss(model)
         self.source_column, self.target_column = source_column, target_column
@@ -305,9 +327,17 @@ class Seq2SeqTask(TokenizedSplits):
 
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
         _, examples = self.examples(split, indices)
-        inputs = dict(self.collator(examples))
+        if split == "train" and self.pack_widths is not None:  # evaluation generates from one pair per row
+            from nlp_ssl.tasks.pair_packing import pack_pairs
+
+            inputs = pack_pairs(examples, self.model.config, source_width=self.pack_widths[0],
+                                target_width=self.pack_widths[1], pad_id=self.tokenizer.pad_token_id,
+                                start_id=self.model.config.decoder_start_token_id)
+        else:
+            inputs = dict(self.collator(examples))
         targets = int((inputs["labels"] != -100).sum())
-        return Batch(inputs, n_targets=targets, n_tokens=int(inputs["attention_mask"].sum()) + targets)
+        sources = sum(len(e["input_ids"]) for e in examples)
+        return Batch(inputs, n_targets=targets, n_tokens=sources + targets)
 
     def eval_step(self, module, inputs: dict):
         loss = module(**inputs)
@@ -402,8 +432,15 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     # what evaluate/predict need to know about this model, saved in its config.json
     model.config.nlp_ssl = {"task": cfg.task, "source_column": d.source_column, "target_column": d.target_column}
     metric = METRICS[cfg.task]
+    pack_widths = None
+    if cfg.train.pack_pairs:
+        from nlp_ssl.tasks.pair_packing import unsupported
+
+        if (reason := unsupported(model)) is not None:
+            raise ConfigError(f"'train.pack_pairs': {reason}; set it to false")
+        pack_widths = (d.max_source_length, d.max_target_length)
     task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
-                       metric=metric, train_index=pool)
+                       metric=metric, train_index=pool, pack_widths=pack_widths)
     origin = {"init": cfg.init, "init_decoder": cfg.init_decoder or cfg.init, "from_scratch": cfg.from_scratch,
               "init_embeddings": cfg.init_embeddings}
     logger.info("%s fine-tuning, encoder %s, decoder %s%s: %.2fM parameters, %d train / %d validation pairs",
