@@ -2,6 +2,7 @@
 generation-based evaluation with sacrebleu parity, save/reload/generate, bad input."""
 
 import json
+import logging
 import re
 
 import pytest
@@ -60,7 +61,8 @@ def test_labels_are_masked_and_decoder_inputs_shifted(translated, pretrained, tr
     from nlp_ssl.engine import make_accelerator
     from nlp_ssl.tasks.seq2seq import setup_seq2seq
 
-    cfg = translation_config(translated.parent / "probe", pretrained["mlm"], pretrained["clm"], translation_dir)
+    cfg = translation_config(translated.parent / "probe", pretrained["mlm"], pretrained["clm"], translation_dir,
+                             train={"pack_pairs": False, "tracker": "none"})
     task, _ = setup_seq2seq(cfg, make_accelerator(cfg.train, translated.parent / "probe"))
     batch = task.make_batch(torch.arange(8).numpy(), 0, "train").inputs
     labels, decoder_inputs = batch["labels"], batch["decoder_input_ids"]
@@ -373,7 +375,7 @@ def test_rows_hold_every_pair_once_within_the_widths():
 
 
 def test_packing_is_refused_for_architectures_it_was_not_verified_on(tmp_path, pretrained, translation_dir,
-                                                                     monkeypatch):
+                                                                     monkeypatch, caplog):
     from nlp_ssl.engine import make_accelerator
     from nlp_ssl.errors import ConfigError
     from nlp_ssl.tasks.pair_packing import unsupported
@@ -395,6 +397,13 @@ def test_packing_is_refused_for_architectures_it_was_not_verified_on(tmp_path, p
     with pytest.raises(ConfigError, match=r"'train.pack_pairs': the decoder is a 'gpt2' model .*set it to false"):
         setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+    # by default, a model packing does not support trains one pair per row, and says so
+    default = translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], translation_dir)
+    assert default.train.pack_pairs is None
+    with caplog.at_level(logging.WARNING, logger="nlp_ssl.tasks.seq2seq"):
+        task, _ = setup_seq2seq(default, make_accelerator(default.train, tmp_path / "run"))
+    assert task.pack_widths is None
+    assert "one pair per row, padded: the decoder is a 'gpt2' model" in caplog.text
 
 
 def test_a_packed_run_trains_as_the_padded_run_does(tmp_path, pretrained, translation_dir, monkeypatch):

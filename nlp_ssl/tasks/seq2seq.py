@@ -125,18 +125,21 @@ class Seq2SeqTrainConfig(FinetuneTrainConfig):
     """Fine-tuning defaults, keeping the model with the lowest validation loss (generation-based
     metrics are computed at every evaluation too; ``metric_for_best: bleu`` selects on them)."""
 
-    metric_for_best: str | None = "loss"
-    lr: float = 3e-4
-    length_group_batches: int = 5
-    """Batches of near-identical length cost translation quality (about 1 chrF on Multi30k with
-    groups of 50); groups of 5 keep most of the padding saved (docs/benchmarks.md)."""
     ADDED: ClassVar[dict[str, Any]] = {**FinetuneTrainConfig.ADDED, "pack_pairs": False}
 
-    pack_pairs: bool = False
+    metric_for_best: str | None = "loss"
+    lr: float = 3e-4
+    group_by_length: bool = False
+    """Random batches: batches of similar length cost translation quality (about 1 chrF on
+    Multi30k with groups of 50, 0.65 with groups of 5), and packed pairs leave little padding
+    to save (docs/benchmarks.md)."""
+    length_group_batches: int = 5
+    pack_pairs: bool | None = None
     """Train on rows holding several pairs each (up to ``max_source_length`` /
     ``max_target_length`` tokens), every pair attending only to itself: the padding of a
-    random batch is not computed, and the loss is the padded batch's. BERT, RoBERTa or
-    ModernBERT encoders; GPT-2, BERT or RoBERTa decoders; SDPA or eager attention."""
+    random batch is not computed, and the loss is the padded batch's. Needs BERT, RoBERTa or
+    ModernBERT encoders, GPT-2, BERT or RoBERTa decoders, SDPA or eager attention. Default:
+    pack when the model allows it, else one pair per row (logged); ``true`` requires it."""
 
 
 @dataclass(kw_only=True)
@@ -433,12 +436,15 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     model.config.nlp_ssl = {"task": cfg.task, "source_column": d.source_column, "target_column": d.target_column}
     metric = METRICS[cfg.task]
     pack_widths = None
-    if cfg.train.pack_pairs:
+    if cfg.train.pack_pairs is not False:
         from nlp_ssl.tasks.pair_packing import unsupported
 
-        if (reason := unsupported(model)) is not None:
+        if (reason := unsupported(model)) is None:
+            pack_widths = (d.max_source_length, d.max_target_length)
+        elif cfg.train.pack_pairs:
             raise ConfigError(f"'train.pack_pairs': {reason}; set it to false")
-        pack_widths = (d.max_source_length, d.max_target_length)
+        else:
+            logger.warning("training one pair per row, padded: %s (train.group_by_length: true pads less)", reason)
     task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
                        metric=metric, train_index=pool, pack_widths=pack_widths)
     origin = {"init": cfg.init, "init_decoder": cfg.init_decoder or cfg.init, "from_scratch": cfg.from_scratch,
