@@ -10,7 +10,8 @@ and the test sample once at the end. Recorded: training tokens/s (source + targe
 padding), generated sentences/s in evaluation, wall time, test BLEU, chrF and loss.
 
     python benchmarks/bench_seq2seq.py --train-rows 8000 --seeds 0
-    python benchmarks/bench_seq2seq.py --sides nlp_ssl --length-group-batches 5 --seeds 0 1 2 --epochs 3
+    python benchmarks/bench_seq2seq.py --seeds 0 1 2 3 4 --epochs 3
+    python benchmarks/bench_seq2seq.py --sides nlp_ssl --pack-pairs false --group-by-length true --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def recipe(args, seed: int, encoder: Path, decoder: Path, out: Path) -> dict:
         "generation": {"max_new_tokens": 48, "num_beams": args.beams},
         "train": {"epochs": args.epochs, "micro_batch_size": args.batch_size, "lr": args.lr, "scheduler": "linear",
                   "warmup_ratio": 0.05, "eval_every": "epoch", "save_every": "epoch", "metric_for_best": "loss",
-                  "tracker": "none", "group_by_length": args.group_by_length, "eval_batch_size": args.eval_batch_size,
+                  "tracker": "none", "eval_batch_size": args.eval_batch_size,
+                  **({"group_by_length": args.group_by_length} if args.group_by_length is not None else {}),
                   **({"length_group_batches": args.length_group_batches} if args.length_group_batches is not None else {}),
                   **({"pack_pairs": args.pack_pairs} if args.pack_pairs is not None else {})},
     }
@@ -176,13 +178,13 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--preset", default="mini")
-    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
-                        help="nlp-ssl's train.group_by_length")
+    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                        help="nlp-ssl's train.group_by_length (default: the task's)")
     parser.add_argument("--length-group-batches", type=int, default=None,
                         help="nlp-ssl's train.length_group_batches (default: the task's)")
     parser.add_argument("--pack-pairs", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
                         help="nlp-ssl's train.pack_pairs (default: the task's)")
-    parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+    parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=False,
                         help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
                              "run_translation recipes default to random batches)")
     parser.add_argument("--sides", nargs="+", choices=["trainer", "nlp_ssl"], default=["trainer", "nlp_ssl"],
@@ -211,6 +213,9 @@ def main() -> None:
             "wall_seconds": round(float(np.mean([r["wall_seconds"] for r in rs])), 1),
             "test_bleu": round(float(np.mean([r["test_bleu"] for r in rs])), 2),
             "test_chrf": round(float(np.mean([r["test_chrf"] for r in rs])), 2),
+            # the seed spread that "equal quality" is judged against
+            **({"test_bleu_sd": round(float(np.std([r["test_bleu"] for r in rs], ddof=1)), 2),
+                "test_chrf_sd": round(float(np.std([r["test_chrf"] for r in rs], ddof=1)), 2)} if len(rs) > 1 else {}),
             **{key: round(float(np.mean([r[key] for r in rs])), 4)
                for key in ("test_loss", "test_loss_batch_mean") if key in rs[0]},
         }
