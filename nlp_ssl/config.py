@@ -114,7 +114,7 @@ def upgrade(cls: type, data: dict) -> dict:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     data = {renamed.get(k, k): v for k, v in data.items()}
-    data = {**{k: v for k, v in getattr(cls, "ADDED", {}).items() if k in names}, **data}
+    data = {**getattr(cls, "ADDED", {}), **data}
     return {key: _upgrade_value(hints[key], value) for key, value in data.items() if key in names}
 
 

@@ -67,7 +67,7 @@ def find_run(checkpoint: str) -> RunRecord:
             if "stage" not in record.info:
                 record.info["stage"] = "pretrain" if "objective" in record.config else "finetune"
             trained_for = descriptor(record)
-            if trained_for is not None:  # a run saved before a recipe key was renamed
+            if trained_for is not None:  # a run saved before a recipe key was renamed or added
                 from nlp_ssl.config import upgrade
 
                 record.config = upgrade(trained_for.config, record.config)

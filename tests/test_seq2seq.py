@@ -102,14 +102,17 @@ def test_saved_model_reloads_and_generates_the_same(translated):
 @pytest.mark.parametrize("case, message", [
     ("missing language key", r"row 5: column 'translation.xx' is null, expected text"),
     ("empty target", r"row 2: column 'translation.xx' is empty, expected a target text"),
+    ("empty source", r"row 3: column 'translation.en' is empty, expected a source text"),
 ])
 def test_bad_pairs_fail_clearly(tmp_path, pretrained, case, message, capsys):
     data = write_translation_folder(tmp_path / "data", sizes=(40, 8, 8))
     rows = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()]
     if case == "missing language key":
         del rows[5]["translation"]["xx"]
-    else:
+    elif case == "empty target":
         rows[2]["translation"]["xx"] = "  "
+    else:
+        rows[3]["translation"]["en"] = ""
     write_jsonl(data / "train.jsonl", rows)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(dump_yaml(translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], data)))
@@ -268,8 +271,8 @@ def test_from_scratch_takes_true_false_or_decoder(tmp_path, pretrained):
 
 
 def _tiny_encoder_decoder(encoder: str, decoder: str, attention: str = "sdpa"):
-    from transformers import (BertConfig, EncoderDecoderConfig, EncoderDecoderModel, GPT2Config, ModernBertConfig,
-                              RobertaPreLayerNormConfig)
+    from transformers import (BertConfig, CamembertConfig, EncoderDecoderConfig, EncoderDecoderModel, GPT2Config,
+                              ModernBertConfig, RobertaConfig, RobertaPreLayerNormConfig, XLMRobertaConfig)
 
     shape = {"vocab_size": 50, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
     encoders = {
@@ -278,14 +281,16 @@ def _tiny_encoder_decoder(encoder: str, decoder: str, attention: str = "sdpa"):
         "modernbert": lambda: ModernBertConfig(**shape, num_hidden_layers=3, max_position_embeddings=64,
                                                pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2,
                                                sep_token_id=3, local_attention=8, global_attn_every_n_layers=2),
-        "roberta-prelayernorm": lambda: RobertaPreLayerNormConfig(**shape, num_hidden_layers=2,
-                                                                  max_position_embeddings=70, pad_token_id=0),
+        # positions counted from pad_token_id + 1 (70 = 64 + 1 + room)
+        **{kind: (lambda c=c: c(**shape, num_hidden_layers=2, max_position_embeddings=70, pad_token_id=0))
+           for kind, c in (("roberta-prelayernorm", RobertaPreLayerNormConfig), ("roberta", RobertaConfig),
+                           ("xlm-roberta", XLMRobertaConfig), ("camembert", CamembertConfig))},
     }
     decoders = {
         "gpt2": lambda: GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=2,
                                    eos_token_id=3),
         "bert": encoders["bert"],
-        "roberta-prelayernorm": encoders["roberta-prelayernorm"],
+        **{kind: encoders[kind] for kind in ("roberta-prelayernorm", "roberta", "xlm-roberta", "camembert")},
     }
     dec = decoders[decoder]()
     dec.is_decoder, dec.add_cross_attention = True, True
@@ -320,7 +325,10 @@ def _padded(pairs) -> dict:
                                                        ("modernbert", "gpt2", "sdpa"),
                                                        ("roberta-prelayernorm", "gpt2", "sdpa"),
                                                        ("roberta-prelayernorm", "roberta-prelayernorm", "sdpa"),
-                                                       ("modernbert", "bert", "eager"), ("bert", "bert", "sdpa")])
+                                                       ("modernbert", "bert", "eager"), ("bert", "bert", "sdpa"),
+                                                       ("roberta", "roberta", "eager"),
+                                                       ("xlm-roberta", "camembert", "sdpa"),
+                                                       ("camembert", "xlm-roberta", "eager")])
 def test_packed_rows_give_the_padded_batch_loss_and_gradients(encoder, decoder, attention):
     from nlp_ssl.tasks.pair_packing import pack_pairs, unsupported
     from nlp_ssl.tasks.seq2seq import Seq2SeqLoss
@@ -342,10 +350,25 @@ def test_packed_rows_give_the_padded_batch_loss_and_gradients(encoder, decoder, 
     for a, b in zip(packed_grads, padded_grads):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
-    # the control: a target that may look at every source of its row learns something else
-    leaky = dict(packed, cross_attention_mask=torch.ones_like(packed["cross_attention_mask"]))
+    # rows padded to a multiple of 8 (as on GPUs) change nothing
+    wide = pack_pairs(pairs, model.config, source_width=40, target_width=40, pad_id=0, start_id=2,
+                      pad_to_multiple_of=8)
+    assert wide["input_ids"].size(1) % 8 == 0 and wide["labels"].size(1) % 8 == 0
+    assert wide["input_ids"].size(1) > packed["input_ids"].size(1) or wide["labels"].size(1) > packed["labels"].size(1)
     with torch.no_grad():
-        assert abs(float(loss(**leaky)) - float(padded_loss)) > 1e-3
+        torch.testing.assert_close(loss(**wide), padded_loss, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="non-empty source and target"):
+        pack_pairs([*pairs, {"input_ids": [], "labels": [5]}], model.config, source_width=40, target_width=40,
+                   pad_id=0, start_id=2)
+
+    # the control: the same comparison catches a target that may look at every source of its row
+    leaky = dict(packed, cross_attention_mask=torch.ones_like(packed["cross_attention_mask"]))
+    model.zero_grad()
+    loss(**leaky).backward()
+    leaky_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    with pytest.raises(AssertionError):
+        for a, b in zip(leaky_grads, padded_grads):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_eager_attention_takes_packed_masks_in_the_dtype_its_weights_run_in():
@@ -424,13 +447,14 @@ def test_a_packed_run_trains_as_the_padded_run_does(tmp_path, pretrained, transl
     for pack in (False, True):
         out = tmp_path / f"pack-{pack}"
         finetune.run(translation_config(out, pretrained["mlm"], pretrained["clm"], translation_dir,
-                                        train={"max_steps": 4, "epochs": None, "micro_batch_size": 16, "lr": 3e-3,
+                                        train={"max_steps": 4, "epochs": None, "micro_batch_size": 8,
+                                               "grad_accum_steps": 2, "lr": 3e-3,
                                                "tracker": "none", "log_every": 1, "warmup_ratio": 0.1,
                                                "group_by_length": False, "pack_pairs": pack, "eval_every": 4,
                                                "save_every": 4}))
         losses[pack] = [r["train/loss"] for r in read_log(out) if "train/loss" in r]
         if not pack:
             assert not rows
-    assert len(rows) == 4 and all(packed < pairs for pairs, packed in rows)  # every step packed, fewer rows
+    assert len(rows) == 8 and all(packed < pairs for pairs, packed in rows)  # every micro-batch packed, fewer rows
     assert len(losses[True]) == 4 and losses[False][0] != losses[False][-1]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)

@@ -4,11 +4,13 @@ Short pairs padded to the longest of a random batch compute mostly padding (Mult
 the positions). Packed, the same pairs fill a few rows; each keeps its own position ids
 (counted from its first token) and its own attention: block-diagonal in the encoder, causal
 blocks in the decoder, and cross-attention from each target to its own source only. The loss
-is the padded batch's to rounding (tested for every supported architecture), so packing
-changes the cost of a batch, not what it teaches, and not which pairs it holds.
+and its gradients are the padded batch's to rounding (without dropout; with it, equal in
+distribution), so packing changes the cost of a batch, not what it teaches, and not which
+pairs it holds.
 
-A packed row is padded too (to the fullest row of the batch): padding is segment 0, attends
-to itself so that no softmax row is empty, and is never attended by a pair.
+A packed row is padded too (to the fullest row of the batch): padding is segment 0 and is never
+attended by a pair; a padding query attends other padding (or, in cross-attention, any source)
+so that no softmax row is empty.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def unsupported(model) -> str | None:
 
 def assign_rows(source_lengths, target_lengths, source_width: int, target_width: int) -> list[list[int]]:
     """Pairs (by index) per row, first fit in decreasing length: no row holds more than
-    ``source_width`` source or ``target_width`` target tokens."""
+    ``source_width`` source or ``target_width`` target tokens, except a pair longer than that
+    alone in its row."""
     rows: list[list[int]] = []
     fill: list[list[int]] = []
     for i in np.argsort(-(np.asarray(source_lengths) + np.asarray(target_lengths)), kind="stable"):
@@ -56,10 +59,12 @@ def assign_rows(source_lengths, target_lengths, source_width: int, target_width:
     return rows
 
 
-def _segments(rows: list[list[int]], lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def _segments(rows: list[list[int]], lengths: list[int], multiple: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Segment ids (1 + the pair's place in its row; 0 for padding) and positions within each
-    pair, one row per packed row, as wide as the fullest."""
+    pair, one row per packed row, as wide as the fullest (rounded up to ``multiple``)."""
     width = max(sum(lengths[i] for i in row) for row in rows)
+    if multiple:
+        width = -(-width // multiple) * multiple
     segment = np.zeros((len(rows), width), dtype=np.int64)
     position = np.zeros((len(rows), width), dtype=np.int64)
     for r, row in enumerate(rows):
@@ -92,18 +97,21 @@ def for_attention(mask, half) -> torch.Tensor | dict:
 
 
 def pack_pairs(examples: list[dict], model_config, *, source_width: int, target_width: int, pad_id: int,
-               start_id: int) -> dict:
+               start_id: int, pad_to_multiple_of: int | None = None) -> dict:
     """Forward arguments of ``Seq2SeqLoss`` for tokenized pairs (``input_ids``, ``labels``)
     packed into rows of at most ``source_width`` / ``target_width`` tokens; the masks are
     boolean ``[rows, 1, queries, keys]`` (``for_attention`` adapts them to each half)."""
     sources = [list(e["input_ids"]) for e in examples]
     labels = [list(e["labels"]) for e in examples]
+    # an empty source or target would leave a pair's queries nothing of its own to attend
+    if not examples or min(map(len, sources)) == 0 or min(map(len, labels)) == 0:
+        raise ValueError("pack_pairs: needs at least one pair, each with a non-empty source and target")
     # the decoder reads the start token, then every target token but the last
     decoder_inputs = [[start_id, *ids[:-1]] for ids in labels]
     source_lengths, target_lengths = [len(s) for s in sources], [len(t) for t in labels]
     rows = assign_rows(source_lengths, target_lengths, source_width, target_width)
-    enc_segment, enc_position = _segments(rows, source_lengths)
-    dec_segment, dec_position = _segments(rows, target_lengths)
+    enc_segment, enc_position = _segments(rows, source_lengths, pad_to_multiple_of)
+    dec_segment, dec_position = _segments(rows, target_lengths, pad_to_multiple_of)
     encoder, decoder = model_config.encoder, model_config.decoder
     for position, config in ((enc_position, encoder), (dec_position, decoder)):
         if config.model_type in ROBERTA_POSITIONS:

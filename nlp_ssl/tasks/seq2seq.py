@@ -5,8 +5,9 @@ tasks add to the engine: source/target pairs tokenized once (``datasets.map``,
 cached; targets end with EOS, no BOS, since the decoder starts from ``decoder_start_token_id``),
 an ``EncoderDecoderModel`` warm-started from our checkpoints (Rothe et al. 2020: BERT encoder +
 GPT-2 or BERT decoder with cross-attention added) or built with
-the same shapes from scratch, ``DataCollatorForSeq2Seq`` (labels padded with -100, so padding
-carries no loss; decoder inputs shifted from the labels), and evaluation by generation (beam
+the same shapes from scratch, training rows of several packed pairs (``pair_packing``) or
+one padded pair each (``DataCollatorForSeq2Seq``: labels padded with -100, so padding carries
+no loss; decoder inputs shifted from the labels), and evaluation by generation (beam
 search, the one ``GenerationConfig`` saved with the model) scored by the shipped sacreBLEU/chrF
 or ROUGE ``evaluate`` modules.
 """
@@ -130,10 +131,10 @@ class Seq2SeqTrainConfig(FinetuneTrainConfig):
     metric_for_best: str | None = "loss"
     lr: float = 3e-4
     group_by_length: bool = False
-    """Random batches: batches of similar length cost translation quality (about 1 chrF on
-    Multi30k with groups of 50, 0.65 with groups of 5), and packed pairs leave little padding
-    to save (docs/benchmarks.md)."""
+    """Random batches: length-sorted ones cost translation quality, and packed pairs take out
+    most of the padding without sorting (docs/benchmarks.md)."""
     length_group_batches: int = 5
+    """With ``group_by_length: true``: the coarser the groups, the more quality they cost."""
     pack_pairs: bool | None = None
     """Train on rows holding several pairs each (up to ``max_source_length`` /
     ``max_target_length`` tokens), every pair attending only to itself: the padding of a
@@ -195,7 +196,8 @@ class Seq2SeqLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, labels, decoder_input_ids, cross_attention_mask=None, **packed):
+    def forward(self, input_ids, attention_mask, labels, decoder_input_ids, cross_attention_mask=None,
+                position_ids=None, decoder_attention_mask=None, decoder_position_ids=None):
         if cross_attention_mask is None:
             # the decoder reads the start token, then every target but the last: padding after
             # the targets is masked (the decoder would otherwise warn that its input looks padded)
@@ -210,11 +212,11 @@ class Seq2SeqLoss(torch.nn.Module):
 
             encoder, decoder = self.model.encoder, self.model.decoder
             encoded = encoder(input_ids=input_ids, attention_mask=for_attention(attention_mask, encoder),
-                              position_ids=packed["position_ids"], return_dict=True)
+                              position_ids=position_ids, return_dict=True)
             logits = self.model(encoder_outputs=encoded, attention_mask=for_attention(cross_attention_mask, decoder),
                                 decoder_input_ids=decoder_input_ids,
-                                decoder_attention_mask=for_attention(packed["decoder_attention_mask"], decoder),
-                                decoder_position_ids=packed["decoder_position_ids"]).logits
+                                decoder_attention_mask=for_attention(decoder_attention_mask, decoder),
+                                decoder_position_ids=decoder_position_ids).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
 
 
@@ -246,9 +248,11 @@ def tokenize_pairs(spec: DatasetSpec, tokenizer, source_column: str, target_colu
     def encode(batch, indices):
         sources = column_texts(batch, source_column, spec, source.label, rows=indices)
         targets = column_texts(batch, target_column, spec, source.label, rows=indices)
-        for row, text in zip(indices, targets):
-            if not text.strip():
-                raise DataError(f"{where}: row {row}: column {target_column!r} is empty, expected a target text")
+        for column, texts in ((source_column, sources), (target_column, targets)):
+            for row, text in zip(indices, texts):
+                if not text.strip():
+                    kind = "source" if column == source_column else "target"
+                    raise DataError(f"{where}: row {row}: column {column!r} is empty, expected a {kind} text")
         enc = tokenizer(sources, truncation=True, max_length=max_source_length)
         tgt = tokenizer(targets, add_special_tokens=False, truncation=True, max_length=max_target_length - 1)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
@@ -335,7 +339,8 @@ class Seq2SeqTask(TokenizedSplits):
 
             inputs = pack_pairs(examples, self.model.config, source_width=self.pack_widths[0],
                                 target_width=self.pack_widths[1], pad_id=self.tokenizer.pad_token_id,
-                                start_id=self.model.config.decoder_start_token_id)
+                                start_id=self.model.config.decoder_start_token_id,
+                                pad_to_multiple_of=pad_multiple())
         else:
             inputs = dict(self.collator(examples))
         targets = int((inputs["labels"] != -100).sum())
