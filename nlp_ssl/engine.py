@@ -70,7 +70,7 @@ Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml"
 class TrainConfig:
     """Optimisation, schedule, evaluation, logging and checkpointing; shared by all stages."""
 
-    ADDED: ClassVar[dict[str, Any]] = {"group_by_length": False, "length_group_batches": 50}
+    ADDED: ClassVar[dict[str, Any]] = {"group_by_length": False, "eval_batch_size": None, "length_group_batches": 50}
     """Keys added since runs were first saved, with the value those runs had: a saved recipe
     without one is the same recipe as one that sets it to that value."""
 
@@ -513,7 +513,7 @@ def fit(
     permutations: dict[int, np.ndarray] = {}
 
     if state.group_by_length is None:  # a new run, or a checkpoint from before the order was saved
-        if start_from is not None:
+        if start_from is not None and cfg.group_by_length and isinstance(task, LengthAware):
             logger.warning("%s does not record whether its batches were grouped by length: taking "
                            "train.group_by_length=%s from the recipe", start_from, cfg.group_by_length)
         state.group_by_length = cfg.group_by_length

@@ -197,7 +197,8 @@ def test_an_old_saved_recipe_is_upgraded_section_by_section():
     new = upgrade(TranslationConfig, old)
     assert new["init"] == "e" and "encoder" not in new and "retired_section" not in new  # top level
     # keys added since take the value old runs had; the retired key is dropped
-    assert new["train"] == {"group_by_length": False, "length_group_batches": 50, "pack_pairs": False, "epochs": 2}
+    assert new["train"] == {"group_by_length": False, "eval_batch_size": None, "length_group_batches": 50,
+                            "pack_pairs": False, "epochs": 2}
     assert new["data"] == old["data"]
     assert from_dict(TranslationConfig, new).train.length_group_batches == 50
     # sections in a list too

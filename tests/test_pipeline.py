@@ -61,6 +61,8 @@ def test_pipeline_runs_skips_and_reruns_what_changed(tmp_path, tiny_corpus, sent
     old = yaml.safe_load(saved.read_text())
     old["init_from"] = old.pop("init")
     old["rtd"] = {"generator_layers": 1, "disc_weight": 50.0}
+    # and its train section predates length grouping and evaluation batches (random, unset)
+    assert old["train"].pop("group_by_length") is False and old["train"].pop("eval_batch_size") is None
     saved.write_text(yaml.safe_dump(old))
     assert run(from_dict(PipelineConfig, raw))["stages_run"] == 0 and stamps(run_dir) == first
     # nor a train section from before a key was added, when the recipe keeps the value it had

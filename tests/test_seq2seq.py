@@ -416,15 +416,22 @@ def test_packing_is_refused_for_architectures_it_was_not_verified_on(tmp_path, p
                              train={"pack_pairs": True, "epochs": 1, "tracker": "none"})
     task, _ = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "run"))
     assert task.pack_widths == (32, 24)
+    default = translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], translation_dir)
+    assert default.train.pack_pairs is None
+    task, _ = setup_seq2seq(default, make_accelerator(default.train, tmp_path / "run"))
+    assert task.pack_widths == (32, 24)  # the default packs where the model allows it
     monkeypatch.setattr("nlp_ssl.tasks.pair_packing.PACKABLE_DECODERS", ("bert",))
     with pytest.raises(ConfigError, match=r"'train.pack_pairs': the decoder is a 'gpt2' model .*set it to false"):
         setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "run"))
     assert not (tmp_path / "run").exists()
     # by default, a model packing does not support trains one pair per row, and says so
-    default = translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], translation_dir)
-    assert default.train.pack_pairs is None
-    with caplog.at_level(logging.WARNING, logger="nlp_ssl.tasks.seq2seq"):
-        task, _ = setup_seq2seq(default, make_accelerator(default.train, tmp_path / "run"))
+    ours = logging.getLogger("nlp_ssl")  # after an in-process CLI call it no longer propagates to caplog's
+    ours.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="nlp_ssl.tasks.seq2seq"):
+            task, _ = setup_seq2seq(default, make_accelerator(default.train, tmp_path / "run"))
+    finally:
+        ours.removeHandler(caplog.handler)
     assert task.pack_widths is None
     assert "one pair per row, padded: the decoder is a 'gpt2' model" in caplog.text
 

@@ -3,7 +3,8 @@ packed pairs (``train.pack_pairs``), with no model run.
 
 Tokenizes a dataset's training pairs as the task does (``tokenize_pairs``: sources truncated to
 ``--max-source-length``, targets to ``--max-target-length`` with EOS), draws the epochs' random
-batches, and counts for each layout
+batches as the engine does (seed, epoch), and counts for each layout, as laid out on a CPU (no
+padding to multiples of 8)
 - real tokens / computed positions (source + target, every row padded to its batch's longest),
 - attention-score work (query x key positions summed over encoder self-, decoder self- and
   cross-attention), relative to padded batches: packed rows are wider, and attention grows
@@ -56,8 +57,8 @@ def main() -> None:
     parser.add_argument("--target", default="translation.de")
     parser.add_argument("--train-rows", type=int, default=8000, help="0: the whole split")
     parser.add_argument("--tokenizer", type=Path, default=None,
-                        help="a tokenizer folder (default: an 8,000-token BPE trained on both columns, as "
-                             "bench_seq2seq.py does)")
+                        help="a tokenizer folder (default: an 8,000-token BPE trained on both columns of the "
+                             "whole train split, as bench_seq2seq.py does)")
     parser.add_argument("--max-source-length", type=int, default=64)
     parser.add_argument("--max-target-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -78,7 +79,7 @@ def main() -> None:
         if folder is None:
             folder = Path(tmp) / "tok"
             train_tokenizer(TokenizerConfig(output_dir=str(folder), vocab_size=8000, datasets=[
-                DatasetSpec(name=args.dataset, split="train", max_rows=rows,
+                DatasetSpec(name=args.dataset, split="train",
                             text_column=[args.source, args.target])]))
         tokenizer = load_tokenizer(folder)
         pairs = tokenize_pairs(spec, tokenizer, args.source, args.target, args.max_source_length,
@@ -87,14 +88,14 @@ def main() -> None:
     targets = np.array([len(ids) for ids in pairs["labels"]])
     real = 0
     totals: dict[str, dict[str, float]] = {}
-    rng = np.random.default_rng(args.seed)
-    for _ in range(args.epochs):
-        order = rng.permutation(len(sources))
+    widths_tried = list(dict.fromkeys(map(tuple, args.widths or [(args.max_source_length, args.max_target_length)])))
+    for epoch in range(args.epochs):
+        order = np.random.default_rng([args.seed, epoch]).permutation(len(sources))
         for start in range(0, len(order) - args.batch_size + 1, args.batch_size):
             batch = order[start: start + args.batch_size]
             real += int(sources[batch].sum() + targets[batch].sum())
-            for k, widths in enumerate(args.widths or [(args.max_source_length, args.max_target_length)]):
-                for layout, counts in layouts(sources[batch], targets[batch], args.batch_size, tuple(widths)).items():
+            for k, widths in enumerate(widths_tried):
+                for layout, counts in layouts(sources[batch], targets[batch], args.batch_size, widths).items():
                     if layout == "padded" and k > 0:  # the same for every width
                         continue
                     key = "padded" if layout == "padded" else f"packed {widths[0]}/{widths[1]}"

@@ -446,10 +446,12 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
 
         if (reason := unsupported(model)) is None:
             pack_widths = (d.max_source_length, d.max_target_length)
+            logger.info("training on packed rows of up to %d source and %d target tokens", *pack_widths)
         elif cfg.train.pack_pairs:
             raise ConfigError(f"'train.pack_pairs': {reason}; set it to false")
         else:
-            logger.warning("training one pair per row, padded: %s (train.group_by_length: true pads less)", reason)
+            logger.warning("training one pair per row, padded: %s (train.pack_pairs: false silences this; "
+                           "train.group_by_length: true pads less, at some cost in quality)", reason)
     task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
                        metric=metric, train_index=pool, pack_widths=pack_widths)
     origin = {"init": cfg.init, "init_decoder": cfg.init_decoder or cfg.init, "from_scratch": cfg.from_scratch,
