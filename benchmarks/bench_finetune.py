@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO  # first: the repository on the import path, offline defaults
+from harness import REPO, flag  # first: the repository on the import path, offline defaults
 
 import numpy as np
 import torch
@@ -146,9 +146,9 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+    parser.add_argument("--group-by-length", type=flag, default=True,
                         help="nlp-ssl's train.group_by_length")
-    parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+    parser.add_argument("--trainer-group-by-length", type=flag, default=True,
                         help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
                              "run_translation recipes default to random batches)")
     parser.add_argument("--bf16", action="store_true",

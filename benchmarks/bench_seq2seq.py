@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import harness  # noqa: F401  (first: the repository on the import path, offline defaults)
+from harness import flag  # first: the repository on the import path, offline defaults
 import numpy as np
 import torch
 
@@ -178,13 +178,13 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--preset", default="mini")
-    parser.add_argument("--group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+    parser.add_argument("--group-by-length", type=flag, default=None,
                         help="nlp-ssl's train.group_by_length (default: the task's)")
     parser.add_argument("--length-group-batches", type=int, default=None,
                         help="nlp-ssl's train.length_group_batches (default: the task's)")
-    parser.add_argument("--pack-pairs", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+    parser.add_argument("--pack-pairs", type=flag, default=None,
                         help="nlp-ssl's train.pack_pairs (default: the task's)")
-    parser.add_argument("--trainer-group-by-length", type=lambda v: v.lower() in ("1", "true", "yes"), default=False,
+    parser.add_argument("--trainer-group-by-length", type=flag, default=False,
                         help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
                              "run_translation recipes default to random batches)")
     parser.add_argument("--sides", nargs="+", choices=["trainer", "nlp_ssl"], default=["trainer", "nlp_ssl"],

@@ -23,6 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def flag(value: str) -> bool:
+    """An argparse ``type`` for true/false options: ``--option true`` / ``--option false``."""
+    return value.lower() in ("1", "true", "yes")
+
+
 def timed(fn):
     """``fn()``'s result and the seconds it took."""
     start = time.perf_counter()

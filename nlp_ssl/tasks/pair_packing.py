@@ -26,6 +26,10 @@ MASK_FORMATS = ("sdpa", "eager")
 """Attention implementations that take a ready 4D mask (boolean for SDPA, additive for eager)."""
 
 
+def _attention(config) -> str:
+    return getattr(config, "_attn_implementation", None) or "eager"
+
+
 def unsupported(model) -> str | None:
     """Why an ``EncoderDecoderModel`` cannot train on packed rows, or None when it can: an
     architecture whose positions or masks are not the ones verified here would silently learn
@@ -34,8 +38,7 @@ def unsupported(model) -> str | None:
         config = getattr(model.config, half)
         if config.model_type not in allowed:
             return f"the {half} is a {config.model_type!r} model (packing supports {', '.join(allowed)})"
-        implementation = getattr(config, "_attn_implementation", None) or "eager"
-        if implementation not in MASK_FORMATS:
+        if (implementation := _attention(config)) not in MASK_FORMATS:
             return f"the {half} uses {implementation!r} attention (packing supports {', '.join(MASK_FORMATS)})"
     return None
 
@@ -90,7 +93,7 @@ def for_attention(mask, half) -> torch.Tensor | dict:
     (bf16 under DeepSpeed), which is only known on the device."""
     if isinstance(mask, dict):
         return {kind: for_attention(m, half) for kind, m in mask.items()}
-    if (getattr(half.config, "_attn_implementation", None) or "eager") == "sdpa":
+    if _attention(half.config) == "sdpa":
         return mask
     dtype = half.get_input_embeddings().weight.dtype
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)

@@ -27,6 +27,7 @@ from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters
+from nlp_ssl.tasks import pair_packing
 from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, pad_multiple
 
 logger = logging.getLogger(__name__)
@@ -208,8 +209,7 @@ class Seq2SeqLoss(torch.nn.Module):
         else:
             # packed rows (``pair_packing``): the model would give the decoder the encoder's own
             # mask for cross-attention, so the encoder runs first and the decoder gets its own
-            from nlp_ssl.tasks.pair_packing import for_attention
-
+            for_attention = pair_packing.for_attention
             encoder, decoder = self.model.encoder, self.model.decoder
             encoded = encoder(input_ids=input_ids, attention_mask=for_attention(attention_mask, encoder),
                               position_ids=position_ids, return_dict=True)
@@ -248,10 +248,9 @@ def tokenize_pairs(spec: DatasetSpec, tokenizer, source_column: str, target_colu
     def encode(batch, indices):
         sources = column_texts(batch, source_column, spec, source.label, rows=indices)
         targets = column_texts(batch, target_column, spec, source.label, rows=indices)
-        for column, texts in ((source_column, sources), (target_column, targets)):
+        for column, kind, texts in ((source_column, "source", sources), (target_column, "target", targets)):
             for row, text in zip(indices, texts):
                 if not text.strip():
-                    kind = "source" if column == source_column else "target"
                     raise DataError(f"{where}: row {row}: column {column!r} is empty, expected a {kind} text")
         enc = tokenizer(sources, truncation=True, max_length=max_source_length)
         tgt = tokenizer(targets, add_special_tokens=False, truncation=True, max_length=max_target_length - 1)
@@ -335,9 +334,7 @@ class Seq2SeqTask(TokenizedSplits):
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
         _, examples = self.examples(split, indices)
         if split == "train" and self.pack_widths is not None:  # evaluation generates from one pair per row
-            from nlp_ssl.tasks.pair_packing import pack_pairs
-
-            inputs = pack_pairs(examples, self.model.config, source_width=self.pack_widths[0],
+            inputs = pair_packing.pack_pairs(examples, self.model.config, source_width=self.pack_widths[0],
                                 target_width=self.pack_widths[1], pad_id=self.tokenizer.pad_token_id,
                                 start_id=self.model.config.decoder_start_token_id,
                                 pad_to_multiple_of=pad_multiple())
@@ -442,9 +439,7 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     metric = METRICS[cfg.task]
     pack_widths = None
     if cfg.train.pack_pairs is not False:
-        from nlp_ssl.tasks.pair_packing import unsupported
-
-        if (reason := unsupported(model)) is None:
+        if (reason := pair_packing.unsupported(model)) is None:
             pack_widths = (d.max_source_length, d.max_target_length)
             logger.info("training on packed rows of up to %d source and %d target tokens", *pack_widths)
         elif cfg.train.pack_pairs:
