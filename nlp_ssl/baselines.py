@@ -147,7 +147,7 @@ def frozen_encoder(init: str, max_length: int, key: str = "init"):
         encoder = SentenceTransformer(model_dir, device="cpu")
     finally:
         quiet.setLevel(level)
-    positions = max_positions(model_dir) or max_length
+    positions = max_positions(model_dir, "init") or max_length
     encoder.max_seq_length = min(max_length, positions)
     tokenizer = encoder.tokenizer
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # GPT-2-style: batches need a pad
@@ -184,7 +184,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     started, t0 = now(), time.perf_counter()
     out = output_path(cfg.output_dir)
     sources = config_inputs(cfg)
-    check_output_dir(out, overwrite, sources)
+    check_output_dir(out, overwrite, sources, kind="baseline")
     encoder = None
     if cfg.method == "frozen_logreg":  # a bad 'init' fails before any data is read
         encoder, model_dir = frozen_encoder(cfg.init, cfg.data.max_length)
@@ -310,7 +310,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     head = {"classifier": model, "vectorizer": vectorizer, "scaler": scaler,
             "dense_weight": weight if dense else None, "labels": list(labels.names),
             "frozen_model": model_dir if encoder is not None else None}
-    with staged_output(out, overwrite=overwrite, inputs=sources) as staging:
+    with staged_output(out, overwrite=overwrite, inputs=sources, kind="baseline") as staging:
         joblib.dump(head, staging / HEAD_FILE)
         write_jsonl(staging / PREDICTIONS_FILE, records)
         write_run_files(staging, stage="baseline", config=cfg, seed=cfg.seed, started_at=started, metrics=summary)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from nlp_ssl import __version__
 from nlp_ssl.config import describe_keys, dump_yaml, load_recipe
 from nlp_ssl.errors import NlpSslError
-from nlp_ssl.progress import setup_logging
+from nlp_ssl.progress import close_bars, setup_logging
 
 logger = logging.getLogger("nlp_ssl.cli")
 
@@ -141,9 +141,11 @@ def _guarded(action) -> int:
     try:
         metrics = action()
     except NlpSslError as exc:
+        close_bars()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        close_bars()
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like, which stopped reading

@@ -35,7 +35,9 @@ def load_recipe(cls, path: str | Path | None, overrides: list[str] | None = None
         if not path.is_file():
             raise ConfigError(f"{path}: recipe file not found")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -54,8 +56,42 @@ def load_recipe(cls, path: str | Path | None, overrides: list[str] | None = None
     return from_dict(cls, raw, source=source)
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (YAML would keep the last one without a word)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error naming the
+    key and both lines (a second ``train:`` section would otherwise silently drop the first).
+    Keys brought in by a merge (``<<: *anchor``) may be overridden: that is what merges are for."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise DuplicateKeyError(f"key {key!r} appears twice in one mapping (lines {first} and "
+                                            f"{key_node.start_mark.line + 1}); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+class CommandLineText(str):
+    """An override's value exactly as typed, where YAML read it as text: a path or name from the
+    command line is taken literally (``output_dir=runs/exp #2`` is that folder, not ``runs/exp``
+    with a comment). Behaves as the string; ``to_dict`` writes it as a plain one."""
+
+
 def apply_override(raw: dict, item: str) -> None:
-    """Set ``a.b.c=value`` in a nested dict; the value is parsed as a YAML scalar/flow."""
+    """Set ``a.b.c=value`` in a nested dict. The value is read as YAML for numbers, booleans,
+    null and ``[...]`` / ``{...}``; anything else is text, kept exactly as typed
+    (``CommandLineText``)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected key.sub=value")
     key, _, text = item.partition("=")
@@ -66,6 +102,8 @@ def apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str) or (isinstance(value, (dict, list)) and not text.lstrip().startswith(("{", "["))):
+        value = CommandLineText(text)  # lists and mappings only in flow style: "a: b" is text
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -118,6 +156,33 @@ def upgrade(cls: type, data: dict) -> dict:
     return {key: _upgrade_value(hints[key], value) for key, value in data.items() if key in names}
 
 
+def recipe_changes(saved: dict, config, ignore: tuple[str, ...] = ()) -> list[str]:
+    """How ``config`` differs from the recipe ``saved`` in a run folder (upgraded to today's
+    form), as ``key: old -> new`` lines with dotted keys; keys in ``ignore`` (dotted) do not count."""
+    old, new = upgrade(type(config), saved or {}), to_dict(config)
+    changes: list[str] = []
+
+    def walk(a, b, where: str) -> None:
+        if where in ignore:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in list(a) + [k for k in b if k not in a]:
+                walk(a.get(key, _ABSENT), b.get(key, _ABSENT), _join(where, str(key)))
+        elif a != b:
+            changes.append(f"{where}: {_shown(a)} -> {_shown(b)}")
+
+    walk(old, new, "")
+    return changes
+
+
+_ABSENT = object()
+
+
+def _shown(value) -> str:
+    return "(absent)" if value is _ABSENT else yaml.safe_dump(value, default_flow_style=True, width=1000).strip() \
+        .removesuffix("...").strip()
+
+
 def _upgrade_value(hint, value):
     """``value`` upgraded as the section(s) ``hint`` declares: ``X``, ``X | None``, ``list[X]``."""
     if get_origin(hint) in (Union, types.UnionType):
@@ -151,6 +216,12 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
             hint = f"; it {elsewhere}: remove it"
         valid = ", ".join(sorted(fields))
         raise ConfigError(f"{source}: unknown key {_join(prefix, key)!r}{hint} (valid keys: {valid})")
+    given = getattr(cls, "check_given", None)
+    if given is not None:  # rules about which keys a recipe wrote, which defaults cannot show
+        try:
+            given(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {prefix + ': ' if prefix else ''}{exc}") from None
     kwargs = {}
     for name, field in fields.items():
         full = _join(prefix, name)
@@ -179,6 +250,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
                 continue
             try:
                 return _coerce(option, value, source, key)
+            except EmptyPathError:
+                raise
             except ConfigError as exc:
                 errors.append(exc)
         expected = " or ".join(_type_name(o) for o in options)
@@ -186,7 +259,7 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
     if origin is Literal:
         choices = get_args(tp)
         if value in choices:
-            return value
+            return choices[choices.index(value)]
         suggestion = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""
         raise ConfigError(f"{source}: {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
@@ -222,9 +295,27 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
         raise ConfigError(f"{source}: {key!r} must be a number, got {_describe(value)}")
     if tp is str:
         if isinstance(value, str):
-            return value
+            _refuse_empty_path(value, source, key)
+            return str(value)
         raise ConfigError(f"{source}: {key!r} must be a string, got {_describe(value)}")
     raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+PATH_KEYS = ("output_dir", "run_dir", "tokenizer", "init", "init_decoder", "init_embeddings", "checkpoint",
+             "cache_dir", "files", "name")
+"""Recipe keys whose text names a file or folder: empty, they would mean the working directory."""
+
+
+def _refuse_empty_path(value: str, source: str, key: str) -> None:
+    parts = key.split(".")
+    named = parts[-1] in PATH_KEYS or "files" in parts[-3:-1]  # data.train.files.0, files.train.1
+    if named and not value.strip():
+        raise EmptyPathError(f"{source}: {key!r} is empty, but it names a folder or file (an empty path would "
+                             "be the working directory); give the path")
+
+
+class EmptyPathError(ConfigError):
+    """A path key is empty: said as it is, not as one more type a union did not match."""
 
 
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -243,6 +334,8 @@ def _yaml_number(value: Any) -> int | float | None:
 
 def to_dict(obj) -> Any:
     """Plain-data view of a config (what gets written next to every output)."""
+    if isinstance(obj, str):
+        return str(obj)
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list):
@@ -256,6 +349,17 @@ def dump_yaml(obj) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(name: Any, where: str) -> None:
+    """A stage or arm name becomes a folder under ``run_dir``: a plain name, never a path
+    (``x/../../escaped`` would write outside the run folder)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{where}: {name!r} is not a valid name; use letters, digits, '.', '_' and '-' "
+                          "(it names a folder under run_dir, so no '/', '..' or spaces)")
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else str(name)
 
@@ -263,10 +367,10 @@ def _join(prefix: str, name: str) -> str:
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
-    text = repr(value)
+    text = repr(str(value) if isinstance(value, str) else value)
     if len(text) > 40:
         text = text[:37] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{'str' if isinstance(value, str) else type(value).__name__} {text}"
 
 
 def _type_name(tp: Any) -> str:

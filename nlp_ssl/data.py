@@ -15,6 +15,7 @@ import json
 import lzma
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -142,12 +143,23 @@ def resolve(spec: DatasetSpec) -> Source:
     local = Path(spec.name).expanduser()
     if local.is_dir():  # a folder laid out like the mirror: <split>.jsonl, <split>.csv, ...
         return _from_folder(local, spec, "folder")
+    if local.is_file():
+        raise DataError(f"dataset name {spec.name!r} is a file; name files with 'files: {spec.name}' "
+                        "('name' takes a folder of split files or a Hub id)")
     for root in mirror_roots():
         for folder in mirror_candidates(spec.name, spec.config):
             directory = root / folder
             if directory.is_dir():
                 return _from_folder(directory, spec, "mirror folder")
+    if looks_local(spec.name):  # a Hub id is "name" or "owner/name"
+        raise DataError(f"dataset {spec.name!r}: local folder {local.absolute()} does not exist")
     return Source("hub", None, [], spec.name)
+
+
+def looks_local(name: str) -> bool:
+    """Whether ``name`` can only be a local path, never a Hub id (``./x``, ``/x``, ``~/x``,
+    ``a/b/c``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _from_folder(directory: Path, spec: DatasetSpec, what: str) -> Source:
@@ -239,7 +251,7 @@ def column_texts(batch: dict, column: str, spec: DatasetSpec, label: str, rows=N
     """
     top, *rest = column.split(".")
     if top not in batch:
-        raise DataError(f"dataset {label}: no column {top!r} (columns: {', '.join(batch)})")
+        raise missing_column(f"dataset {label}", top, batch)
     values = batch[top]
     for part in rest:
         values = [v.get(part) if isinstance(v, dict) else None for v in values]
@@ -261,13 +273,29 @@ def dig(row: dict, column: str):
     return value
 
 
+def missing_column(where: str, column: str, available, what: str = "column") -> DataError:
+    """``<where>: no column 'x' (columns: ...)``, with the likely cause when the file's header was
+    read as one column because its separator is not the one its extension promises."""
+    available = list(available)
+    hint = ""
+    if len(available) == 1:
+        sep = next((d for d in (";", "\t", "|", ",") if d in str(available[0])), None)
+        if sep is not None:
+            shown = {"\t": "tab", ";": "';'", "|": "'|'", ",": "','"}[sep]
+            hint = (f"; the header looks {shown}-separated, but .csv is read comma-separated and .tsv "
+                    "tab-separated: " + ("name the file .tsv" if sep == "\t" else
+                                         "name a comma-separated file .csv" if sep == "," else
+                                         "write it with commas (pandas: df.to_csv(path, index=False))"))
+    return DataError(f"{where}: no {what} {column!r} (columns: {', '.join(map(str, available))}){hint}")
+
+
 def _check_columns(available, columns: list[str], label: str) -> None:
     if available is None:
         return
     for column in columns:
         top = column.split(".")[0]
         if top not in available:
-            raise DataError(f"dataset {label}: no column {top!r} (columns: {', '.join(available)})")
+            raise missing_column(f"dataset {label}", top, available)
 
 
 def _load_from_hub(spec: DatasetSpec):
@@ -363,6 +391,9 @@ def diagnose_file(path: str, builder: str) -> str | None:
 
     Runs only after a load failed, so the happy path pays nothing for precise messages.
     """
+    if builder == "parquet":
+        return _diagnose_parquet(path)
+    rows = 0
     try:
         with _open_bytes(path) as fh:
             for lineno, raw in enumerate(fh, start=1):
@@ -370,15 +401,43 @@ def diagnose_file(path: str, builder: str) -> str | None:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     return f"{path}: line {lineno}: bytes are not valid UTF-8 (at byte {exc.start} of the line)"
+                rows += bool(line.strip())
                 if builder == "json" and _data_ext(path) != ".json" and line.strip():
                     try:
-                        json.loads(line)
+                        row = json.loads(line)
                     except json.JSONDecodeError as exc:
                         return f"{path}: line {lineno}: not valid JSON ({exc.msg})"
+                    if not isinstance(row, dict) and row is not None:
+                        return (f"{path}: line {lineno}: a JSON {_json_kind(row)}, expected an object per line "
+                                '(like {"text": ...})')
     except OSError as exc:
         return f"{path}: cannot be read ({exc.strerror or exc})"
     except EOFError:
         return f"{path}: compressed file is truncated"
+    except (zlib.error, lzma.LZMAError) as exc:
+        return f"{path}: compressed data is corrupt ({exc}); re-create or re-download the file"
+    if builder == "csv" and rows == 1:
+        return f"{path}: only a header line, no rows"
+    return None
+
+
+def _json_kind(value) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+
+
+def _diagnose_parquet(path: str) -> str | None:
+    try:
+        import pyarrow.parquet as pq
+
+        pq.ParquetFile(path)
+    except ImportError:
+        return None
+    except OSError as exc:
+        if not os.access(path, os.R_OK):
+            return f"{path}: cannot be read ({exc})"
+        return f"{path}: not a readable Parquet file (truncated, or not Parquet: {str(exc).splitlines()[0][:120]})"
+    except Exception as exc:  # pyarrow raises ArrowInvalid for a damaged footer
+        return f"{path}: not a readable Parquet file (truncated, or not Parquet: {str(exc).splitlines()[0][:120]})"
     return None
 
 

@@ -304,7 +304,7 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
     if launched().world_size > 1:
         raise ConfigError(f"objective {cfg.objective} trains with train.workers threads in one process; run it "
                           "without accelerate launch / torchrun")
-    prepare_run_dir(out, cfg.train.resume, overwrite)
+    prepare_run_dir(out, cfg.train.resume, overwrite, kind="pretrain", config=cfg)
     # everything that can reject the input runs before output_dir is touched
     tokenizer = load_tokenizer(cfg.tokenizer)
     if not tokenizer.is_fast:
@@ -316,6 +316,8 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
     if cfg.train.resume == "latest" and work.is_dir():
         ckpt.clean_partials(work)
         resumed = _load_checkpoint(work)
+    if resumed is None and cfg.train.resume == "latest":
+        logger.warning("train.resume=latest: %s holds no checkpoint yet; starting from epoch 0", work)
     if resumed is not None:
         w2v, state, path = resumed
         w2v.workers = cfg.train.workers
@@ -342,10 +344,11 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
             bar = progress_bar(total=total, unit="tok", unit_scale=True, desc=f"{cfg.objective} epoch {epoch + 1}/{cfg.train.epochs}")
             corpus.on_tokens = bar.update
             t = time.perf_counter()
-            trained_words, _ = w2v.train(corpus, total_examples=w2v.corpus_count, total_words=total, epochs=1,
-                                         start_alpha=alphas[epoch], end_alpha=alphas[epoch + 1], compute_loss=True)
+            with bar:  # closed however training ends, so an error line starts a line of its own
+                trained_words, _ = w2v.train(corpus, total_examples=w2v.corpus_count, total_words=total, epochs=1,
+                                             start_alpha=alphas[epoch], end_alpha=alphas[epoch + 1],
+                                             compute_loss=True)
             seconds = time.perf_counter() - t
-            bar.close()
             corpus.on_tokens = None
             # gensim sums the pairs' negative log-likelihood in float32, and with several threads
             # some additions are lost (gensim #2735): a trend to watch, not a figure to compare

@@ -181,6 +181,13 @@ class TrainConfig:
             if self.metric_for_best is None:
                 raise ConfigError("'early_stopping_patience' needs 'metric_for_best' (the metric to watch)")
 
+    @staticmethod
+    def check_given(data: dict) -> None:
+        default = TrainConfig.__dataclass_fields__["max_steps"].default
+        if data.get("epochs") is not None and data.get("max_steps", default) != default:
+            raise ConfigError(f"'max_steps' ({data['max_steps']}) and 'epochs' ({data['epochs']}) are both set, and "
+                              "epochs decides the run's length (max_steps would be ignored); keep one")
+
     @property
     def higher_is_better(self) -> bool:
         if self.greater_is_better is not None:
@@ -506,6 +513,8 @@ def fit(
         raise TrainingError(f"no checkpoint of {run_dir} can be loaded ({'; '.join(failures)})")
     if start_from is not None:
         logger.info("resumed from %s at step %d", start_from, state.step)
+    elif cfg.resume == "latest":
+        logger.warning("train.resume=latest: %s holds no checkpoint yet; starting from step 0", run_dir)
     train_log.start(accelerator, run_dir, state.step, cfg.tracker, hparams)
 
     flops_per_token = task.flops_per_token()

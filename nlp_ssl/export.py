@@ -30,19 +30,19 @@ def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: s
     """Write the Hub-ready folder for ``checkpoint`` at ``out_dir`` (atomically)."""
     from nlp_ssl.outputs import output_path, staged_output
 
+    out = output_path(out_dir, "the export folder")  # before reading anything
     record = find_run(checkpoint)
     files = export_files(record.model_dir)
     if not any(f.endswith(".safetensors") for f in files):
         raise DataError(f"checkpoint {record.model_dir}: no *.safetensors weights (pickled weights are not exported; "
                         "load the model and save_pretrained(..., safe_serialization=True) first)")
     card = build_card(record, license=license, language=language, base_model=base_model, repo_id=repo_id)
-    out = output_path(out_dir)
     if record.run_dir is not None and out.is_relative_to(record.run_dir):
         raise OutputError(f"export folder {out} lies inside the run {record.run_dir}; choose a folder outside it")
     inputs = {"checkpoint": record.model_dir.resolve()}
     if record.run_dir is not None:
         inputs["run"] = record.run_dir.resolve()
-    with staged_output(out, overwrite, inputs) as staging:
+    with staged_output(out, overwrite, inputs, kind="export") as staging:
         for name in files:
             shutil.copy2(record.model_dir / name, staging / name)
             if name.endswith(".json"):

@@ -78,14 +78,13 @@ def load_finetuned(checkpoint: str) -> Finetuned:
     import transformers
     from transformers.utils import logging as hf_logging
 
-    from nlp_ssl.models import check_vocab, resolve_model_dir
+    from nlp_ssl.models import check_vocab, read_config_json, resolve_model_dir
     from nlp_ssl.tasks import TASKS, get_task
     from nlp_ssl.tokenizer import load_tokenizer_for
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with predict's output
     model_dir = resolve_model_dir(checkpoint, key="checkpoint")
-    config_file = Path(model_dir) / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    config = read_config_json(model_dir, "checkpoint")
     saved = dict(config.get("nlp_ssl") or {})
     specs = [get_task(name) for name in TASKS]
     spec = next((s for s in specs if s.name == saved.get("task") and s.recognises(config)), None)
@@ -113,7 +112,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     started = now()
     out = output_path(cfg.output_dir)
     inputs = config_inputs(cfg)
-    check_output_dir(out, overwrite, inputs)  # before minutes of scoring
+    check_output_dir(out, overwrite, inputs, kind="evaluate")  # before minutes of scoring
     ft = load_finetuned(cfg.checkpoint)
     options = replace(cfg, max_length=ft.input_length(cfg.max_length))
     task = ft.task.evaluation_task(ft, cfg.data, options)
@@ -123,7 +122,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     scores, outputs = evaluate(task, task.module, accelerator, tcfg, split="test", outputs=True)
     if not accelerator.is_main_process:
         return {}
-    with staged_output(out, overwrite, inputs) as staging:
+    with staged_output(out, overwrite, inputs, kind="evaluate") as staging:
         write_jsonl(staging / PREDICTIONS_FILE, task.records("test", outputs))
         metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(task.index["test"]),
                    **scores}
@@ -167,6 +166,12 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Command-line numbers in range, named by their option, before anything loads."""
+    for option in ("checkpoint", "dataset", "file", "output_dir"):
+        value = getattr(args, option, None)
+        if isinstance(value, str) and not value.strip():
+            name = option if option in ("checkpoint", "dataset") else f"--{option.replace('_', '-')}"
+            raise ConfigError(f"{name} is empty; it names a folder or file (an empty path would be the working "
+                              "directory): give the path")
     for option, least in (("batch_size", 1), ("max_length", 2), ("max_rows", 1)):
         value = getattr(args, option, None)
         if value is not None and value < least:
@@ -183,7 +188,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     else:
         spec = DatasetSpec(name=args.dataset, config=args.config, split=args.split, text_column=text_column,
                            max_rows=args.max_rows)
-    output_dir = args.output_dir or str(
+    output_dir = args.output_dir if args.output_dir is not None else str(
         Path("runs/evaluate") / f"{_slug(args.checkpoint)}-{_slug(args.dataset)}-{args.split}"
     )
     cfg = EvaluateConfig(checkpoint=args.checkpoint, data=spec, output_dir=output_dir, label_column=args.label_column,
@@ -213,17 +218,25 @@ def run_predict(args: argparse.Namespace) -> None:
         raise DataError("predict: no texts (give them as arguments or with --file)")
     for r in predict_texts(args.checkpoint, texts, args.batch_size, args.max_length):
         if args.json:
-            print(json.dumps(r, ensure_ascii=False))
+            print(json.dumps(r, ensure_ascii=False).translate(_LINE_BREAKS))
         elif "output" in r:  # encoder-decoder: one output line per input
-            print(r["output"])
+            print(r["output"].translate(_LINE_BREAKS))
         else:
-            print(f"{r['label']}\t{r['probability']:.4f}\t{r['text']}")
+            print(f"{r['label']}\t{r['probability']:.4f}\t{r['text'].translate(_LINE_BREAKS)}")
     return None
+
+
+# What str.splitlines() (and so many a reader of our output) breaks lines at, besides "\n":
+# escaped, so that output line k is the record of input line k.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def _read_lines(name: str) -> list[str]:
     if name == "-":
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        lines = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not lines:
+            raise DataError("--file -: no text on standard input; give one text per line")
+        return lines
     path = Path(name)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -232,7 +245,13 @@ def _read_lines(name: str) -> list[str]:
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: not UTF-8 text") from None
-    return [line for line in text.splitlines() if line.strip()]
+    # str.splitlines() also breaks at U+2028, vertical tabs and form feeds: one record per line
+    # as stdin and every editor count them
+    lines = [line for line in text.split("\n") if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: no text in the file ({'it is empty' if not text else 'only blank lines'}); "
+                        "give one text per line")
+    return lines
 
 
 def _slug(value: str) -> str:

@@ -44,7 +44,7 @@ def find_run(checkpoint: str) -> RunRecord:
     """The model folder behind ``checkpoint`` (a run, its ``model/``, a checkpoint, any
     model folder) and, when it came from an nlp-ssl run, that run's recipe and metrics."""
     from nlp_ssl.embeddings import embedding_folder
-    from nlp_ssl.models import resolve_model_dir
+    from nlp_ssl.models import read_config_json, resolve_model_dir
     from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE
 
     if embedding_folder(checkpoint) is not None:
@@ -54,6 +54,7 @@ def find_run(checkpoint: str) -> RunRecord:
     model_dir = Path(resolve_model_dir(checkpoint, key="checkpoint"))
     if not model_dir.exists():
         raise DataError(f"checkpoint {checkpoint}: not a local folder (export works on local runs and model folders)")
+    read_config_json(model_dir, "checkpoint")
     record = RunRecord(model_dir)
     for candidate in (model_dir.parent, model_dir.parent.parent.parent):  # run/model, run/checkpoints/step-N/model
         if (candidate / CONFIG_FILE).is_file():

@@ -110,6 +110,9 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
     import importlib.util
     from pathlib import Path
 
+    if not init.strip():
+        raise ConfigError(f"{key} is empty; it names a model folder (an empty path would be the working directory): "
+                          "give the path")
     if init.startswith("pkg:"):
         package, _, sub = init[4:].partition("/")
         spec = importlib.util.find_spec(package) if package else None
@@ -123,8 +126,13 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
         if (folder / "config.json").is_file():
             return str(folder)
     if path.exists():
+        from nlp_ssl.embeddings import embedding_folder
+
+        if embedding_folder(str(path)) is not None:
+            raise DataError(f"{key}: {path} is a skipgram/cbow run (token vectors, not a transformer); give it as "
+                            "'init_embeddings' beside a transformer 'init' (or 'init' of a frozen_logreg baseline)")
         hint = ""
-        if (path / "checkpoints").is_dir():
+        if (path / "checkpoints").is_dir() and not (path / "metrics.json").is_file():
             hint = " (an unfinished run: resume it, or point at one of its checkpoints/step-*/ folders)"
         raise DataError(f"{key}: {path} is not a model folder (no config.json in it or in {path / 'model'}){hint}")
     if init.startswith("pkg:") or init.startswith((".", "/", "~")) or init.count("/") != 1:
@@ -134,11 +142,35 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
     return init  # a Hub id: from_pretrained downloads it
 
 
+def read_config_json(model_dir, key: str | None = None) -> dict:
+    """A model folder's ``config.json`` as a dict ({} when there is none); a file that is not a
+    JSON object is a one-line ``DataError`` naming it and the place it breaks."""
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    where = f"{key}: {path}" if key else str(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{where}: not UTF-8 text") from None
+    except OSError as exc:
+        raise DataError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{where}: a JSON {type(config).__name__}, expected an object of model settings")
+    return config
+
+
 def load_model_config(model_dir: str, key: str | None = None):
     """A saved model's ``PretrainedConfig``; a folder whose config cannot be read is a one-line
     ``DataError`` naming ``key`` (the recipe key that pointed at it), not a traceback."""
     from transformers import AutoConfig
 
+    read_config_json(model_dir, key)  # says where the JSON breaks, which AutoConfig does not
     try:
         return AutoConfig.from_pretrained(model_dir)
     except Exception as exc:
@@ -147,9 +179,10 @@ def load_model_config(model_dir: str, key: str | None = None):
                         f"{str(exc).splitlines()[0][:160]})") from None
 
 
-def max_positions(model_dir: str) -> int | None:
-    """How many tokens a saved model's position table holds (None when unknown)."""
-    return config_positions(load_model_config(model_dir))
+def max_positions(model_dir: str, key: str | None = None) -> int | None:
+    """How many tokens a saved model's position table holds (None when unknown); ``key`` names
+    the recipe key behind ``model_dir`` in errors."""
+    return config_positions(load_model_config(model_dir, key))
 
 
 def config_positions(config) -> int | None:

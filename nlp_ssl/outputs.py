@@ -89,10 +89,85 @@ INPUT_KEYS = ("tokenizer", "init", "init_decoder", "init_embeddings", "checkpoin
 """Recipe keys that name a local folder a command reads."""
 
 
-def output_path(path) -> Path:
+def output_path(path, what: str = "output_dir") -> Path:
     """An output folder as the run will use it: absolute, ``~`` expanded, symlinks resolved
-    (so two spellings of one folder share its lock and its overlap checks)."""
+    (so two spellings of one folder share its lock and its overlap checks). An empty path is
+    refused: ``Path("")`` is the working directory."""
+    if not str(path).strip():
+        raise OutputError(f"{what} is empty; an empty path would be the working directory: give the folder to write")
     return Path(path).expanduser().resolve()
+
+
+def output_kind(path: Path) -> str | None:
+    """What nlp-ssl wrote ``path`` as (the stage in ``run_info.json``; ``export`` for an
+    exported model folder; ``pretrain`` / ``finetune`` for a training run interrupted before
+    its run files), or None for a folder nlp-ssl did not write."""
+    import yaml
+
+    path = Path(path)
+    try:
+        stage = json.loads((path / RUN_INFO_FILE).read_text(encoding="utf-8")).get("stage")
+        if isinstance(stage, str):
+            return stage
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        recipe = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        if isinstance(recipe, dict) and isinstance(recipe.get("train"), dict) and "output_dir" in recipe:
+            if "objective" in recipe:
+                return "pretrain"
+            if "task" in recipe:
+                return "finetune"
+    except (OSError, ValueError, yaml.YAMLError):
+        pass
+    try:
+        card = (path / "README.md").read_text(encoding="utf-8")
+        front = yaml.safe_load(card.split("---")[1]) if card.startswith("---") else None
+        if isinstance(front, dict) and "nlp-ssl" in (front.get("tags") or []) and (path / "config.json").is_file():
+            return "export"
+    except (OSError, ValueError, IndexError, TypeError, yaml.YAMLError):
+        pass
+    return None
+
+
+def _repository() -> Path | None:
+    """The source tree nlp-ssl runs from, when it runs from one (an editable install)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def refuse_replacing(out: Path, kind: str) -> None:
+    """``--overwrite`` replaces only what nlp-ssl wrote as the same kind of output: never the
+    working directory or a folder around it, the home folder, a filesystem root, a repository,
+    or a folder of anyone else's (or another stage's) files."""
+    why = not_replaceable(out, kind)
+    if why is not None:
+        ours_to_judge = "nlp-ssl" in why  # a place (the home folder, a root) is never to be removed
+        raise OutputError(f"--overwrite will not replace {output_path(out)}: it is {why}; choose a new folder for "
+                          "the output" + (", or remove this one yourself if it is truly not needed" if ours_to_judge
+                                          else ""))
+
+
+def not_replaceable(out: Path, kind: str) -> str | None:
+    """Why folder ``out`` is not one a ``kind`` command may replace ("the working directory",
+    "not an nlp-ssl output ..."), or None when it may (or is empty, or absent)."""
+    out = output_path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    cwd, home, repo = Path.cwd().resolve(), Path.home().resolve(), _repository()
+    if out.parent == out:
+        return "a filesystem root"
+    if out == home or out in home.parents:
+        return "your home folder" if out == home else f"a folder that contains your home folder {home}"
+    if out == cwd or out in cwd.parents:
+        return "the working directory" if out == cwd else f"a folder that contains the working directory {cwd}"
+    if (out / ".git").exists() or (repo is not None and (out == repo or out in repo.parents)):
+        return "a source repository"
+    found = output_kind(out)
+    if found == kind:
+        return None
+    return ("not an nlp-ssl output (it holds files nlp-ssl did not write)" if found is None
+            else f"an nlp-ssl {found} output, not a {kind} one")
 
 
 def config_inputs(cfg) -> dict[str, Path]:
@@ -148,17 +223,28 @@ def is_finished(path: Path) -> bool:
     return (Path(path) / METRICS_FILE).is_file()
 
 
-def check_output_dir(path: Path, overwrite: bool, inputs: dict[str, Path] | None = None) -> None:
-    """Refuse to start a run whose output would replace something the user has."""
+def check_output_dir(path: Path, overwrite: bool, inputs: dict[str, Path] | None = None, *, kind: str) -> None:
+    """Refuse to start a run whose output would replace something the user has (``kind``:
+    what the command writes, the only kind of output ``--overwrite`` may replace)."""
     path = output_path(path)
     refuse_overlap(path, inputs or {})
+    if overwrite:
+        refuse_replacing(path, kind)
     check_writable(path)
-    if overwrite or not path.exists():
+    if overwrite or not path.exists() or not any(path.iterdir()):
         return
+    refuse_without_overwrite(path, kind)
+
+
+def refuse_without_overwrite(path: Path, kind: str) -> None:
+    """What to say of a folder that is there and not empty, when ``--overwrite`` was not given:
+    pass it, or, where it would refuse too, choose another folder."""
+    why = not_replaceable(path, kind)
+    if why is not None:
+        raise OutputError(f"output_dir {path} exists and is not empty, and it is {why}; choose a new or empty folder")
     if is_finished(path):
         raise OutputError(f"output_dir {path} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
-    if any(path.iterdir()):
-        raise OutputError(f"output_dir {path} exists and is not empty; pass --overwrite to replace it")
+    raise OutputError(f"output_dir {path} exists and is not empty; pass --overwrite to replace it")
 
 
 def check_writable(out: Path) -> None:
@@ -175,23 +261,58 @@ def check_writable(out: Path) -> None:
         raise OutputError(f"output_dir {out} cannot be written: no write permission in {parent}")
 
 
-def prepare_run_dir(out: Path, resume: str | None, overwrite: bool) -> None:
+RESUME_MAY_CHANGE = ("output_dir", "train.resume", "train.tracker", "train.log_every", "train.save_every", "train.keep_last",
+                     "data.cache_dir", "push_to_hub", "hub_model_id", "hub_private", "hub_checkpoint_branch")
+"""Recipe keys a resumed run may change: they do not alter what it trains (a run folder may
+also be moved before it is resumed)."""
+
+
+def prepare_run_dir(out: Path, resume: str | None, overwrite: bool, *, kind: str, config=None) -> None:
     """Refuse to clobber a training run's folder; allow continuing an interrupted run only
-    when asked to resume. (``run_lock`` checks the folder too, but only on each node's first
-    process: every process checks here.)"""
+    when asked to resume, and only with the recipe it was started with (``config``).
+    (``run_lock`` checks the folder too, but only on each node's first process: every
+    process checks here.)"""
     check_writable(out)
+    if config is not None and resume is not None:
+        refuse_changed_resume(out, config, resume, overwrite)
     if not out.exists() or not any(out.iterdir()):
         return
     if overwrite:
+        refuse_replacing(out, kind)
         return
-    if is_finished(out):
-        raise OutputError(f"output_dir {out} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
-    if not (out / CONFIG_FILE).exists():
-        raise OutputError(f"output_dir {out} exists, is not empty and is not an nlp-ssl run; pass --overwrite to replace it")
+    if is_finished(out) or not (out / CONFIG_FILE).exists():
+        refuse_without_overwrite(out, kind)
     if resume is None:
         raise OutputError(
             f"output_dir {out} holds an unfinished run; set train.resume=latest to continue it or pass --overwrite"
         )
+
+
+def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> None:
+    """A resume continues the checkpoint's optimizer, schedule and data order: a recipe that
+    changes them (``train.lr=...`` beside ``train.resume=latest``) would be recorded but not
+    applied. Refuse it, naming each key that differs."""
+    import yaml
+
+    from nlp_ssl.config import recipe_changes
+
+    if resume == "latest":
+        run, ignore = work_dir(out, overwrite), RESUME_MAY_CHANGE
+    else:  # a checkpoint path: <run>/checkpoints/step-N
+        run, ignore = Path(resume).expanduser().resolve().parent.parent, RESUME_MAY_CHANGE
+    saved = run / CONFIG_FILE
+    if not saved.is_file() or not (run / "checkpoints").is_dir():
+        return
+    try:
+        recipe = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return  # not ours to judge; loading the checkpoint says what is wrong
+    changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, ignore)
+    if changes:
+        shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+        raise OutputError(f"train.resume={resume}: the recipe differs from the one {run} was started with ({shown}); "
+                          "a resumed run continues its own optimizer, schedule and data, so undo the change, or "
+                          "start afresh with --overwrite")
 
 
 def work_dir(out: Path, overwrite: bool) -> Path:
@@ -344,16 +465,17 @@ def locks_output(attr: str = "output_dir"):
 
 
 @contextlib.contextmanager
-def staged_output(path: Path, overwrite: bool = False, inputs: dict[str, Path] | None = None) -> Iterator[Path]:
+def staged_output(path: Path, overwrite: bool = False, inputs: dict[str, Path] | None = None, *,
+                  kind: str) -> Iterator[Path]:
     """Build an output directory beside its final place and move it in only on success.
 
     A crash leaves the previous directory (if any) untouched and no half-written one
     under the final name. ``inputs`` (what the command reads) must lie apart from it.
     """
     path = output_path(path)
-    check_output_dir(path, overwrite, inputs)
+    check_output_dir(path, overwrite, inputs, kind=kind)
     with run_lock(path):
-        check_output_dir(path, overwrite, inputs)  # again: another run may have finished it while we waited
+        check_output_dir(path, overwrite, inputs, kind=kind)  # again: another run may have finished it while we waited
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder should look like any other
         try:

@@ -10,6 +10,7 @@ one slice away, which is what makes resuming a seek rather than a replay.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlp_ssl.data import DatasetSpec, _check_columns, column_texts, load_split, resolve
+from nlp_ssl.data import DatasetSpec, _check_columns, _explain_load_failure, column_texts, load_split, resolve
 from nlp_ssl.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -123,11 +124,12 @@ def pack(
     """Tokenize ``specs`` (cached) and pack their concatenation into ``block_size`` blocks."""
     import pyarrow.compute as pc
 
+    cache_dir = Path(cache_dir or default_cache_dir())
+    _check_cache_dir(cache_dir)  # before minutes of tokenizing
     tokenized = [tokenize_split(spec, tokenizer, num_proc, word_starts) for spec in specs]
     key = hashlib.sha256(
         ("|".join(t._fingerprint for t in tokenized) + f"|{block_size}").encode()
     ).hexdigest()[:20]
-    cache_dir = Path(cache_dir or default_cache_dir())
     path = cache_dir / f"packed-{key}.npy"
     meta_path = path.with_suffix(".meta.npy")
     ws_path = path.with_suffix(".words.npy")
@@ -151,19 +153,37 @@ def pack(
         )
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.int32
     blocks = flat[: n_blocks * block_size].astype(dtype).reshape(n_blocks, block_size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     arrays = [(path, blocks), (meta_path, np.array([flat.size, n_bytes], dtype=np.int64))]
     if word_starts:
         flags = np.concatenate([pc.list_flatten(t.data.column("word_start")).to_numpy() for t in tokenized])
         arrays.insert(1, (ws_path, flags[: n_blocks * block_size].astype(np.uint8).reshape(n_blocks, block_size)))
     for target, array in arrays:
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
+            os.replace(tmp, target)
+        except OSError as exc:  # a disk that filled up while writing
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"data.cache_dir {cache_dir}: the packed blocks cannot be written "
+                            f"({exc.strerror or exc}); free space there or set data.cache_dir to another folder") from None
     logger.info("packed %d docs, %d tokens into %d blocks of %d -> %s", n_docs, flat.size, n_blocks, block_size, path)
     ws = np.load(ws_path, mmap_mode="r") if word_starts else None
     return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(flat.size), n_bytes, ws)
+
+
+def _check_cache_dir(cache_dir: Path) -> None:
+    """The packed-block cache must take a file: tried for real, since ``os.access`` says yes to
+    root on a read-only file system."""
+    import tempfile
+
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as exc:
+        raise DataError(f"data.cache_dir {cache_dir}: cannot hold the packed blocks ({exc.strerror or exc}); set "
+                        "data.cache_dir to a writable folder") from None
 
 
 class PackedStream:
@@ -184,10 +204,12 @@ class PackedStream:
         from datasets.distributed import split_dataset_by_node
 
         streams = []
+        self._specs = specs
         for spec in specs:
             ds = load_split(spec)
             if ds.column_names is None:  # JSON streams learn their columns from the first rows
-                ds = ds._resolve_features()
+                with self._reading():
+                    ds = ds._resolve_features()
             _check_columns(ds.column_names, spec.text_columns, spec.describe())
             streams.append(ds.map(_text_rows(spec), batched=True, remove_columns=ds.column_names))
         texts = streams
@@ -242,13 +264,29 @@ class PackedStream:
         if self._iter is None:
             self._iter = iter(self.ds)
         texts = []
-        for _ in range(self.read_batch):
-            try:
-                row = next(self._iter)
-            except StopIteration:
-                break
-            texts.append(row["text"])
+        with self._reading():
+            for _ in range(self.read_batch):
+                try:
+                    row = next(self._iter)
+                except StopIteration:
+                    break
+                texts.append(row["text"])
         return texts or None
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """A file that breaks while it is streamed (a corrupt or truncated archive) is a
+        ``DataError`` naming it, as when it is loaded whole."""
+        try:
+            yield
+        except DataError:
+            raise
+        except Exception as exc:
+            for spec in self._specs:
+                error = _explain_load_failure(exc, resolve(spec), spec)
+                if not str(error).startswith("dataset "):  # diagnosed: names the file and what is wrong
+                    raise error from None
+            raise _explain_load_failure(exc, resolve(self._specs[0]), self._specs[0]) from None
 
     def state_dict(self) -> dict:
         return {

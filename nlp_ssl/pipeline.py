@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nlp_ssl.config import from_dict
+from nlp_ssl.config import check_name, from_dict
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.hub_options import hub_offline
 from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, locks_output, read_metrics, write_json
@@ -60,6 +60,9 @@ class PipelineConfig:
                               f"got {self.hub_namespace!r}")
         if self.tokenizer is None and not self.pretrain and not self.finetune and not self.baseline:
             raise ConfigError("a pipeline needs at least one stage (tokenizer, pretrain, finetune or baseline)")
+        for kind in ("pretrain", "finetune", "baseline"):
+            for name in getattr(self, kind):
+                check_name(name, f"{kind}.{name}")
         for section in (self.tokenizer or {}, *self.pretrain.values(), *self.finetune.values(),
                         *self.baseline.values()):
             if "output_dir" in section:

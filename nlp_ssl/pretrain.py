@@ -66,7 +66,7 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
         set_input_limit(tokenizer, model, cfg.data.block_size)
         return tokenizer, model
     model_dir = resolve_model_dir(cfg.init, key="init")
-    positions = max_positions(model_dir)
+    positions = max_positions(model_dir, "init")
     if positions is not None and cfg.data.block_size > positions:
         raise ConfigError(f"'data.block_size' ({cfg.data.block_size}) exceeds the {positions} positions of the "
                           f"model in {model_dir}")

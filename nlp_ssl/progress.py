@@ -44,6 +44,17 @@ def progress_bar(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def close_bars() -> None:
+    """Close every progress bar still open (one an error interrupted), so that what is printed
+    next starts a line of its own instead of continuing the bar's."""
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar whose stream is gone: nothing to tidy
+            pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if not is_main_process():

@@ -28,7 +28,7 @@ def run_training_stage(cfg, overwrite: bool, stage: str, setup: Callable, finish
     hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown the training bar
     started = now()
     out = output_path(cfg.output_dir)
-    prepare_run_dir(out, cfg.train.resume, overwrite)
+    prepare_run_dir(out, cfg.train.resume, overwrite, kind=stage, config=cfg)
     accelerator = make_accelerator(cfg.train, work_dir(out, overwrite))  # TensorBoard logs go with the run
     refuse_offline_push(cfg)
     task = setup(accelerator)

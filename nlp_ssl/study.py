@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from nlp_ssl.config import check_name
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.outputs import locks_output, read_metrics, write_json
 from nlp_ssl.tasks import TASKS, get_task
@@ -102,6 +103,7 @@ class StudyConfig:
             if key in self.finetune:
                 raise ConfigError(f"finetune.{key}: set per arm (arms.NAME.recipe) or by the study, not in 'finetune'")
         for name, arm in self.arms.items():
+            check_name(name, f"arms.{name}")
             extra = set(map(str, arm.label_counts or [])) - set(map(str, self.label_counts))
             if extra or arm.label_counts == []:
                 raise ConfigError(f"arms.{name}.label_counts must be a non-empty subset of label_counts "

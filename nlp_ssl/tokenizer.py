@@ -246,7 +246,7 @@ def run(cfg: TokenizerConfig, overwrite: bool = False) -> dict:
     """The ``tokenizer`` stage: train, then save the folder and the run files atomically."""
     started = now()
     out = Path(cfg.output_dir)
-    with staged_output(out, overwrite, config_inputs(cfg)) as staging:
+    with staged_output(out, overwrite, config_inputs(cfg), kind="tokenizer") as staging:
         fast, metrics, per_dataset = train_tokenizer(cfg)
         save_tokenizer(fast, staging)
         write_json(
@@ -278,6 +278,9 @@ def save_tokenizer(tokenizer, directory: Path) -> None:
         path.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+"""The files that hold a tokenizer's vocabulary (``tokenizer_config.json`` holds only settings)."""
+
 SESSION_KEYS = ("is_local", "local_files_only")
 """Keys ``save_pretrained`` copies from how the tokenizer was loaded, not what it is."""
 
@@ -289,6 +292,11 @@ def load_tokenizer(path: str | Path):
     path = Path(path)
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
         raise DataError(f"{path}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
+    vocabulary = [name for name in VOCABULARY_FILES if (path / name).is_file()] + [p.name for p in path.glob("*.model")]
+    if not vocabulary:
+        raise DataError(f"{path}: tokenizer_config.json but no tokenizer.json (nor a vocab.txt, vocab.json or "
+                        "*.model): the tokenizer's vocabulary is missing; copy tokenizer.json from the tokenizer "
+                        "the model was trained with")
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # corrupted json, wrong class name, ...

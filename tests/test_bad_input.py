@@ -1,6 +1,7 @@
 """Every kind of bad input the stages and commands accept, in one table: each exits non-zero
 with one ``error:`` line naming the file, line, row or key, and leaves no output behind."""
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -72,6 +73,108 @@ def translation_raw(ctx) -> dict:
                                                    "target_lang": "de", "max_source_length": 32,
                                                    "max_target_length": 32},
             "train": {"epochs": 1, "tracker": "none"}}
+
+
+def baseline_raw(ctx, **changes) -> dict:
+    data = {k: v for k, v in sentiment_raw(ctx)["data"].items() if k != "max_length"}
+    return {"output_dir": str(ctx.tmp / "out"), "data": data, "C": [1.0], **changes}
+
+
+def user_folder(ctx, name: str = "mine") -> Path:
+    """A folder of someone's own files, which no --overwrite may replace."""
+    folder = ctx.tmp / name
+    folder.mkdir(exist_ok=True)
+    (folder / "thesis.tex").write_text("years of work")
+    return folder
+
+
+def finished_tokenizer(ctx, name: str = "tok-run") -> Path:
+    out = ctx.tmp / name
+    assert main(["tokenizer", tokenizer_recipe(ctx.tmp, ctx.corpus), f"output_dir={out}"]) == 0
+    return out
+
+
+def repository(ctx) -> Path:
+    repo = finished_tokenizer(ctx, "repo")
+    (repo / ".git").mkdir()
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return repo
+
+
+def interrupted_run(ctx) -> Path:
+    """A copy of the pretraining run as a crash after its last checkpoint leaves it."""
+    run = ctx.tmp / "interrupted"
+    shutil.copytree(ctx.mlm, run)
+    for name in ("metrics.json", "run_info.json"):
+        (run / name).unlink()
+    shutil.rmtree(run / "model")
+    return run
+
+
+def two_sections(ctx) -> str:
+    text = yaml.safe_dump(pretrain_raw(ctx), sort_keys=False) + "train: {max_steps: 3}\n"
+    return str(write(ctx.tmp / "twice.yaml", text.encode()))
+
+
+def pipeline_recipe(ctx, **changes) -> str:
+    stage = {k: v for k, v in sentiment_raw(ctx).items() if k != "output_dir"}
+    return recipe(ctx.tmp, {"run_dir": str(ctx.tmp / "out"), "finetune": {"rt": stage}, **changes})
+
+
+def csv_folder(ctx, header: str, rows: list[str], name: str = "csvdata") -> Path:
+    """A labelled folder of ``train.csv`` / ``validation.csv`` written as given."""
+    folder = ctx.tmp / name
+    folder.mkdir()
+    for split in ("train", "validation"):
+        (folder / f"{split}.csv").write_text("\n".join([header, *rows]) + "\n")
+    return folder
+
+
+def review_rows(sep=",") -> list[str]:
+    return [f"{r['text'].replace(',', '')}{sep}{r['label']}" for r in reviews()]
+
+
+def broken_gzip(ctx, name: str, truncated: bool = False) -> Path:
+    import gzip
+
+    whole = gzip.compress(b"text\n" + b"".join(f"line {i} of text\n".encode() for i in range(400)))
+    data = whole[: len(whole) // 2] if truncated else whole[:10] + bytes(range(256)) * 4
+    return write(ctx.tmp / name, data)
+
+
+def model_with_bad_config(ctx) -> Path:
+    broken = copy_run(ctx, "badconfig") / "model"
+    (broken / "config.json").write_text('{"architectures": ["BertForSequenceClassification"], oops}')
+    return broken
+
+
+def model_without_tokenizer_json(ctx) -> Path:
+    model = copy_run(ctx, "notok") / "model"
+    (model / "tokenizer.json").unlink()
+    return model
+
+
+def skipgram_run(ctx) -> Path:
+    out = ctx.tmp / "sg"
+    assert main(["pretrain", recipe(ctx.tmp, {
+        "output_dir": str(out), "objective": "skipgram", "tokenizer": str(ctx.tokenizer),
+        "data": {"datasets": [{"files": str(ctx.corpus)}]}, "model": {"dim": 16, "min_count": 2},
+        "train": {"epochs": 1, "workers": 1, "tracker": "none"}})]) == 0
+    return out
+
+
+def truncated_parquet(ctx) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = ctx.tmp / "pq"
+    folder.mkdir()
+    for split in ("train", "validation"):
+        pq.write_table(pa.table({"text": [r["text"] for r in reviews()], "label": [r["label"] for r in reviews()]}),
+                       folder / f"{split}.parquet")
+    data = (folder / "train.parquet").read_bytes()
+    (folder / "train.parquet").write_bytes(data[: len(data) // 2])
+    return folder
 
 
 def reviews(n=20):
@@ -215,6 +318,114 @@ CASES = [
     ("TF-IDF arm on a translation study", lambda c: ["study", recipe(c.tmp, {
         "run_dir": str(c.tmp / "out"), "finetune": {"task": "translation"},
         "arms": {"tfidf": {"method": "tfidf_logreg"}}})], "arms.tfidf: tfidf_logreg is a sentiment"),
+    # -- paths that would become another folder (the working directory is a user's folder here) ------------
+    ("empty output_dir override", lambda c: ["baseline", recipe(c.tmp, baseline_raw(c)), "output_dir=", "--overwrite"],
+     "'output_dir' is empty, but it names a folder or file (an empty path would be the working directory)"),
+    ("blank output_dir in a recipe", lambda c: ["tokenizer", tokenizer_recipe(c.tmp, c.corpus, output_dir=" ")],
+     "'output_dir' is empty"),
+    ("empty export folder", lambda c: ["export", str(copy_run(c, "ft")), "", "--overwrite"],
+     "the export folder is empty; an empty path would be the working directory"),
+    ("empty evaluate --output-dir", lambda c: [
+        "evaluate", str(c.finetuned), str(c.sentiment), "--output-dir", "", "--overwrite"], "--output-dir is empty"),
+    ("empty checkpoint to predict from", lambda c: ["predict", "", "good film"], "checkpoint is empty"),
+    ("empty init", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c)), "init="], "'init' is empty"),
+    ("empty data file", lambda c: ["tokenizer", tokenizer_recipe(c.tmp, c.corpus), "datasets.0.files="],
+     "'datasets.0.files' is empty"),
+    ("empty pipeline run_dir", lambda c: ["pipeline", pipeline_recipe(c), "run_dir=", "--overwrite"],
+     "'run_dir' is empty"),
+    ("empty study run_dir", lambda c: ["study", recipe(c.tmp, {
+        "run_dir": "", "finetune": {k: v for k, v in sentiment_raw(c).items() if k not in ("output_dir", "init")},
+        "arms": {"tfidf": {"method": "tfidf_logreg"}}})], "'run_dir' is empty"),
+    ("--overwrite the working directory", lambda c: [
+        "baseline", recipe(c.tmp, baseline_raw(c, output_dir=".")), "--overwrite"],
+     "will not replace {cwd}: it is the working directory; choose a new folder"),
+    ("--overwrite a folder around the working directory", lambda c: [
+        "tokenizer", tokenizer_recipe(c.tmp, c.corpus, output_dir=str(Path.cwd().parent)), "--overwrite"],
+     "it is a folder that contains the working directory"),
+    ("--overwrite the home folder", lambda c: [
+        "export", str(copy_run(c, "ft")), "~", "--overwrite"], "it is your home folder"),
+    ("--overwrite a repository", lambda c: [
+        "tokenizer", tokenizer_recipe(c.tmp, c.corpus, output_dir=str(repository(c))), "--overwrite"],
+     "it is a source repository"),
+    ("--overwrite someone's folder", lambda c: [
+        "finetune", recipe(c.tmp, sentiment_raw(c, output_dir=str(user_folder(c)))), "--overwrite"],
+     "it is not an nlp-ssl output (it holds files nlp-ssl did not write)"),
+    ("--overwrite another stage's output", lambda c: [
+        "baseline", recipe(c.tmp, baseline_raw(c, output_dir=str(finished_tokenizer(c)))), "--overwrite"],
+     "it is an nlp-ssl tokenizer output, not a baseline one"),
+    ("--overwrite a training run with an evaluation", lambda c: [
+        "evaluate", str(c.finetuned), str(c.sentiment), "--output-dir", str(copy_run(c, "ft")), "--overwrite"],
+     "it is an nlp-ssl finetune output, not a evaluate one"),
+    ("pipeline stage name that is a path", lambda c: [
+        "pipeline", recipe(c.tmp, {"run_dir": str(c.tmp / "out"), "finetune": {"x/../../../escaped": {
+            k: v for k, v in sentiment_raw(c).items() if k != "output_dir"}}})],
+     "finetune.x/../../../escaped: 'x/../../../escaped' is not a valid name"),
+    ("study arm name that is a path", lambda c: ["study", recipe(c.tmp, {
+        "run_dir": str(c.tmp / "out"), "finetune": {k: v for k, v in sentiment_raw(c).items()
+                                                   if k not in ("output_dir", "init")},
+        "arms": {"../up": {"method": "tfidf_logreg"}}})], "arms.../up: '../up' is not a valid name"),
+    # -- recipes that would drift silently ---------------------------------------------------------------
+    ("the same section twice", lambda c: ["pretrain", two_sections(c)],
+     "key 'train' appears twice in one mapping (lines 15 and 19); keep one"),
+    ("resume with a changed learning rate", lambda c: [
+        "pretrain", str(interrupted_run(c) / "resolved_config.yaml"), f"output_dir={c.tmp / 'interrupted'}",
+        "train.resume=latest", "train.lr=0.005"],
+     "the recipe differs from the one " + "{tmp}/interrupted was started with (train.lr: 0.003 -> 0.005)"),
+    ("max_steps beside epochs", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c)), "train.max_steps=5"],
+     "'max_steps' (5) and 'epochs' (1) are both set, and epochs decides the run's length"),
+    # -- files that broke a library instead of being named -----------------------------------------------
+    ("corrupt .jsonl.gz", lambda c: ["tokenizer", tokenizer_recipe(c.tmp, broken_gzip(c, "c.jsonl.gz"))],
+     "c.jsonl.gz: compressed data is corrupt ("),
+    ("corrupt .csv.gz, streamed", lambda c: ["tokenizer", recipe(c.tmp, {
+        "output_dir": str(c.tmp / "out"), "vocab_size": 300,
+        "datasets": [{"files": str(broken_gzip(c, "c.csv.gz")), "streaming": True}]})],
+     "c.csv.gz: compressed data is corrupt ("),
+    ("truncated .csv.gz, streamed into pretraining", lambda c: ["pretrain", recipe(c.tmp, pretrain_raw(
+        c, **{"data.datasets": [{"files": str(broken_gzip(c, "t.csv.gz", truncated=True)), "streaming": True}],
+              "data.validation": [{"files": str(c.corpus)}]}))],
+     "t.csv.gz: compressed file is truncated"),
+    ("config.json not JSON, predict", lambda c: ["predict", str(model_with_bad_config(c)), "good film"],
+     "checkpoint: {tmp}/badconfig/model/config.json: not valid JSON (line 1 column 54: "),
+    ("config.json not JSON, evaluate", lambda c: ["evaluate", str(model_with_bad_config(c)), str(c.sentiment)],
+     "badconfig/model/config.json: not valid JSON (line 1 column 54: "),
+    ("config.json not JSON, export", lambda c: ["export", str(model_with_bad_config(c)), str(c.tmp / "out")],
+     "badconfig/model/config.json: not valid JSON (line 1 column 54: "),
+    ("config.json not JSON, fine-tuning from it", lambda c: [
+        "finetune", recipe(c.tmp, sentiment_raw(c, init=str(model_with_bad_config(c))))],
+     "init: {tmp}/badconfig/model/config.json: not valid JSON"),
+    ("packed-block cache that cannot be written", lambda c: [
+        "pretrain", recipe(c.tmp, pretrain_raw(c)), "data.cache_dir=/sys/nlp-ssl-cache"],
+     "data.cache_dir /sys/nlp-ssl-cache: cannot hold the packed blocks ("),
+    # -- said vaguely before ----------------------------------------------------------------------------
+    ("';'-separated .csv", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(
+        c, csv_folder(c, "text;label", review_rows(";"))))],
+     "no column 'text' (columns: text;label); the header looks ';'-separated, but .csv is read comma-separated"),
+    ("tab-separated .csv", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(
+        c, csv_folder(c, "text\tlabel", review_rows("\t"))))], "the header looks tab-separated, but .csv is read "
+     "comma-separated and .tsv tab-separated: name the file .tsv"),
+    ("header-only .csv", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c, csv_folder(c, "text,label", [])))],
+     "csvdata/train.csv: only a header line, no rows"),
+    ("blank label cell", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(
+        c, csv_folder(c, "text,label", review_rows()[:7] + ["no label here,"] + review_rows()[7:])))],
+     "train.csv: row 7: label is missing (a blank cell or null)"),
+    ("missing local data folder", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c)), "data.train.name=./nope"],
+     "dataset './nope': local folder " + "{cwd}/nope does not exist"),
+    ("data file given as a dataset name", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c)),
+                                                     f"data.train.name={c.corpus}"],
+     "is a file; name files with 'files: "),
+    ("truncated parquet", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c, truncated_parquet(c)))],
+     "pq/train.parquet: not a readable Parquet file (truncated, or not Parquet: "),
+    ("model folder without tokenizer.json", lambda c: ["predict", str(model_without_tokenizer_json(c)), "good"],
+     "notok/model: tokenizer_config.json but no tokenizer.json (nor a vocab.txt, vocab.json or *.model)"),
+    ("skip-gram run as init", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c, init=str(skipgram_run(c))))],
+     "init: {tmp}/sg is a skipgram/cbow run (token vectors, not a transformer); give it as 'init_embeddings'"),
+    ("empty --file", lambda c: ["predict", str(c.finetuned), "--file", str(write(c.tmp / "none.txt", b""))],
+     "none.txt: no text in the file (it is empty); give one text per line"),
+    ("JSON Lines line that is not an object", lambda c: ["tokenizer", tokenizer_recipe(
+        c.tmp, write(c.tmp / "l.jsonl", b'{"text": "a"}\n[1, 2]\n'))],
+     'l.jsonl: line 2: a JSON list, expected an object per line (like {"text": ...})'),
+    ("no label names", lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c)), "data.labels=[]"],
+     "'labels' must name at least 2 labels, in id order, got []"),
 ]
 
 
@@ -224,17 +435,34 @@ class Ctx:
         self.mlm, self.clm = pretrained["mlm"], pretrained["clm"]
 
 
+def hashes(*roots: Path, caches: Path | None = None) -> dict[str, str]:
+    """Every file under ``roots`` (dot-files too) by path, with the sha256 of its bytes; what a
+    command may cache under ``caches`` (packed blocks of data it read) does not count."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for root in roots for p in sorted(root.rglob("*"))
+            if p.is_file() and (caches is None or caches not in p.parents)}
+
+
 @pytest.mark.parametrize("name, argv, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, tiny_tokenizer, tiny_corpus, pretrained,
-                                                        sentiment_dir, finetuned, capsys, name, argv, message):
+                                                        sentiment_dir, finetuned, capsys, monkeypatch, name, argv,
+                                                        message):
+    home = tmp_path / "home"
+    (home / "work" / "project").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    (home / "work" / "project" / "draft.txt").write_text("mine too")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(home / "work" / "project")  # what an empty path or "." would be
     ctx = Ctx(tmp_path, tiny_tokenizer, tiny_corpus, pretrained, sentiment_dir, finetuned)
     args = argv(ctx)
+    message = message.replace("{tmp}", str(tmp_path.resolve())).replace("{cwd}", str(Path.cwd().resolve()))
     capsys.readouterr()
-    before = sorted(p.name for p in finetuned.rglob("*"))
+    before = hashes(tmp_path, finetuned, pretrained["mlm"], caches=home / ".cache")
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0, name
     errors = [line for line in err if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], err[-3:]
     assert not (tmp_path / "out").exists()
-    assert sorted(p.name for p in finetuned.rglob("*")) == before  # nothing the user had was touched
+    after = hashes(tmp_path, finetuned, pretrained["mlm"], caches=home / ".cache")
+    assert after == before  # nothing the user had changed, nothing added

@@ -114,9 +114,15 @@ def test_export_does_not_replace_a_folder_without_overwrite(tmp_path, finetuned,
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     assert main(["export", str(finetuned), str(out)]) == 2
-    assert "--overwrite" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep me"
-    assert main(["export", str(finetuned), str(out), "--overwrite"]) == 0
-    assert {p.name for p in out.iterdir()} == CLASSIFIER_FILES
+    assert "choose a new or empty folder" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep me"
+    assert main(["export", str(finetuned), str(out), "--overwrite"]) == 2  # not an export: never replaced
+    assert "is not an nlp-ssl output" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep me"
+    exported = tmp_path / "exported"
+    assert main(["export", str(finetuned), str(exported)]) == 0
+    assert main(["export", str(finetuned), str(exported)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", str(finetuned), str(exported), "--overwrite"]) == 0
+    assert {p.name for p in exported.iterdir()} == CLASSIFIER_FILES
 
 
 def test_absolute_paths_on_the_command_line_do_not_reach_the_card(tmp_path, finetuned):

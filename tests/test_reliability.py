@@ -390,6 +390,7 @@ def test_a_killed_runs_leftovers_are_tidied_and_a_moved_aside_output_put_back(tm
     aside = tmp_path / ".run[1].old-12345"
     aside.mkdir()
     (aside / "metrics.json").write_text('{"test_accuracy": 0.8}')
+    (aside / "run_info.json").write_text('{"stage": "finetune"}')
     leftovers = [tmp_path / ".run[1].partial-abc_1234", tmp_path / ".run[1].trash-777"]
     for folder in leftovers:
         folder.mkdir()
@@ -400,7 +401,7 @@ def test_a_killed_runs_leftovers_are_tidied_and_a_moved_aside_output_put_back(tm
         folder.mkdir()
 
     with pytest.raises(OutputError, match="holds a finished run"):
-        with staged_output(out):
+        with staged_output(out, kind="finetune"):
             pass
     assert (out / "metrics.json").read_text() == '{"test_accuracy": 0.8}'
     assert not aside.exists() and not any(f.exists() for f in leftovers) and all(f.exists() for f in neighbours)

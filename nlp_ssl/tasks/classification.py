@@ -11,6 +11,7 @@ and accuracy / macro and per-class F1 through the shipped ``evaluate`` module.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, resolve
+from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, missing_column, resolve
 from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
@@ -61,8 +62,9 @@ class LabelSet:
         lookup = self.label2id
         ids = []
         for row, value in zip(rows, values):
+            value = _whole(value)
             if value is None:
-                raise DataError(f"{where}: row {row}: label is missing")
+                raise DataError(f"{where}: row {row}: label is missing (a blank cell or null)")
             if isinstance(value, (bool, np.bool_)):
                 value = int(value)
             if isinstance(value, (int, np.integer)):
@@ -79,6 +81,17 @@ class LabelSet:
         return ids
 
 
+def _whole(value):
+    """A label as written: a CSV column with a blank cell loads as floats (``1.0``, and NaN for
+    the blank), which are the ids ``1`` and missing."""
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        if float(value).is_integer():
+            return int(value)
+    return value
+
+
 def infer_labels(ds, column: str, where: str) -> LabelSet:
     """Label names from the data: a ``ClassLabel`` feature's names, ``0..max`` for integer
     labels, or the sorted distinct strings."""
@@ -87,7 +100,7 @@ def infer_labels(ds, column: str, where: str) -> LabelSet:
     feature = ds.features.get(column)
     if isinstance(feature, ClassLabel):
         return LabelSet(list(feature.names))
-    values = [v for v in ds[column] if v is not None]
+    values = [v for v in map(_whole, ds[column]) if v is not None]
     if not values:
         raise DataError(f"{where}: column {column!r} holds no labels")
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
@@ -114,8 +127,8 @@ def tokenize_labelled(spec: DatasetSpec, tokenizer, labels: LabelSet | None, lab
         raise ConfigError(f"{where}: 'text_column' takes one column, or two for sentence pairs; got {columns}")
     for column in columns + [label_column]:
         if column.split(".")[0] not in ds.column_names:
-            what = "label column" if column == label_column else "column"
-            raise DataError(f"{where}: no {what} {column!r} (columns: {', '.join(ds.column_names)})")
+            raise missing_column(where, column, ds.column_names,
+                                 "label column" if column == label_column else "column")
     if labels is None:
         labels = infer_labels(ds, label_column, where)
 
@@ -308,6 +321,9 @@ class SentimentDataConfig:
             raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
         if self.max_length < 2:
             raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ConfigError(f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
+                              "unset to take them from the data")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
         if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
@@ -380,7 +396,7 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     from nlp_ssl.tokenizer import load_tokenizer_for
 
     model_dir = resolve_model_dir(cfg.init)
-    positions = max_positions(model_dir)
+    positions = max_positions(model_dir, "init")
     if positions is not None and cfg.data.max_length > positions:
         raise ConfigError(f"'data.max_length' ({cfg.data.max_length}) exceeds the {positions} positions of the model "
                           f"in {model_dir}; set data.max_length={positions} or less")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, resolve
+from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, missing_column, resolve
 from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
@@ -242,7 +242,7 @@ def tokenize_pairs(spec: DatasetSpec, tokenizer, source_column: str, target_colu
     where = f"dataset {source.label}"
     for column in (source_column, target_column):
         if column.split(".")[0] not in ds.column_names:
-            raise DataError(f"{where}: no column {column.split('.')[0]!r} (columns: {', '.join(ds.column_names)})")
+            raise missing_column(where, column.split(".")[0], ds.column_names)
     end = end_token_id(tokenizer)
 
     def encode(batch, indices):
@@ -401,7 +401,7 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     decoder = resolve_model_dir(cfg.init_decoder, key="init_decoder") if cfg.init_decoder else encoder
     for folder, length, key in ((encoder, d.max_source_length, "max_source_length"),
                                 (decoder, d.max_target_length, "max_target_length")):
-        positions = max_positions(folder)
+        positions = max_positions(folder, "init" if folder == encoder else "init_decoder")
         if positions is not None and length > positions:
             raise ConfigError(f"'data.{key}' ({length}) exceeds the {positions} positions of the model in {folder}")
     tokenizer = load_tokenizer_for(encoder, cfg.tokenizer)
