@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 export NLP_SSL_DATA_DIR ?= $(abspath ../shared/data)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: quickstart test venv bench clean
+.PHONY: quickstart test format venv bench clean
 
 venv: $(VENV)/.installed
 
@@ -27,8 +27,15 @@ $(VENV)/.installed: pyproject.toml
 quickstart: venv
 	$(BIN)/nlp-ssl pipeline recipes/pipeline/quickstart.yaml
 
+# The style is checked first (ruff, configured in pyproject.toml): `make format` fixes most of it.
 test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_tokenizer.py

@@ -36,9 +36,21 @@ from nlp_ssl.tokenizer import load_tokenizer
 
 def gensim_settings(cfg) -> dict:
     m, t = cfg.model, cfg.train
-    return dict(vector_size=m.dim, window=m.window, negative=m.negative, ns_exponent=m.ns_exponent, sample=m.sample,
-                min_count=m.min_count, sg=1, hs=0, workers=t.workers, seed=cfg.seed, alpha=t.lr, min_alpha=t.min_lr,
-                epochs=t.epochs)
+    return dict(
+        vector_size=m.dim,
+        window=m.window,
+        negative=m.negative,
+        ns_exponent=m.ns_exponent,
+        sample=m.sample,
+        min_count=m.min_count,
+        sg=1,
+        hs=0,
+        workers=t.workers,
+        seed=cfg.seed,
+        alpha=t.lr,
+        min_alpha=t.min_lr,
+        epochs=t.epochs,
+    )
 
 
 def torch_kernel(corpus_ids, dim: int, window: int, negative: int, seconds: float = 20.0) -> dict:
@@ -63,8 +75,9 @@ def torch_kernel(corpus_ids, dim: int, window: int, negative: int, seconds: floa
             centre = np.repeat(pos, 2 * reach)
             context = flat[centre + offsets]
             centre = torch.from_numpy(flat[centre])
-            targets = torch.cat([torch.from_numpy(context)[:, None],
-                                 torch.randint(0, vocab, (len(context), negative))], dim=1)
+            targets = torch.cat(
+                [torch.from_numpy(context)[:, None], torch.randint(0, vocab, (len(context), negative))], dim=1
+            )
             scores = torch.einsum("bd,bkd->bk", w_in(centre), w_out(targets))
             sign = torch.ones_like(scores)
             sign[:, 1:] = -1
@@ -75,8 +88,11 @@ def torch_kernel(corpus_ids, dim: int, window: int, negative: int, seconds: floa
             done += batch_tokens
         best[batch_tokens] = done / (time.perf_counter() - start)
     size = max(best, key=best.get)
-    return {"tokens_per_second": round(best[size]), "batch_tokens": size,
-            "by_batch": {k: round(v) for k, v in best.items()}}
+    return {
+        "tokens_per_second": round(best[size]),
+        "batch_tokens": size,
+        "by_batch": {k: round(v) for k, v in best.items()},
+    }
 
 
 def main() -> None:
@@ -91,8 +107,11 @@ def main() -> None:
 
     results = {"host": os.uname().nodename, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_recipe(pretrain.recipe_class, args.recipe, [f"output_dir={tmp}/run", f"train.epochs={args.epochs}",
-                                                               "train.tracker=none"])
+        cfg = load_recipe(
+            pretrain.recipe_class,
+            args.recipe,
+            [f"output_dir={tmp}/run", f"train.epochs={args.epochs}", "train.tracker=none"],
+        )
         tokenizer = load_tokenizer(cfg.tokenizer)
         corpus = embeddings.load_corpus(cfg, tokenizer)  # tokenized once here; cached for the stage
         sentences = list(corpus)
@@ -110,14 +129,16 @@ def main() -> None:
             vocab = time.perf_counter() - start
             start = time.perf_counter()
             if "corpus_file" in source:
-                model.train(corpus_file=source["corpus_file"], total_words=model.corpus_total_words,
-                            epochs=args.epochs)
+                model.train(corpus_file=source["corpus_file"], total_words=model.corpus_total_words, epochs=args.epochs)
             else:
                 model.train(source["corpus_iterable"], total_examples=model.corpus_count, epochs=args.epochs)
             seconds = time.perf_counter() - start
-            return {"vocab_seconds": round(vocab, 2), "seconds": round(seconds, 2),
-                    "wall_seconds": round(vocab + seconds, 2),
-                    "tokens_per_second": round(args.epochs * n_tokens / seconds)}
+            return {
+                "vocab_seconds": round(vocab, 2),
+                "seconds": round(seconds, 2),
+                "wall_seconds": round(vocab + seconds, 2),
+                "tokens_per_second": round(args.epochs * n_tokens / seconds),
+            }
 
         results["gensim_corpus_file"] = timed(corpus_file=str(path))
         results["gensim_iterable"] = timed(corpus_iterable=sentences)
@@ -126,12 +147,16 @@ def main() -> None:
         start = time.perf_counter()
         metrics = pretrain.run(cfg)
         wall = time.perf_counter() - start
-        results["nlp_ssl"] = {"seconds": metrics["train_seconds"], "wall_seconds": round(wall, 2),
-                              "tokens_per_second": metrics["tokens_per_s"]}
+        results["nlp_ssl"] = {
+            "seconds": metrics["train_seconds"],
+            "wall_seconds": round(wall, 2),
+            "tokens_per_second": metrics["tokens_per_s"],
+        }
         base = results["gensim_corpus_file"]["tokens_per_second"]
         results["ratio_vs_gensim_corpus_file"] = round(metrics["tokens_per_s"] / base, 3)
-        results["ratio_vs_gensim_iterable"] = round(metrics["tokens_per_s"]
-                                                    / results["gensim_iterable"]["tokens_per_second"], 3)
+        results["ratio_vs_gensim_iterable"] = round(
+            metrics["tokens_per_s"] / results["gensim_iterable"]["tokens_per_second"], 3
+        )
         # the whole command (tokenization cache, vocabulary, checkpoints, saving) against gensim's
         # vocabulary + training on text already tokenized
         results["wall_ratio_vs_gensim_corpus_file"] = round(results["gensim_corpus_file"]["wall_seconds"] / wall, 3)

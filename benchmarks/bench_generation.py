@@ -21,18 +21,20 @@ import json
 import tempfile
 from pathlib import Path
 
-from harness import REPO, interleaved, timed  # first: the repository on the import path, offline defaults
-
 import numpy as np
 import torch
+from harness import REPO, interleaved, timed  # first: the repository on the import path, offline defaults
 
 from nlp_ssl.data import DatasetSpec, dig, load_split
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(REPO / "runs/study-translation-embeddings/finetune-sg-all-s0"),
-                        help="a fine-tuned encoder-decoder (default: the translation study's skip-gram arm)")
+    parser.add_argument(
+        "--model",
+        default=str(REPO / "runs/study-translation-embeddings/finetune-sg-all-s0"),
+        help="a fine-tuned encoder-decoder (default: the translation study's skip-gram arm)",
+    )
     parser.add_argument("--dataset", default="bentrevett/multi30k")
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-rows", type=int, default=None)
@@ -57,8 +59,9 @@ def main() -> None:
 
     def ours():
         with tempfile.TemporaryDirectory() as tmp:
-            m = evaluate_checkpoint(EvaluateConfig(checkpoint=args.model, data=spec, output_dir=f"{tmp}/out",
-                                                   batch_size=args.batch_size))
+            m = evaluate_checkpoint(
+                EvaluateConfig(checkpoint=args.model, data=spec, output_dir=f"{tmp}/out", batch_size=args.batch_size)
+            )
         return {"bleu": m["bleu"], "chrf": m["chrf"]}
 
     def trainer(batch_size: int):
@@ -71,15 +74,23 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 t = Seq2SeqTrainer(
                     model=ft.model,
-                    args=Seq2SeqTrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size,
-                                                  predict_with_generate=True, report_to="none", disable_tqdm=True,
-                                                  use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0),
-                    data_collator=DataCollatorForSeq2Seq(ft.tokenizer, model=ft.model, label_pad_token_id=-100))
+                    args=Seq2SeqTrainingArguments(
+                        output_dir=tmp,
+                        per_device_eval_batch_size=batch_size,
+                        predict_with_generate=True,
+                        report_to="none",
+                        disable_tqdm=True,
+                        use_cpu=not torch.cuda.is_available(),
+                        dataloader_num_workers=0,
+                    ),
+                    data_collator=DataCollatorForSeq2Seq(ft.tokenizer, model=ft.model, label_pad_token_id=-100),
+                )
                 out = t.predict(data)
             preds = np.where(out.predictions < 0, ft.tokenizer.pad_token_id, out.predictions)
             hyps = [h.strip() for h in ft.tokenizer.batch_decode(preds, skip_special_tokens=True)]
             scores = bleu.compute(predictions=hyps, references=references)
             return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
+
         return call
 
     runs = {"nlp_ssl_evaluate": ours, **{f"trainer_batch_{b}": trainer(b) for b in args.trainer_batch_sizes}}
@@ -87,14 +98,22 @@ def main() -> None:
         timed(warm_up)
     sides = interleaved(runs, args.repeats)
     n = len(references)
-    result = {"model": args.model, "sentences": n, "batch_size": args.batch_size,
-              "generation": {"num_beams": beams, "max_new_tokens": max_new},
-              "threads": torch.get_num_threads(), "sides": {}}
+    result = {
+        "model": args.model,
+        "sentences": n,
+        "batch_size": args.batch_size,
+        "generation": {"num_beams": beams, "max_new_tokens": max_new},
+        "threads": torch.get_num_threads(),
+        "sides": {},
+    }
     for name, s in sides.items():
-        result["sides"][name] = {"bleu": round(s["bleu"], 2), "chrf": round(s["chrf"], 2),
-                                 "seconds": [round(x, 2) for x in s["seconds"]],
-                                 "median_seconds": round(s["median_seconds"], 2),
-                                 "sentences_per_s": round(n / s["median_seconds"], 1)}
+        result["sides"][name] = {
+            "bleu": round(s["bleu"], 2),
+            "chrf": round(s["chrf"], 2),
+            "seconds": [round(x, 2) for x in s["seconds"]],
+            "median_seconds": round(s["median_seconds"], 2),
+            "sentences_per_s": round(n / s["median_seconds"], 1),
+        }
     ours_rate = result["sides"]["nlp_ssl_evaluate"]["sentences_per_s"]
     for name, side in result["sides"].items():
         if name != "nlp_ssl_evaluate":

@@ -17,10 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import REPO, interleaved  # first: the repository on the import path, offline defaults
-
 import numpy as np
 import torch
+from harness import REPO, interleaved  # first: the repository on the import path, offline defaults
 
 from nlp_ssl.data import DatasetSpec, load_split
 from nlp_ssl.models import resolve_model_dir
@@ -28,12 +27,16 @@ from nlp_ssl.models import resolve_model_dir
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(REPO / "runs/quickstart/finetune-rt"),
-                        help="a fine-tuned classifier (default: the quick start's)")
+    parser.add_argument(
+        "--model",
+        default=str(REPO / "runs/quickstart/finetune-rt"),
+        help="a fine-tuned classifier (default: the quick start's)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timings per side; the median is reported")
-    parser.add_argument("--output", default=None, help="also write the result JSON here (the Trainer prints its logs "
-                                                        "to stdout)")
+    parser.add_argument(
+        "--output", default=None, help="also write the result JSON here (the Trainer prints its logs to stdout)"
+    )
     args = parser.parse_args()
     model_dir = resolve_model_dir(args.model)
     if not Path(model_dir).is_dir():
@@ -52,8 +55,9 @@ def main() -> None:
 
     def ours_evaluate():
         with tempfile.TemporaryDirectory() as tmp:
-            metrics = evaluate_checkpoint(EvaluateConfig(checkpoint=args.model, data=spec, output_dir=f"{tmp}/out",
-                                                         batch_size=args.batch_size))
+            metrics = evaluate_checkpoint(
+                EvaluateConfig(checkpoint=args.model, data=spec, output_dir=f"{tmp}/out", batch_size=args.batch_size)
+            )
         return {"accuracy": metrics["accuracy"]}
 
     def ours_predict():
@@ -65,20 +69,34 @@ def main() -> None:
             classify = pipeline("text-classification", model=model_dir, device=-1)
             out = classify(texts, truncation=True, max_length=max_length, batch_size=batch_size)
             return {"accuracy": float(np.mean([to_id[r["label"]] == y for r, y in zip(out, labels)]))}
+
         return call
 
-    runs = {"nlp_ssl_evaluate": ours_evaluate, "nlp_ssl_predict": ours_predict,
-            "pipeline_batch_1": hf_pipeline(1), f"pipeline_batch_{args.batch_size}": hf_pipeline(args.batch_size)}
+    runs = {
+        "nlp_ssl_evaluate": ours_evaluate,
+        "nlp_ssl_predict": ours_predict,
+        "pipeline_batch_1": hf_pipeline(1),
+        f"pipeline_batch_{args.batch_size}": hf_pipeline(args.batch_size),
+    }
     sides = interleaved(runs, args.repeats)
-    result = {"model": str(model_dir), "examples": len(texts), "max_length": max_length,
-              "threads": torch.get_num_threads(), "sides": {}}
+    result = {
+        "model": str(model_dir),
+        "examples": len(texts),
+        "max_length": max_length,
+        "threads": torch.get_num_threads(),
+        "sides": {},
+    }
     for name, s in sides.items():
-        result["sides"][name] = {"accuracy": round(s["accuracy"], 4), "median_seconds": round(s["median_seconds"], 3),
-                                 "examples_per_s": round(len(texts) / s["median_seconds"], 1)}
+        result["sides"][name] = {
+            "accuracy": round(s["accuracy"], 4),
+            "median_seconds": round(s["median_seconds"], 3),
+            "examples_per_s": round(len(texts) / s["median_seconds"], 1),
+        }
     best_pipeline = max((v["examples_per_s"] for k, v in result["sides"].items() if k.startswith("pipeline")))
     for name in ("nlp_ssl_evaluate", "nlp_ssl_predict"):
         result["sides"][name]["speedup_vs_best_pipeline"] = round(
-            result["sides"][name]["examples_per_s"] / best_pipeline, 3)
+            result["sides"][name]["examples_per_s"] / best_pipeline, 3
+        )
     print(json.dumps(result, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -53,13 +53,28 @@ def config(args, tmp: Path, tokenizer: Path, corpus: Path, valid: Path):
         "output_dir": str(tmp / "ours"),
         "tokenizer": str(tokenizer),
         "objective": args.objective,
-        "data": {"datasets": [{"files": str(corpus)}], "validation": [{"files": str(valid)}],
-                 "block_size": args.block_size, "cache_dir": str(tmp / "cache")},
+        "data": {
+            "datasets": [{"files": str(corpus)}],
+            "validation": [{"files": str(valid)}],
+            "block_size": args.block_size,
+            "cache_dir": str(tmp / "cache"),
+        },
         "model": {"preset": args.preset, "max_positions": args.block_size},
-        "train": {"max_steps": args.steps, "micro_batch_size": args.batch_size, "lr": args.lr,
-                  "scheduler": "linear", "warmup_steps": int(0.05 * args.steps), "weight_decay": 0.01, "adam_beta2": 0.999,
-                  "eval_every": args.steps, "save_every": args.steps, "log_every": 10, "tracker": "none",
-                  "compile": args.compile, "mixed_precision": "bf16" if args.bf16 else "no"},
+        "train": {
+            "max_steps": args.steps,
+            "micro_batch_size": args.batch_size,
+            "lr": args.lr,
+            "scheduler": "linear",
+            "warmup_steps": int(0.05 * args.steps),
+            "weight_decay": 0.01,
+            "adam_beta2": 0.999,
+            "eval_every": args.steps,
+            "save_every": args.steps,
+            "log_every": 10,
+            "tracker": "none",
+            "compile": args.compile,
+            "mixed_precision": "bf16" if args.bf16 else "no",
+        },
         "seed": 0,
     }
     return from_dict(pretrain.recipe_class(raw, "bench_pretrain"), raw)
@@ -110,9 +125,16 @@ def run_trainer(args, cfg, tokenizer, corpus: Path, tmp: Path):
 def eval_loss(args, cfg, model, tokenizer, valid_blocks) -> float:
     """One evaluator for both models: the same blocks, the same (seeded) masks."""
     every = np.arange(len(valid_blocks.blocks))
-    task = get_objective(args.objective).make_task(model, tokenizer, cfg, train_blocks=valid_blocks.blocks,
-                                                   train_index=every, eval_blocks=valid_blocks.blocks,
-                                                   eval_index=every, seed=0)
+    task = get_objective(args.objective).make_task(
+        model,
+        tokenizer,
+        cfg,
+        train_blocks=valid_blocks.blocks,
+        train_index=every,
+        eval_blocks=valid_blocks.blocks,
+        eval_index=every,
+        seed=0,
+    )
     model.eval()
     total, n = 0.0, 0
     for start in range(0, len(valid_blocks.blocks), 32):
@@ -133,9 +155,12 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="train.compile=true for nlp-ssl")
-    parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast on both sides (Trainer bf16=True, train.mixed_precision=bf16); a speed-up "
-                             "only where the CPU has AVX512-BF16 or AMX")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast on both sides (Trainer bf16=True, train.mixed_precision=bf16); a speed-up "
+        "only where the CPU has AVX512-BF16 or AMX",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,8 +173,11 @@ def main() -> None:
         lines = open(vsrc, encoding="utf-8").readlines()[:200]
         valid.write_text("".join(lines), encoding="utf-8")
         tok_dir = tmp / "tokenizer"
-        train_tokenizer(TokenizerConfig(output_dir=str(tok_dir), vocab_size=8192,
-                                        datasets=[DatasetSpec(name="imdb_unsup_lm", clean_html=True)]))
+        train_tokenizer(
+            TokenizerConfig(
+                output_dir=str(tok_dir), vocab_size=8192, datasets=[DatasetSpec(name="imdb_unsup_lm", clean_html=True)]
+            )
+        )
         tokenizer = load_tokenizer(tok_dir)
         cfg = config(args, tmp, tok_dir, corpus, valid)
         valid_blocks = pack([DatasetSpec(files=str(valid))], tokenizer, args.block_size, tmp / "cache")
@@ -166,7 +194,9 @@ def main() -> None:
         from nlp_ssl.train_log import read_log
 
         # steady state: logging windows after the first 20 steps (past torch.compile's first step)
-        windows = [r["train/tokens_per_s"] for r in read_log(tmp / "ours") if "train/tokens_per_s" in r and r["step"] > 20]
+        windows = [
+            r["train/tokens_per_s"] for r in read_log(tmp / "ours") if "train/tokens_per_s" in r and r["step"] > 20
+        ]
 
     tokens = args.steps * args.batch_size * args.block_size
     trainer_tps = tokens / trainer_seconds

@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import flag  # first: the repository on the import path, offline defaults
 import numpy as np
 import torch
+from harness import flag  # first: the repository on the import path, offline defaults
 
 from benchmarks.trainer_timing import with_timings
 from nlp_ssl.data import DatasetSpec
@@ -47,8 +47,13 @@ def make_start(tmp: Path, preset: str) -> tuple[Path, Path]:
     from nlp_ssl.tokenizer import TokenizerConfig, load_tokenizer, save_tokenizer
     from nlp_ssl.tokenizer import run as train_tokenizer
 
-    train_tokenizer(TokenizerConfig(output_dir=str(tmp / "tok"), vocab_size=8000,
-                                    datasets=[DatasetSpec(name=DATASET, split="train", text_column=[SOURCE, TARGET])]))
+    train_tokenizer(
+        TokenizerConfig(
+            output_dir=str(tmp / "tok"),
+            vocab_size=8000,
+            datasets=[DatasetSpec(name=DATASET, split="train", text_column=[SOURCE, TARGET])],
+        )
+    )
     tokenizer = load_tokenizer(tmp / "tok")
     shape = ModelConfig(preset=preset, max_positions=128)
     folders = []
@@ -61,19 +66,38 @@ def make_start(tmp: Path, preset: str) -> tuple[Path, Path]:
 
 def recipe(args, seed: int, encoder: Path, decoder: Path, out: Path) -> dict:
     return {
-        "output_dir": str(out), "task": "translation", "init": str(encoder), "init_decoder": str(decoder),
-        "from_scratch": True, "dropout": 0.1, "seed": seed,
-        "data": {"train": {"name": DATASET, "split": "train", "max_rows": args.train_rows},
-                 "validation": {"name": DATASET, "split": "validation", "max_rows": args.eval_rows},
-                 "test": {"name": DATASET, "split": "test", "max_rows": args.test_rows},
-                 "source_lang": "en", "target_lang": "de", "max_source_length": 64, "max_target_length": 64},
+        "output_dir": str(out),
+        "task": "translation",
+        "init": str(encoder),
+        "init_decoder": str(decoder),
+        "from_scratch": True,
+        "dropout": 0.1,
+        "seed": seed,
+        "data": {
+            "train": {"name": DATASET, "split": "train", "max_rows": args.train_rows},
+            "validation": {"name": DATASET, "split": "validation", "max_rows": args.eval_rows},
+            "test": {"name": DATASET, "split": "test", "max_rows": args.test_rows},
+            "source_lang": "en",
+            "target_lang": "de",
+            "max_source_length": 64,
+            "max_target_length": 64,
+        },
         "generation": {"max_new_tokens": 48, "num_beams": args.beams},
-        "train": {"epochs": args.epochs, "micro_batch_size": args.batch_size, "lr": args.lr, "scheduler": "linear",
-                  "warmup_ratio": 0.05, "eval_every": "epoch", "save_every": "epoch", "metric_for_best": "loss",
-                  "tracker": "none", "eval_batch_size": args.eval_batch_size,
-                  **({"group_by_length": args.group_by_length} if args.group_by_length is not None else {}),
-                  **({"length_group_batches": args.length_group_batches} if args.length_group_batches is not None else {}),
-                  **({"pack_pairs": args.pack_pairs} if args.pack_pairs is not None else {})},
+        "train": {
+            "epochs": args.epochs,
+            "micro_batch_size": args.batch_size,
+            "lr": args.lr,
+            "scheduler": "linear",
+            "warmup_ratio": 0.05,
+            "eval_every": "epoch",
+            "save_every": "epoch",
+            "metric_for_best": "loss",
+            "tracker": "none",
+            "eval_batch_size": args.eval_batch_size,
+            **({"group_by_length": args.group_by_length} if args.group_by_length is not None else {}),
+            **({"length_group_batches": args.length_group_batches} if args.length_group_batches is not None else {}),
+            **({"pack_pairs": args.pack_pairs} if args.pack_pairs is not None else {}),
+        },
     }
 
 
@@ -84,9 +108,15 @@ def run_ours(args, seed, encoder, decoder, out: Path) -> dict:
 
     start = time.perf_counter()
     metrics = finetune.run(from_dict(get_task("translation").config, recipe(args, seed, encoder, decoder, out)))
-    return {"wall_seconds": time.perf_counter() - start, "train_seconds": metrics["train_seconds"],
-            "evaluation_seconds": metrics["evaluation_seconds"], "tokens": metrics["tokens"],
-            "test_bleu": metrics["test_bleu"], "test_chrf": metrics["test_chrf"], "test_loss": metrics["test_loss"]}
+    return {
+        "wall_seconds": time.perf_counter() - start,
+        "train_seconds": metrics["train_seconds"],
+        "evaluation_seconds": metrics["evaluation_seconds"],
+        "tokens": metrics["tokens"],
+        "test_bleu": metrics["test_bleu"],
+        "test_chrf": metrics["test_chrf"],
+        "test_loss": metrics["test_loss"],
+    }
 
 
 def run_trainer(args, seed, encoder, decoder, out: Path) -> dict:
@@ -106,13 +136,19 @@ def run_trainer(args, seed, encoder, decoder, out: Path) -> dict:
     cfg = from_dict(get_task("translation").config, recipe(args, seed, encoder, decoder, out))
     tokenizer = load_tokenizer_for(str(encoder))
     tokenizer.model_max_length = 64
-    data = {name: tokenize_pairs(s, tokenizer, SOURCE, TARGET, 64, 64)
-            for name, s in (("train", spec("train", args.train_rows)), ("validation", spec("validation", args.eval_rows)),
-                            ("test", spec("test", args.test_rows)))}
+    data = {
+        name: tokenize_pairs(s, tokenizer, SOURCE, TARGET, 64, 64)
+        for name, s in (
+            ("train", spec("train", args.train_rows)),
+            ("validation", spec("validation", args.eval_rows)),
+            ("test", spec("test", args.test_rows)),
+        )
+    }
     data = {k: v.select_columns(["input_ids", "attention_mask", "labels"]) for k, v in data.items()}
     torch.manual_seed(seed)
-    model = build_seq2seq(str(encoder), str(decoder), tokenizer, from_scratch=True, dropout=0.1,
-                          generation=cfg.generation)
+    model = build_seq2seq(
+        str(encoder), str(decoder), tokenizer, from_scratch=True, dropout=0.1, generation=cfg.generation
+    )
     bleu = our_metrics.load("sacrebleu_chrf")
 
     from nlp_ssl.data import dig, load_split
@@ -139,31 +175,55 @@ def run_trainer(args, seed, encoder, decoder, out: Path) -> dict:
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 
     training_args = Seq2SeqTrainingArguments(
-        output_dir=str(out), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size or args.batch_size, learning_rate=args.lr,
-        lr_scheduler_type="linear", warmup_steps=0.05,  # a float < 1 is a ratio
-        weight_decay=0.01, adam_beta2=0.98, max_grad_norm=1.0,
-        eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
-        metric_for_best_model="loss", predict_with_generate=True, report_to="none", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), seed=seed, dataloader_num_workers=0, logging_steps=50,
+        output_dir=str(out),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
+        learning_rate=args.lr,
+        lr_scheduler_type="linear",
+        warmup_steps=0.05,  # a float < 1 is a ratio
+        weight_decay=0.01,
+        adam_beta2=0.98,
+        max_grad_norm=1.0,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="loss",
+        predict_with_generate=True,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        dataloader_num_workers=0,
+        logging_steps=50,
         # the Trainer's own length grouping (training batches; evaluation then reads sorted too)
         train_sampling_strategy="group_by_length" if args.trainer_group_by_length else "random",
     )
-    trainer = TimedTrainer(model=model, args=training_args, train_dataset=data["train"],
-                           eval_dataset=data["validation"], compute_metrics=compute_metrics,
-                           data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100))
+    trainer = TimedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        compute_metrics=compute_metrics,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+    )
     result = trainer.train()
     in_training = dict(timings)
     test = trainer.evaluate(data["test"], metric_key_prefix="test")
     wall = time.perf_counter() - start
     train = data["train"]
     per_epoch = sum(len(a) + len(b) for a, b in zip(train["input_ids"], train["labels"]))
-    return {"wall_seconds": wall,
-            "train_seconds": result.metrics["train_runtime"] - in_training["eval"] - in_training["save"],
-            "evaluation_seconds": in_training["eval"], "tokens": int(per_epoch * args.epochs),
-            "test_bleu": test["test_bleu"], "test_chrf": test["test_chrf"],
-            # a mean of per-batch mean losses, not comparable with ours (over every target token)
-            "test_loss_batch_mean": test["test_loss"]}
+    return {
+        "wall_seconds": wall,
+        "train_seconds": result.metrics["train_runtime"] - in_training["eval"] - in_training["save"],
+        "evaluation_seconds": in_training["eval"],
+        "tokens": int(per_epoch * args.epochs),
+        "test_bleu": test["test_bleu"],
+        "test_chrf": test["test_chrf"],
+        # a mean of per-batch mean losses, not comparable with ours (over every target token)
+        "test_loss_batch_mean": test["test_loss"],
+    }
 
 
 def main() -> None:
@@ -178,20 +238,35 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--preset", default="mini")
-    parser.add_argument("--group-by-length", type=flag, default=None,
-                        help="nlp-ssl's train.group_by_length (default: the task's)")
-    parser.add_argument("--length-group-batches", type=int, default=None,
-                        help="nlp-ssl's train.length_group_batches (default: the task's)")
-    parser.add_argument("--pack-pairs", type=flag, default=None,
-                        help="nlp-ssl's train.pack_pairs (default: the task's)")
-    parser.add_argument("--trainer-group-by-length", type=flag, default=False,
-                        help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
-                             "run_translation recipes default to random batches)")
-    parser.add_argument("--sides", nargs="+", choices=["trainer", "nlp_ssl"], default=["trainer", "nlp_ssl"],
-                        help="run only these sides (one side alone records quality, e.g. of a grouping setting; "
-                             "ratios need both)")
-    parser.add_argument("--output", default=None, help="also write the result JSON here (the Trainer prints its logs "
-                                                        "to stdout)")
+    parser.add_argument(
+        "--group-by-length", type=flag, default=None, help="nlp-ssl's train.group_by_length (default: the task's)"
+    )
+    parser.add_argument(
+        "--length-group-batches",
+        type=int,
+        default=None,
+        help="nlp-ssl's train.length_group_batches (default: the task's)",
+    )
+    parser.add_argument(
+        "--pack-pairs", type=flag, default=None, help="nlp-ssl's train.pack_pairs (default: the task's)"
+    )
+    parser.add_argument(
+        "--trainer-group-by-length",
+        type=flag,
+        default=False,
+        help="the Trainer's train_sampling_strategy=group_by_length (its run_classification / "
+        "run_translation recipes default to random batches)",
+    )
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        choices=["trainer", "nlp_ssl"],
+        default=["trainer", "nlp_ssl"],
+        help="run only these sides (one side alone records quality, e.g. of a grouping setting; ratios need both)",
+    )
+    parser.add_argument(
+        "--output", default=None, help="also write the result JSON here (the Trainer prints its logs to stdout)"
+    )
     args = parser.parse_args()
 
     runs: dict[str, list[dict]] = {side: [] for side in args.sides}
@@ -201,7 +276,7 @@ def main() -> None:
         sides = [(side, run) for side, run in (("trainer", run_trainer), ("nlp_ssl", run_ours)) if side in args.sides]
         for k, seed in enumerate(args.seeds):
             # the first side of a seed alternates, so that warm caches and drift in machine load hit both
-            for side, run in sides[k % 2:] + sides[: k % 2]:
+            for side, run in sides[k % 2 :] + sides[: k % 2]:
                 runs[side].append({"seed": seed, **run(args, seed, encoder, decoder, tmp / f"{side}-{seed}")})
                 print(json.dumps({"side": side, **runs[side][-1]}), file=sys.stderr, flush=True)
     evaluated = args.epochs * args.eval_rows  # sentences generated inside training (one evaluation an epoch)
@@ -214,16 +289,27 @@ def main() -> None:
             "test_bleu": round(float(np.mean([r["test_bleu"] for r in rs])), 2),
             "test_chrf": round(float(np.mean([r["test_chrf"] for r in rs])), 2),
             # the seed spread that "equal quality" is judged against
-            **({"test_bleu_sd": round(float(np.std([r["test_bleu"] for r in rs], ddof=1)), 2),
-                "test_chrf_sd": round(float(np.std([r["test_chrf"] for r in rs], ddof=1)), 2)} if len(rs) > 1 else {}),
-            **{key: round(float(np.mean([r[key] for r in rs])), 4)
-               for key in ("test_loss", "test_loss_batch_mean") if key in rs[0]},
+            **(
+                {
+                    "test_bleu_sd": round(float(np.std([r["test_bleu"] for r in rs], ddof=1)), 2),
+                    "test_chrf_sd": round(float(np.std([r["test_chrf"] for r in rs], ddof=1)), 2),
+                }
+                if len(rs) > 1
+                else {}
+            ),
+            **{
+                key: round(float(np.mean([r[key] for r in rs])), 4)
+                for key in ("test_loss", "test_loss_batch_mean")
+                if key in rs[0]
+            },
         }
     if len(runs) == 2:
         t, o = result["trainer"], result["nlp_ssl"]
-        result["speedup"] = {"train_tokens_per_s": round(o["train_tokens_per_s"] / t["train_tokens_per_s"], 3),
-                             "eval_sentences_per_s": round(o["eval_sentences_per_s"] / t["eval_sentences_per_s"], 3),
-                             "wall": round(t["wall_seconds"] / o["wall_seconds"], 3)}
+        result["speedup"] = {
+            "train_tokens_per_s": round(o["train_tokens_per_s"] / t["train_tokens_per_s"], 3),
+            "eval_sentences_per_s": round(o["eval_sentences_per_s"] / t["eval_sentences_per_s"], 3),
+            "wall": round(t["wall_seconds"] / o["wall_seconds"], 3),
+        }
     print(json.dumps(result, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -73,24 +73,45 @@ def rss_of_tree(pid: int) -> int:
     return total
 
 
-def run_streaming(tmp: Path, name: str, tokenizer: Path, files: list[Path], valid: Path, steps: int,
-                  shuffle_buffer: int) -> dict:
+def run_streaming(
+    tmp: Path, name: str, tokenizer: Path, files: list[Path], valid: Path, steps: int, shuffle_buffer: int
+) -> dict:
     recipe = {
-        "output_dir": str(tmp / name), "tokenizer": str(tokenizer), "objective": "mlm",
-        "data": {"datasets": [{"files": [str(f) for f in files], "streaming": True}],
-                 "validation": [{"files": str(valid)}], "block_size": BLOCK, "shuffle_buffer": shuffle_buffer,
-                 "cache_dir": str(tmp / "cache")},
+        "output_dir": str(tmp / name),
+        "tokenizer": str(tokenizer),
+        "objective": "mlm",
+        "data": {
+            "datasets": [{"files": [str(f) for f in files], "streaming": True}],
+            "validation": [{"files": str(valid)}],
+            "block_size": BLOCK,
+            "shuffle_buffer": shuffle_buffer,
+            "cache_dir": str(tmp / "cache"),
+        },
         # a 1-layer, 32-wide encoder: what is measured is the data path's memory, and 2 GB of text
         # is ~400M tokens to train on, so the model must be cheap per token
         "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "intermediate": 128, "max_positions": BLOCK},
-        "train": {"max_steps": steps, "micro_batch_size": BATCH, "lr": 1e-3, "warmup_steps": 10, "eval_every": steps,
-                  "eval_max_batches": 2, "save_every": steps, "log_every": 50, "tracker": "none"},
+        "train": {
+            "max_steps": steps,
+            "micro_batch_size": BATCH,
+            "lr": 1e-3,
+            "warmup_steps": 10,
+            "eval_every": steps,
+            "eval_max_batches": 2,
+            "save_every": steps,
+            "log_every": 50,
+            "tracker": "none",
+        },
     }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     started = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "nlp_ssl", "pretrain", str(path)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nlp_ssl", "pretrain", str(path)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     samples: list[tuple[float, int]] = []
 
     def sample():
@@ -107,10 +128,16 @@ def run_streaming(tmp: Path, name: str, tokenizer: Path, files: list[Path], vali
     metrics = json.loads((tmp / name / "metrics.json").read_text())
     rss = np.array([r for _, r in samples])
     quarter = max(1, len(rss) // 4)
-    return {"steps": steps, "tokens": metrics["tokens"], "text_bytes_streamed": int(metrics["tokens"] * metrics["bytes_per_token"]),
-            "seconds": round(time.time() - started, 1), "peak_rss_mb": round(rss.max() / 2**20, 1),
-            "first_quarter_max_rss_mb": round(rss[:quarter].max() / 2**20, 1),
-            "last_quarter_max_rss_mb": round(rss[-quarter:].max() / 2**20, 1), "samples": len(rss)}
+    return {
+        "steps": steps,
+        "tokens": metrics["tokens"],
+        "text_bytes_streamed": int(metrics["tokens"] * metrics["bytes_per_token"]),
+        "seconds": round(time.time() - started, 1),
+        "peak_rss_mb": round(rss.max() / 2**20, 1),
+        "first_quarter_max_rss_mb": round(rss[:quarter].max() / 2**20, 1),
+        "last_quarter_max_rss_mb": round(rss[-quarter:].max() / 2**20, 1),
+        "samples": len(rss),
+    }
 
 
 def main() -> None:
@@ -119,8 +146,12 @@ def main() -> None:
     ap.add_argument("--limit-gb", type=float, default=1.5, help="the memory budget the run must stay under")
     ap.add_argument("--baseline-fraction", type=float, default=0.125)
     ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--shuffle-buffer", type=int, default=0,
-                    help="data.shuffle_buffer (default 0, the recipes' default; 1,000 documents cost ~0.7 GB more)")
+    ap.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=0,
+        help="data.shuffle_buffer (default 0, the recipes' default; 1,000 documents cost ~0.7 GB more)",
+    )
     ap.add_argument("--keep", help="folder to keep the corpus and runs in (default: a temp folder)")
     args = ap.parse_args()
 
@@ -136,24 +167,48 @@ def main() -> None:
             for _, line in zip(range(20_000), src):
                 dst.write(line)
         tok_recipe = tmp / "tokenizer.yaml"
-        tok_recipe.write_text(yaml.safe_dump({"output_dir": str(tmp / "tokenizer"), "model": "bpe", "vocab_size": 4096,
-                                              "datasets": [{"files": str(head)}]}))
+        tok_recipe.write_text(
+            yaml.safe_dump(
+                {
+                    "output_dir": str(tmp / "tokenizer"),
+                    "model": "bpe",
+                    "vocab_size": 4096,
+                    "datasets": [{"files": str(head)}],
+                }
+            )
+        )
         if not (tmp / "tokenizer").exists():
-            subprocess.run([sys.executable, "-m", "nlp_ssl", "tokenizer", str(tok_recipe)], cwd=REPO, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "nlp_ssl", "tokenizer", str(tok_recipe)],
+                cwd=REPO,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         from transformers import AutoTokenizer
 
         sample = head.read_text(encoding="utf-8")[:2_000_000]
-        bytes_per_token = len(sample.encode()) / len(AutoTokenizer.from_pretrained(tmp / "tokenizer")(sample)["input_ids"])
+        bytes_per_token = len(sample.encode()) / len(
+            AutoTokenizer.from_pretrained(tmp / "tokenizer")(sample)["input_ids"]
+        )
         full_steps = int(corpus_bytes / bytes_per_token / (BLOCK * BATCH) * 0.95)  # stop just before the end
-        base = run_streaming(tmp, "baseline", tmp / "tokenizer", files, head,
-                             max(50, int(full_steps * args.baseline_fraction)), args.shuffle_buffer)
+        base = run_streaming(
+            tmp,
+            "baseline",
+            tmp / "tokenizer",
+            files,
+            head,
+            max(50, int(full_steps * args.baseline_fraction)),
+            args.shuffle_buffer,
+        )
         print("baseline:", json.dumps(base), flush=True)
         full = run_streaming(tmp, "full", tmp / "tokenizer", files, head, full_steps, args.shuffle_buffer)
         print("full:", json.dumps(full), flush=True)
         result = {
-            "corpus_gb": round(corpus_bytes / 1e9, 2), "limit_gb": args.limit_gb, "shuffle_buffer": args.shuffle_buffer,
-            "baseline": base, "full": full,
+            "corpus_gb": round(corpus_bytes / 1e9, 2),
+            "limit_gb": args.limit_gb,
+            "shuffle_buffer": args.shuffle_buffer,
+            "baseline": base,
+            "full": full,
             "text_ratio": round(full["text_bytes_streamed"] / base["text_bytes_streamed"], 2),
             "peak_rss_ratio": round(full["peak_rss_mb"] / base["peak_rss_mb"], 3),
             "under_limit": bool(full["peak_rss_mb"] < args.limit_gb * 1024),

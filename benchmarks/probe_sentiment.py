@@ -80,8 +80,18 @@ def main() -> None:
                     idx = [np.arange(len(labels["train"]))]
                 else:
                     idx = [balanced(labels["train"], int(count), seed) for seed in range(args.seeds)]
-                accs = [probe(feats["train"][pooling], labels["train"], i, feats["validation"][pooling],
-                              labels["validation"], feats["test"][pooling], labels["test"]) for i in idx]
+                accs = [
+                    probe(
+                        feats["train"][pooling],
+                        labels["train"],
+                        i,
+                        feats["validation"][pooling],
+                        labels["validation"],
+                        feats["test"][pooling],
+                        labels["test"],
+                    )
+                    for i in idx
+                ]
                 row[count] = round(100 * float(np.mean(accs)), 1)
             results[f"{run} [{pooling}]"] = row
             print(f"{run:40s} {pooling:5s} " + "  ".join(f"{c}: {v:5.1f}" for c, v in row.items()), flush=True)

@@ -97,9 +97,12 @@ class BaselineConfig:
         if not self.dense_weight or any(not (math.isfinite(w) and w > 0) for w in self.dense_weight):
             raise ConfigError(f"'dense_weight' must be a non-empty list of positive numbers, got {self.dense_weight}")
         if not self.late_weight or any(not (0 < w < 1) for w in self.late_weight):
-            raise ConfigError(f"'late_weight' must be a non-empty list of numbers between 0 and 1, got {self.late_weight}")
-        if self.char_ngrams is not None and not (len(self.char_ngrams) == 2 and 1 <= self.char_ngrams[0]
-                                                 <= self.char_ngrams[1]):
+            raise ConfigError(
+                f"'late_weight' must be a non-empty list of numbers between 0 and 1, got {self.late_weight}"
+            )
+        if self.char_ngrams is not None and not (
+            len(self.char_ngrams) == 2 and 1 <= self.char_ngrams[0] <= self.char_ngrams[1]
+        ):
             raise ConfigError(f"'char_ngrams' must be [low, high] with 1 <= low <= high, got {self.char_ngrams}")
         if self.cv_folds < 2:
             raise ConfigError(f"'cv_folds' must be >= 2, got {self.cv_folds}")
@@ -112,8 +115,10 @@ class BaselineConfig:
         if self.method == "tfidf_logreg" and (self.init or self.tfidf):
             raise ConfigError("'init' and 'tfidf' belong to method frozen_logreg; tfidf_logreg uses TF-IDF alone")
         if self.fusion == "late" and not self.tfidf:
-            raise ConfigError("'fusion: late' averages a TF-IDF head and a frozen-feature head: it needs method "
-                              "frozen_logreg with 'tfidf: true'")
+            raise ConfigError(
+                "'fusion: late' averages a TF-IDF head and a frozen-feature head: it needs method "
+                "frozen_logreg with 'tfidf: true'"
+            )
 
 
 class _Texts:
@@ -162,8 +167,9 @@ def tfidf_vectorizer(cfg: BaselineConfig):
     from sklearn.pipeline import FeatureUnion
 
     def block(**kind):
-        return TfidfVectorizer(min_df=cfg.min_df, max_features=cfg.max_features, sublinear_tf=True, lowercase=True,
-                               **kind)
+        return TfidfVectorizer(
+            min_df=cfg.min_df, max_features=cfg.max_features, sublinear_tf=True, lowercase=True, **kind
+        )
 
     words = block(ngram_range=(1, cfg.ngram_max))
     if not cfg.char_ngrams:
@@ -177,8 +183,16 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from nlp_ssl import metrics
-    from nlp_ssl.outputs import (check_output_dir, config_inputs, now, output_path, read_metrics, staged_output,
-                                 write_jsonl, write_run_files)
+    from nlp_ssl.outputs import (
+        check_output_dir,
+        config_inputs,
+        now,
+        output_path,
+        read_metrics,
+        staged_output,
+        write_jsonl,
+        write_run_files,
+    )
     from nlp_ssl.progress import is_main_process
 
     started, t0 = now(), time.perf_counter()
@@ -208,8 +222,9 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     if encoder is not None:
         t = time.perf_counter()
         for name in used:
-            dense[name] = encoder.encode(inputs[name], batch_size=cfg.batch_size, convert_to_numpy=True,
-                                         show_progress_bar=is_main_process())
+            dense[name] = encoder.encode(
+                inputs[name], batch_size=cfg.batch_size, convert_to_numpy=True, show_progress_bar=is_main_process()
+            )
         encode_seconds = time.perf_counter() - t
         scaler = unit_norm_scaler(dense["train"])
         dense = {name: scaler.transform(v) for name, v in dense.items()}
@@ -236,6 +251,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     def logreg(c: float):
         def build(X: dict, rows: np.ndarray, fold=None):
             return LogisticRegression(C=c, max_iter=3000, random_state=cfg.seed).fit(X["train"][rows], train_y[rows])
+
         return build
 
     def fit(X: dict, what: str, **shown) -> tuple:
@@ -243,8 +259,9 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         best = None
         for c in cfg.C:
             accuracy, model = score(logreg(c), X)
-            logger.info("%s C=%g%s: %s accuracy %.4f", what, c, "".join(f" {k}={v:g}" for k, v in shown.items()),
-                        rule, accuracy)
+            logger.info(
+                "%s C=%g%s: %s accuracy %.4f", what, c, "".join(f" {k}={v:g}" for k, v in shown.items()), rule, accuracy
+            )
             if best is None or accuracy > best[0]:
                 best = (accuracy, c, model)
         return best
@@ -259,6 +276,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         heads = [(logreg(c_tfidf)(sparse, rows), logreg(c_dense)(dense, rows)) for rows, _ in folds]
         best = None
         for share in cfg.late_weight:
+
             def averaged(_, rows, fold, share=share):
                 return _averaged(*(heads[fold] if fold is not None else (tfidf_model, dense_model)), share)
 
@@ -283,40 +301,69 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     scores = {}
     for name, prefix in (("eval", "validation"), ("test", "test")):
         if name in X:
-            result = scorer.compute(predictions=model.predict(X[name]).tolist(), references=y[name].tolist(),
-                                    num_labels=len(labels.names))
+            result = scorer.compute(
+                predictions=model.predict(X[name]).tolist(), references=y[name].tolist(), num_labels=len(labels.names)
+            )
             for key, value in result.items():
                 head, _, tail = key.rpartition("_")
                 scores[f"{prefix}_{head}_{labels.names[int(tail)]}" if tail.isdigit() else f"{prefix}_{key}"] = value
     shown = "test" if "test" in X else "eval"
     probs = model.predict_proba(X[shown])
-    records = [{"text": t, "label": labels.names[int(g)], "prediction": labels.names[int(p.argmax())],
-                "probability": round(float(p.max()), 6),
-                "probabilities": {n: round(float(v), 6) for n, v in zip(labels.names, p)}}
-               for t, g, p in zip(text[shown], y[shown], probs)]
-    summary = {"task": cfg.task, "method": cfg.method, "train_examples": int(len(train_index)), "C": chosen,
-               "features": int(X["train"].shape[1]), "selection": cfg.selection, "selection_examples": held_out,
-               "selection_accuracy": round(held_out_accuracy, 6),
-               "train_seconds": round(time.perf_counter() - t0, 3)}
+    records = [
+        {
+            "text": t,
+            "label": labels.names[int(g)],
+            "prediction": labels.names[int(p.argmax())],
+            "probability": round(float(p.max()), 6),
+            "probabilities": {n: round(float(v), 6) for n, v in zip(labels.names, p)},
+        }
+        for t, g, p in zip(text[shown], y[shown], probs)
+    ]
+    summary = {
+        "task": cfg.task,
+        "method": cfg.method,
+        "train_examples": int(len(train_index)),
+        "C": chosen,
+        "features": int(X["train"].shape[1]),
+        "selection": cfg.selection,
+        "selection_examples": held_out,
+        "selection_accuracy": round(held_out_accuracy, 6),
+        "train_seconds": round(time.perf_counter() - t0, 3),
+    }
     if cfg.char_ngrams:  # the config allows them only beside TF-IDF
         summary["char_ngrams"] = "{}-{}".format(*cfg.char_ngrams)
     if encoder is not None:
-        summary.update({"init": cfg.init, "model_dir": model_dir, "tfidf": cfg.tfidf,
-                        "frozen_features": int(dense["train"].shape[1]),
-                        "encode_seconds": round(encode_seconds, 3)})
+        summary.update(
+            {
+                "init": cfg.init,
+                "model_dir": model_dir,
+                "tfidf": cfg.tfidf,
+                "frozen_features": int(dense["train"].shape[1]),
+                "encode_seconds": round(encode_seconds, 3),
+            }
+        )
         if sparse:
             summary.update({"dense_weight": weight, **fusion})
     summary.update({**scores, "predictions_split": "test" if shown == "test" else "validation"})
-    head = {"classifier": model, "vectorizer": vectorizer, "scaler": scaler,
-            "dense_weight": weight if dense else None, "labels": list(labels.names),
-            "frozen_model": model_dir if encoder is not None else None}
+    head = {
+        "classifier": model,
+        "vectorizer": vectorizer,
+        "scaler": scaler,
+        "dense_weight": weight if dense else None,
+        "labels": list(labels.names),
+        "frozen_model": model_dir if encoder is not None else None,
+    }
     with staged_output(out, overwrite=overwrite, inputs=sources, kind="baseline") as staging:
         joblib.dump(head, staging / HEAD_FILE)
         write_jsonl(staging / PREDICTIONS_FILE, records)
         write_run_files(staging, stage="baseline", config=cfg, seed=cfg.seed, started_at=started, metrics=summary)
-    logger.info("%s on %d examples (%s): test accuracy %s", cfg.method, len(train_index),
-                f"C={chosen:g}" if chosen is not None else f"C={fusion['C_tfidf']:g} / {fusion['C_frozen']:g}, late fusion",
-                scores.get("test_accuracy"))
+    logger.info(
+        "%s on %d examples (%s): test accuracy %s",
+        cfg.method,
+        len(train_index),
+        f"C={chosen:g}" if chosen is not None else f"C={fusion['C_tfidf']:g} / {fusion['C_frozen']:g}, late fusion",
+        scores.get("test_accuracy"),
+    )
     return read_metrics(out)
 
 
@@ -340,9 +387,11 @@ def held_out_folds(cfg: BaselineConfig, train_y: np.ndarray) -> list:
         return []
     fewest = int(np.unique(train_y, return_counts=True)[1].min())
     if fewest < cfg.cv_folds:
-        raise ConfigError(f"selection: validation_and_cv with cv_folds={cfg.cv_folds} needs as many training "
-                          f"examples of every label; the sample has {fewest} of one (lower 'cv_folds' or use "
-                          "'selection: validation')")
+        raise ConfigError(
+            f"selection: validation_and_cv with cv_folds={cfg.cv_folds} needs as many training "
+            f"examples of every label; the sample has {fewest} of one (lower 'cv_folds' or use "
+            "'selection: validation')"
+        )
     folds = StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
     return list(folds.split(np.zeros(len(train_y)), train_y))
 

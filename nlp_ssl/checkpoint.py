@@ -16,8 +16,8 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from nlp_ssl.errors import DataError
 

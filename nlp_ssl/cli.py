@@ -29,11 +29,28 @@ class Stage:
 # Stages are imported lazily so `nlp-ssl --help` does not pay for torch/transformers.
 STAGES = {
     "tokenizer": Stage("nlp_ssl.tokenizer", "TokenizerConfig", "train a BPE / WordPiece / Unigram tokenizer"),
-    "pretrain": Stage("nlp_ssl.pretrain", "recipe_class", "masked-LM, next-token LM, replaced-token detection (accelerate launch for many processes), or skip-gram / CBOW token embeddings"),
+    "pretrain": Stage(
+        "nlp_ssl.pretrain",
+        "recipe_class",
+        "masked-LM, next-token LM, replaced-token detection (accelerate launch for many processes), "
+        "or skip-gram / CBOW token embeddings",
+    ),
     "finetune": Stage("nlp_ssl.finetune", "recipe_class", "fine-tune a pretrained (or fresh) model on a labelled task"),
-    "baseline": Stage("nlp_ssl.baselines", "BaselineConfig", "logistic regression on TF-IDF (labels only) or frozen pretrained features, on a sentiment recipe's data"),
-    "pipeline": Stage("nlp_ssl.pipeline", "PipelineConfig", "tokenizer -> pretraining -> fine-tuning in one run folder, finished stages skipped"),
-    "study": Stage("nlp_ssl.study", "StudyConfig", "what pretraining buys: fine-tune from each initialisation over label counts and seeds; report.md, plots"),
+    "baseline": Stage(
+        "nlp_ssl.baselines",
+        "BaselineConfig",
+        "logistic regression on TF-IDF (labels only) or frozen pretrained features, on a sentiment recipe's data",
+    ),
+    "pipeline": Stage(
+        "nlp_ssl.pipeline",
+        "PipelineConfig",
+        "tokenizer -> pretraining -> fine-tuning in one run folder, finished stages skipped",
+    ),
+    "study": Stage(
+        "nlp_ssl.study",
+        "StudyConfig",
+        "what pretraining buys: fine-tune from each initialisation over label counts and seeds; report.md, plots",
+    ),
 }
 
 
@@ -49,28 +66,49 @@ class Command:
 
 # Importing these modules is cheap (torch/transformers load inside its functions).
 COMMANDS = {
-    "evaluate": Command("nlp_ssl.inference", "add_evaluate_arguments", "run_evaluate",
-                        "score a fine-tuned checkpoint on a dataset (metrics.json, predictions.jsonl)"),
-    "predict": Command("nlp_ssl.inference", "add_predict_arguments", "run_predict",
-                       "print the predicted label and probability (or the generated text) for texts"),
-    "export": Command("nlp_ssl.export", "add_export_arguments", "run_export",
-                      "write a Hub-ready folder (safetensors, config, tokenizer, model card) for a run"),
-    "push": Command("nlp_ssl.hub", "add_push_arguments", "run_push",
-                    "export a run and upload it to the Hugging Face Hub as one commit"),
+    "evaluate": Command(
+        "nlp_ssl.inference",
+        "add_evaluate_arguments",
+        "run_evaluate",
+        "score a fine-tuned checkpoint on a dataset (metrics.json, predictions.jsonl)",
+    ),
+    "predict": Command(
+        "nlp_ssl.inference",
+        "add_predict_arguments",
+        "run_predict",
+        "print the predicted label and probability (or the generated text) for texts",
+    ),
+    "export": Command(
+        "nlp_ssl.export",
+        "add_export_arguments",
+        "run_export",
+        "write a Hub-ready folder (safetensors, config, tokenizer, model card) for a run",
+    ),
+    "push": Command(
+        "nlp_ssl.hub",
+        "add_push_arguments",
+        "run_push",
+        "export a run and upload it to the Hugging Face Hub as one commit",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nlp-ssl",
-        description="Raw text to a published, fine-tuned language model: tokenizer, pretraining, fine-tuning, publishing.",
+        description="Raw text to a published, fine-tuned language model: tokenizer, pretraining, fine-tuning, "
+        "publishing.",
     )
     parser.add_argument("--version", action="version", version=f"nlp-ssl {__version__}")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, stage in STAGES.items():
-        p = sub.add_parser(name, help=stage.help, description=stage.help,
-                           epilog=f"Every recipe key with its default and help: nlp-ssl {name} --keys"
-                                  + {"pretrain": " [objective=mlm]", "finetune": " [task=sentiment]"}.get(name, ""))
+        p = sub.add_parser(
+            name,
+            help=stage.help,
+            description=stage.help,
+            epilog=f"Every recipe key with its default and help: nlp-ssl {name} --keys"
+            + {"pretrain": " [objective=mlm]", "finetune": " [task=sentiment]"}.get(name, ""),
+        )
         p.add_argument("recipe", nargs="?", help="YAML recipe file")
         p.add_argument("--keys", action="store_true", help="list every recipe key (default, help) and exit")
         p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe values")

@@ -77,8 +77,10 @@ class _StrictLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
                 if first != key_node.start_mark.line + 1:
-                    raise DuplicateKeyError(f"key {key!r} appears twice in one mapping (lines {first} and "
-                                            f"{key_node.start_mark.line + 1}); keep one")
+                    raise DuplicateKeyError(
+                        f"key {key!r} appears twice in one mapping (lines {first} and "
+                        f"{key_node.start_mark.line + 1}); keep one"
+                    )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -179,8 +181,11 @@ _ABSENT = object()
 
 
 def _shown(value) -> str:
-    return "(absent)" if value is _ABSENT else yaml.safe_dump(value, default_flow_style=True, width=1000).strip() \
-        .removesuffix("...").strip()
+    return (
+        "(absent)"
+        if value is _ABSENT
+        else yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+    )
 
 
 def _upgrade_value(hint, value):
@@ -301,8 +306,18 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
     raise TypeError(f"unsupported config type {tp!r} for {key}")
 
 
-PATH_KEYS = ("output_dir", "run_dir", "tokenizer", "init", "init_decoder", "init_embeddings", "checkpoint",
-             "cache_dir", "files", "name")
+PATH_KEYS = (
+    "output_dir",
+    "run_dir",
+    "tokenizer",
+    "init",
+    "init_decoder",
+    "init_embeddings",
+    "checkpoint",
+    "cache_dir",
+    "files",
+    "name",
+)
 """Recipe keys whose text names a file or folder: empty, they would mean the working directory."""
 
 
@@ -310,8 +325,10 @@ def _refuse_empty_path(value: str, source: str, key: str) -> None:
     parts = key.split(".")
     named = parts[-1] in PATH_KEYS or "files" in parts[-3:-1]  # data.train.files.0, files.train.1
     if named and not value.strip():
-        raise EmptyPathError(f"{source}: {key!r} is empty, but it names a folder or file (an empty path would "
-                             "be the working directory); give the path")
+        raise EmptyPathError(
+            f"{source}: {key!r} is empty, but it names a folder or file (an empty path would "
+            "be the working directory); give the path"
+        )
 
 
 class EmptyPathError(ConfigError):
@@ -356,8 +373,10 @@ def check_name(name: Any, where: str) -> None:
     """A stage or arm name becomes a folder under ``run_dir``: a plain name, never a path
     (``x/../../escaped`` would write outside the run folder)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(f"{where}: {name!r} is not a valid name; use letters, digits, '.', '_' and '-' "
-                          "(it names a folder under run_dir, so no '/', '..' or spaces)")
+        raise ConfigError(
+            f"{where}: {name!r} is not a valid name; use letters, digits, '.', '_' and '-' "
+            "(it names a folder under run_dir, so no '/', '..' or spaces)"
+        )
 
 
 def _join(prefix: str, name: str) -> str:
@@ -403,9 +422,13 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for node, after in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant)
-                    and isinstance(after.value.value, str)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(getattr(after, "value", None), ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
@@ -448,8 +471,9 @@ def _dataclass_in(tp):
 
 
 def _is_list(tp) -> bool:
-    return typing.get_origin(tp) in (list, tuple) or any(typing.get_origin(a) in (list, tuple)
-                                                          for a in typing.get_args(tp))
+    return typing.get_origin(tp) in (list, tuple) or any(
+        typing.get_origin(a) in (list, tuple) for a in typing.get_args(tp)
+    )
 
 
 def _first_sentence(text: str) -> str:

@@ -8,17 +8,17 @@ says where it looked and how to point at local files instead.
 
 from __future__ import annotations
 
+import bz2
 import glob
 import gzip
-import bz2
 import json
 import lzma
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import hub_offline
@@ -81,7 +81,9 @@ class DatasetSpec:
 
     def __post_init__(self):
         if (self.name is None) == (self.files is None):
-            raise ConfigError("a dataset needs exactly one of 'name' (Hub id or mirror folder) or 'files' (local paths)")
+            raise ConfigError(
+                "a dataset needs exactly one of 'name' (Hub id or mirror folder) or 'files' (local paths)"
+            )
         if self.max_rows is not None and self.max_rows <= 0:
             raise ConfigError(f"'max_rows' must be positive, got {self.max_rows}")
         if isinstance(self.text_column, list) and not self.text_column:
@@ -144,8 +146,10 @@ def resolve(spec: DatasetSpec) -> Source:
     if local.is_dir():  # a folder laid out like the mirror: <split>.jsonl, <split>.csv, ...
         return _from_folder(local, spec, "folder")
     if local.is_file():
-        raise DataError(f"dataset name {spec.name!r} is a file; name files with 'files: {spec.name}' "
-                        "('name' takes a folder of split files or a Hub id)")
+        raise DataError(
+            f"dataset name {spec.name!r} is a file; name files with 'files: {spec.name}' "
+            "('name' takes a folder of split files or a Hub id)"
+        )
     for root in mirror_roots():
         for folder in mirror_candidates(spec.name, spec.config):
             directory = root / folder
@@ -282,10 +286,17 @@ def missing_column(where: str, column: str, available, what: str = "column") -> 
         sep = next((d for d in (";", "\t", "|", ",") if d in str(available[0])), None)
         if sep is not None:
             shown = {"\t": "tab", ";": "';'", "|": "'|'", ",": "','"}[sep]
-            hint = (f"; the header looks {shown}-separated, but .csv is read comma-separated and .tsv "
-                    "tab-separated: " + ("name the file .tsv" if sep == "\t" else
-                                         "name a comma-separated file .csv" if sep == "," else
-                                         "write it with commas (pandas: df.to_csv(path, index=False))"))
+            hint = (
+                f"; the header looks {shown}-separated, but .csv is read comma-separated and .tsv "
+                "tab-separated: "
+                + (
+                    "name the file .tsv"
+                    if sep == "\t"
+                    else "name a comma-separated file .csv"
+                    if sep == ","
+                    else "write it with commas (pandas: df.to_csv(path, index=False))"
+                )
+            )
     return DataError(f"{where}: no {what} {column!r} (columns: {', '.join(map(str, available))}){hint}")
 
 
@@ -346,7 +357,9 @@ def _builder_for(files: list[str]) -> str:
     for f in files:
         ext = _data_ext(f)
         if ext not in _BUILDERS:
-            raise DataError(f"{f}: unsupported file type {ext or '(none)'!r}; expected one of {', '.join(sorted(_BUILDERS))}")
+            raise DataError(
+                f"{f}: unsupported file type {ext or '(none)'!r}; expected one of {', '.join(sorted(_BUILDERS))}"
+            )
         builders.add(_BUILDERS[ext])
     if len(builders) > 1:
         raise DataError(f"files of different formats in one split: {', '.join(files)}")
@@ -408,8 +421,10 @@ def diagnose_file(path: str, builder: str) -> str | None:
                     except json.JSONDecodeError as exc:
                         return f"{path}: line {lineno}: not valid JSON ({exc.msg})"
                     if not isinstance(row, dict) and row is not None:
-                        return (f"{path}: line {lineno}: a JSON {_json_kind(row)}, expected an object per line "
-                                '(like {"text": ...})')
+                        return (
+                            f"{path}: line {lineno}: a JSON {_json_kind(row)}, expected an object per line "
+                            '(like {"text": ...})'
+                        )
     except OSError as exc:
         return f"{path}: cannot be read ({exc.strerror or exc})"
     except EOFError:

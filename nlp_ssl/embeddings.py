@@ -20,9 +20,10 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -32,9 +33,20 @@ from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import Tracker
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.objectives import Objective
+from nlp_ssl.outputs import (
+    MODEL_DIR,
+    commit_run_dir,
+    locks_output,
+    now,
+    open_run_dir,
+    output_path,
+    prepare_run_dir,
+    replace_dir,
+    work_dir,
+    write_json,
+    write_run_files,
+)
 from nlp_ssl.progress import launched
-from nlp_ssl.outputs import (MODEL_DIR, commit_run_dir, locks_output, now, open_run_dir, output_path, prepare_run_dir,
-                             replace_dir, work_dir, write_json, write_run_files)
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +71,10 @@ class EmbeddingDataConfig:
             raise ConfigError("'datasets' must list at least one dataset")
         for i, d in enumerate(self.datasets):
             if d.streaming:
-                raise ConfigError(f"'datasets[{i}].streaming': skipgram/cbow read their corpus once per epoch "
-                                  "(cached); set streaming: false")
+                raise ConfigError(
+                    f"'datasets[{i}].streaming': skipgram/cbow read their corpus once per epoch "
+                    "(cached); set streaming: false"
+                )
 
 
 @dataclass
@@ -159,7 +173,7 @@ class TokenCorpus:
                     ids = np.asarray(ids, dtype=np.int64)
                     ids = ids[~self.special[ids]]
                     for start in range(0, len(ids), MAX_PIECE):
-                        piece = ids[start:start + MAX_PIECE]
+                        piece = ids[start : start + MAX_PIECE]
                         if len(piece) > 1:
                             if self.on_tokens is not None:
                                 self.on_tokens(len(piece))
@@ -170,10 +184,22 @@ def build_word2vec(cfg: EmbeddingPretrainConfig):
     from gensim.models import Word2Vec
 
     m = cfg.model
-    return Word2Vec(vector_size=m.dim, window=m.window, negative=m.negative, ns_exponent=m.ns_exponent,
-                    sample=m.sample, min_count=m.min_count, sg=1 if cfg.objective == "skipgram" else 0, hs=0,
-                    workers=cfg.train.workers, seed=cfg.seed, alpha=cfg.train.lr, min_alpha=cfg.train.min_lr,
-                    epochs=cfg.train.epochs, compute_loss=True)
+    return Word2Vec(
+        vector_size=m.dim,
+        window=m.window,
+        negative=m.negative,
+        ns_exponent=m.ns_exponent,
+        sample=m.sample,
+        min_count=m.min_count,
+        sg=1 if cfg.objective == "skipgram" else 0,
+        hs=0,
+        workers=cfg.train.workers,
+        seed=cfg.seed,
+        alpha=cfg.train.lr,
+        min_alpha=cfg.train.min_lr,
+        epochs=cfg.train.epochs,
+        compute_loss=True,
+    )
 
 
 def vectors_by_id(w2v, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,8 +234,9 @@ def _load_checkpoint(out: Path):
         try:
             return Word2Vec.load(str(path / "word2vec.model")), ckpt.read_trainer_state(path), path
         except Exception as exc:  # a damaged file the manifest could not know about (written before it)
-            logger.warning("checkpoint %s cannot be loaded (%s); trying the previous one", path,
-                           str(exc).splitlines()[0][:160])
+            logger.warning(
+                "checkpoint %s cannot be loaded (%s); trying the previous one", path, str(exc).splitlines()[0][:160]
+            )
     return None
 
 
@@ -225,8 +252,9 @@ def save_embedding_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, t
 
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    st = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_weights=torch.from_numpy(vectors))],
-                             device="cpu")
+    st = SentenceTransformer(
+        modules=[StaticEmbedding(tokenizer, embedding_weights=torch.from_numpy(vectors))], device="cpu"
+    )
     st.save(str(staging))
     save_tokenizer(tokenizer, staging)
     # the vectors themselves are the StaticEmbedding's weights (model.safetensors): only the mask here
@@ -253,7 +281,11 @@ def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.nda
     folder = embedding_folder(path)
     if folder is None:
         path = Path(path).expanduser()
-        what = "does not exist" if not path.exists() else f"is not a skipgram/cbow run (no {VECTORS_FILE} in it or in {path / MODEL_DIR})"
+        what = (
+            "does not exist"
+            if not path.exists()
+            else f"is not a skipgram/cbow run (no {VECTORS_FILE} in it or in {path / MODEL_DIR})"
+        )
         raise DataError(f"{key}: {path} {what}")
     name = VECTORS_FILE
     try:
@@ -263,11 +295,13 @@ def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.nda
             arrays["vectors"] = load_file(str(folder / name))[STATIC_KEY]
         vectors, trained = arrays["vectors"], arrays["trained"].astype(bool)
     except Exception as exc:
-        raise DataError(f"{key}: {folder / name} cannot be read ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+        raise DataError(
+            f"{key}: {folder / name} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
     if len(trained) != len(vectors):
-        raise DataError(f"{key}: {folder}: {len(vectors)} vectors but a mask of {len(trained)} token ids; "
-                        "the folder mixes two runs")
+        raise DataError(
+            f"{key}: {folder}: {len(vectors)} vectors but a mask of {len(trained)} token ids; the folder mixes two runs"
+        )
     return vectors, trained, folder
 
 
@@ -302,14 +336,18 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
     started = now()
     out = output_path(cfg.output_dir)
     if launched().world_size > 1:
-        raise ConfigError(f"objective {cfg.objective} trains with train.workers threads in one process; run it "
-                          "without accelerate launch / torchrun")
+        raise ConfigError(
+            f"objective {cfg.objective} trains with train.workers threads in one process; run it "
+            "without accelerate launch / torchrun"
+        )
     prepare_run_dir(out, cfg.train.resume, overwrite, kind="pretrain", config=cfg)
     # everything that can reject the input runs before output_dir is touched
     tokenizer = load_tokenizer(cfg.tokenizer)
     if not tokenizer.is_fast:
-        raise DataError(f"tokenizer {cfg.tokenizer}: not a fast (tokenizers-backed) tokenizer, which the "
-                        "sentence-transformers output folder needs")
+        raise DataError(
+            f"tokenizer {cfg.tokenizer}: not a fast (tokenizers-backed) tokenizer, which the "
+            "sentence-transformers output folder needs"
+        )
     corpus = load_corpus(cfg, tokenizer)
     work = work_dir(out, overwrite)
     resumed = None
@@ -326,47 +364,93 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
         w2v = build_word2vec(cfg)
         t = time.perf_counter()
         w2v.build_vocab(corpus)
-        state = {"epoch": 0, "tokens": 0, "seconds": 0.0, "loss": None,
-                 "vocab_seconds": round(time.perf_counter() - t, 3)}
+        state = {
+            "epoch": 0,
+            "tokens": 0,
+            "seconds": 0.0,
+            "loss": None,
+            "vocab_seconds": round(time.perf_counter() - t, 3),
+        }
         if len(w2v.wv) == 0:
-            raise DataError(f"data: no token occurs {cfg.model.min_count} times (model.min_count); "
-                            "the corpus is too small for these settings")
+            raise DataError(
+                f"data: no token occurs {cfg.model.min_count} times (model.min_count); "
+                "the corpus is too small for these settings"
+            )
     open_run_dir(out, cfg, overwrite, resume="latest" if resumed is not None else None)
 
     total = w2v.corpus_total_words
     alphas = lr_schedule(cfg.train)
     tracking = _tracking(cfg, work, state["epoch"])
-    logger.info("%s embeddings: %d of %d token ids in the vocabulary, %d dims, %s tokens x %d epochs, %d workers",
-                cfg.objective, len(w2v.wv), len(tokenizer), cfg.model.dim, f"{total:,}", cfg.train.epochs,
-                cfg.train.workers)
+    logger.info(
+        "%s embeddings: %d of %d token ids in the vocabulary, %d dims, %s tokens x %d epochs, %d workers",
+        cfg.objective,
+        len(w2v.wv),
+        len(tokenizer),
+        cfg.model.dim,
+        f"{total:,}",
+        cfg.train.epochs,
+        cfg.train.workers,
+    )
     try:
         for epoch in range(state["epoch"], cfg.train.epochs):
-            bar = progress_bar(total=total, unit="tok", unit_scale=True, desc=f"{cfg.objective} epoch {epoch + 1}/{cfg.train.epochs}")
+            bar = progress_bar(
+                total=total, unit="tok", unit_scale=True, desc=f"{cfg.objective} epoch {epoch + 1}/{cfg.train.epochs}"
+            )
             corpus.on_tokens = bar.update
             t = time.perf_counter()
             with bar:  # closed however training ends, so an error line starts a line of its own
-                trained_words, _ = w2v.train(corpus, total_examples=w2v.corpus_count, total_words=total, epochs=1,
-                                             start_alpha=alphas[epoch], end_alpha=alphas[epoch + 1],
-                                             compute_loss=True)
+                trained_words, _ = w2v.train(
+                    corpus,
+                    total_examples=w2v.corpus_count,
+                    total_words=total,
+                    epochs=1,
+                    start_alpha=alphas[epoch],
+                    end_alpha=alphas[epoch + 1],
+                    compute_loss=True,
+                )
             seconds = time.perf_counter() - t
             corpus.on_tokens = None
             # gensim sums the pairs' negative log-likelihood in float32, and with several threads
             # some additions are lost (gensim #2735): a trend to watch, not a figure to compare
             loss = w2v.get_latest_training_loss() / max(trained_words, 1)
-            state = {"epoch": epoch + 1, "tokens": state["tokens"] + total, "loss": loss,
-                     "seconds": round(state["seconds"] + seconds, 3), "vocab_seconds": state.get("vocab_seconds")}
-            train_log.log(tracking, work, epoch + 1, {"train/loss": loss, "train/lr": alphas[epoch + 1],
-                                                      "train/tokens_per_s": total / seconds,
-                                                      "train/tokens": state["tokens"]}, cfg.train.tracker)
-            logger.info("epoch %d/%d: %.2f nats per trained token, %s tokens/s", epoch + 1, cfg.train.epochs, loss,
-                        f"{total / seconds:,.0f}")
+            state = {
+                "epoch": epoch + 1,
+                "tokens": state["tokens"] + total,
+                "loss": loss,
+                "seconds": round(state["seconds"] + seconds, 3),
+                "vocab_seconds": state.get("vocab_seconds"),
+            }
+            train_log.log(
+                tracking,
+                work,
+                epoch + 1,
+                {
+                    "train/loss": loss,
+                    "train/lr": alphas[epoch + 1],
+                    "train/tokens_per_s": total / seconds,
+                    "train/tokens": state["tokens"],
+                },
+                cfg.train.tracker,
+            )
+            logger.info(
+                "epoch %d/%d: %.2f nats per trained token, %s tokens/s",
+                epoch + 1,
+                cfg.train.epochs,
+                loss,
+                f"{total / seconds:,.0f}",
+            )
             _save_checkpoint(w2v, work, epoch + 1, state)
     finally:
         tracking.end_training()
 
     vectors, trained = vectors_by_id(w2v, len(tokenizer))
-    info = {"objective": cfg.objective, "dim": cfg.model.dim, "vocab_size": len(tokenizer),
-            "trained_tokens": int(trained.sum()), "tokenizer": str(Path(cfg.tokenizer).absolute())}
+    info = {
+        "objective": cfg.objective,
+        "dim": cfg.model.dim,
+        "vocab_size": len(tokenizer),
+        "trained_tokens": int(trained.sum()),
+        "tokenizer": str(Path(cfg.tokenizer).absolute()),
+    }
     save_embedding_folder(vectors, trained, tokenizer, work / MODEL_DIR, info)
     metrics = {
         **info,
@@ -388,9 +472,11 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
 
 
 def _usage(where: str) -> str:
-    return (f'from sentence_transformers import SentenceTransformer\n\n'
-            f'model = SentenceTransformer("{where}")  # a sentence vector is the mean of its token vectors\n'
-            'model.encode(["a gripping, beautifully shot film"])')
+    return (
+        f"from sentence_transformers import SentenceTransformer\n\n"
+        f'model = SentenceTransformer("{where}")  # a sentence vector is the mean of its token vectors\n'
+        'model.encode(["a gripping, beautifully shot film"])'
+    )
 
 
 # Their own stage (``run`` above), not exported or pushed: the model folder is already a

@@ -50,8 +50,7 @@ logger = logging.getLogger(__name__)
 # Tied weights (GPT-2's output layer is its token embedding) are stored once in a checkpoint by
 # design and tied again on load, which the resume tests check: accelerate's warning about it
 # on every save reads like a fault.
-logging.getLogger("accelerate.utils.other").addFilter(
-    lambda record: "Removed shared tensor" not in record.getMessage())
+logging.getLogger("accelerate.utils.other").addFilter(lambda record: "Removed shared tensor" not in record.getMessage())
 
 
 class TrainingError(NlpSslError):
@@ -140,8 +139,15 @@ class TrainConfig:
     measured fp32 matmul peak on CPU)."""
 
     def __post_init__(self):
-        positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "eval_every", "log_every", "save_every",
-                    "length_group_batches")
+        positive = (
+            "max_steps",
+            "micro_batch_size",
+            "grad_accum_steps",
+            "eval_every",
+            "log_every",
+            "save_every",
+            "length_group_batches",
+        )
         for name in positive:
             value = getattr(self, name)
             if value == "epoch" and name in ("eval_every", "save_every"):
@@ -185,8 +191,10 @@ class TrainConfig:
     def check_given(data: dict) -> None:
         default = TrainConfig.__dataclass_fields__["max_steps"].default
         if data.get("epochs") is not None and data.get("max_steps", default) != default:
-            raise ConfigError(f"'max_steps' ({data['max_steps']}) and 'epochs' ({data['epochs']}) are both set, and "
-                              "epochs decides the run's length (max_steps would be ignored); keep one")
+            raise ConfigError(
+                f"'max_steps' ({data['max_steps']}) and 'epochs' ({data['epochs']}) are both set, and "
+                "epochs decides the run's length (max_steps would be ignored); keep one"
+            )
 
     @property
     def higher_is_better(self) -> bool:
@@ -361,10 +369,16 @@ class TrainState:
     """The same, for the size of its length groups."""
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds,
-                "evaluation_seconds": self.evaluation_seconds, "checkpoint_seconds": self.checkpoint_seconds,
-                "best": self.best, "group_by_length": self.group_by_length,
-                "length_group_batches": self.length_group_batches}
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "seconds": self.seconds,
+            "evaluation_seconds": self.evaluation_seconds,
+            "checkpoint_seconds": self.checkpoint_seconds,
+            "best": self.best,
+            "group_by_length": self.group_by_length,
+            "length_group_batches": self.length_group_batches,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
@@ -420,9 +434,8 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path):
     GPU config on a CPU machine); without it each process would train alone.
     """
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
     from accelerate.state import AcceleratorState
+    from accelerate.utils import ProjectConfiguration
 
     # Accelerate keeps one global state per process; a stage run after another in the same
     # process (pipeline, tests) may want other settings (mixed precision). The distributed
@@ -456,9 +469,10 @@ def fit(
     With ``cfg.metric_for_best`` the best model so far is kept in ``run_dir/best_model``
     (see ``BEST_DIR``) and ``early_stopping_patience`` may end the run early; the summary says
     which step was best, and its ``final_eval`` holds the metrics of the weights the run ends
-    with (the best model's, else the last evaluation's). The caller ends the run with ``accelerator.end_training()`` (which
-    also tears down the process group) once it has saved what it needs. ``on_checkpoint(path,
-    step)`` runs on the main process after each checkpoint is complete (pushing it, say).
+    with (the best model's, else the last evaluation's). The caller ends the run with
+    ``accelerator.end_training()`` (which also tears down the process group) once it has
+    saved what it needs. ``on_checkpoint(path, step)`` runs on the main process after each
+    checkpoint is complete (pushing it, say).
     """
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -484,9 +498,7 @@ def fit(
         eps=cfg.adam_eps,
         **fast_adamw_kwargs(accelerator.device),
     )
-    scheduler = get_scheduler(
-        cfg.scheduler, optimizer, num_warmup_steps=plan.warmup, num_training_steps=total
-    )
+    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=plan.warmup, num_training_steps=total)
     module, optimizer = accelerator.prepare(module, optimizer)
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler)
@@ -523,18 +535,31 @@ def fit(
 
     if state.group_by_length is None:  # a new run, or a checkpoint from before the order was saved
         if start_from is not None and cfg.group_by_length and isinstance(task, LengthAware):
-            logger.warning("%s does not record whether its batches were grouped by length: taking "
-                           "train.group_by_length=%s from the recipe", start_from, cfg.group_by_length)
+            logger.warning(
+                "%s does not record whether its batches were grouped by length: taking "
+                "train.group_by_length=%s from the recipe",
+                start_from,
+                cfg.group_by_length,
+            )
         state.group_by_length = cfg.group_by_length
     elif state.group_by_length != cfg.group_by_length:
-        logger.warning("train.group_by_length=%s, but %s was trained with %s: resuming keeps the run's batch order",
-                       cfg.group_by_length, start_from, state.group_by_length)
+        logger.warning(
+            "train.group_by_length=%s, but %s was trained with %s: resuming keeps the run's batch order",
+            cfg.group_by_length,
+            start_from,
+            state.group_by_length,
+        )
     if state.length_group_batches is None:  # a new run, or a checkpoint from before the size was saved
-        state.length_group_batches = (cfg.length_group_batches if start_from is None
-                                      else TrainConfig.ADDED["length_group_batches"])
+        state.length_group_batches = (
+            cfg.length_group_batches if start_from is None else TrainConfig.ADDED["length_group_batches"]
+        )
     if state.group_by_length and state.length_group_batches != cfg.length_group_batches:
-        logger.warning("train.length_group_batches=%s, but %s was trained with %s: resuming keeps its length "
-                       "groups", cfg.length_group_batches, start_from, state.length_group_batches)
+        logger.warning(
+            "train.length_group_batches=%s, but %s was trained with %s: resuming keeps its length groups",
+            cfg.length_group_batches,
+            start_from,
+            state.length_group_batches,
+        )
     grouped = state.group_by_length
     lengths = task.lengths("train") if grouped and isinstance(task, LengthAware) else None
     if grouped and lengths is None and not streaming:
@@ -547,15 +572,17 @@ def fit(
             rng = np.random.default_rng([seed, epoch])
             permutations[epoch] = rng.permutation(task.n_train)
             if lengths is not None:
-                permutations[epoch] = group_by_length(permutations[epoch], lengths, global_batch, rng,
-                                                      groups_of=state.length_group_batches)
+                permutations[epoch] = group_by_length(
+                    permutations[epoch], lengths, global_batch, rng, groups_of=state.length_group_batches
+                )
         chunk = permutations[epoch][k * global_batch : (k + 1) * global_batch]
         start = (micro * world + accelerator.process_index) * cfg.micro_batch_size
         return chunk[start : start + cfg.micro_batch_size], epoch
 
     last_metrics: dict = {}
-    bar = progress_bar(total=total, initial=state.step, desc="training", unit="step",
-                       disable=not accelerator.is_main_process)
+    bar = progress_bar(
+        total=total, initial=state.step, desc="training", unit="step", disable=not accelerator.is_main_process
+    )
     window = {"loss": 0.0, "targets": 0, "tokens": 0, "t0": time.perf_counter()}
     with _StopFlag() as stop, bar:
         module.train()
@@ -568,8 +595,11 @@ def fit(
                 else:
                     indices, epoch = step_indices(state.step, m)
                     micro.append(task.make_batch(indices, epoch, "train"))
-            counts = torch.tensor([sum(b.n_targets for b in micro), sum(b.n_tokens for b in micro)],
-                                  dtype=torch.float64, device=accelerator.device)
+            counts = torch.tensor(
+                [sum(b.n_targets for b in micro), sum(b.n_tokens for b in micro)],
+                dtype=torch.float64,
+                device=accelerator.device,
+            )
             n_targets, n_tokens = accelerator.reduce(counts, reduction="sum").tolist()
             step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
             for m, batch in enumerate(micro):
@@ -627,8 +657,9 @@ def fit(
                 release_free_memory()  # evaluation's batches differ in shape from training's
                 if accelerator.is_main_process:
                     bar.write(f"step {state.step}: eval {_headline(last_metrics)}", file=sys.stderr)
-                train_log.log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()},
-                              cfg.tracker)
+                train_log.log(
+                    accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in last_metrics.items()}, cfg.tracker
+                )
                 if cfg.metric_for_best is not None:
                     t_save = time.perf_counter()
                     _track_best(task, accelerator, run_dir, state, cfg, last_metrics, total)
@@ -665,12 +696,18 @@ def fit(
         summary["epochs"] = round(state.step / steps_per_epoch, 3)
     summary.update({f"eval_{k}": v for k, v in last_metrics.items()})
     if cfg.metric_for_best is not None:
-        summary.update({"best_step": state.best.get("step"), f"best_{cfg.metric_for_best}": state.best.get("value"),
-                        "stopped_early": bool(state.best.get("stopped_early"))})
+        summary.update(
+            {
+                "best_step": state.best.get("step"),
+                f"best_{cfg.metric_for_best}": state.best.get("value"),
+                "stopped_early": bool(state.best.get("stopped_early")),
+            }
+        )
     # the evaluation of the weights the run ends with: the last step's, or the best model's
     # as saved with it (empty if best_model/ is not the one this run's state counts as best)
-    summary["final_eval"] = dict(last_metrics) if cfg.metric_for_best is None else _best_scores(run_dir, state,
-                                                                                                 accelerator)
+    summary["final_eval"] = (
+        dict(last_metrics) if cfg.metric_for_best is None else _best_scores(run_dir, state, accelerator)
+    )
     return summary
 
 
@@ -696,8 +733,9 @@ def _best_scores(run_dir: Path, state: TrainState, accelerator) -> dict:
     return found
 
 
-def group_by_length(order: np.ndarray, lengths: np.ndarray, batch: int, rng: np.random.Generator,
-                    groups_of: int = 50) -> np.ndarray:
+def group_by_length(
+    order: np.ndarray, lengths: np.ndarray, batch: int, rng: np.random.Generator, groups_of: int = 50
+) -> np.ndarray:
     """``order`` (a shuffled epoch) rearranged so that each run of ``batch`` positions holds
     examples of similar length: groups of ``groups_of`` batches are sorted by length and cut
     into batches, and the batches are shuffled (not longest first in every group, which would
@@ -737,9 +775,14 @@ def plan_steps(n_train: int | None, cfg: TrainConfig, world: int) -> StepPlan:
             f"exceeds the {n_train} training examples"
         )
     total = cfg.total_steps(steps_per_epoch)
-    return StepPlan(global_batch, steps_per_epoch, total, cfg.warmup_for(total),
-                    _every(cfg.eval_every, steps_per_epoch, "eval_every"),
-                    _every(cfg.save_every, steps_per_epoch, "save_every"))
+    return StepPlan(
+        global_batch,
+        steps_per_epoch,
+        total,
+        cfg.warmup_for(total),
+        _every(cfg.eval_every, steps_per_epoch, "eval_every"),
+        _every(cfg.save_every, steps_per_epoch, "save_every"),
+    )
 
 
 def _headline(metrics: dict, most: int = 4) -> str:
@@ -756,8 +799,9 @@ def _every(value, steps_per_epoch: int | None, name: str) -> int:
     return steps_per_epoch
 
 
-def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: TrainConfig, metrics: dict,
-                total: int) -> None:
+def _track_best(
+    task: Task, accelerator, run_dir: Path, state: TrainState, cfg: TrainConfig, metrics: dict, total: int
+) -> None:
     """Keep the best model on disk, count evaluations without improvement, decide to stop.
 
     Every process takes the same decision (the metrics are reduced over all of them). The
@@ -779,8 +823,14 @@ def _track_best(task: Task, accelerator, run_dir: Path, state: TrainState, cfg: 
     patience = cfg.early_stopping_patience
     if patience is not None and state.best["stale"] >= patience and state.step < total:
         state.best["stopped_early"] = True
-        logger.info("early stopping at step %d: %s has not improved on %.4f (step %d) for %d evaluations",
-                    state.step, name, state.best["value"], state.best["step"], patience)
+        logger.info(
+            "early stopping at step %d: %s has not improved on %.4f (step %d) for %d evaluations",
+            state.step,
+            name,
+            state.best["value"],
+            state.best["step"],
+            patience,
+        )
 
 
 @torch.no_grad()
@@ -804,8 +854,13 @@ def evaluate(task: Task, module, accelerator, cfg: TrainConfig, split: str = "ev
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     pieces: list[dict] = []
     starts = range(0, len(mine), size)
-    for start in progress_bar(starts, desc=f"evaluating ({split})", unit="batch", leave=False,
-                              disable=not accelerator.is_main_process or len(starts) < 2):
+    for start in progress_bar(
+        starts,
+        desc=f"evaluating ({split})",
+        unit="batch",
+        leave=False,
+        disable=not accelerator.is_main_process or len(starts) < 2,
+    ):
         chunk = mine[start : start + size]
         batch = task.make_batch(chunk, 0, split)
         inputs = _to_device(batch.inputs, accelerator.device)
@@ -857,8 +912,10 @@ def save_checkpoint(task: Task, accelerator, run_dir: Path, state: TrainState, k
         shutil.rmtree(staging, ignore_errors=True)
         previous = ckpt.list_checkpoints(run_dir)
         kept = f"the last good checkpoint is {previous[-1]}" if previous else "no earlier checkpoint exists"
-        raise OutputError(f"saving the checkpoint of step {state.step} failed ({exc.strerror or exc}); {kept}; "
-                          f"free space and rerun with train.resume=latest") from None
+        raise OutputError(
+            f"saving the checkpoint of step {state.step} failed ({exc.strerror or exc}); {kept}; "
+            f"free space and rerun with train.resume=latest"
+        ) from None
     accelerator.wait_for_everyone()
     return final
 

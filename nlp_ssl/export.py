@@ -17,16 +17,34 @@ from nlp_ssl.model_card import build_card, find_run
 
 # What a loadable model folder needs, and nothing more.
 EXPORTED = (
-    "*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.txt", "vocab.json", "merges.txt", "*.model", "chat_template.jinja",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+    "chat_template.jinja",
 )
 # Keys that record where files were on the machine that wrote them, or how it loaded them.
 PATH_KEYS = ("_name_or_path", "name_or_path", "is_local", "local_files_only")
 
 
-def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: str = "other",
-           language: str | list[str] | None = None, base_model: str | None = None, repo_id: str | None = None) -> Path:
+def export(
+    checkpoint: str,
+    out_dir: str,
+    *,
+    overwrite: bool = False,
+    license: str = "other",
+    language: str | list[str] | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
     """Write the Hub-ready folder for ``checkpoint`` at ``out_dir`` (atomically)."""
     from nlp_ssl.outputs import output_path, staged_output
 
@@ -34,8 +52,10 @@ def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: s
     record = find_run(checkpoint)
     files = export_files(record.model_dir)
     if not any(f.endswith(".safetensors") for f in files):
-        raise DataError(f"checkpoint {record.model_dir}: no *.safetensors weights (pickled weights are not exported; "
-                        "load the model and save_pretrained(..., safe_serialization=True) first)")
+        raise DataError(
+            f"checkpoint {record.model_dir}: no *.safetensors weights (pickled weights are not exported; "
+            "load the model and save_pretrained(..., safe_serialization=True) first)"
+        )
     card = build_card(record, license=license, language=language, base_model=base_model, repo_id=repo_id)
     if record.run_dir is not None and out.is_relative_to(record.run_dir):
         raise OutputError(f"export folder {out} lies inside the run {record.run_dir}; choose a folder outside it")
@@ -56,8 +76,11 @@ def export(checkpoint: str, out_dir: str, *, overwrite: bool = False, license: s
 
 def export_files(model_dir: Path) -> list[str]:
     """The files of ``model_dir`` an export copies (and so would upload)."""
-    return sorted(p.name for p in model_dir.iterdir()
-                  if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in EXPORTED))
+    return sorted(
+        p.name
+        for p in model_dir.iterdir()
+        if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in EXPORTED)
+    )
 
 
 def scan_for_leaks(folder: Path) -> list[str]:
@@ -98,14 +121,22 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a run folder (pretrain or finetune), its model/ folder, or a checkpoint")
     p.add_argument("out_dir", help="the folder to write (model files + README.md model card)")
     p.add_argument("--license", default="other", help="license identifier for the card (default: other)")
-    p.add_argument("--language", default=None,
-                   help="language code(s) for the card (default: the translation pair, else en)")
+    p.add_argument(
+        "--language", default=None, help="language code(s) for the card (default: the translation pair, else en)"
+    )
     p.add_argument("--base-model", default=None, help="Hub id of the model this one was trained from")
     p.add_argument("--repo-id", default=None, help="the Hub repo it is meant for (names the card and its snippets)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing out_dir")
 
 
 def run_export(args: argparse.Namespace) -> dict:
-    out = export(args.checkpoint, args.out_dir, overwrite=args.overwrite, license=args.license,
-                 language=args.language, base_model=args.base_model, repo_id=args.repo_id)
+    out = export(
+        args.checkpoint,
+        args.out_dir,
+        overwrite=args.overwrite,
+        license=args.license,
+        language=args.language,
+        base_model=args.base_model,
+        repo_id=args.repo_id,
+    )
     return {"exported": str(out), "files": sorted(p.name for p in out.iterdir())}

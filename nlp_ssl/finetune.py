@@ -23,7 +23,6 @@ from nlp_ssl.tasks import TASKS, get_task
 logger = logging.getLogger(__name__)
 
 
-
 def recipe_class(raw: dict, source: str) -> type:
     """The config class for a finetune recipe, chosen by its ``task`` key."""
     if raw.get("task") is None:
@@ -51,8 +50,12 @@ def run(cfg, overwrite: bool = False) -> dict:
         elif cfg.train.metric_for_best is not None and (folder / MODEL_DIR).is_dir():
             _load_weights(task.model, folder / MODEL_DIR)  # an interrupted finish had moved the best model there
         elif summary.get("best_step") is not None:
-            logger.warning("%s is missing: the model is the final weights (step %d), not the best (step %d)",
-                           best_dir, summary["steps"], summary["best_step"])
+            logger.warning(
+                "%s is missing: the model is the final weights (step %d), not the best (step %d)",
+                best_dir,
+                summary["steps"],
+                summary["best_step"],
+            )
             summary = {k: v for k, v in summary.items() if k not in ("best_step", f"best_{cfg.train.metric_for_best}")}
             final_eval = {}  # the best model's scores: not these weights'
         scores, predictions = {}, None
@@ -90,5 +93,7 @@ def _load_weights(model, folder: Path) -> None:
     best = type(model).from_pretrained(str(folder))
     missing, unexpected = model.load_state_dict(best.state_dict(), strict=False)
     if missing or unexpected:
-        raise ConfigError(f"{folder}: weights do not match the model (missing {sorted(missing)[:3]}, "
-                          f"unexpected {sorted(unexpected)[:3]})")
+        raise ConfigError(
+            f"{folder}: weights do not match the model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )

@@ -26,8 +26,10 @@ class PublishError(OutputError):
 def refuse_offline_push(options: HubOptions) -> None:
     """A recipe that will push must not find out after hours of training that it cannot."""
     if options.pushes and hub_offline():
-        raise PublishError("push_to_hub is set but HF_HUB_OFFLINE is too: unset one of them "
-                           "(checked before training; nothing was done)")
+        raise PublishError(
+            "push_to_hub is set but HF_HUB_OFFLINE is too: unset one of them "
+            "(checked before training; nothing was done)"
+        )
 
 
 def push_run(options: HubOptions, run_dir: Path) -> dict:
@@ -35,8 +37,10 @@ def push_run(options: HubOptions, run_dir: Path) -> dict:
     try:
         return push(str(run_dir), options.hub_model_id, private=options.hub_private)
     except PublishError as exc:
-        raise PublishError(f"the run finished and is saved in {run_dir}, but {exc}; push it later with "
-                           f"nlp-ssl push {run_dir} --repo-id {options.hub_model_id}") from None
+        raise PublishError(
+            f"the run finished and is saved in {run_dir}, but {exc}; push it later with "
+            f"nlp-ssl push {run_dir} --repo-id {options.hub_model_id}"
+        ) from None
 
 
 def after_run(options: HubOptions, run_dir: Path, is_main_process: bool) -> dict:
@@ -57,16 +61,31 @@ def checkpoint_pusher(options: HubOptions):
         return None
 
     def on_checkpoint(path: Path, step: int) -> None:
-        push(str(path / "model"), options.hub_model_id, private=options.hub_private,
-             revision=options.hub_checkpoint_branch, tag=f"step-{step}",
-             message=f"Checkpoint at step {step}")
+        push(
+            str(path / "model"),
+            options.hub_model_id,
+            private=options.hub_private,
+            revision=options.hub_checkpoint_branch,
+            tag=f"step-{step}",
+            message=f"Checkpoint at step {step}",
+        )
 
     return on_checkpoint
 
 
-def push(checkpoint: str, repo_id: str, *, private: bool = False, revision: str | None = None,
-         create_pr: bool = False, tag: str | None = None, message: str | None = None, license: str = "other",
-         language: str | list[str] | None = None, base_model: str | None = None) -> dict:
+def push(
+    checkpoint: str,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    tag: str | None = None,
+    message: str | None = None,
+    license: str = "other",
+    language: str | list[str] | None = None,
+    base_model: str | None = None,
+) -> dict:
     """Export ``checkpoint`` and upload it as one commit to ``repo_id`` on the Hub.
 
     The token comes from ``HF_TOKEN`` or ``hf auth login`` (never from a file of ours, never
@@ -76,8 +95,10 @@ def push(checkpoint: str, repo_id: str, *, private: bool = False, revision: str 
     import tempfile
 
     if hub_offline():
-        raise PublishError("push: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push "
-                           "(nothing was exported or uploaded)")
+        raise PublishError(
+            "push: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it to push "
+            "(nothing was exported or uploaded)"
+        )
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"push: --repo-id must be NAMESPACE/NAME, got {repo_id!r}")
     from huggingface_hub import HfApi
@@ -86,22 +107,44 @@ def push(checkpoint: str, repo_id: str, *, private: bool = False, revision: str 
     base_model = base_model or pushed_base_model(record)
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"))
     with tempfile.TemporaryDirectory(prefix="nlp-ssl-push-") as tmp:
-        folder = export(checkpoint, str(Path(tmp) / "export"), license=license, language=language,
-                        base_model=base_model, repo_id=repo_id)
+        folder = export(
+            checkpoint,
+            str(Path(tmp) / "export"),
+            license=license,
+            language=language,
+            base_model=base_model,
+            repo_id=repo_id,
+        )
         summary = message or _commit_message(record)
-        _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
-                      "creating the repo", repo_id)
+        _with_retries(
+            lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
+            "creating the repo",
+            repo_id,
+        )
         if revision and revision != "main":
-            _with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "creating the branch",
-                          repo_id)
-        info = _with_retries(lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder),
-                                                       commit_message=summary, revision=revision,
-                                                       create_pr=create_pr), "uploading", repo_id)
+            _with_retries(
+                lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "creating the branch", repo_id
+            )
+        info = _with_retries(
+            lambda: api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), commit_message=summary, revision=revision, create_pr=create_pr
+            ),
+            "uploading",
+            repo_id,
+        )
         if tag:
-            _with_retries(lambda: api.create_tag(repo_id, tag=tag, revision=info.oid, exist_ok=True), "tagging",
-                          repo_id)
-    result = {"repo_id": repo_id, "endpoint": api.endpoint, "revision": revision or "main", "commit": info.oid,
-              "commit_url": info.commit_url, "pr_url": info.pr_url, "tag": tag}
+            _with_retries(
+                lambda: api.create_tag(repo_id, tag=tag, revision=info.oid, exist_ok=True), "tagging", repo_id
+            )
+    result = {
+        "repo_id": repo_id,
+        "endpoint": api.endpoint,
+        "revision": revision or "main",
+        "commit": info.oid,
+        "commit_url": info.commit_url,
+        "pr_url": info.pr_url,
+        "tag": tag,
+    }
     if record.run_dir is not None:  # lets a model trained from this one name it as base_model
         from nlp_ssl.outputs import write_json
 
@@ -134,12 +177,15 @@ def _with_retries(action, what: str, repo_id: str):
         except HfHubHTTPError as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status in (401, 403):
-                raise PublishError(f"push to {repo_id}: {what} was refused ({status}): set HF_TOKEN to a token with "
-                                   "write access or run `hf auth login`; local files are intact") from None
+                raise PublishError(
+                    f"push to {repo_id}: {what} was refused ({status}): set HF_TOKEN to a token with "
+                    "write access or run `hf auth login`; local files are intact"
+                ) from None
             if status is not None and status < 500 and status != 429:
                 first = str(exc).splitlines()[0][:200]
-                raise PublishError(f"push to {repo_id}: {what} failed ({status}: {first}); local files are intact"
-                                   ) from None
+                raise PublishError(
+                    f"push to {repo_id}: {what} failed ({status}: {first}); local files are intact"
+                ) from None
             error = f"HTTP {status}"
         except (TypeError, ValueError, AttributeError, KeyError):
             raise  # a bug, not the network
@@ -148,8 +194,10 @@ def _with_retries(action, what: str, repo_id: str):
         if attempt < RETRIES:
             logger.warning("push to %s: %s failed (%s); retrying (%d/%d)", repo_id, what, error, attempt, RETRIES - 1)
             time.sleep(float(os.environ.get("NLP_SSL_PUSH_RETRY_WAIT", "2")) * 2 ** (attempt - 1))
-    raise PublishError(f"push to {repo_id}: {what} failed {RETRIES} times ({error}); local files are intact, "
-                       "rerun the same nlp-ssl push command when the Hub is reachable")
+    raise PublishError(
+        f"push to {repo_id}: {what} failed {RETRIES} times ({error}); local files are intact, "
+        "rerun the same nlp-ssl push command when the Hub is reachable"
+    )
 
 
 def add_push_arguments(p: argparse.ArgumentParser) -> None:
@@ -161,13 +209,26 @@ def add_push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", default=None, help="tag the commit (e.g. step-1000)")
     p.add_argument("--message", default=None, help="commit message (default: what was trained, with its score)")
     p.add_argument("--license", default="other")
-    p.add_argument("--language", default=None,
-                   help="language code(s) for the card (default: the translation pair, else en)")
-    p.add_argument("--base-model", default=None, help="Hub id of the model this one was trained from "
-                   "(default: found when that run was pushed with nlp-ssl)")
+    p.add_argument(
+        "--language", default=None, help="language code(s) for the card (default: the translation pair, else en)"
+    )
+    p.add_argument(
+        "--base-model",
+        default=None,
+        help="Hub id of the model this one was trained from (default: found when that run was pushed with nlp-ssl)",
+    )
 
 
 def run_push(args: argparse.Namespace) -> dict:
-    return push(args.checkpoint, args.repo_id, private=args.private, revision=args.revision,
-                create_pr=args.create_pr, tag=args.tag, message=args.message, license=args.license,
-                language=args.language, base_model=args.base_model)
+    return push(
+        args.checkpoint,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        tag=args.tag,
+        message=args.message,
+        license=args.license,
+        language=args.language,
+        base_model=args.base_model,
+    )

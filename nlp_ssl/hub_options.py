@@ -29,7 +29,9 @@ class HubOptions:
     def check_hub_options(self) -> None:
         if (self.push_to_hub or self.hub_checkpoint_branch) and not self.hub_model_id:
             raise ConfigError("'push_to_hub' and 'hub_checkpoint_branch' need 'hub_model_id' (NAMESPACE/NAME)")
-        if self.hub_model_id is not None and (self.hub_model_id.count("/") != 1 or not all(self.hub_model_id.split("/"))):
+        if self.hub_model_id is not None and (
+            self.hub_model_id.count("/") != 1 or not all(self.hub_model_id.split("/"))
+        ):
             raise ConfigError(f"'hub_model_id' must be NAMESPACE/NAME, got {self.hub_model_id!r}")
 
     @property

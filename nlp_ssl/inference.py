@@ -66,8 +66,10 @@ class Finetuned:
         if requested is None:
             return self.max_length
         if requested > self.positions:
-            raise ConfigError(f"--max-length {requested} exceeds the {self.positions} positions of the model; "
-                              f"use {self.positions} or less (default: {self.max_length}, what it was fine-tuned with)")
+            raise ConfigError(
+                f"--max-length {requested} exceeds the {self.positions} positions of the model; "
+                f"use {self.positions} or less (default: {self.max_length}, what it was fine-tuned with)"
+            )
         return requested
 
 
@@ -91,23 +93,36 @@ def load_finetuned(checkpoint: str) -> Finetuned:
     spec = spec or next((s for s in specs if s.recognises(config)), None)
     if spec is None:
         architectures = ", ".join(config.get("architectures") or []) or "none"
-        nouns = " or ".join(("an " if n[0] in "aeiou" else "a ") + n for n in dict.fromkeys(s.model_noun for s in specs))
-        raise DataError(f"checkpoint {model_dir}: not {nouns} (architectures: {architectures}); fine-tune it "
-                        "first (nlp-ssl finetune)")
+        nouns = " or ".join(
+            ("an " if n[0] in "aeiou" else "a ") + n for n in dict.fromkeys(s.model_noun for s in specs)
+        )
+        raise DataError(
+            f"checkpoint {model_dir}: not {nouns} (architectures: {architectures}); fine-tune it "
+            "first (nlp-ssl finetune)"
+        )
     tokenizer = load_tokenizer_for(model_dir)
     try:
         model = getattr(transformers, spec.auto_model).from_pretrained(model_dir)
     except Exception as exc:
-        raise DataError(f"checkpoint {model_dir}: cannot be loaded ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+        raise DataError(
+            f"checkpoint {model_dir}: cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
     check_vocab(model, tokenizer, model_dir)
     return Finetuned(spec, model.eval(), tokenizer, saved=saved)
 
 
 def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.engine import TrainConfig, evaluate, make_accelerator
-    from nlp_ssl.outputs import (PREDICTIONS_FILE, check_output_dir, config_inputs, now, output_path, staged_output,
-                                 write_jsonl, write_run_files)
+    from nlp_ssl.outputs import (
+        PREDICTIONS_FILE,
+        check_output_dir,
+        config_inputs,
+        now,
+        output_path,
+        staged_output,
+        write_jsonl,
+        write_run_files,
+    )
 
     started = now()
     out = output_path(cfg.output_dir)
@@ -124,8 +139,12 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         return {}
     with staged_output(out, overwrite, inputs, kind="evaluate") as staging:
         write_jsonl(staging / PREDICTIONS_FILE, task.records("test", outputs))
-        metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(task.index["test"]),
-                   **scores}
+        metrics = {
+            "checkpoint": cfg.checkpoint,
+            "dataset": cfg.data.describe(),
+            "examples": len(task.index["test"]),
+            **scores,
+        }
         write_run_files(staging, stage="evaluate", config=cfg, seed=0, started_at=started, metrics=metrics)
     return metrics
 
@@ -149,8 +168,13 @@ def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_l
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder, or any HF classifier or seq2seq folder")
-    p.add_argument("dataset", help="Hub id or mirror name (rotten_tomatoes), a local folder of <split>.jsonl/csv files, or a file")
+    p.add_argument(
+        "checkpoint",
+        help="fine-tuned model: a finetune output_dir, its model/ folder, or any HF classifier or seq2seq folder",
+    )
+    p.add_argument(
+        "dataset", help="Hub id or mirror name (rotten_tomatoes), a local folder of <split>.jsonl/csv files, or a file"
+    )
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--config", default=None, help="Hub configuration (subset) name, e.g. sst2 for glue")
     p.add_argument("--text-column", default="text", help="text column (dotted for nested; comma for sentence pairs)")
@@ -170,8 +194,10 @@ def check_options(args: argparse.Namespace) -> None:
         value = getattr(args, option, None)
         if isinstance(value, str) and not value.strip():
             name = option if option in ("checkpoint", "dataset") else f"--{option.replace('_', '-')}"
-            raise ConfigError(f"{name} is empty; it names a folder or file (an empty path would be the working "
-                              "directory): give the path")
+            raise ConfigError(
+                f"{name} is empty; it names a folder or file (an empty path would be the working "
+                "directory): give the path"
+            )
     for option, least in (("batch_size", 1), ("max_length", 2), ("max_rows", 1)):
         value = getattr(args, option, None)
         if value is not None and value < least:
@@ -186,14 +212,24 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     if path.is_file():
         spec = DatasetSpec(files=str(path), split=args.split, text_column=text_column, max_rows=args.max_rows)
     else:
-        spec = DatasetSpec(name=args.dataset, config=args.config, split=args.split, text_column=text_column,
-                           max_rows=args.max_rows)
-    output_dir = args.output_dir if args.output_dir is not None else str(
-        Path("runs/evaluate") / f"{_slug(args.checkpoint)}-{_slug(args.dataset)}-{args.split}"
+        spec = DatasetSpec(
+            name=args.dataset, config=args.config, split=args.split, text_column=text_column, max_rows=args.max_rows
+        )
+    output_dir = (
+        args.output_dir
+        if args.output_dir is not None
+        else str(Path("runs/evaluate") / f"{_slug(args.checkpoint)}-{_slug(args.dataset)}-{args.split}")
     )
-    cfg = EvaluateConfig(checkpoint=args.checkpoint, data=spec, output_dir=output_dir, label_column=args.label_column,
-                         max_length=args.max_length, batch_size=args.batch_size, source_column=args.source_column,
-                         target_column=args.target_column)
+    cfg = EvaluateConfig(
+        checkpoint=args.checkpoint,
+        data=spec,
+        output_dir=output_dir,
+        label_column=args.label_column,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        source_column=args.source_column,
+        target_column=args.target_column,
+    )
     metrics = evaluate_checkpoint(cfg, overwrite=args.overwrite)
     if metrics:
         logger.info("wrote %s", output_dir)
@@ -201,7 +237,10 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="fine-tuned model: a finetune output_dir, its model/ folder, or any HF classifier or seq2seq folder")
+    p.add_argument(
+        "checkpoint",
+        help="fine-tuned model: a finetune output_dir, its model/ folder, or any HF classifier or seq2seq folder",
+    )
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", default=None, help="also classify each non-empty line of this file ('-' for stdin)")
     p.add_argument("--json", action="store_true", help="one JSON object per text (with every label's probability)")
@@ -249,8 +288,9 @@ def _read_lines(name: str) -> list[str]:
     # as stdin and every editor count them
     lines = [line for line in text.split("\n") if line.strip()]
     if not lines:
-        raise DataError(f"{path}: no text in the file ({'it is empty' if not text else 'only blank lines'}); "
-                        "give one text per line")
+        raise DataError(
+            f"{path}: no text in the file ({'it is empty' if not text else 'only blank lines'}); give one text per line"
+        )
     return lines
 
 

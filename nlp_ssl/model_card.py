@@ -48,9 +48,11 @@ def find_run(checkpoint: str) -> RunRecord:
     from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE
 
     if embedding_folder(checkpoint) is not None:
-        raise DataError(f"checkpoint {checkpoint}: a skipgram/cbow run; export and push take transformer runs. Its "
-                        "model/ folder is already a sentence-transformers folder: upload it with "
-                        "huggingface_hub's upload_folder")
+        raise DataError(
+            f"checkpoint {checkpoint}: a skipgram/cbow run; export and push take transformer runs. Its "
+            "model/ folder is already a sentence-transformers folder: upload it with "
+            "huggingface_hub's upload_folder"
+        )
     model_dir = Path(resolve_model_dir(checkpoint, key="checkpoint"))
     if not model_dir.exists():
         raise DataError(f"checkpoint {checkpoint}: not a local folder (export works on local runs and model folders)")
@@ -99,13 +101,20 @@ def eval_results(record: RunRecord) -> list:
                 value = m.get(f"{split}_{key}")
                 if value is None or key == "perplexity":
                     continue
-                results.append(EvalResult(
-                    task_type=trained_for.pipeline_tag if trained_for else "text-classification",
-                    task_name=trained_for.title if trained_for else "Text classification",
-                    dataset_type=dataset, dataset_name=dataset, dataset_config=spec.config, dataset_split=split_name,
-                    metric_type=shown.type, metric_name=shown.name, metric_value=round(float(value), 6),
-                    metric_args=shown.args,
-                ))
+                results.append(
+                    EvalResult(
+                        task_type=trained_for.pipeline_tag if trained_for else "text-classification",
+                        task_name=trained_for.title if trained_for else "Text classification",
+                        dataset_type=dataset,
+                        dataset_name=dataset,
+                        dataset_config=spec.config,
+                        dataset_split=split_name,
+                        metric_type=shown.type,
+                        metric_name=shown.name,
+                        metric_value=round(float(value), 6),
+                        metric_args=shown.args,
+                    )
+                )
     elif record.stage == "pretrain":
         data = cfg.get("data", {})
         validation = (data.get("validation") or data.get("datasets") or [{}])[0]
@@ -118,12 +127,18 @@ def eval_results(record: RunRecord) -> list:
             if value is None:
                 continue
             shown = REPORTED[key]
-            results.append(EvalResult(
-                task_type=trained_for.pipeline_tag if trained_for else "fill-mask",
-                task_name=trained_for.title if trained_for else "Language modeling",
-                dataset_type=dataset, dataset_name=dataset, dataset_split=_split_name(spec, held, "blocks") if spec else None,
-                metric_type=shown.type, metric_name=shown.name, metric_value=round(float(value), 6),
-            ))
+            results.append(
+                EvalResult(
+                    task_type=trained_for.pipeline_tag if trained_for else "fill-mask",
+                    task_name=trained_for.title if trained_for else "Language modeling",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split=_split_name(spec, held, "blocks") if spec else None,
+                    metric_type=shown.type,
+                    metric_name=shown.name,
+                    metric_value=round(float(value), 6),
+                )
+            )
     return results
 
 
@@ -137,8 +152,14 @@ def _split_name(spec, held_out: float | None, unit: str) -> str:
     return name
 
 
-def build_card(record: RunRecord, *, license: str = "other", language: str | list[str] | None = None,
-               base_model: str | None = None, repo_id: str | None = None):
+def build_card(
+    record: RunRecord,
+    *,
+    license: str = "other",
+    language: str | list[str] | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+):
     """The model card of an exported folder (``huggingface_hub.ModelCard``)."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -154,24 +175,45 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | lis
     datasets = sorted({d for d in (hub_id(s) for s in _dataset_specs(cfg)) if d})
     results = eval_results(record)
     card_data = ModelCardData(
-        model_name=name, license=license, language=language, library_name="transformers",
-        pipeline_tag=trained_for.pipeline_tag if trained_for else None, tags=["nlp-ssl", *([kind] if kind else [])],
-        datasets=datasets or None, base_model=base_model, eval_results=results or None,
+        model_name=name,
+        license=license,
+        language=language,
+        library_name="transformers",
+        pipeline_tag=trained_for.pipeline_tag if trained_for else None,
+        tags=["nlp-ssl", *([kind] if kind else [])],
+        datasets=datasets or None,
+        base_model=base_model,
+        eval_results=results or None,
     )
     train = cfg.get("train", {})
     sized_by = "epochs" if train.get("epochs") is not None else "max_steps"
-    hyper = [(k, train[k]) for k in (sized_by, "micro_batch_size", "grad_accum_steps", "lr",
-                                     "scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "mixed_precision",
-                                     "metric_for_best") if train.get(k) is not None]
+    hyper = [
+        (k, train[k])
+        for k in (
+            sized_by,
+            "micro_batch_size",
+            "grad_accum_steps",
+            "lr",
+            "scheduler",
+            "warmup_ratio",
+            "weight_decay",
+            "max_grad_norm",
+            "mixed_precision",
+            "metric_for_best",
+        )
+        if train.get(k) is not None
+    ]
     for section in getattr(trained_for, "card_sections", ()):
         hyper += [(f"{section}.{k}", v) for k, v in cfg.get(section, {}).items()]
     hyper += [("seed", cfg.get("seed"))] if "seed" in cfg else []
     m = record.metrics
     cost = "not recorded"
     if m.get("train_seconds") is not None:
-        cost = (f"{m.get('steps')} optimizer steps, {m.get('tokens', 0):,} tokens, "
-                f"{m['train_seconds'] / 60:.1f} minutes of training on {record.info.get('hardware', 'unknown hardware')}"
-                f" ({m.get('processes', 1)} process{'es' if m.get('processes', 1) > 1 else ''})")
+        cost = (
+            f"{m.get('steps')} optimizer steps, {m.get('tokens', 0):,} tokens, "
+            f"{m['train_seconds'] / 60:.1f} minutes of training on {record.info.get('hardware', 'unknown hardware')}"
+            f" ({m.get('processes', 1)} process{'es' if m.get('processes', 1) > 1 else ''})"
+        )
     versions = ", ".join(f"{k} {v}" for k, v in record.info.get("versions", {}).items()) or "not recorded"
     card = ModelCard.from_template(
         card_data,
@@ -179,8 +221,15 @@ def build_card(record: RunRecord, *, license: str = "other", language: str | lis
         model_name=name,
         summary=_summary(record, trained_for, base_model),
         usage=_usage(trained_for, repo_id or "PATH_OR_REPO_ID"),
-        results=[{"split": r.dataset_split, "dataset": r.dataset_name, "metric": r.metric_name,
-                  "value": f"{r.metric_value:.4f}"} for r in results],
+        results=[
+            {
+                "split": r.dataset_split,
+                "dataset": r.dataset_name,
+                "metric": r.metric_name,
+                "value": f"{r.metric_value:.4f}",
+            }
+            for r in results
+        ],
         training=_training(record, trained_for),
         hyperparameters=hyper,
         cost=cost,
@@ -261,13 +310,18 @@ def _summary(record: RunRecord, trained_for, base_model: str | None) -> str:
         if cfg.get("from_scratch") is True or not cfg.get(first):
             start = "fresh weights" if cfg.get("init_embeddings") else "fresh weights (no pretraining)"
         elif cfg.get("from_scratch") == "decoder":
-            start = f"{trained_for.starts_from[first]} `{pushed_repo(cfg[first]) or _portable(cfg[first])}` and a fresh decoder"
+            shown = pushed_repo(cfg[first]) or _portable(cfg[first])
+            start = f"{trained_for.starts_from[first]} `{shown}` and a fresh decoder"
         elif not more:
             start = f"`{base_model or _portable(cfg[first])}`"
         else:  # a later start defaults to the first (an encoder-decoder's decoder to its encoder)
             starts = {k: cfg.get(k) or cfg[first] for k in trained_for.starts_from}
-            start = " and ".join(f"{trained_for.starts_from[k]} `{pushed_repo(v) or _portable(v)}`"
-                                 for k, v in starts.items()) + trained_for.warm_start_note
+            start = (
+                " and ".join(
+                    f"{trained_for.starts_from[k]} `{pushed_repo(v) or _portable(v)}`" for k, v in starts.items()
+                )
+                + trained_for.warm_start_note
+            )
         if cfg.get("init_embeddings"):
             start += f", token embeddings from the word2vec run `{_portable(cfg['init_embeddings'])}`"
         return f"A {params}`{arch}` fine-tuned for {trained_for.purpose(cfg, model_config)} from {start}."
@@ -276,30 +330,40 @@ def _summary(record: RunRecord, trained_for, base_model: str | None) -> str:
 
 def _usage(trained_for, where: str) -> str:
     if trained_for is None:
-        return (f'from transformers import AutoModel, AutoTokenizer\n\n'
-                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
-                f'model = AutoModel.from_pretrained("{where}")')
+        return (
+            f"from transformers import AutoModel, AutoTokenizer\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+            f'model = AutoModel.from_pretrained("{where}")'
+        )
     return trained_for.usage(where)
 
 
 def _training(record: RunRecord, trained_for) -> str:
     cfg, m = record.config, record.metrics
     if record.stage == "pretrain":
-        return (f"Objective: {trained_for.training if trained_for else record.kind} on packed blocks of "
-                f"{cfg.get('data', {}).get('block_size')} tokens; final validation loss "
-                f"{m.get('eval_loss', float('nan')):.4f}.")
+        return (
+            f"Objective: {trained_for.training if trained_for else record.kind} on packed blocks of "
+            f"{cfg.get('data', {}).get('block_size')} tokens; final validation loss "
+            f"{m.get('eval_loss', float('nan')):.4f}."
+        )
     if record.stage == "finetune":
-        best = f"; the best validation {cfg.get('train', {}).get('metric_for_best')} was reached at step " \
-               f"{m.get('best_step')} and that model is the one published" if m.get("best_step") else ""
+        best = (
+            f"; the best validation {cfg.get('train', {}).get('metric_for_best')} was reached at step "
+            f"{m.get('best_step')} and that model is the one published"
+            if m.get("best_step")
+            else ""
+        )
         what = trained_for.examples if trained_for else "examples"
         return f"Fine-tuned on {m.get('train_examples')} {what} for {m.get('steps')} steps{best}."
     return "Not an nlp-ssl run: no training record."
 
 
 def _limitations(trained_for) -> str:
-    base = ("A small model trained on a small budget: it reflects the biases and the domain of its training text "
-            "(see the datasets above) and is meant for experiments and as a starting point, not for decisions about "
-            "people.")
+    base = (
+        "A small model trained on a small budget: it reflects the biases and the domain of its training text "
+        "(see the datasets above) and is meant for experiments and as a starting point, not for decisions about "
+        "people."
+    )
     extra = getattr(trained_for, "limitations", "")
     return f"{base} {extra}" if extra else base
 

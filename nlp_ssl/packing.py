@@ -85,7 +85,9 @@ def tokenize_split(spec: DatasetSpec, tokenizer, num_proc: int | None = None, wo
     _check_columns(ds.column_names, spec.text_columns, source.label)
 
     def tokenize(batch, indices):
-        texts = [t for column in spec.text_columns for t in column_texts(batch, column, spec, source.label, rows=indices)]
+        texts = [
+            t for column in spec.text_columns for t in column_texts(batch, column, spec, source.label, rows=indices)
+        ]
         ids, flags = encode_documents(tokenizer, texts, word_starts)
         out = {"input_ids": ids, "n_bytes": [len(t.encode("utf-8")) for t in texts]}
         if flags is not None:
@@ -127,9 +129,7 @@ def pack(
     cache_dir = Path(cache_dir or default_cache_dir())
     _check_cache_dir(cache_dir)  # before minutes of tokenizing
     tokenized = [tokenize_split(spec, tokenizer, num_proc, word_starts) for spec in specs]
-    key = hashlib.sha256(
-        ("|".join(t._fingerprint for t in tokenized) + f"|{block_size}").encode()
-    ).hexdigest()[:20]
+    key = hashlib.sha256(("|".join(t._fingerprint for t in tokenized) + f"|{block_size}").encode()).hexdigest()[:20]
     path = cache_dir / f"packed-{key}.npy"
     meta_path = path.with_suffix(".meta.npy")
     ws_path = path.with_suffix(".words.npy")
@@ -139,9 +139,7 @@ def pack(
         ws = np.load(ws_path, mmap_mode="r") if word_starts else None
         return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(n_tokens), int(n_bytes), ws)
 
-    flat = np.concatenate(
-        [pc.list_flatten(t.data.column("input_ids")).to_numpy() for t in tokenized]
-    )
+    flat = np.concatenate([pc.list_flatten(t.data.column("input_ids")).to_numpy() for t in tokenized])
     n_bytes = int(sum(pc.sum(t.data.column("n_bytes")).as_py() or 0 for t in tokenized))
     vocab = len(tokenizer)
     if flat.size and int(flat.max()) >= vocab:
@@ -165,8 +163,10 @@ def pack(
             os.replace(tmp, target)
         except OSError as exc:  # a disk that filled up while writing
             tmp.unlink(missing_ok=True)
-            raise DataError(f"data.cache_dir {cache_dir}: the packed blocks cannot be written "
-                            f"({exc.strerror or exc}); free space there or set data.cache_dir to another folder") from None
+            raise DataError(
+                f"data.cache_dir {cache_dir}: the packed blocks cannot be written "
+                f"({exc.strerror or exc}); free space there or set data.cache_dir to another folder"
+            ) from None
     logger.info("packed %d docs, %d tokens into %d blocks of %d -> %s", n_docs, flat.size, n_blocks, block_size, path)
     ws = np.load(ws_path, mmap_mode="r") if word_starts else None
     return PackedBlocks(np.load(path, mmap_mode="r"), n_docs, int(flat.size), n_bytes, ws)
@@ -182,8 +182,10 @@ def _check_cache_dir(cache_dir: Path) -> None:
         with tempfile.TemporaryFile(dir=cache_dir):
             pass
     except OSError as exc:
-        raise DataError(f"data.cache_dir {cache_dir}: cannot hold the packed blocks ({exc.strerror or exc}); set "
-                        "data.cache_dir to a writable folder") from None
+        raise DataError(
+            f"data.cache_dir {cache_dir}: cannot hold the packed blocks ({exc.strerror or exc}); set "
+            "data.cache_dir to a writable folder"
+        ) from None
 
 
 class PackedStream:
@@ -197,9 +199,19 @@ class PackedStream:
     epoch starts over (``set_epoch`` reshuffles when ``shuffle_buffer`` is set).
     """
 
-    def __init__(self, specs: list[DatasetSpec], tokenizer, block_size: int, *, seed: int = 0,
-                 process_index: int = 0, num_processes: int = 1, shuffle_buffer: int = 0, read_batch: int = 64,
-                 word_starts: bool = False):
+    def __init__(
+        self,
+        specs: list[DatasetSpec],
+        tokenizer,
+        block_size: int,
+        *,
+        seed: int = 0,
+        process_index: int = 0,
+        num_processes: int = 1,
+        shuffle_buffer: int = 0,
+        read_batch: int = 64,
+        word_starts: bool = False,
+    ):
         import datasets
         from datasets.distributed import split_dataset_by_node
 
@@ -303,7 +315,11 @@ class PackedStream:
         self.epoch = int(state["epoch"])
         self.ds.set_epoch(self.epoch)
         self.ds.load_state_dict(state["ds"])
-        self.blocks_out, self.bytes_in, self.tokens_in = int(state["blocks_out"]), int(state["bytes_in"]), int(state["tokens_in"])
+        self.blocks_out, self.bytes_in, self.tokens_in = (
+            int(state["blocks_out"]),
+            int(state["bytes_in"]),
+            int(state["tokens_in"]),
+        )
         self._buffer = np.asarray(state["buffer"], dtype=np.int64)
         self._words = np.asarray(state.get("words", []), dtype=np.uint8)
         self._iter = None

@@ -56,15 +56,20 @@ class PipelineConfig:
 
     def __post_init__(self):
         if self.push_to_hub and (not self.hub_namespace or "/" in self.hub_namespace):
-            raise ConfigError(f"'push_to_hub' needs 'hub_namespace' (a user or organisation name), "
-                              f"got {self.hub_namespace!r}")
+            raise ConfigError(
+                f"'push_to_hub' needs 'hub_namespace' (a user or organisation name), got {self.hub_namespace!r}"
+            )
         if self.tokenizer is None and not self.pretrain and not self.finetune and not self.baseline:
             raise ConfigError("a pipeline needs at least one stage (tokenizer, pretrain, finetune or baseline)")
         for kind in ("pretrain", "finetune", "baseline"):
             for name in getattr(self, kind):
                 check_name(name, f"{kind}.{name}")
-        for section in (self.tokenizer or {}, *self.pretrain.values(), *self.finetune.values(),
-                        *self.baseline.values()):
+        for section in (
+            self.tokenizer or {},
+            *self.pretrain.values(),
+            *self.finetune.values(),
+            *self.baseline.values(),
+        ):
             if "output_dir" in section:
                 raise ConfigError("stages of a pipeline write under 'run_dir': remove their 'output_dir'")
         plan(self, source="pipeline")  # every stage's recipe is checked now, before anything runs
@@ -84,16 +89,19 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     """Every stage's typed config, in run order, with output folders and references filled in."""
     from nlp_ssl.baselines import BaselineConfig
     from nlp_ssl.finetune import recipe_class
-    from nlp_ssl.pretrain import recipe_class as pretrain_class
     from nlp_ssl.hub_options import HubOptions
+    from nlp_ssl.pretrain import recipe_class as pretrain_class
     from nlp_ssl.tokenizer import TokenizerConfig
 
     run_dir = Path(cfg.run_dir)
     stages: list[PlannedStage] = []
     if cfg.tokenizer is not None:
         raw = {**cfg.tokenizer, "output_dir": str(run_dir / "tokenizer")}
-        stages.append(PlannedStage("tokenizer", "nlp_ssl.tokenizer",
-                                   from_dict(TokenizerConfig, raw, source, prefix="tokenizer"), []))
+        stages.append(
+            PlannedStage(
+                "tokenizer", "nlp_ssl.tokenizer", from_dict(TokenizerConfig, raw, source, prefix="tokenizer"), []
+            )
+        )
     pretrained = {}
     for name, section in cfg.pretrain.items():
         cls = pretrain_class(section, f"{source}: pretrain.{name}")
@@ -106,8 +114,9 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
                 raise ConfigError(f"{source}: pretrain.{name}: no 'tokenizer' and the pipeline has no tokenizer stage")
             raw["tokenizer"] = str(run_dir / "tokenizer")
             needs.append("tokenizer")
-        stage = PlannedStage(f"pretrain-{name}", "nlp_ssl.pretrain",
-                             from_dict(cls, raw, source, prefix=f"pretrain.{name}"), needs)
+        stage = PlannedStage(
+            f"pretrain-{name}", "nlp_ssl.pretrain", from_dict(cls, raw, source, prefix=f"pretrain.{name}"), needs
+        )
         stages.append(stage)
         pretrained[name] = stage
     for name, section in cfg.finetune.items():
@@ -115,18 +124,28 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
         cls = recipe_class(raw, f"{source}: finetune.{name}")
         starts = (*get_task(raw["task"]).starts_from, "init_embeddings")
         needs = _link(raw, starts, pretrained, source, f"finetune.{name}")
-        stages.append(PlannedStage(f"finetune-{name}", "nlp_ssl.finetune",
-                                   from_dict(cls, raw, source, prefix=f"finetune.{name}"), needs))
+        stages.append(
+            PlannedStage(
+                f"finetune-{name}", "nlp_ssl.finetune", from_dict(cls, raw, source, prefix=f"finetune.{name}"), needs
+            )
+        )
     for name, section in cfg.baseline.items():
         raw = {**section, "output_dir": str(run_dir / f"baseline-{name}")}
         needs = _link(raw, ("init",), pretrained, source, f"baseline.{name}", any_kind=True)
-        stages.append(PlannedStage(f"baseline-{name}", "nlp_ssl.baselines",
-                                   from_dict(BaselineConfig, raw, source, prefix=f"baseline.{name}"), needs))
+        stages.append(
+            PlannedStage(
+                f"baseline-{name}",
+                "nlp_ssl.baselines",
+                from_dict(BaselineConfig, raw, source, prefix=f"baseline.{name}"),
+                needs,
+            )
+        )
     return stages
 
 
-def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where: str,
-          any_kind: bool = False) -> list[str]:
+def _link(
+    raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where: str, any_kind: bool = False
+) -> list[str]:
     """Replace each of ``keys`` that names a pretraining stage (defined earlier in the recipe)
     with that stage's folder; return the names of the stages linked. A value that is neither a
     stage nor reachable, or a stage of the wrong kind (``init_embeddings`` takes a skipgram /
@@ -144,17 +163,23 @@ def _link(raw: dict, keys: tuple[str, ...], pretrained: dict, source: str, where
             vectors = get_objective(stage.config.objective).run is not None
             if not any_kind and vectors != (key == "init_embeddings"):
                 kind = "a skipgram/cbow stage" if key == "init_embeddings" else "a transformer pretraining stage"
-                raise ConfigError(f"{source}: {where}.{key}: {value!r} is not {kind} (use init_embeddings for "
-                                  "token vectors, init/init_decoder for transformers)")
+                raise ConfigError(
+                    f"{source}: {where}.{key}: {value!r} is not {kind} (use init_embeddings for "
+                    "token vectors, init/init_decoder for transformers)"
+                )
             needs.append(stage.name)
             raw[key] = stage.config.output_dir
         elif key == "init_embeddings" and not Path(value).expanduser().exists():
-            raise ConfigError(f"{source}: {where}.{key}: {value!r} is not a pretraining stage of this pipeline "
-                              f"({', '.join(pretrained) or 'none'}) nor a local folder")
+            raise ConfigError(
+                f"{source}: {where}.{key}: {value!r} is not a pretraining stage of this pipeline "
+                f"({', '.join(pretrained) or 'none'}) nor a local folder"
+            )
         elif _unreachable(value):
-            raise ConfigError(f"{source}: {where}.{key}: {value!r} is not a pretraining stage of this "
-                              f"pipeline ({', '.join(pretrained) or 'none'}) nor a local folder, and "
-                              "HF_HUB_OFFLINE is set so it cannot be a Hub id")
+            raise ConfigError(
+                f"{source}: {where}.{key}: {value!r} is not a pretraining stage of this "
+                f"pipeline ({', '.join(pretrained) or 'none'}) nor a local folder, and "
+                "HF_HUB_OFFLINE is set so it cannot be a Hub id"
+            )
     return needs
 
 
@@ -165,8 +190,11 @@ def _unreachable(start: str) -> bool:
 def _hub_keys(cfg: PipelineConfig, stage: str) -> dict:
     if not cfg.push_to_hub:
         return {}
-    return {"push_to_hub": True, "hub_model_id": f"{cfg.hub_namespace}/{Path(cfg.run_dir).name}-{stage}",
-            "hub_private": cfg.hub_private}
+    return {
+        "push_to_hub": True,
+        "hub_model_id": f"{cfg.hub_namespace}/{Path(cfg.run_dir).name}-{stage}",
+        "hub_private": cfg.hub_private,
+    }
 
 
 @locks_output("run_dir")
@@ -246,9 +274,11 @@ def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:
 
     outs = {s.name: Path(s.config.output_dir) for s in stages}
     pushed = {name: push_record(out) for name, out in outs.items()}
-    return {"run_dir": cfg.run_dir,
-            "stages": {name: read_metrics(out) for name, out in outs.items() if (out / METRICS_FILE).is_file()},
-            "hub": {name: record["repo_id"] for name, record in pushed.items() if record}}
+    return {
+        "run_dir": cfg.run_dir,
+        "stages": {name: read_metrics(out) for name, out in outs.items() if (out / METRICS_FILE).is_file()},
+        "hub": {name: record["repo_id"] for name, record in pushed.items() if record},
+    }
 
 
 def results_table(results: dict) -> str:
@@ -258,15 +288,18 @@ def results_table(results: dict) -> str:
         if name == "tokenizer":
             what, result = f"{m.get('model')} tokenizer", f"vocab {m.get('vocab_size')}"
         elif name.startswith("pretrain-"):
-            what = f"{m.get('objective')} pretraining, {m.get('tokens', 0):,} tokens, {m.get('train_seconds', 0) / 60:.1f} min"
+            minutes = m.get("train_seconds", 0) / 60
+            what = f"{m.get('objective')} pretraining, {m.get('tokens', 0):,} tokens, {minutes:.1f} min"
             if m.get("eval_loss") is not None:
                 result = f"eval loss {m['eval_loss']:.3f}"
             else:  # skipgram / cbow: no held-out loss
                 result = f"{m.get('trained_tokens')} token vectors, train loss {m.get('final_train_loss')}"
         else:
             keys = get_task(m["task"]).headline if m.get("task") in TASKS else ()
-            method = {"tfidf_logreg": "TF-IDF + logistic regression",
-                      "frozen_logreg": "frozen features + logistic regression"}.get(m.get("method"), "fine-tuning")
+            method = {
+                "tfidf_logreg": "TF-IDF + logistic regression",
+                "frozen_logreg": "frozen features + logistic regression",
+            }.get(m.get("method"), "fine-tuning")
             what = f"{m.get('task')} {method}, {m.get('train_examples')} examples"
             result = ", ".join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), (int, float))) or "-"
         lines.append(f"| {name} | {what} | {result} |")

@@ -28,12 +28,11 @@ from nlp_ssl.models import (
 from nlp_ssl.objectives import OBJECTIVES, get_objective
 from nlp_ssl.objectives.base import PretrainConfig, PretrainDataConfig  # noqa: F401  (the stage's recipe)
 from nlp_ssl.outputs import MODEL_DIR, locks_output
-from nlp_ssl.stage import run_training_stage
 from nlp_ssl.packing import PackedStream
+from nlp_ssl.stage import run_training_stage
 from nlp_ssl.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
-
 
 
 def recipe_class(raw: dict, source: str) -> type:
@@ -68,8 +67,9 @@ def load_tokenizer_and_model(cfg: PretrainConfig):
     model_dir = resolve_model_dir(cfg.init, key="init")
     positions = max_positions(model_dir, "init")
     if positions is not None and cfg.data.block_size > positions:
-        raise ConfigError(f"'data.block_size' ({cfg.data.block_size}) exceeds the {positions} positions of the "
-                          f"model in {model_dir}")
+        raise ConfigError(
+            f"'data.block_size' ({cfg.data.block_size}) exceeds the {positions} positions of the model in {model_dir}"
+        )
     tokenizer_dir = cfg.tokenizer or model_dir
     tokenizer = load_tokenizer(tokenizer_dir)
     if objective.check_tokenizer is not None:
@@ -119,19 +119,40 @@ def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
             train, train_idx, valid, eval_idx = load_data(cfg, tokenizer, word_starts)
         stream = None
         if cfg.data.streaming:
-            stream = PackedStream(cfg.data.datasets, tokenizer, cfg.data.block_size, seed=cfg.seed,
-                                  process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                                  shuffle_buffer=cfg.data.shuffle_buffer, word_starts=word_starts)
+            stream = PackedStream(
+                cfg.data.datasets,
+                tokenizer,
+                cfg.data.block_size,
+                seed=cfg.seed,
+                process_index=accelerator.process_index,
+                num_processes=accelerator.num_processes,
+                shuffle_buffer=cfg.data.shuffle_buffer,
+                word_starts=word_starts,
+            )
         data.update(train=train, valid=valid, stream=stream)
-        task = objective.make_task(model, tokenizer, cfg, train_blocks=train.blocks if train else None,
-                                   train_index=train_idx, eval_blocks=valid.blocks, eval_index=eval_idx,
-                                   seed=cfg.seed, stream=stream, train_words=train.word_starts if train else None,
-                                   eval_words=valid.word_starts)
+        task = objective.make_task(
+            model,
+            tokenizer,
+            cfg,
+            train_blocks=train.blocks if train else None,
+            train_index=train_idx,
+            eval_blocks=valid.blocks,
+            eval_index=eval_idx,
+            seed=cfg.seed,
+            stream=stream,
+            train_words=train.word_starts if train else None,
+            eval_words=valid.word_starts,
+        )
         info = task.describe()
         logger.info(
             "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",
-            cfg.objective, info["parameters"] / 1e6, info["train_blocks"], info["block_size"],
-            train.n_docs if train else "streamed", info["eval_blocks"], accelerator.num_processes,
+            cfg.objective,
+            info["parameters"] / 1e6,
+            info["train_blocks"],
+            info["block_size"],
+            train.n_docs if train else "streamed",
+            info["eval_blocks"],
+            accelerator.num_processes,
         )
         return task
 

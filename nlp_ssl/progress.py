@@ -21,12 +21,15 @@ def launched() -> Launch:
     ``MULTI_CPU`` config), readable before Accelerate is set up; one process when unlaunched.
     The variables are the ones ``accelerate.utils.get_cpu_distributed_information`` reads,
     without importing it (and torch) into every command's start-up."""
+
     def first(names: tuple[str, ...], default: int) -> int:
         return next((int(os.environ[n]) for n in names if os.environ.get(n, "").strip()), default)
 
     return Launch(
         rank=first(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"), 0),
-        local_rank=first(("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"), 0),
+        local_rank=first(
+            ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"), 0
+        ),
         world_size=first(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"), 1),
     )
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nlp_ssl.outputs import write_text
 
+
 def scale(study: dict) -> tuple[float, str]:
     """Shares in [0, 1] (accuracy, F1) are shown as percentages (points); BLEU/ROUGE as they are."""
     from nlp_ssl.metrics import REPORTED
@@ -52,54 +53,110 @@ def _metric_name(study: dict) -> str:
 def _results_table(study: dict) -> dict:
     factor, _ = scale(study)
     counts = study["label_counts"]
-    return {"header": ["start", *("all labels" if n == "all" else f"{n} labels" for n in counts)],
-            "numeric": [False, *([True] * len(counts))],
-            "rows": [[info["label"], *(_cell(study["results"][arm][n], factor) for n in counts)]
-                     for arm, info in study["arms"].items()]}
+    return {
+        "header": ["start", *("all labels" if n == "all" else f"{n} labels" for n in counts)],
+        "numeric": [False, *([True] * len(counts))],
+        "rows": [
+            [info["label"], *(_cell(study["results"][arm][n], factor) for n in counts)]
+            for arm, info in study["arms"].items()
+        ],
+    }
 
 
 def sections(study: dict, plots: dict) -> list[dict]:
     """The report's content, once: each section has a title and any of ``paragraphs``,
     ``bullets`` (``(level, text)``), ``table`` (``header``, ``numeric``, ``rows``) and
     ``images`` (``(name, path)``). ``markdown`` and ``to_html`` only render it."""
-    out = [{"title": "Results", "table": _results_table(study)},
-           {"title": "Conclusions",
-            "bullets": [(1 if line.startswith("  ") else 0, line.strip()) for line in study["conclusions"]]},
-           {"title": "Arms", "table": {
-               "header": ["arm", "role", "starts from"], "numeric": [False, False, False],
-               "rows": [[a["label"], a["role"], a["start"] or ("TF-IDF features" if a["role"] == "classical" else "-")]
-                        for a in study["arms"].values()]}}]
+    out = [
+        {"title": "Results", "table": _results_table(study)},
+        {
+            "title": "Conclusions",
+            "bullets": [(1 if line.startswith("  ") else 0, line.strip()) for line in study["conclusions"]],
+        },
+        {
+            "title": "Arms",
+            "table": {
+                "header": ["arm", "role", "starts from"],
+                "numeric": [False, False, False],
+                "rows": [
+                    [a["label"], a["role"], a["start"] or ("TF-IDF features" if a["role"] == "classical" else "-")]
+                    for a in study["arms"].values()
+                ],
+            },
+        },
+    ]
     if study["pretraining"]:
-        out.append({"title": "Pretraining cost", "table": {
-            "header": ["stage", "objective", "parameters", "tokens", "minutes", "tokens/s", "validation loss",
-                       "perplexity"],
-            "numeric": [False, False, True, True, True, True, True, True],
-            "rows": [[f"pretrain-{name}", p["objective"], f"{(p['parameters'] or 0) / 1e6:.2f}M", f"{p['tokens'] or 0:,}",
-                      f"{(p['train_seconds'] or 0) / 60:.1f}", f"{p['tokens_per_s'] or 0:,.0f}",
-                      _fixed(p["eval_loss"], 3), _fixed(p["eval_perplexity"], 1)]
-                     for name, p in study["pretraining"].items()]}})
+        out.append(
+            {
+                "title": "Pretraining cost",
+                "table": {
+                    "header": [
+                        "stage",
+                        "objective",
+                        "parameters",
+                        "tokens",
+                        "minutes",
+                        "tokens/s",
+                        "validation loss",
+                        "perplexity",
+                    ],
+                    "numeric": [False, False, True, True, True, True, True, True],
+                    "rows": [
+                        [
+                            f"pretrain-{name}",
+                            p["objective"],
+                            f"{(p['parameters'] or 0) / 1e6:.2f}M",
+                            f"{p['tokens'] or 0:,}",
+                            f"{(p['train_seconds'] or 0) / 60:.1f}",
+                            f"{p['tokens_per_s'] or 0:,.0f}",
+                            _fixed(p["eval_loss"], 3),
+                            _fixed(p["eval_perplexity"], 1),
+                        ]
+                        for name, p in study["pretraining"].items()
+                    ],
+                },
+            }
+        )
     out.append({"title": "Plots", "images": [(name, path.as_posix()) for name, path in plots.items()]})
-    out.append({"title": "Every run", "table": {
-        "header": ["run", "arm", "labels", "seed", "value", "train examples", "steps", "seconds"],
-        "numeric": [False, False, True, True, True, True, True, True],
-        "rows": [[stage, r["arm"], str(r["label_count"]), str(r["seed"]), f"{r['value']:.4f}", str(r["train_examples"]),
-                  "-" if r["steps"] is None else str(r["steps"]),
-                  "-" if r["train_seconds"] is None else str(r["train_seconds"])]
-                 for stage, r in study["runs"].items()]},
-        "paragraphs": ["Every figure is in study.json; each run's folder holds its metrics, predictions and logs."]})
+    out.append(
+        {
+            "title": "Every run",
+            "table": {
+                "header": ["run", "arm", "labels", "seed", "value", "train examples", "steps", "seconds"],
+                "numeric": [False, False, True, True, True, True, True, True],
+                "rows": [
+                    [
+                        stage,
+                        r["arm"],
+                        str(r["label_count"]),
+                        str(r["seed"]),
+                        f"{r['value']:.4f}",
+                        str(r["train_examples"]),
+                        "-" if r["steps"] is None else str(r["steps"]),
+                        "-" if r["train_seconds"] is None else str(r["train_seconds"]),
+                    ]
+                    for stage, r in study["runs"].items()
+                ],
+            },
+            "paragraphs": ["Every figure is in study.json; each run's folder holds its metrics, predictions and logs."],
+        }
+    )
     return out
 
 
 def _intro(study: dict) -> str:
-    return (f"Task: {study['task']} on {study['dataset']}. Compared: {_metric_name(study)}, mean ± standard deviation "
-            f"over seeds {', '.join(map(str, study['seeds']))} (each seed picks the labelled sample and the initial "
-            "head).")
+    return (
+        f"Task: {study['task']} on {study['dataset']}. Compared: {_metric_name(study)}, mean ± standard deviation "
+        f"over seeds {', '.join(map(str, study['seeds']))} (each seed picks the labelled sample and the initial "
+        "head)."
+    )
 
 
 def _markdown_table(table: dict) -> list[str]:
-    return (["| " + " | ".join(table["header"]) + " |",
-             "| " + " | ".join("---:" if n else "---" for n in table["numeric"]) + " |"]
-            + ["| " + " | ".join(row) + " |" for row in table["rows"]])
+    return [
+        "| " + " | ".join(table["header"]) + " |",
+        "| " + " | ".join("---:" if n else "---" for n in table["numeric"]) + " |",
+    ] + ["| " + " | ".join(row) + " |" for row in table["rows"]]
 
 
 def markdown(study: dict, plots: dict) -> str:
@@ -122,23 +179,38 @@ def to_html(study: dict, plots: dict) -> str:
     for section in sections(study, plots):
         body.append(f"<h2>{e(section['title'])}</h2>")
         if section.get("bullets"):
-            body.append("<ul>" + "".join(f"<li{' class=sub' if level else ''}>{e(text)}</li>"
-                                         for level, text in section["bullets"]) + "</ul>")
+            body.append(
+                "<ul>"
+                + "".join(f"<li{' class=sub' if level else ''}>{e(text)}</li>" for level, text in section["bullets"])
+                + "</ul>"
+            )
         if "table" in section:
             t = section["table"]
             cls = [" class=n" if n else "" for n in t["numeric"]]
-            body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in t["header"]) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td{c}>{e(v)}</td>" for c, v in zip(cls, row)) + "</tr>"
-                                  for row in t["rows"]) + "</table>")
-        body += [f"<figure><img src='{e(path)}' alt='{e(name)}'><figcaption>{e(name)}</figcaption></figure>"
-                 for name, path in section.get("images", [])]
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{e(h)}</th>" for h in t["header"])
+                + "</tr>"
+                + "".join(
+                    "<tr>" + "".join(f"<td{c}>{e(v)}</td>" for c, v in zip(cls, row)) + "</tr>" for row in t["rows"]
+                )
+                + "</table>"
+            )
+        body += [
+            f"<figure><img src='{e(path)}' alt='{e(name)}'><figcaption>{e(name)}</figcaption></figure>"
+            for name, path in section.get("images", [])
+        ]
         body += [f"<p>{e(p)}</p>" for p in section.get("paragraphs", [])]
-    return (f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(study['title'])}</title>
+    return (
+        f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(study["title"])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem}}td.n{{text-align:right}}
 li.sub{{margin-left:1.5rem;color:#444}}img{{max-width:100%}}</style></head><body>
-""" + "\n".join(body) + "\n</body></html>\n")
+"""
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def _pyplot():
@@ -179,7 +251,9 @@ def plot_label_efficiency(study: dict, path: Path) -> Path:
     # "all" sits one step to the right of the largest count on the log axis, labelled with its size
     all_x = None
     if "all" in counts:
-        sizes = [r["train_examples"] for r in study["runs"].values() if r["label_count"] == "all" and r["train_examples"]]
+        sizes = [
+            r["train_examples"] for r in study["runs"].values() if r["label_count"] == "all" and r["train_examples"]
+        ]
         all_x = max(sizes) if sizes else (max(numeric) * 4 if numeric else 1)
     xs = {n: (all_x if n == "all" else int(n)) for n in counts}
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -194,13 +268,28 @@ def plot_label_efficiency(study: dict, path: Path) -> Path:
         for i, seg in enumerate(segments):
             x, y, err, n_seeds = zip(*seg)
             style = "--" if info["role"] == "classical" else "-"
-            ax.errorbar(x, y, yerr=[e if k > 1 else 0 for e, k in zip(err, n_seeds)], marker="o",
-                        capsize=3, linestyle=style, color=color, label=info["label"] if i == 0 else None)
+            ax.errorbar(
+                x,
+                y,
+                yerr=[e if k > 1 else 0 for e, k in zip(err, n_seeds)],
+                marker="o",
+                capsize=3,
+                linestyle=style,
+                color=color,
+                label=info["label"] if i == 0 else None,
+            )
             once = [(xi, yi) for xi, yi, k in zip(x, y, n_seeds) if k == 1]
             if once:  # one seed: no spread to show, drawn hollow
                 single_seed = True
-                ax.plot(*zip(*once), marker="o", linestyle="none", markerfacecolor="white", markeredgecolor=color,
-                        markersize=7, zorder=3)
+                ax.plot(
+                    *zip(*once),
+                    marker="o",
+                    linestyle="none",
+                    markerfacecolor="white",
+                    markeredgecolor=color,
+                    markersize=7,
+                    zorder=3,
+                )
     ax.set_xscale("log")
     ax.set_xticks(sorted(xs.values()))
     ax.set_xticklabels([f"all ({xs[n]:,})" if n == "all" else str(n) for n in sorted(counts, key=lambda n: xs[n])])
@@ -256,7 +345,7 @@ def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
             train = [(r["step"] * per_step, r["train/loss"]) for r in log if "train/loss" in r]
             evals = [(r["step"] * per_step, r["eval/loss"]) for r in log if "eval/loss" in r]
             if train:
-                line, = ax.plot(*zip(*train), alpha=0.6, label=name)
+                (line,) = ax.plot(*zip(*train), alpha=0.6, label=name)
                 if evals:
                     ax.plot(*zip(*evals), marker="o", linestyle="none", color=line.get_color())
         ax.set_xlabel("training tokens")
@@ -287,7 +376,7 @@ def plot_finetuning(study: dict, run_dir: Path, path: Path) -> Path:
         label = study["arms"][r["arm"]]["label"]
         train = [(row["step"] * per_step, row["train/loss"]) for row in log if "train/loss" in row]
         evals = [(row["step"] * per_step, row[f"eval/{short}"] * factor) for row in log if f"eval/{short}" in row]
-        line, = loss_ax.plot(*zip(*train), alpha=0.8, label=label)
+        (line,) = loss_ax.plot(*zip(*train), alpha=0.8, label=label)
         if evals:
             metric_ax.plot(*zip(*evals), marker="o", color=line.get_color(), label=label)
     loss_ax.set_ylabel("training loss (per target)")

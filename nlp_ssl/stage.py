@@ -4,12 +4,20 @@ the stage's own final outputs, the run files (``metrics.json`` last), the option
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from nlp_ssl.engine import fit, make_accelerator, plan_steps
 from nlp_ssl.hub import after_run, checkpoint_pusher, refuse_offline_push
-from nlp_ssl.outputs import (MODEL_DIR, commit_run_dir, now, open_run_dir, output_path, prepare_run_dir, work_dir,
-                             write_run_files)
+from nlp_ssl.outputs import (
+    MODEL_DIR,
+    commit_run_dir,
+    now,
+    open_run_dir,
+    output_path,
+    prepare_run_dir,
+    work_dir,
+    write_run_files,
+)
 
 
 def run_training_stage(cfg, overwrite: bool, stage: str, setup: Callable, finish: Callable) -> dict:
@@ -35,8 +43,15 @@ def run_training_stage(cfg, overwrite: bool, stage: str, setup: Callable, finish
     plan_steps(task.n_train, cfg.train, accelerator.num_processes)  # settings that do not fit the data
     work = open_run_dir(out, cfg, overwrite, accelerator, cfg.train.resume)
     try:
-        summary = fit(task, cfg.train, work, seed=cfg.seed, hparams=cfg, accelerator=accelerator,
-                      on_checkpoint=checkpoint_pusher(cfg))
+        summary = fit(
+            task,
+            cfg.train,
+            work,
+            seed=cfg.seed,
+            hparams=cfg,
+            accelerator=accelerator,
+            on_checkpoint=checkpoint_pusher(cfg),
+        )
         final_eval = summary.pop("final_eval")
         metrics = finish(task, summary, accelerator, work, final_eval)
         if accelerator.is_main_process:

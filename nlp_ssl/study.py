@@ -106,10 +106,14 @@ class StudyConfig:
             check_name(name, f"arms.{name}")
             extra = set(map(str, arm.label_counts or [])) - set(map(str, self.label_counts))
             if extra or arm.label_counts == []:
-                raise ConfigError(f"arms.{name}.label_counts must be a non-empty subset of label_counts "
-                                  f"{self.label_counts}, got {arm.label_counts}")
+                raise ConfigError(
+                    f"arms.{name}.label_counts must be a non-empty subset of label_counts "
+                    f"{self.label_counts}, got {arm.label_counts}"
+                )
             if arm.seeds == [] or set(arm.seeds or []) - set(self.seeds):
-                raise ConfigError(f"arms.{name}.seeds must be a non-empty subset of seeds {self.seeds}, got {arm.seeds}")
+                raise ConfigError(
+                    f"arms.{name}.seeds must be a non-empty subset of seeds {self.seeds}, got {arm.seeds}"
+                )
             if arm.method != "finetune" and not get_task(self.task).classical_heads:
                 raise ConfigError(f"arms.{name}: {arm.method} is a sentiment (text classification) head")
         self.pipeline()  # every run's recipe is checked now, before anything trains
@@ -152,8 +156,9 @@ class StudyConfig:
                 baseline[name] = {"data": recipe["data"], "seed": seed, "method": spec.method, **spec.recipe}
             else:
                 finetune[name] = _merge(recipe, spec.recipe)
-        return PipelineConfig(run_dir=self.run_dir, tokenizer=self.tokenizer, pretrain=self.pretrain,
-                              finetune=finetune, baseline=baseline)
+        return PipelineConfig(
+            run_dir=self.run_dir, tokenizer=self.tokenizer, pretrain=self.pretrain, finetune=finetune, baseline=baseline
+        )
 
     def role(self, arm: str) -> str:
         """``scratch`` (fresh weights), ``own`` (a pretraining stage of this study),
@@ -201,11 +206,20 @@ def collect(cfg: StudyConfig) -> dict:
     for stage, arm, n, seed in cfg.runs():
         m = read_metrics(run_dir / stage)
         if metric not in m:
-            raise ConfigError(f"study: {stage}/metrics.json has no {metric!r} (it has: {', '.join(sorted(m))}); "
-                              "set 'metric' to one of them")
-        runs[stage] = {"arm": arm, "label_count": n, "seed": seed, "value": float(m[metric]),
-                       "train_examples": m.get("train_examples"), "train_seconds": m.get("train_seconds"),
-                       "steps": m.get("steps"), "best_step": m.get("best_step")}
+            raise ConfigError(
+                f"study: {stage}/metrics.json has no {metric!r} (it has: {', '.join(sorted(m))}); "
+                "set 'metric' to one of them"
+            )
+        runs[stage] = {
+            "arm": arm,
+            "label_count": n,
+            "seed": seed,
+            "value": float(m[metric]),
+            "train_examples": m.get("train_examples"),
+            "train_seconds": m.get("train_seconds"),
+            "steps": m.get("steps"),
+            "best_step": m.get("best_step"),
+        }
     results = {}
     for arm in cfg.arms:
         results[arm] = {}
@@ -215,8 +229,19 @@ def collect(cfg: StudyConfig) -> dict:
     pretraining = {}
     for name in cfg.pretrain:
         m = read_metrics(run_dir / f"pretrain-{name}")
-        pretraining[name] = {k: m.get(k) for k in ("objective", "parameters", "tokens", "steps", "train_seconds",
-                                                   "tokens_per_s", "eval_loss", "eval_perplexity")}
+        pretraining[name] = {
+            k: m.get(k)
+            for k in (
+                "objective",
+                "parameters",
+                "tokens",
+                "steps",
+                "train_seconds",
+                "tokens_per_s",
+                "eval_loss",
+                "eval_perplexity",
+            )
+        }
     study = {
         "schema": SCHEMA,
         "title": cfg.title or f"What pretraining buys: {cfg.task}",
@@ -225,8 +250,10 @@ def collect(cfg: StudyConfig) -> dict:
         "dataset": _dataset_name(cfg.finetune),
         "label_counts": [str(n) for n in cfg.label_counts],
         "seeds": list(cfg.seeds),
-        "arms": {arm: {"label": spec.label or arm, "role": cfg.role(arm), "method": spec.method,
-                       "start": _start(spec, cfg)} for arm, spec in cfg.arms.items()},
+        "arms": {
+            arm: {"label": spec.label or arm, "role": cfg.role(arm), "method": spec.method, "start": _start(spec, cfg)}
+            for arm, spec in cfg.arms.items()
+        },
         "results": results,
         "pretraining": pretraining,
         "runs": runs,
@@ -289,8 +316,10 @@ def gap_p_value(a: list[float], b: list[float]) -> float | None:
     return None if p is None or math.isnan(p) else float(p)
 
 
-REFERENCES = (("scratch", "random initialisation", "random-init arm"),
-              ("classical", "TF-IDF + logistic regression", "classical arm"))
+REFERENCES = (
+    ("scratch", "random initialisation", "random-init arm"),
+    ("classical", "TF-IDF + logistic regression", "classical arm"),
+)
 
 
 def conclusions(study: dict) -> list[str]:
@@ -338,8 +367,11 @@ def conclusions(study: dict) -> list[str]:
             continue
         best, parts = ranked[0], []
         r = results[best][n]
-        parts.append(f"With {labels_text(n)}, {label[best]} is best ({fmt(r['mean'])}"
-                     + (f" ± {fmt(r['std'])} over {r['n']} seeds" if r["n"] > 1 else "") + ")")
+        parts.append(
+            f"With {labels_text(n)}, {label[best]} is best ({fmt(r['mean'])}"
+            + (f" ± {fmt(r['std'])} over {r['n']} seeds" if r["n"] > 1 else "")
+            + ")"
+        )
         if len(ranked) > 1:
             gap, p, test = compare(best, ranked[1], n)
             parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}{verdict(p, test)}")
@@ -357,22 +389,31 @@ def conclusions(study: dict) -> list[str]:
                         lines.append(f"  {label[arm]} matches {what} with {labels_text(n)}.")
                         continue
                     verb = "beats" if gap > 0 else "trails"
-                    lines.append(f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {labels_text(n)}"
-                                 f"{verdict(p, test)}.")
+                    lines.append(
+                        f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {labels_text(n)}"
+                        f"{verdict(p, test)}."
+                    )
     for arm in by_role["own"]:
         for ref_role, _, kind in REFERENCES:
             if not by_role[ref_role]:
                 continue
             what = label[by_role[ref_role][0]] if len(by_role[ref_role]) == 1 else f"the strongest {kind}"
-            gaps = {n: c[0] for n in study["label_counts"]
-                    if (ref := strongest(ref_role, n)) and (c := compare(arm, ref, n))}
+            gaps = {
+                n: c[0]
+                for n in study["label_counts"]
+                if (ref := strongest(ref_role, n)) and (c := compare(arm, ref, n))
+            }
             if not gaps:
                 continue
             wins = [n for n, gap in gaps.items() if gap > 0]
-            lines.append(f"Overall, {label[arm]} beats {what} at {len(wins)} of the {len(gaps)} label counts both "
-                         f"ran" + (f" ({', '.join(wins)})." if wins else "."))
+            lines.append(
+                f"Overall, {label[arm]} beats {what} at {len(wins)} of the {len(gaps)} label counts both "
+                f"ran" + (f" ({', '.join(wins)})." if wins else ".")
+            )
     if study["pretraining"]:
-        cost = ", ".join(f"{name}: {p.get('tokens') or 0:,} tokens in {(p.get('train_seconds') or 0) / 60:.1f} min"
-                         for name, p in study["pretraining"].items())
+        cost = ", ".join(
+            f"{name}: {p.get('tokens') or 0:,} tokens in {(p.get('train_seconds') or 0) / 60:.1f} min"
+            for name, p in study["pretraining"].items()
+        )
         lines.append(f"Pretraining cost: {cost}.")
     return lines

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from nlp_ssl.config import to_dict
 from nlp_ssl.data import DatasetSpec, iter_text_batches, load_split, resolve
@@ -76,7 +77,9 @@ class TokenizerConfig:
         reserved = len(self.special_tokens.as_list())
         alphabet = 256 if self.model == "bpe" else 0
         if self.vocab_size <= reserved + alphabet:
-            raise ConfigError(f"'vocab_size' must exceed {reserved + alphabet} for model {self.model!r}, got {self.vocab_size}")
+            raise ConfigError(
+                f"'vocab_size' must exceed {reserved + alphabet} for model {self.model!r}, got {self.vocab_size}"
+            )
         if self.min_frequency < 1:
             raise ConfigError(f"'min_frequency' must be >= 1, got {self.min_frequency}")
         if self.model_max_length < 2:
@@ -195,6 +198,7 @@ class _CorpusCounter:
 def _stop_on_signal(corpus: _CorpusCounter):
     """The first SIGINT/SIGTERM ends the corpus early (the run then stops and writes nothing);
     a second one kills the process at once."""
+
     def handle(signum, frame):
         corpus.stop = True
         signal.signal(signum, signal.SIG_DFL)
@@ -228,7 +232,9 @@ def train_tokenizer(cfg: TokenizerConfig):
     fast = wrap_for_transformers(tok, cfg)
     vocab = tok.get_vocab_size()
     if vocab < cfg.vocab_size:
-        logger.warning("vocabulary has %d entries, fewer than vocab_size=%d: the corpus is too small", vocab, cfg.vocab_size)
+        logger.warning(
+            "vocabulary has %d entries, fewer than vocab_size=%d: the corpus is too small", vocab, cfg.vocab_size
+        )
     metrics = {
         "model": cfg.model,
         "vocab_size": vocab,
@@ -256,7 +262,12 @@ def run(cfg: TokenizerConfig, overwrite: bool = False) -> dict:
         write_run_files(staging, stage="tokenizer", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
     logger.info(
         "tokenizer: %s vocab %d from %.1f MB in %.1f s (%.2f MB/s) -> %s",
-        cfg.model, metrics["vocab_size"], metrics["corpus_mb"], metrics["seconds"], metrics["mb_per_s"], out,
+        cfg.model,
+        metrics["vocab_size"],
+        metrics["corpus_mb"],
+        metrics["seconds"],
+        metrics["mb_per_s"],
+        out,
     )
     return metrics
 
@@ -294,13 +305,17 @@ def load_tokenizer(path: str | Path):
         raise DataError(f"{path}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
     vocabulary = [name for name in VOCABULARY_FILES if (path / name).is_file()] + [p.name for p in path.glob("*.model")]
     if not vocabulary:
-        raise DataError(f"{path}: tokenizer_config.json but no tokenizer.json (nor a vocab.txt, vocab.json or "
-                        "*.model): the tokenizer's vocabulary is missing; copy tokenizer.json from the tokenizer "
-                        "the model was trained with")
+        raise DataError(
+            f"{path}: tokenizer_config.json but no tokenizer.json (nor a vocab.txt, vocab.json or "
+            "*.model): the tokenizer's vocabulary is missing; copy tokenizer.json from the tokenizer "
+            "the model was trained with"
+        )
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # corrupted json, wrong class name, ...
-        raise DataError(f"{path}: tokenizer cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        raise DataError(
+            f"{path}: tokenizer cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
 
 
 def load_tokenizer_for(model_dir: str, tokenizer_dir: str | None = None):

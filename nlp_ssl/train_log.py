@@ -38,10 +38,10 @@ def truncate_log(path: Path, step: int, is_main: bool) -> None:
     """After a resume, drop log lines from steps the interrupted run did past its checkpoint."""
     if not is_main or not path.exists():
         return
-    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-    kept = [l for l in lines if json.loads(l)["step"] <= step]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
     if len(kept) != len(lines):
-        path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -49,7 +49,7 @@ def read_log(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / LOG_FILE
     if not path.exists():
         return []
-    return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def plain(value):

@@ -19,8 +19,14 @@ def write_sentiment_folder(root: Path, labels=("negative", "positive"), sizes=(4
 def sentiment_config(out: Path, init, data_dir: Path, labels=("negative", "positive"), *, data=None, **train):
     from nlp_ssl.tasks.classification import SentimentConfig
 
-    train_cfg = {"epochs": 3, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none", "log_every": 1,
-                 "warmup_ratio": 0.1}
+    train_cfg = {
+        "epochs": 3,
+        "micro_batch_size": 16,
+        "lr": 3e-3,
+        "tracker": "none",
+        "log_every": 1,
+        "warmup_ratio": 0.1,
+    }
     train_cfg.update(train)
     data_cfg = {
         "train": {"name": str(data_dir), "split": "train"},
@@ -30,8 +36,18 @@ def sentiment_config(out: Path, init, data_dir: Path, labels=("negative", "posit
         "max_length": 32,
     }
     data_cfg.update(data or {})
-    return from_dict(SentimentConfig, {"output_dir": str(out), "task": "sentiment", "init": str(init),
-                                       "data": data_cfg, "dropout": 0.0, "train": train_cfg, "seed": 0})
+    return from_dict(
+        SentimentConfig,
+        {
+            "output_dir": str(out),
+            "task": "sentiment",
+            "init": str(init),
+            "data": data_cfg,
+            "dropout": 0.0,
+            "train": train_cfg,
+            "seed": 0,
+        },
+    )
 
 
 def write_translation_folder(root: Path, sizes=(300, 40, 40)) -> Path:
@@ -58,14 +74,30 @@ def translation_config(out: Path, encoder, decoder, data_dir: Path, *, data=None
         "train": {"name": str(data_dir), "split": "train"},
         "validation": {"name": str(data_dir), "split": "validation"},
         "test": {"name": str(data_dir), "split": "test"},
-        "source_lang": "en", "target_lang": "xx", "max_source_length": 32, "max_target_length": 24,
+        "source_lang": "en",
+        "target_lang": "xx",
+        "max_source_length": 32,
+        "max_target_length": 24,
     }
     data_cfg.update(data or {})
-    raw = {"output_dir": str(out), "task": "translation", "init": str(encoder),
-           "init_decoder": None if decoder is None else str(decoder), "data": data_cfg, "dropout": 0.0,
-           "generation": {"max_new_tokens": 16, "num_beams": 2},
-           "train": {"epochs": 4, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none", "log_every": 1,
-                     "warmup_ratio": 0.1}, "seed": 0}
+    raw = {
+        "output_dir": str(out),
+        "task": "translation",
+        "init": str(encoder),
+        "init_decoder": None if decoder is None else str(decoder),
+        "data": data_cfg,
+        "dropout": 0.0,
+        "generation": {"max_new_tokens": 16, "num_beams": 2},
+        "train": {
+            "epochs": 4,
+            "micro_batch_size": 16,
+            "lr": 3e-3,
+            "tracker": "none",
+            "log_every": 1,
+            "warmup_ratio": 0.1,
+        },
+        "seed": 0,
+    }
     raw.update(top)
     return from_dict(TranslationConfig, raw)
 

@@ -35,8 +35,14 @@ class Hub:
 
     def state(self) -> dict:
         return {
-            "repos": {rid: {"private": r["private"], "refs": {ref: sorted(files) for ref, files in r["refs"].items()},
-                            "tags": r["tags"]} for rid, r in self.repos.items()},
+            "repos": {
+                rid: {
+                    "private": r["private"],
+                    "refs": {ref: sorted(files) for ref, files in r["refs"].items()},
+                    "tags": r["tags"],
+                }
+                for rid, r in self.repos.items()
+            },
             "commits": self.commits,
             "violations": self.violations,
             "lfs_objects": sorted(self.lfs),
@@ -104,7 +110,9 @@ def make_handler(hub: Hub):
             if m := re.fullmatch(r"/lfs-verify/([0-9a-f]{64})", path):
                 return self._send(200 if m.group(1) in hub.lfs else 404, {})
             if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/(.+)", path):
-                return self._commit(m.group(1), unquote(m.group(2)), body, query.get("create_pr", ["0"])[0] in ("1", "true"))
+                return self._commit(
+                    m.group(1), unquote(m.group(2)), body, query.get("create_pr", ["0"])[0] in ("1", "true")
+                )
             if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/branch/(.+)", path):
                 return self._branch(m.group(1), unquote(m.group(2)), json.loads(body or b"{}"))
             if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tag/(.+)", path):
@@ -149,8 +157,13 @@ def make_handler(hub: Hub):
             with hub.lock:
                 if repo_id in hub.repos:
                     return self._send(409, url)
-                hub.repos[repo_id] = {"private": bool(payload.get("private")), "refs": {"main": {}}, "tags": {},
-                                      "shas": {"main": "0" * 40}, "prs": 0}
+                hub.repos[repo_id] = {
+                    "private": bool(payload.get("private")),
+                    "refs": {"main": {}},
+                    "tags": {},
+                    "shas": {"main": "0" * 40},
+                    "prs": 0,
+                }
             return self._send(200, url)
 
         def _repo(self, repo_id: str):
@@ -166,8 +179,14 @@ def make_handler(hub: Hub):
         def _preupload(self, repo_id: str, payload: dict):
             if self._writable(repo_id) is None:
                 return
-            files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
-                      "shouldIgnore": False} for f in payload.get("files", [])]
+            files = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
+                    "shouldIgnore": False,
+                }
+                for f in payload.get("files", [])
+            ]
             return self._send(200, {"files": files})
 
         def _lfs_batch(self, repo_id: str, payload: dict):
@@ -177,8 +196,10 @@ def make_handler(hub: Hub):
             for o in payload.get("objects", []):
                 entry = {"oid": o["oid"], "size": o["size"]}
                 if o["oid"] not in hub.lfs:
-                    entry["actions"] = {"upload": {"href": f"{self._base()}/lfs-upload/{o['oid']}"},
-                                        "verify": {"href": f"{self._base()}/lfs-verify/{o['oid']}"}}
+                    entry["actions"] = {
+                        "upload": {"href": f"{self._base()}/lfs-upload/{o['oid']}"},
+                        "verify": {"href": f"{self._base()}/lfs-verify/{o['oid']}"},
+                    }
                 objects.append(entry)
             return self._send(200, {"transfer": "basic", "objects": objects})
 
@@ -218,10 +239,19 @@ def make_handler(hub: Hub):
                 sha = hashlib.sha1(json.dumps([repo_id, target, sorted(files), len(hub.commits)]).encode()).hexdigest()
                 repo["refs"][target] = files
                 repo["shas"][target] = sha
-                hub.commits.append({"repo_id": repo_id, "ref": target, "sha": sha, "summary": header.get("summary"),
-                                    "files": sorted(changes), "authorization": "Bearer ***"})
-            return self._send(200, {"commitUrl": f"{self._base()}/{repo_id}/commit/{sha}", "commitOid": sha,
-                                    "pullRequestUrl": pr_url})
+                hub.commits.append(
+                    {
+                        "repo_id": repo_id,
+                        "ref": target,
+                        "sha": sha,
+                        "summary": header.get("summary"),
+                        "files": sorted(changes),
+                        "authorization": "Bearer ***",
+                    }
+                )
+            return self._send(
+                200, {"commitUrl": f"{self._base()}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": pr_url}
+            )
 
         def _branch(self, repo_id: str, branch: str, payload: dict):
             repo = self._writable(repo_id)
@@ -266,8 +296,18 @@ def make_handler(hub: Hub):
             if ref is None:
                 return
             files = repo["refs"][ref]
-            return self._send(200, {"id": repo_id, "modelId": repo_id, "sha": repo["shas"][ref], "private": repo["private"],
-                                    "siblings": [{"rfilename": f} for f in sorted(files)], "tags": [], "downloads": 0})
+            return self._send(
+                200,
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": repo["shas"][ref],
+                    "private": repo["private"],
+                    "siblings": [{"rfilename": f} for f in sorted(files)],
+                    "tags": [],
+                    "downloads": 0,
+                },
+            )
 
         def _tree(self, repo_id: str, revision: str, prefix: str):
             repo, ref = self._revision(repo_id, revision)
@@ -296,8 +336,9 @@ def make_handler(hub: Hub):
             headers = {"X-Repo-Commit": repo["shas"][ref]}
             if isinstance(content, tuple):
                 data = hub.lfs[content[1]]
-                headers.update({"ETag": f'"{content[1]}"', "X-Linked-Etag": f'"{content[1]}"',
-                                "X-Linked-Size": len(data)})
+                headers.update(
+                    {"ETag": f'"{content[1]}"', "X-Linked-Etag": f'"{content[1]}"', "X-Linked-Size": len(data)}
+                )
             else:
                 data = content
                 headers["ETag"] = f'"{hashlib.sha1(data).hexdigest()}"'
@@ -314,7 +355,7 @@ class HubServer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.hub))
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

@@ -139,11 +139,14 @@ def test_every_shipped_recipe_loads(path):
     load_recipe(getattr(importlib.import_module(stage.module), stage.config), path)
 
 
-@pytest.mark.parametrize("stage, raw, old, new", [
-    ("pretrain", {"objective": "mlm"}, "init_from", "init"),
-    ("finetune", {"task": "translation"}, "encoder", "init"),
-    ("finetune", {"task": "summarization"}, "decoder", "init_decoder"),
-])
+@pytest.mark.parametrize(
+    "stage, raw, old, new",
+    [
+        ("pretrain", {"objective": "mlm"}, "init_from", "init"),
+        ("finetune", {"task": "translation"}, "encoder", "init"),
+        ("finetune", {"task": "summarization"}, "decoder", "init_decoder"),
+    ],
+)
 def test_a_renamed_key_names_its_new_name(tmp_path, stage, raw, old, new):
     module = __import__(STAGES[stage].module, fromlist=["recipe_class"])
     cls = module.recipe_class(raw, "r.yaml")
@@ -165,15 +168,21 @@ def test_keys_lists_every_recipe_key_with_default_and_help(capsys):
     assert main(["pretrain", "--keys"]) == 0
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.startswith("# ")] == [
-        "# objective: mlm", "# objective: clm", "# objective: rtd", "# objective: skipgram", "# objective: cbow"]
+        "# objective: mlm",
+        "# objective: clm",
+        "# objective: rtd",
+        "# objective: skipgram",
+        "# objective: cbow",
+    ]
     assert "masking.probability = 0.15" in out.split("# objective: clm")[0]  # the mlm recipe has masking
     assert "masking." not in out.split("# objective: clm")[1].split("# objective: rtd")[0]  # clm's has not
     with pytest.raises(SystemExit):
         main(["pretrain"])  # no recipe, no --keys: argparse's usage error
 
 
-@pytest.mark.parametrize("objective, section, where", [("clm", "masking", "objectives mlm and rtd"),
-                                                       ("mlm", "rtd", "objective rtd")])
+@pytest.mark.parametrize(
+    "objective, section, where", [("clm", "masking", "objectives mlm and rtd"), ("mlm", "rtd", "objective rtd")]
+)
 def test_a_section_of_another_objective_says_whose_it_is(tmp_path, objective, section, where):
     """Recipes saved before the objective sections moved carry every section: the error says
     which objective a section belongs to instead of only 'unknown key'."""
@@ -191,20 +200,38 @@ def test_an_old_saved_recipe_is_upgraded_section_by_section():
     from nlp_ssl.embeddings import EmbeddingPretrainConfig
     from nlp_ssl.tasks.seq2seq import TranslationConfig
 
-    old = {"output_dir": "o", "task": "translation", "encoder": "e", "retired_section": {"a": 1},
-           "data": {"train": {"name": "d"}, "source_lang": "en", "target_lang": "de"},
-           "train": {"epochs": 2, "retired_key": 3}}
+    old = {
+        "output_dir": "o",
+        "task": "translation",
+        "encoder": "e",
+        "retired_section": {"a": 1},
+        "data": {"train": {"name": "d"}, "source_lang": "en", "target_lang": "de"},
+        "train": {"epochs": 2, "retired_key": 3},
+    }
     new = upgrade(TranslationConfig, old)
     assert new["init"] == "e" and "encoder" not in new and "retired_section" not in new  # top level
     # keys added since take the value old runs had; the retired key is dropped
-    assert new["train"] == {"group_by_length": False, "eval_batch_size": None, "length_group_batches": 50,
-                            "pack_pairs": False, "epochs": 2}
+    assert new["train"] == {
+        "group_by_length": False,
+        "eval_batch_size": None,
+        "length_group_batches": 50,
+        "pack_pairs": False,
+        "epochs": 2,
+    }
     assert new["data"] == old["data"]
     assert from_dict(TranslationConfig, new).train.length_group_batches == 50
     # sections in a list too
     tokenizer = upgrade(TokenizerConfig, {"output_dir": "o", "datasets": [{"name": "a", "retired": 1}, {"name": "b"}]})
     assert tokenizer["datasets"] == [{"name": "a"}, {"name": "b"}]
     # a section that is not the engine's gets none of its added keys
-    skipgram = upgrade(EmbeddingPretrainConfig, {"output_dir": "o", "objective": "skipgram", "tokenizer": "t",
-                                                 "data": {"datasets": [{"name": "d"}]}, "train": {"epochs": 1}})
+    skipgram = upgrade(
+        EmbeddingPretrainConfig,
+        {
+            "output_dir": "o",
+            "objective": "skipgram",
+            "tokenizer": "t",
+            "data": {"datasets": [{"name": "d"}]},
+            "train": {"epochs": 1},
+        },
+    )
     assert skipgram["train"] == {"epochs": 1}

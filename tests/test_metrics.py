@@ -35,8 +35,11 @@ def test_classification_batches_add_up():
 
 
 HYPS = ["the cat sat on the mat", "a dog runs in the park today", "hello there world"]
-REFS = [["the cat is on the mat", "there is a cat on the mat"], ["a dog is running in the park", "the dog runs in a park"],
-        ["hello world", "hi there world"]]
+REFS = [
+    ["the cat is on the mat", "there is a cat on the mat"],
+    ["a dog is running in the park", "the dog runs in a park"],
+    ["hello world", "hi there world"],
+]
 
 
 def test_sacrebleu_and_chrf_match_sacrebleu():
@@ -56,5 +59,8 @@ def test_rouge_matches_rouge_score():
 
 
 def test_unknown_metric_offline_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"metric 'no_such_metric': not shipped with nlp-ssl \(shipped: classification, rouge, sacrebleu_chrf\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"metric 'no_such_metric': not shipped with nlp-ssl \(shipped: classification, rouge, sacrebleu_chrf\)",
+    ):
         metrics.load("no_such_metric")

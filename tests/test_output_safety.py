@@ -29,9 +29,11 @@ def someones_folder(path: Path) -> Path:
 
 
 def sentiment_data(sentiment_dir) -> dict:
-    return {"train": {"name": str(sentiment_dir), "split": "train"},
-            "validation": {"name": str(sentiment_dir), "split": "validation"},
-            "labels": ["negative", "positive"]}
+    return {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "validation": {"name": str(sentiment_dir), "split": "validation"},
+        "labels": ["negative", "positive"],
+    }
 
 
 def commands(tmp: Path, out: Path, ctx) -> dict[str, list[str]]:
@@ -43,24 +45,40 @@ def commands(tmp: Path, out: Path, ctx) -> dict[str, list[str]]:
         path.write_text(yaml.safe_dump(raw))
         return str(path)
 
-    pretrain = {"output_dir": str(out), "tokenizer": str(tiny), "objective": "mlm",
-                "data": {"datasets": [{"files": str(corpus)}], "block_size": 32, "validation_fraction": 0.1},
-                "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
-                "train": {"max_steps": 2, "micro_batch_size": 4, "tracker": "none"}}
-    finetune = {"output_dir": str(out), "task": "sentiment", "init": str(mlm),
-                "data": {**sentiment_data(sentiment), "max_length": 32}, "train": {"epochs": 1, "tracker": "none"}}
+    pretrain = {
+        "output_dir": str(out),
+        "tokenizer": str(tiny),
+        "objective": "mlm",
+        "data": {"datasets": [{"files": str(corpus)}], "block_size": 32, "validation_fraction": 0.1},
+        "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
+        "train": {"max_steps": 2, "micro_batch_size": 4, "tracker": "none"},
+    }
+    finetune = {
+        "output_dir": str(out),
+        "task": "sentiment",
+        "init": str(mlm),
+        "data": {**sentiment_data(sentiment), "max_length": 32},
+        "train": {"epochs": 1, "tracker": "none"},
+    }
     stage = {k: v for k, v in finetune.items() if k != "output_dir"}
     return {
-        "tokenizer": ["tokenizer", recipe("tok", {"output_dir": str(out), "vocab_size": 300,
-                                                  "datasets": [{"files": str(corpus)}]})],
+        "tokenizer": [
+            "tokenizer",
+            recipe("tok", {"output_dir": str(out), "vocab_size": 300, "datasets": [{"files": str(corpus)}]}),
+        ],
         "pretrain": ["pretrain", recipe("pre", pretrain)],
         "finetune": ["finetune", recipe("ft", finetune)],
-        "baseline": ["baseline", recipe("base", {"output_dir": str(out), "data": sentiment_data(sentiment),
-                                                 "C": [1.0]})],
+        "baseline": [
+            "baseline",
+            recipe("base", {"output_dir": str(out), "data": sentiment_data(sentiment), "C": [1.0]}),
+        ],
         "evaluate": ["evaluate", str(finetuned), str(sentiment), "--output-dir", str(out)],
         "export": ["export", str(finetuned), str(out)],
         # a pipeline replaces a stage folder whose recipe changed: never one that is not its own
-        "pipeline": ["pipeline", recipe("pipe", {"run_dir": str(out.parent), "finetune": {out.name.removeprefix("finetune-"): stage}})],
+        "pipeline": [
+            "pipeline",
+            recipe("pipe", {"run_dir": str(out.parent), "finetune": {out.name.removeprefix("finetune-"): stage}}),
+        ],
     }
 
 
@@ -69,8 +87,7 @@ def ctx(tiny_tokenizer, tiny_corpus, pretrained, finetuned, sentiment_dir):
     return tiny_tokenizer, tiny_corpus, pretrained["mlm"], finetuned, sentiment_dir
 
 
-@pytest.mark.parametrize("command", ["tokenizer", "pretrain", "finetune", "baseline", "evaluate", "export",
-                                     "pipeline"])
+@pytest.mark.parametrize("command", ["tokenizer", "pretrain", "finetune", "baseline", "evaluate", "export", "pipeline"])
 def test_overwrite_never_replaces_a_folder_nlp_ssl_did_not_write(tmp_path, ctx, capsys, command):
     target = someones_folder(tmp_path / "runs" / "finetune-rt")
     before = hashes(tmp_path / "runs")
@@ -118,9 +135,14 @@ def test_overwrite_never_replaces_a_root_the_home_the_working_directory_or_a_rep
     monkeypatch.chdir(work)
     repo = someones_folder(tmp_path / "repo")
     (repo / ".git").mkdir()
-    cases = {Path("/"): "a filesystem root", home: "your home folder", Path("."): "the working directory",
-             work.parent: f"a folder that contains the working directory {work}",
-             tmp_path: f"a folder that contains your home folder {home}", repo: "a source repository"}
+    cases = {
+        Path("/"): "a filesystem root",
+        home: "your home folder",
+        Path("."): "the working directory",
+        work.parent: f"a folder that contains the working directory {work}",
+        tmp_path: f"a folder that contains your home folder {home}",
+        repo: "a source repository",
+    }
     for folder, what in cases.items():
         with pytest.raises(OutputError, match=f"it is {what};"):
             refuse_replacing(folder, "finetune")
@@ -131,14 +153,34 @@ def test_overwrite_never_replaces_a_root_the_home_the_working_directory_or_a_rep
 
 def test_command_line_paths_are_taken_as_typed(tmp_path, tiny_corpus, capsys):
     raw: dict = {}
-    for item in ("output_dir=runs/exp #2", "name=a: b", "tags={a: b}", "train.lr=1e-3", "train.epochs=2", "labels=[neg, pos]",
-                 "init=null", "push_to_hub=true", "quoted='x'"):
+    for item in (
+        "output_dir=runs/exp #2",
+        "name=a: b",
+        "tags={a: b}",
+        "train.lr=1e-3",
+        "train.epochs=2",
+        "labels=[neg, pos]",
+        "init=null",
+        "push_to_hub=true",
+        "quoted='x'",
+    ):
         apply_override(raw, item)
-    assert raw == {"output_dir": "runs/exp #2", "name": "a: b", "tags": {"a": "b"}, "train": {"lr": "1e-3", "epochs": 2},
-                   "labels": ["neg", "pos"], "init": None, "push_to_hub": True, "quoted": "'x'"}
+    assert raw == {
+        "output_dir": "runs/exp #2",
+        "name": "a: b",
+        "tags": {"a": "b"},
+        "train": {"lr": "1e-3", "epochs": 2},
+        "labels": ["neg", "pos"],
+        "init": None,
+        "push_to_hub": True,
+        "quoted": "'x'",
+    }
     recipe = tmp_path / "tok.yaml"
-    recipe.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "exp"), "vocab_size": 300,
-                                      "datasets": [{"files": str(tiny_corpus)}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {"output_dir": str(tmp_path / "exp"), "vocab_size": 300, "datasets": [{"files": str(tiny_corpus)}]}
+        )
+    )
     assert main(["tokenizer", str(recipe)]) == 0
     finished = hashes(tmp_path / "exp")
     assert main(["tokenizer", str(recipe), f"output_dir={tmp_path / 'exp #2'}", "--overwrite"]) == 0

@@ -16,22 +16,43 @@ def pipeline_raw(run_dir, corpus, sentiment_dir) -> dict:
     return {
         "run_dir": str(run_dir),
         "tokenizer": {"datasets": [{"files": str(corpus)}], "vocab_size": 320},
-        "pretrain": {"mlm": {
-            "objective": "mlm",
-            "data": {"datasets": [{"files": str(corpus)}], "block_size": 32, "validation_fraction": 0.1,
-                     "cache_dir": str(run_dir.parent / "cache")},
-            "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
-            "train": {"max_steps": 6, "micro_batch_size": 8, "lr": 3e-3, "eval_every": 6, "save_every": 3, "log_every": 1,
-                      "tracker": "none", "warmup_steps": 1},
-        }},
-        "finetune": {"rt": {
-            "task": "sentiment", "init": "mlm", "dropout": 0.0,
-            "data": {"train": {"name": str(sentiment_dir), "split": "train"},
-                     "validation": {"name": str(sentiment_dir), "split": "validation"},
-                     "test": {"name": str(sentiment_dir), "split": "test"},
-                     "labels": ["negative", "positive"], "max_length": 32},
-            "train": {"epochs": 2, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none"},
-        }},
+        "pretrain": {
+            "mlm": {
+                "objective": "mlm",
+                "data": {
+                    "datasets": [{"files": str(corpus)}],
+                    "block_size": 32,
+                    "validation_fraction": 0.1,
+                    "cache_dir": str(run_dir.parent / "cache"),
+                },
+                "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
+                "train": {
+                    "max_steps": 6,
+                    "micro_batch_size": 8,
+                    "lr": 3e-3,
+                    "eval_every": 6,
+                    "save_every": 3,
+                    "log_every": 1,
+                    "tracker": "none",
+                    "warmup_steps": 1,
+                },
+            }
+        },
+        "finetune": {
+            "rt": {
+                "task": "sentiment",
+                "init": "mlm",
+                "dropout": 0.0,
+                "data": {
+                    "train": {"name": str(sentiment_dir), "split": "train"},
+                    "validation": {"name": str(sentiment_dir), "split": "validation"},
+                    "test": {"name": str(sentiment_dir), "split": "test"},
+                    "labels": ["negative", "positive"],
+                    "max_length": 32,
+                },
+                "train": {"epochs": 2, "micro_batch_size": 16, "lr": 3e-3, "tracker": "none"},
+            }
+        },
     }
 
 
@@ -107,7 +128,9 @@ def test_an_interrupted_stage_resumes(tmp_path, tiny_corpus, sentiment_dir):
 def test_stage_recipes_are_checked_before_anything_runs(tmp_path, tiny_corpus, sentiment_dir):
     raw = pipeline_raw(tmp_path / "run", tiny_corpus, sentiment_dir)
     raw["finetune"]["rt"]["data"]["lables"] = ["a", "b"]
-    with pytest.raises(ConfigError, match=r"unknown key 'finetune.rt.data.lables'; did you mean 'finetune.rt.data.labels'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'finetune.rt.data.lables'; did you mean 'finetune.rt.data.labels'"
+    ):
         from_dict(PipelineConfig, raw)
     raw = pipeline_raw(tmp_path / "run", tiny_corpus, sentiment_dir)
     raw["pretrain"]["mlm"]["output_dir"] = "elsewhere"

@@ -9,19 +9,24 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer,
-                          pipeline)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    pipeline,
+)
 
 from nlp_ssl import engine, pretrain
 from nlp_ssl.checkpoint import list_checkpoints, resume_candidates, staging_path
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.engine import TrainingError, TrainingInterrupted
-from nlp_ssl.train_log import read_log
 from nlp_ssl.errors import ConfigError, DataError, OutputError
 from nlp_ssl.models import ModelConfig, check_vocab
 from nlp_ssl.objectives.causal_lm import build_causal_lm
 from nlp_ssl.objectives.masked_lm import build_masked_lm
 from nlp_ssl.packing import pack
+from nlp_ssl.train_log import read_log
 from tests.helpers import needs_shared_data
 from tests.pretrain_helpers import tiny_config
 
@@ -77,8 +82,7 @@ def test_masking_statistics_and_determinism(tiny_tokenizer):
     blocks = rng.integers(5, len(tok), size=(400, 128)).astype(np.uint16)
     blocks[:, ::16] = tok.eos_token_id  # document boundaries: special, never masked
     model = build_masked_lm(ModelConfig(preset="tiny"), tok)
-    task = MaskedLMTask(model, tok, blocks, np.arange(400), blocks, np.arange(400), seed=0,
-                        masking=MaskingConfig())
+    task = MaskedLMTask(model, tok, blocks, np.arange(400), blocks, np.arange(400), seed=0, masking=MaskingConfig())
     batch = task.make_batch(np.arange(400), epoch=0, split="train")
     ids = torch.from_numpy(blocks.astype(np.int64))
     inputs, labels = batch.inputs["input_ids"], batch.inputs["labels"]
@@ -106,8 +110,9 @@ def test_masking_statistics_and_determinism(tiny_tokenizer):
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
 def test_loss_decreases_and_model_reloads(tmp_path, tiny_corpus, tiny_tokenizer, objective):
-    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, objective, max_steps=40, eval_every=20,
-                      save_every=20)
+    cfg = tiny_config(
+        tmp_path / "run", tiny_tokenizer, tiny_corpus, objective, max_steps=40, eval_every=20, save_every=20
+    )
     metrics = pretrain.run(cfg)
     log = losses(tmp_path / "run")
     first, last = np.mean([log[s] for s in (1, 2, 3)]), np.mean([log[s] for s in (38, 39, 40)])
@@ -131,8 +136,17 @@ def test_loss_decreases_and_model_reloads(tmp_path, tiny_corpus, tiny_tokenizer,
 def test_lr_schedule_steps_once_per_optimizer_step(tmp_path, tiny_corpus, tiny_tokenizer):
     from transformers import get_scheduler
 
-    cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "clm", max_steps=10, grad_accum_steps=3,
-                      micro_batch_size=4, warmup_steps=3, scheduler="linear")
+    cfg = tiny_config(
+        tmp_path / "run",
+        tiny_tokenizer,
+        tiny_corpus,
+        "clm",
+        max_steps=10,
+        grad_accum_steps=3,
+        micro_batch_size=4,
+        warmup_steps=3,
+        scheduler="linear",
+    )
     pretrain.run(cfg)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
     ref = get_scheduler("linear", opt, num_warmup_steps=3, num_training_steps=10)
@@ -148,8 +162,9 @@ def test_lr_schedule_steps_once_per_optimizer_step(tmp_path, tiny_corpus, tiny_t
 
 def test_gradient_accumulation_equals_the_big_batch(tmp_path, tiny_corpus, tiny_tokenizer):
     big = tiny_config(tmp_path / "big", tiny_tokenizer, tiny_corpus, "mlm", max_steps=6, micro_batch_size=16)
-    acc = tiny_config(tmp_path / "acc", tiny_tokenizer, tiny_corpus, "mlm", max_steps=6, micro_batch_size=4,
-                      grad_accum_steps=4)
+    acc = tiny_config(
+        tmp_path / "acc", tiny_tokenizer, tiny_corpus, "mlm", max_steps=6, micro_batch_size=4, grad_accum_steps=4
+    )
     pretrain.run(big)
     pretrain.run(acc)
     assert losses(tmp_path / "acc") == pytest.approx(losses(tmp_path / "big"), rel=1e-5)
@@ -224,7 +239,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_corpus, ti
         return loss * float("nan") if calls["n"] == 5 else loss
 
     monkeypatch.setattr(tasks.CausalLMLoss, "forward", poisoned)
-    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 5; last good checkpoint: .*step-00000003"):
+    with pytest.raises(
+        TrainingError, match=r"non-finite loss \(nan\) at step 5; last good checkpoint: .*step-00000003"
+    ):
         pretrain.run(cfg)
     assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["step-00000003"]
     assert not (tmp_path / "run/model").exists()
@@ -234,7 +251,9 @@ def test_vocab_mismatch_is_an_error(tiny_tokenizer):
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
     model = build_causal_lm(ModelConfig(preset="tiny"), tok)
     model.resize_token_embeddings(len(tok) - 10)
-    with pytest.raises(DataError, match=rf"tokenizer has {len(tok)} tokens but the model's embedding has {len(tok) - 10}"):
+    with pytest.raises(
+        DataError, match=rf"tokenizer has {len(tok)} tokens but the model's embedding has {len(tok) - 10}"
+    ):
         check_vocab(model, tok, "tok")
 
 
@@ -270,8 +289,13 @@ def test_smoke_recipes_on_the_shared_corpus(tmp_path, objective):
     tok = tmp_path / "tok"
     assert main(["tokenizer", str(repo / "recipes/tokenizer/smoke.yaml"), f"output_dir={tok}"]) == 0
     out = tmp_path / objective
-    args = ["pretrain", str(repo / f"recipes/pretrain/smoke_{objective}.yaml"), f"output_dir={out}",
-            f"tokenizer={tok}", f"data.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "pretrain",
+        str(repo / f"recipes/pretrain/smoke_{objective}.yaml"),
+        f"output_dir={out}",
+        f"tokenizer={tok}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 30 and metrics["corpus_docs"] == 1000
@@ -315,8 +339,7 @@ def test_freed_heap_memory_is_returned_to_the_os_every_few_steps(tmp_path, tiny_
         assert memory._MALLOC_TRIM is not None  # glibc: the trim is really there
     calls = []
     monkeypatch.setattr(engine, "release_free_memory", lambda: calls.append(1))
-    pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=25, save_every=25,
-                             eval_every=25))
+    pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=25, save_every=25, eval_every=25))
     # every RELEASE_MEMORY_EVERY steps, and after the evaluation and the checkpoint at step 25
     assert len(calls) == 25 // engine.RELEASE_MEMORY_EVERY + 2
 
@@ -386,16 +409,31 @@ def test_whole_word_masking_masks_whole_words_of_any_tokenizer(tmp_path, tiny_co
     from nlp_ssl.tokenizer import TokenizerConfig, run
 
     # a small vocabulary splits most words into several pieces
-    run(TokenizerConfig(output_dir=str(tmp_path / "tok"), datasets=[DatasetSpec(files=str(tiny_corpus))],
-                        model=model, vocab_size=270 if model == "bpe" else 60))
+    run(
+        TokenizerConfig(
+            output_dir=str(tmp_path / "tok"),
+            datasets=[DatasetSpec(files=str(tiny_corpus))],
+            model=model,
+            vocab_size=270 if model == "bpe" else 60,
+        )
+    )
     tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
     packed = pack([DatasetSpec(files=str(tiny_corpus))], tok, 32, cache_dir=tmp_path / "c", word_starts=True)
     words = np.asarray(packed.word_starts)
     assert words.shape == packed.blocks.shape and 0 < words.mean() < 0.6  # multi-token words exist
     n = len(packed.blocks)
-    task = MaskedLMTask(build_masked_lm(ModelConfig(preset="tiny"), tok), tok, packed.blocks, np.arange(n),
-                        packed.blocks, np.arange(n), seed=0, masking=MaskingConfig(whole_word=True),
-                        train_words=packed.word_starts, eval_words=packed.word_starts)
+    task = MaskedLMTask(
+        build_masked_lm(ModelConfig(preset="tiny"), tok),
+        tok,
+        packed.blocks,
+        np.arange(n),
+        packed.blocks,
+        np.arange(n),
+        seed=0,
+        masking=MaskingConfig(whole_word=True),
+        train_words=packed.word_starts,
+        eval_words=packed.word_starts,
+    )
     batch = task.make_batch(np.arange(n), 0, "train")
     selected = (batch.inputs["labels"] != -100).numpy()
     blocks = np.asarray(packed.blocks)
@@ -421,8 +459,9 @@ def test_whole_word_pretraining_runs(tmp_path, tiny_corpus, tiny_tokenizer):
 
 def test_gradient_checkpointing_and_bf16_flags(tmp_path, tiny_corpus, tiny_tokenizer):
     plain = tiny_config(tmp_path / "plain", tiny_tokenizer, tiny_corpus, "clm", max_steps=4)
-    ckpt_cfg = tiny_config(tmp_path / "gc", tiny_tokenizer, tiny_corpus, "clm", max_steps=4,
-                           gradient_checkpointing=True)
+    ckpt_cfg = tiny_config(
+        tmp_path / "gc", tiny_tokenizer, tiny_corpus, "clm", max_steps=4, gradient_checkpointing=True
+    )
     pretrain.run(plain)
     pretrain.run(ckpt_cfg)
     # recomputing activations changes memory, not results
@@ -430,7 +469,10 @@ def test_gradient_checkpointing_and_bf16_flags(tmp_path, tiny_corpus, tiny_token
     bf16 = tiny_config(tmp_path / "bf16", tiny_tokenizer, tiny_corpus, "mlm", max_steps=4, mixed_precision="bf16")
     metrics = pretrain.run(bf16)
     assert np.isfinite(metrics["eval_loss"])
-    assert load_file(str(tmp_path / "bf16/model/model.safetensors"))["bert.embeddings.word_embeddings.weight"].dtype == torch.float32
+    assert (
+        load_file(str(tmp_path / "bf16/model/model.safetensors"))["bert.embeddings.word_embeddings.weight"].dtype
+        == torch.float32
+    )
 
 
 def test_resuming_a_run_whose_last_checkpoint_is_final(tmp_path, tiny_corpus, tiny_tokenizer):
@@ -517,8 +559,9 @@ def test_causal_lm_loss_equals_the_models_own_loss_and_gradients(tiny_tokenizer)
         torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_modernbert_encoder_pretrains_reloads_and_fine_tunes_with_mean_pooling(tmp_path, tiny_corpus, tiny_tokenizer,
-                                                                                sentiment_dir):
+def test_modernbert_encoder_pretrains_reloads_and_fine_tunes_with_mean_pooling(
+    tmp_path, tiny_corpus, tiny_tokenizer, sentiment_dir
+):
     """``model.architecture: modernbert`` (rotary positions, pre-LN, GeGLU): learns, reloads with
     AutoModelForMaskedLM, and fine-tunes through a classifier that mean-pools the tokens."""
     from nlp_ssl import finetune

@@ -39,8 +39,9 @@ def test_export_holds_exactly_the_loadable_files(exported, finetuned):
     for folder in (exported, finetuned / "model"):  # how this session loaded it is not part of the tokenizer
         tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
         assert not {"is_local", "local_files_only"} & set(tokenizer_config), folder
-    assert str(finetuned) not in "".join(p.read_text(errors="replace") for p in exported.iterdir()
-                                         if p.suffix != ".safetensors")
+    assert str(finetuned) not in "".join(
+        p.read_text(errors="replace") for p in exported.iterdir() if p.suffix != ".safetensors"
+    )
 
 
 def test_export_reloads_with_auto_classes_and_pipeline(exported, finetuned):
@@ -48,7 +49,9 @@ def test_export_reloads_with_auto_classes_and_pipeline(exported, finetuned):
 
     assert AutoConfig.from_pretrained(exported).id2label == {0: "negative", 1: "positive"}
     tok = AutoTokenizer.from_pretrained(exported)
-    assert tok("Good film.")["input_ids"] == AutoTokenizer.from_pretrained(finetuned / "model")("Good film.")["input_ids"]
+    assert (
+        tok("Good film.")["input_ids"] == AutoTokenizer.from_pretrained(finetuned / "model")("Good film.")["input_ids"]
+    )
     a = AutoModelForSequenceClassification.from_pretrained(exported).state_dict()
     b = AutoModelForSequenceClassification.from_pretrained(finetuned / "model").state_dict()
     for k in a:
@@ -131,12 +134,21 @@ def test_absolute_paths_on_the_command_line_do_not_reach_the_card(tmp_path, fine
     run = tmp_path / "run"
     shutil.copytree(finetuned, run)
     info = json.loads((run / "run_info.json").read_text())
-    info["command"] = ["/usr/bin/nlp-ssl", "finetune", "/work/me/recipes/rt.yaml", "init=/work/me/runs/mlm",
-                       f"output_dir={run}", "train.lr=3e-4", "--overwrite"]
+    info["command"] = [
+        "/usr/bin/nlp-ssl",
+        "finetune",
+        "/work/me/recipes/rt.yaml",
+        "init=/work/me/runs/mlm",
+        f"output_dir={run}",
+        "train.lr=3e-4",
+        "--overwrite",
+    ]
     (run / "run_info.json").write_text(json.dumps(info))
     card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
-    assert "nlp-ssl finetune <local>/rt.yaml init=<local>/mlm output_dir=<local>/run train.lr=3e-4 --overwrite" \
+    assert (
+        "nlp-ssl finetune <local>/rt.yaml init=<local>/mlm output_dir=<local>/run train.lr=3e-4 --overwrite"
         in card.text
+    )
 
     config = json.loads((run / "model" / "config.json").read_text())
     config["note"] = "/work/me/private/notes.txt"
@@ -158,16 +170,25 @@ def test_a_pretraining_card_names_the_held_out_share_and_the_rows_it_scored(tmp_
     (run / "resolved_config.yaml").write_text(yaml.safe_dump(recipe))
     card = ModelCard.load(export(str(run), str(tmp_path / "out")) / "README.md")
     splits = {r.dataset_split for r in card.data.eval_results}
-    assert splits == {f"train (first 500 rows) (held out: a seeded {recipe['data']['validation_fraction']:.0%} of its blocks)"}
+    assert splits == {
+        f"train (first 500 rows) (held out: a seeded {recipe['data']['validation_fraction']:.0%} of its blocks)"
+    }
 
 
-@pytest.mark.parametrize("start,expected", [
-    ({"from_scratch": True, "init_embeddings": "runs/pretrain-sg"},
-     "from fresh weights, token embeddings from the word2vec run `runs/pretrain-sg`."),
-    ({"from_scratch": False, "init_embeddings": "runs/pretrain-sg"},
-     "token embeddings from the word2vec run `runs/pretrain-sg`."),
-    ({"from_scratch": True, "init_embeddings": None}, "from fresh weights (no pretraining)."),
-])
+@pytest.mark.parametrize(
+    "start,expected",
+    [
+        (
+            {"from_scratch": True, "init_embeddings": "runs/pretrain-sg"},
+            "from fresh weights, token embeddings from the word2vec run `runs/pretrain-sg`.",
+        ),
+        (
+            {"from_scratch": False, "init_embeddings": "runs/pretrain-sg"},
+            "token embeddings from the word2vec run `runs/pretrain-sg`.",
+        ),
+        ({"from_scratch": True, "init_embeddings": None}, "from fresh weights (no pretraining)."),
+    ],
+)
 def test_the_card_says_where_the_weights_came_from(tmp_path, finetuned, start, expected):
     import yaml
 

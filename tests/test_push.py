@@ -34,14 +34,21 @@ def runs(tmp_path, pretrained, finetuned):
 
 def client_env(tmp_path, endpoint: str, token: str = TOKEN) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
-    env.update(HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"), HF_TOKEN=token,
-               HF_HUB_DISABLE_TELEMETRY="1", NLP_SSL_PUSH_RETRY_WAIT="0.05")
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HUB_DISABLE_XET="1",
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_TOKEN=token,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        NLP_SSL_PUSH_RETRY_WAIT="0.05",
+    )
     return env
 
 
 def nlp_ssl(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nlp_ssl", *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "nlp_ssl", *args], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
 
 
 def files_of(folder) -> dict:
@@ -58,7 +65,13 @@ def test_push_then_load_the_model_back_through_the_hub(tmp_path, hub, runs):
     assert state["violations"] == []
     (commit,) = state["commits"]
     assert commit["ref"] == "main" and commit["summary"].startswith("Upload sentiment model (test accuracy")
-    assert commit["files"] == ["README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert commit["files"] == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     # the weights went through LFS, and the server checked their sha256 on upload
     assert state["lfs_objects"] == [hashlib.sha256((runs["ft"] / "model/model.safetensors").read_bytes()).hexdigest()]
     assert state["repos"]["me/rt-sentiment"]["tags"] == {"v1": commit["sha"]}
@@ -67,9 +80,11 @@ def test_push_then_load_the_model_back_through_the_hub(tmp_path, hub, runs):
     assert set(after) - set(before) == {"pushed.json"} and all(after[k] == before[k] for k in before)
     assert not any(TOKEN.encode() in data for data in after.values())
 
-    load = ("import json, sys\nfrom transformers import pipeline\n"
-            "clf = pipeline('text-classification', model='me/rt-sentiment')\n"
-            "print(json.dumps(clf(['Great good brilliant film.', 'Boring awful slow movie.'])))")
+    load = (
+        "import json, sys\nfrom transformers import pipeline\n"
+        "clf = pipeline('text-classification', model='me/rt-sentiment')\n"
+        "print(json.dumps(clf(['Great good brilliant film.', 'Boring awful slow movie.'])))"
+    )
     loaded = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     remote = json.loads(loaded.stdout.strip().splitlines()[-1])
@@ -111,7 +126,9 @@ def test_a_finetuned_model_names_its_pushed_base_model(tmp_path, hub, runs):
 
 def test_a_refused_token_is_explained_and_nothing_changes(tmp_path, hub, runs):
     before = files_of(runs["ft"])
-    bad = nlp_ssl(client_env(tmp_path, hub.endpoint, token="hf_" + "w" * 34), "push", str(runs["ft"]), "--repo-id", "me/x")
+    bad = nlp_ssl(
+        client_env(tmp_path, hub.endpoint, token="hf_" + "w" * 34), "push", str(runs["ft"]), "--repo-id", "me/x"
+    )
     assert bad.returncode == 2
     err = bad.stderr.strip().splitlines()[-1]
     assert "refused (401)" in err and "HF_TOKEN" in err and "local files are intact" in err
@@ -140,8 +157,9 @@ def test_a_training_recipe_pushes_its_checkpoints_and_its_result(tmp_path, hub, 
     from nlp_ssl.config import dump_yaml
     from tests.finetune_helpers import sentiment_config
 
-    cfg = sentiment_config(tmp_path / "run", runs["base"], sentiment_dir, epochs=2, save_every="epoch",
-                           tracker="tensorboard")
+    cfg = sentiment_config(
+        tmp_path / "run", runs["base"], sentiment_dir, epochs=2, save_every="epoch", tracker="tensorboard"
+    )
     cfg.push_to_hub, cfg.hub_model_id, cfg.hub_checkpoint_branch = True, "me/trained", "checkpoints"
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(dump_yaml(cfg))
@@ -149,18 +167,27 @@ def test_a_training_recipe_pushes_its_checkpoints_and_its_result(tmp_path, hub, 
     assert done.returncode == 0, done.stderr[-3000:]
     repo = hub.hub.repos["me/trained"]
     assert [(c["ref"], c["summary"]) for c in hub.hub.commits] == [
-        ("checkpoints", "Checkpoint at step 25"), ("checkpoints", "Checkpoint at step 50"),
-        ("main", hub.hub.commits[-1]["summary"])]
+        ("checkpoints", "Checkpoint at step 25"),
+        ("checkpoints", "Checkpoint at step 50"),
+        ("main", hub.hub.commits[-1]["summary"]),
+    ]
     assert hub.hub.commits[-1]["summary"].startswith("Upload sentiment model (test accuracy")
     assert set(repo["tags"]) == {"step-25", "step-50"}
-    assert set(repo["refs"]["main"]) == {"README.md", "config.json", "model.safetensors", "tokenizer.json",
-                                         "tokenizer_config.json"}
+    assert set(repo["refs"]["main"]) == {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
     assert json.loads((tmp_path / "run/pushed.json").read_text())["revision"] == "main"
     assert hub.hub.violations == []
     # the token was in the environment of the whole run: no file it wrote holds it (configs, logs,
     # TensorBoard events, checkpoints, optimizer state), nor anything it uploaded, nor its output
     written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
-    assert any(p.name.startswith("events.out.tfevents") for p in written) and any(p.suffix == ".safetensors" for p in written)
+    assert any(p.name.startswith("events.out.tfevents") for p in written) and any(
+        p.suffix == ".safetensors" for p in written
+    )
     assert not [p for p in written if TOKEN.encode() in p.read_bytes()]
     uploaded = [content for r in hub.hub.repos.values() for files in r["refs"].values() for content in files.values()]
     assert uploaded and not [c for c in uploaded if TOKEN.encode() in c]
@@ -180,8 +207,10 @@ def test_a_recipe_that_would_push_offline_is_refused_before_training(tmp_path, r
 
 
 @pytest.mark.live
-@pytest.mark.skipif(not (os.environ.get("NLP_SSL_LIVE_HUB_TOKEN") and os.environ.get("NLP_SSL_LIVE_HUB_REPO")),
-                    reason="pushes to the real Hub: set NLP_SSL_LIVE_HUB_TOKEN and NLP_SSL_LIVE_HUB_REPO (by hand only)")
+@pytest.mark.skipif(
+    not (os.environ.get("NLP_SSL_LIVE_HUB_TOKEN") and os.environ.get("NLP_SSL_LIVE_HUB_REPO")),
+    reason="pushes to the real Hub: set NLP_SSL_LIVE_HUB_TOKEN and NLP_SSL_LIVE_HUB_REPO (by hand only)",
+)
 def test_live_push_to_the_real_hub(tmp_path, runs):
     """By hand: NLP_SSL_LIVE_HUB_TOKEN=hf_... NLP_SSL_LIVE_HUB_REPO=me/nlp-ssl-test pytest -m live."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
@@ -194,7 +223,8 @@ def test_live_push_to_the_real_hub(tmp_path, runs):
 
 
 def test_the_pipeline_pushes_each_stage_and_links_the_fine_tuned_model_to_its_base(
-        tmp_path, hub, tiny_corpus, sentiment_dir):
+    tmp_path, hub, tiny_corpus, sentiment_dir
+):
     import yaml
     from huggingface_hub import ModelCard
 
@@ -227,8 +257,8 @@ def test_the_pipeline_pushes_each_stage_and_links_the_fine_tuned_model_to_its_ba
 
 def test_a_pipeline_that_would_push_offline_is_refused_before_any_stage(tmp_path, tiny_corpus, sentiment_dir):
     from nlp_ssl.config import from_dict
-    from nlp_ssl.pipeline import PipelineConfig, run
     from nlp_ssl.hub import PublishError
+    from nlp_ssl.pipeline import PipelineConfig, run
     from tests.test_pipeline import pipeline_raw
 
     raw = {**pipeline_raw(tmp_path / "demo", tiny_corpus, sentiment_dir), "push_to_hub": True, "hub_namespace": "me"}

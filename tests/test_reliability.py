@@ -22,8 +22,9 @@ HOLD = textwrap.dedent("""
 
 
 def hold_lock(path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -34,7 +35,9 @@ def test_a_second_run_on_a_busy_output_dir_refuses_until_the_first_ends(tmp_path
     cfg = sentiment_config(out, pretrained["mlm"], sentiment_dir, epochs=1)
     holder = hold_lock(out)
     try:
-        with pytest.raises(OutputError, match=rf"output_dir {out} is in use by another nlp-ssl run \(pid {holder.pid} on "):
+        with pytest.raises(
+            OutputError, match=rf"output_dir {out} is in use by another nlp-ssl run \(pid {holder.pid} on "
+        ):
             finetune.run(cfg)
         assert not out.exists()
     finally:
@@ -47,17 +50,18 @@ def test_a_second_run_on_a_busy_output_dir_refuses_until_the_first_ends(tmp_path
 
 
 def test_the_cli_says_the_folder_is_busy_in_one_line(tmp_path, tiny_corpus):
-    from tests.test_pipeline import pipeline_raw
-
     import yaml
+
+    from tests.test_pipeline import pipeline_raw
 
     raw = pipeline_raw(tmp_path / "p", tiny_corpus, tmp_path)
     recipe = tmp_path / "pipeline.yaml"
     recipe.write_text(yaml.safe_dump({"run_dir": raw["run_dir"], "tokenizer": raw["tokenizer"]}))
     holder = hold_lock(tmp_path / "p")
     try:
-        done = subprocess.run([sys.executable, "-m", "nlp_ssl", "pipeline", str(recipe)], capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "nlp_ssl", "pipeline", str(recipe)], capture_output=True, text=True, timeout=120
+        )
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
@@ -139,8 +143,9 @@ def test_a_damaged_checkpoint_is_skipped_with_a_warning(tmp_path, tiny_corpus, t
     assert_same_run(out, reference)
 
 
-def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_corpus, tiny_tokenizer, reference,
-                                                              monkeypatch):
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(
+    tmp_path, tiny_corpus, tiny_tokenizer, reference, monkeypatch
+):
     import errno
 
     from nlp_ssl import checkpoint as ckpt
@@ -159,8 +164,11 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_cor
     monkeypatch.setattr(engine, "write_model_folder", fills_the_disk)
     out = tmp_path / "run"
     cfg = tiny_config(out, tiny_tokenizer, tiny_corpus, "mlm", max_steps=12, save_every=4, keep_last=3)
-    with pytest.raises(OutputError, match=r"saving the checkpoint of step 8 failed \(No space left on device\); "
-                                          r"the last good checkpoint is .*step-00000004; free space and rerun"):
+    with pytest.raises(
+        OutputError,
+        match=r"saving the checkpoint of step 8 failed \(No space left on device\); "
+        r"the last good checkpoint is .*step-00000004; free space and rerun",
+    ):
         pretrain.run(cfg)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000004"]  # no partial one left
     assert ckpt.verify(out / "checkpoints/step-00000004") is None
@@ -171,8 +179,13 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, tiny_cor
 
 
 def launch(stage: str, recipe: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "nlp_ssl", stage, str(recipe), *overrides], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nlp_ssl", stage, str(recipe), *overrides],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def progress(run_dir: Path) -> int:
@@ -180,8 +193,11 @@ def progress(run_dir: Path) -> int:
     for _ in range(20):  # the run prunes checkpoints while we walk its folder: walk again
         try:
             done = len(list(run_dir.rglob("metrics.json")))
-            steps = [int(p.name.split("-")[1]) for p in run_dir.rglob("checkpoints/step-*")
-                     if (p / "trainer_state.json").is_file()]
+            steps = [
+                int(p.name.split("-")[1])
+                for p in run_dir.rglob("checkpoints/step-*")
+                if (p / "trainer_state.json").is_file()
+            ]
             return done * 10_000 + max(steps, default=0)
         except FileNotFoundError:
             continue
@@ -212,18 +228,23 @@ def compare_outputs(killed: Path, clean: Path, stage: str) -> None:
         assert_same_run(killed / sub, clean / sub)
         a, b = (json.loads((d / sub / "metrics.json").read_text()) for d in (killed, clean))
         varying = ("seconds", "tokens_per_s", "mfu", "model_dir", "_at", "init")  # init: the other run's folder
-        assert {k: v for k, v in a.items() if not k.endswith(varying)} == \
-               {k: v for k, v in b.items() if not k.endswith(varying)}
+        assert {k: v for k, v in a.items() if not k.endswith(varying)} == {
+            k: v for k, v in b.items() if not k.endswith(varying)
+        }
         assert not list((killed / sub).rglob(".*partial*"))
 
 
-@pytest.mark.parametrize("stage, build, resume, kills_wanted", [
-    ("pretrain", pretrain_recipe, "train.resume=latest", 3),
-    ("finetune", finetune_recipe, "train.resume=latest", 2),
-    ("pipeline", pipeline_recipe, None, 2),  # a pipeline resumes its interrupted stage by itself
-])
+@pytest.mark.parametrize(
+    "stage, build, resume, kills_wanted",
+    [
+        ("pretrain", pretrain_recipe, "train.resume=latest", 3),
+        ("finetune", finetune_recipe, "train.resume=latest", 2),
+        ("pipeline", pipeline_recipe, None, 2),  # a pipeline resumes its interrupted stage by itself
+    ],
+)
 def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(
-        tmp_path, tiny_corpus, tiny_tokenizer, pretrained, sentiment_dir, stage, build, resume, kills_wanted):
+    tmp_path, tiny_corpus, tiny_tokenizer, pretrained, sentiment_dir, stage, build, resume, kills_wanted
+):
     """Checkpoints every step or two, so random kills land in steps, evaluations, checkpoint
     writes and pruning; after the kills the run is finished by resuming, and must be the run
     that was never interrupted: the same logged losses and metrics, the same final weights."""
@@ -264,9 +285,9 @@ def _tree(folder):
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "finetune", "embeddings"])
-def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(tmp_path, tiny_corpus, tiny_tokenizer,
-                                                                          pretrained, sentiment_dir, monkeypatch,
-                                                                          stage):
+def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(
+    tmp_path, tiny_corpus, tiny_tokenizer, pretrained, sentiment_dir, monkeypatch, stage
+):
     """--overwrite builds the new run beside the old one: a failure leaves the old run whole,
     a success replaces it and leaves nothing behind."""
     from dataclasses import replace
@@ -288,6 +309,7 @@ def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(tmp_pa
     assert "metrics.json" in before
 
     if stage == "embeddings":
+
         def broken_train(*args, **kwargs):
             raise TrainingError("the new run failed")
 
@@ -358,11 +380,19 @@ def test_ctrl_c_during_tokenizer_training_exits_130_and_writes_nothing(tmp_path,
     (hook / "sitecustomize.py").write_text(SLOW_CORPUS)  # reading takes seconds, so the signal lands in it
     out = tmp_path / "tok"
     recipe = tmp_path / "tok.yaml"
-    recipe.write_text(yaml.safe_dump({"output_dir": str(out), "vocab_size": 300, "batch_size": 10,
-                                      "datasets": [{"files": str(tiny_corpus)}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {"output_dir": str(out), "vocab_size": 300, "batch_size": 10, "datasets": [{"files": str(tiny_corpus)}]}
+        )
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "nlp_ssl", "tokenizer", str(recipe)], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nlp_ssl", "tokenizer", str(recipe)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     lines = []
     for line in proc.stderr:
         lines.append(line)

@@ -11,9 +11,13 @@ from nlp_ssl.engine import TrainingInterrupted
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import ModelConfig
 from nlp_ssl.objectives.masked_lm import MaskingConfig
-from nlp_ssl.objectives.replaced_token_detection import (ReplacedTokenDetectionPretrainConfig,
-                                                         ReplacedTokenDetectionTask, build_discriminator,
-                                                         build_generator, sample_rows)
+from nlp_ssl.objectives.replaced_token_detection import (
+    ReplacedTokenDetectionPretrainConfig,
+    ReplacedTokenDetectionTask,
+    build_discriminator,
+    build_generator,
+    sample_rows,
+)
 from nlp_ssl.tokenizer import load_tokenizer
 from tests.pretrain_helpers import tiny_config
 from tests.test_pretrain import _sigterm_during_step, assert_same_weights, losses, weights
@@ -27,8 +31,17 @@ def rtd_task(tok, architecture="bert", blocks=None):
     if blocks is None:
         rng = np.random.default_rng(0)
         blocks = rng.integers(5, len(tok), size=(40, 32))
-    return ReplacedTokenDetectionTask(model, tok, blocks, np.arange(len(blocks)), blocks, np.arange(len(blocks)),
-                                      seed=0, masking=MaskingConfig(), generator=generator)
+    return ReplacedTokenDetectionTask(
+        model,
+        tok,
+        blocks,
+        np.arange(len(blocks)),
+        blocks,
+        np.arange(len(blocks)),
+        seed=0,
+        masking=MaskingConfig(),
+        generator=generator,
+    )
 
 
 @pytest.mark.parametrize("architecture", ["bert", "modernbert"])
@@ -74,7 +87,9 @@ def test_replacements_depend_on_the_block_not_on_the_batch(tiny_tokenizer):
     a = task.make_batch(np.array([4, 9]), epoch=0, split="train")
     b = task.make_batch(np.array([9]), epoch=0, split="train")
     assert a.inputs["sample_seeds"][1] == b.inputs["sample_seeds"][0]
-    assert task.make_batch(np.array([9]), epoch=1, split="train").inputs["sample_seeds"][0] != b.inputs["sample_seeds"][0]
+    assert (
+        task.make_batch(np.array([9]), epoch=1, split="train").inputs["sample_seeds"][0] != b.inputs["sample_seeds"][0]
+    )
 
 
 def test_rtd_pretrains_reloads_and_fine_tunes(tmp_path, tiny_corpus, tiny_tokenizer, sentiment_dir):
@@ -109,7 +124,9 @@ def test_rtd_pretrains_reloads_and_fine_tunes(tmp_path, tiny_corpus, tiny_tokeni
 
     from nlp_ssl.export import export
 
-    card = ModelCard.load(export(str(tmp_path / "run"), str(tmp_path / "export"), repo_id="someone/electra") / "README.md")
+    card = ModelCard.load(
+        export(str(tmp_path / "run"), str(tmp_path / "export"), repo_id="someone/electra") / "README.md"
+    )
     assert card.data.pipeline_tag == "feature-extraction"
     assert {r.task_name for r in card.data.eval_results} == {"Replaced token detection"}
     assert "replaced-token detection" in card.text and "rtd.disc_weight" in card.text
@@ -129,14 +146,20 @@ def test_rtd_resumes_exactly(tmp_path, tiny_corpus, tiny_tokenizer, monkeypatch)
     pretrain.run(stopped)
     assert losses(tmp_path / "stopped") == pytest.approx(losses(tmp_path / "straight"), rel=1e-6)
     assert losses(tmp_path / "stopped", "eval/discriminator_accuracy") == pytest.approx(
-        losses(tmp_path / "straight", "eval/discriminator_accuracy"))
+        losses(tmp_path / "straight", "eval/discriminator_accuracy")
+    )
     assert_same_weights(weights(tmp_path / "stopped"), weights(tmp_path / "straight"))
 
 
 def test_rtd_recipe_errors(tmp_path, tiny_corpus, tiny_tokenizer):
     cfg = tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, "rtd")
-    raw = {"output_dir": str(tmp_path / "x"), "tokenizer": str(tiny_tokenizer), "objective": "rtd",
-           "data": {"datasets": [{"files": str(tiny_corpus)}]}, "model": {"preset": "tiny"}}
+    raw = {
+        "output_dir": str(tmp_path / "x"),
+        "tokenizer": str(tiny_tokenizer),
+        "objective": "rtd",
+        "data": {"datasets": [{"files": str(tiny_corpus)}]},
+        "model": {"preset": "tiny"},
+    }
     from nlp_ssl.config import from_dict
 
     with pytest.raises(ConfigError, match=r"'rtd.generator_layers' \(3\) exceeds the encoder's 2 layers"):

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from nlp_ssl import finetune
 from nlp_ssl.cli import main
 from nlp_ssl.config import dump_yaml
-from nlp_ssl.tokenizer import load_tokenizer_for
 from nlp_ssl.tasks.seq2seq import build_seq2seq
+from nlp_ssl.tokenizer import load_tokenizer_for
 from tests.finetune_helpers import assert_regenerates_first_prediction, translation_config, write_translation_folder
 from tests.helpers import write_jsonl
 
@@ -37,23 +37,26 @@ def test_encoder_decoder_is_assembled_from_mlm_and_clm_checkpoints(pretrained):
     mlm, clm = (load_file(str(pretrained[k] / "model/model.safetensors")) for k in ("mlm", "clm"))
     key = "encoder.layer.0.attention.self.query.weight"
     torch.testing.assert_close(model.encoder.state_dict()[key], mlm[f"bert.{key}"])
-    torch.testing.assert_close(model.decoder.state_dict()["transformer.h.0.attn.c_attn.weight"],
-                               clm["transformer.h.0.attn.c_attn.weight"])
+    torch.testing.assert_close(
+        model.decoder.state_dict()["transformer.h.0.attn.c_attn.weight"], clm["transformer.h.0.attn.c_attn.weight"]
+    )
     assert model.decoder.config.add_cross_attention and model.decoder.config.is_decoder
     assert (model.config.decoder_start_token_id, model.config.eos_token_id, model.config.pad_token_id) == (2, 3, 0)
     assert model.generation_config.decoder_start_token_id == 2 and model.generation_config.num_beams == 4
 
     bert2bert = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["mlm"] / "model"), tok)
     assert type(bert2bert.decoder).__name__ == "BertLMHeadModel" and bert2bert.decoder.config.add_cross_attention
-    torch.testing.assert_close(bert2bert.decoder.bert.encoder.layer[0].attention.self.query.weight,
-                               mlm[f"bert.{key}"])
+    torch.testing.assert_close(bert2bert.decoder.bert.encoder.layer[0].attention.self.query.weight, mlm[f"bert.{key}"])
     fresh = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["clm"] / "model"), tok, from_scratch=True)
     assert not torch.allclose(fresh.encoder.state_dict()[key], mlm[f"bert.{key}"])
-    encoder_only = build_seq2seq(str(pretrained["mlm"] / "model"), str(pretrained["clm"] / "model"), tok,
-                                 from_scratch="decoder")
+    encoder_only = build_seq2seq(
+        str(pretrained["mlm"] / "model"), str(pretrained["clm"] / "model"), tok, from_scratch="decoder"
+    )
     torch.testing.assert_close(encoder_only.encoder.state_dict()[key], mlm[f"bert.{key}"])
-    assert not torch.allclose(encoder_only.decoder.state_dict()["transformer.h.0.attn.c_attn.weight"],
-                              clm["transformer.h.0.attn.c_attn.weight"])
+    assert not torch.allclose(
+        encoder_only.decoder.state_dict()["transformer.h.0.attn.c_attn.weight"],
+        clm["transformer.h.0.attn.c_attn.weight"],
+    )
     assert encoder_only.decoder.config.add_cross_attention and encoder_only.config.decoder_start_token_id == 2
 
 
@@ -61,8 +64,13 @@ def test_labels_are_masked_and_decoder_inputs_shifted(translated, pretrained, tr
     from nlp_ssl.engine import make_accelerator
     from nlp_ssl.tasks.seq2seq import setup_seq2seq
 
-    cfg = translation_config(translated.parent / "probe", pretrained["mlm"], pretrained["clm"], translation_dir,
-                             train={"pack_pairs": False, "tracker": "none"})
+    cfg = translation_config(
+        translated.parent / "probe",
+        pretrained["mlm"],
+        pretrained["clm"],
+        translation_dir,
+        train={"pack_pairs": False, "tracker": "none"},
+    )
     task, _ = setup_seq2seq(cfg, make_accelerator(cfg.train, translated.parent / "probe"))
     batch = task.make_batch(torch.arange(8).numpy(), 0, "train").inputs
     labels, decoder_inputs = batch["labels"], batch["decoder_input_ids"]
@@ -86,8 +94,11 @@ def test_translation_run_scores_with_sacrebleu_and_writes_predictions(translated
     losses = [r["eval/loss"] for r in read_log(translated) if "eval/loss" in r]
     assert losses[-1] < losses[0] - 0.5  # it learned
     config = json.loads((translated / "model/config.json").read_text())
-    assert config["nlp_ssl"] == {"task": "translation", "source_column": "translation.en",
-                                 "target_column": "translation.xx"}
+    assert config["nlp_ssl"] == {
+        "task": "translation",
+        "source_column": "translation.en",
+        "target_column": "translation.xx",
+    }
 
 
 def test_saved_model_reloads_and_generates_the_same(translated):
@@ -99,11 +110,14 @@ def test_saved_model_reloads_and_generates_the_same(translated):
         assert_regenerates_first_prediction(translated, translated / "model", model)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing language key", r"row 5: column 'translation.xx' is null, expected text"),
-    ("empty target", r"row 2: column 'translation.xx' is empty, expected a target text"),
-    ("empty source", r"row 3: column 'translation.en' is empty, expected a source text"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing language key", r"row 5: column 'translation.xx' is null, expected text"),
+        ("empty target", r"row 2: column 'translation.xx' is empty, expected a target text"),
+        ("empty source", r"row 3: column 'translation.en' is empty, expected a source text"),
+    ],
+)
 def test_bad_pairs_fail_clearly(tmp_path, pretrained, case, message, capsys):
     data = write_translation_folder(tmp_path / "data", sizes=(40, 8, 8))
     rows = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()]
@@ -127,7 +141,9 @@ def test_evaluate_and_predict_work_for_the_encoder_decoder(tmp_path, translated,
     assert main(["evaluate", str(translated), str(translation_dir), "--output-dir", str(out)]) == 0
     scored = json.loads((out / "metrics.json").read_text())
     trained = json.loads((translated / "metrics.json").read_text())
-    assert scored["bleu"] == pytest.approx(trained["test_bleu"]) and scored["chrf"] == pytest.approx(trained["test_chrf"])
+    assert scored["bleu"] == pytest.approx(trained["test_bleu"]) and scored["chrf"] == pytest.approx(
+        trained["test_chrf"]
+    )
     rows = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
     capsys.readouterr()
     assert main(["predict", str(translated), rows[0]["source"], rows[1]["source"], "--json"]) == 0
@@ -150,15 +166,23 @@ def test_export_card_carries_bleu_and_chrf_and_the_folder_generates(tmp_path, tr
         for key in ("bleu", "chrf"):
             assert got[(split, key)] == pytest.approx(metrics[f"{split}_{key}"], abs=1e-6)
     assert "fine-tuned for en -> xx translation from the encoder" in card.text
-    assert "AutoModelForSeq2SeqLM.from_pretrained(\"someone/mt\")" in card.text
-    assert sorted(p.name for p in out.iterdir()) == sorted([
-        "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-        "tokenizer_config.json"])
+    assert 'AutoModelForSeq2SeqLM.from_pretrained("someone/mt")' in card.text
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "README.md",
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
+    )
     assert_regenerates_first_prediction(translated, out)
 
 
-def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(tmp_path, tiny_corpus, tiny_tokenizer, pretrained,
-                                                                   translation_dir):
+def test_modernbert_encoder_with_a_gpt2_decoder_trains_and_reloads(
+    tmp_path, tiny_corpus, tiny_tokenizer, pretrained, translation_dir
+):
     """The default English MLM recipe pretrains a ModernBERT encoder; the summarization warm
     start pairs it with our GPT-2 decoder, so that pairing must assemble, learn, save and
     generate after a reload."""
@@ -195,8 +219,9 @@ def test_training_and_scoring_print_no_expected_noise(tmp_path, pretrained, tran
         logging.getLogger(name).addHandler(catch)
     try:
         for decoder in ("clm", "mlm"):  # GPT-2 and BERT decoders
-            cfg = translation_config(tmp_path / decoder, pretrained["mlm"], pretrained[decoder], translation_dir,
-                                     seed=0)
+            cfg = translation_config(
+                tmp_path / decoder, pretrained["mlm"], pretrained[decoder], translation_dir, seed=0
+            )
             cfg.train.epochs = 1
             finetune.run(cfg)
     finally:
@@ -229,13 +254,17 @@ def test_the_card_snippet_handles_a_text_longer_than_the_encoder(translated, cap
     assert decoded <= config["decoder"].get("n_positions", config["decoder"].get("max_position_embeddings"))
 
 
-@pytest.mark.parametrize("from_scratch,summary,base", [
-    ("decoder", "from the encoder `me/enc` and a fresh decoder.", "me/enc"),
-    (True, "from fresh weights (no pretraining).", None),
-    (False, "from the encoder `me/enc` and the decoder `me/dec`", ["me/enc", "me/dec"]),
-])
-def test_an_encoder_decoder_card_names_the_halves_that_were_pretrained(tmp_path, translated, pretrained,
-                                                                       from_scratch, summary, base):
+@pytest.mark.parametrize(
+    "from_scratch,summary,base",
+    [
+        ("decoder", "from the encoder `me/enc` and a fresh decoder.", "me/enc"),
+        (True, "from fresh weights (no pretraining).", None),
+        (False, "from the encoder `me/enc` and the decoder `me/dec`", ["me/enc", "me/dec"]),
+    ],
+)
+def test_an_encoder_decoder_card_names_the_halves_that_were_pretrained(
+    tmp_path, translated, pretrained, from_scratch, summary, base
+):
     """``from_scratch: decoder`` names the encoder as its start and as its only base model."""
     import shutil
 
@@ -264,31 +293,59 @@ def test_from_scratch_takes_true_false_or_decoder(tmp_path, pretrained):
     from nlp_ssl.config import ConfigError
 
     data = write_translation_folder(tmp_path / "mt", sizes=(8, 2, 2))
-    assert translation_config(tmp_path / "a", pretrained["mlm"], None, data, from_scratch="decoder").from_scratch == "decoder"
+    assert (
+        translation_config(tmp_path / "a", pretrained["mlm"], None, data, from_scratch="decoder").from_scratch
+        == "decoder"
+    )
     for bad in (1, "Decoder", "encoder"):
         with pytest.raises(ConfigError, match="'from_scratch' must be"):
             translation_config(tmp_path / "a", pretrained["mlm"], None, data, from_scratch=bad)
 
 
 def _tiny_encoder_decoder(encoder: str, decoder: str, attention: str = "sdpa"):
-    from transformers import (BertConfig, CamembertConfig, EncoderDecoderConfig, EncoderDecoderModel, GPT2Config,
-                              ModernBertConfig, RobertaConfig, RobertaPreLayerNormConfig, XLMRobertaConfig)
+    from transformers import (
+        BertConfig,
+        CamembertConfig,
+        EncoderDecoderConfig,
+        EncoderDecoderModel,
+        GPT2Config,
+        ModernBertConfig,
+        RobertaConfig,
+        RobertaPreLayerNormConfig,
+        XLMRobertaConfig,
+    )
 
     shape = {"vocab_size": 50, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
     encoders = {
         "bert": lambda: BertConfig(**shape, num_hidden_layers=2, max_position_embeddings=64, pad_token_id=0),
         # a window of 8 (4 each side), shorter than the sources: its local layers are exercised
-        "modernbert": lambda: ModernBertConfig(**shape, num_hidden_layers=3, max_position_embeddings=64,
-                                               pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2,
-                                               sep_token_id=3, local_attention=8, global_attn_every_n_layers=2),
+        "modernbert": lambda: ModernBertConfig(
+            **shape,
+            num_hidden_layers=3,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            cls_token_id=2,
+            sep_token_id=3,
+            local_attention=8,
+            global_attn_every_n_layers=2,
+        ),
         # positions counted from pad_token_id + 1 (70 = 64 + 1 + room)
-        **{kind: (lambda c=c: c(**shape, num_hidden_layers=2, max_position_embeddings=70, pad_token_id=0))
-           for kind, c in (("roberta-prelayernorm", RobertaPreLayerNormConfig), ("roberta", RobertaConfig),
-                           ("xlm-roberta", XLMRobertaConfig), ("camembert", CamembertConfig))},
+        **{
+            kind: (lambda c=c: c(**shape, num_hidden_layers=2, max_position_embeddings=70, pad_token_id=0))
+            for kind, c in (
+                ("roberta-prelayernorm", RobertaPreLayerNormConfig),
+                ("roberta", RobertaConfig),
+                ("xlm-roberta", XLMRobertaConfig),
+                ("camembert", CamembertConfig),
+            )
+        },
     }
     decoders = {
-        "gpt2": lambda: GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=2,
-                                   eos_token_id=3),
+        "gpt2": lambda: GPT2Config(
+            vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=2, eos_token_id=3
+        ),
         "bert": encoders["bert"],
         **{kind: encoders[kind] for kind in ("roberta-prelayernorm", "roberta", "xlm-roberta", "camembert")},
     }
@@ -306,29 +363,44 @@ def _pairs(n=12, seed=0):
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    return [{"input_ids": rng.integers(4, 50, rng.integers(2, 20)).tolist(),
-             "labels": rng.integers(4, 50, rng.integers(2, 25)).tolist()} for _ in range(n)]
+    return [
+        {
+            "input_ids": rng.integers(4, 50, rng.integers(2, 20)).tolist(),
+            "labels": rng.integers(4, 50, rng.integers(2, 25)).tolist(),
+        }
+        for _ in range(n)
+    ]
 
 
 def _padded(pairs) -> dict:
     """The same pairs one per row, as ``DataCollatorForSeq2Seq`` lays them out."""
     source, target = max(len(p["input_ids"]) for p in pairs), max(len(p["labels"]) for p in pairs)
     labels = torch.tensor([p["labels"] + [-100] * (target - len(p["labels"])) for p in pairs])
-    return {"input_ids": torch.tensor([p["input_ids"] + [0] * (source - len(p["input_ids"])) for p in pairs]),
-            "attention_mask": torch.tensor([[1] * len(p["input_ids"]) + [0] * (source - len(p["input_ids"]))
-                                            for p in pairs]),
-            "labels": labels, "decoder_input_ids": torch.cat([torch.full((len(pairs), 1), 2),
-                                                              labels[:, :-1].clamp(min=0)], 1)}
+    return {
+        "input_ids": torch.tensor([p["input_ids"] + [0] * (source - len(p["input_ids"])) for p in pairs]),
+        "attention_mask": torch.tensor(
+            [[1] * len(p["input_ids"]) + [0] * (source - len(p["input_ids"])) for p in pairs]
+        ),
+        "labels": labels,
+        "decoder_input_ids": torch.cat([torch.full((len(pairs), 1), 2), labels[:, :-1].clamp(min=0)], 1),
+    }
 
 
-@pytest.mark.parametrize("encoder,decoder,attention", [("bert", "gpt2", "sdpa"), ("bert", "gpt2", "eager"),
-                                                       ("modernbert", "gpt2", "sdpa"),
-                                                       ("roberta-prelayernorm", "gpt2", "sdpa"),
-                                                       ("roberta-prelayernorm", "roberta-prelayernorm", "sdpa"),
-                                                       ("modernbert", "bert", "eager"), ("bert", "bert", "sdpa"),
-                                                       ("roberta", "roberta", "eager"),
-                                                       ("xlm-roberta", "camembert", "sdpa"),
-                                                       ("camembert", "xlm-roberta", "eager")])
+@pytest.mark.parametrize(
+    "encoder,decoder,attention",
+    [
+        ("bert", "gpt2", "sdpa"),
+        ("bert", "gpt2", "eager"),
+        ("modernbert", "gpt2", "sdpa"),
+        ("roberta-prelayernorm", "gpt2", "sdpa"),
+        ("roberta-prelayernorm", "roberta-prelayernorm", "sdpa"),
+        ("modernbert", "bert", "eager"),
+        ("bert", "bert", "sdpa"),
+        ("roberta", "roberta", "eager"),
+        ("xlm-roberta", "camembert", "sdpa"),
+        ("camembert", "xlm-roberta", "eager"),
+    ],
+)
 def test_packed_rows_give_the_padded_batch_loss_and_gradients(encoder, decoder, attention):
     from nlp_ssl.tasks.pair_packing import pack_pairs, unsupported
     from nlp_ssl.tasks.seq2seq import Seq2SeqLoss
@@ -351,15 +423,20 @@ def test_packed_rows_give_the_padded_batch_loss_and_gradients(encoder, decoder, 
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
     # rows padded to a multiple of 8 (as on GPUs) change nothing
-    wide = pack_pairs(pairs, model.config, source_width=40, target_width=40, pad_id=0, start_id=2,
-                      pad_to_multiple_of=8)
+    wide = pack_pairs(pairs, model.config, source_width=40, target_width=40, pad_id=0, start_id=2, pad_to_multiple_of=8)
     assert wide["input_ids"].size(1) % 8 == 0 and wide["labels"].size(1) % 8 == 0
     assert wide["input_ids"].size(1) > packed["input_ids"].size(1) or wide["labels"].size(1) > packed["labels"].size(1)
     with torch.no_grad():
         torch.testing.assert_close(loss(**wide), padded_loss, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="non-empty source and target"):
-        pack_pairs([*pairs, {"input_ids": [], "labels": [5]}], model.config, source_width=40, target_width=40,
-                   pad_id=0, start_id=2)
+        pack_pairs(
+            [*pairs, {"input_ids": [], "labels": [5]}],
+            model.config,
+            source_width=40,
+            target_width=40,
+            pad_id=0,
+            start_id=2,
+        )
 
     # the control: the same comparison catches a target that may look at every source of its row
     leaky = dict(packed, cross_attention_mask=torch.ones_like(packed["cross_attention_mask"]))
@@ -384,9 +461,9 @@ def test_eager_attention_takes_packed_masks_in_the_dtype_its_weights_run_in():
 
 
 def test_rows_hold_every_pair_once_within_the_widths():
-    from nlp_ssl.tasks.pair_packing import assign_rows
-
     import numpy as np
+
+    from nlp_ssl.tasks.pair_packing import assign_rows
 
     rng = np.random.default_rng(1)
     source, target = rng.integers(2, 30, 64), rng.integers(2, 20, 64)
@@ -397,8 +474,9 @@ def test_rows_hold_every_pair_once_within_the_widths():
     assert assign_rows([32, 32], [1, 1], 32, 24) == [[0], [1]]  # a full row takes nothing more
 
 
-def test_packing_is_refused_for_architectures_it_was_not_verified_on(tmp_path, pretrained, translation_dir,
-                                                                     monkeypatch, caplog):
+def test_packing_is_refused_for_architectures_it_was_not_verified_on(
+    tmp_path, pretrained, translation_dir, monkeypatch, caplog
+):
     from nlp_ssl.engine import make_accelerator
     from nlp_ssl.errors import ConfigError
     from nlp_ssl.tasks.pair_packing import unsupported
@@ -412,8 +490,13 @@ def test_packing_is_refused_for_architectures_it_was_not_verified_on(tmp_path, p
     assert "'flex_attention' attention" in unsupported(model)
     assert unsupported(_tiny_encoder_decoder("bert", "gpt2")) is None
 
-    cfg = translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], translation_dir,
-                             train={"pack_pairs": True, "epochs": 1, "tracker": "none"})
+    cfg = translation_config(
+        tmp_path / "run",
+        pretrained["mlm"],
+        pretrained["clm"],
+        translation_dir,
+        train={"pack_pairs": True, "epochs": 1, "tracker": "none"},
+    )
     task, _ = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "run"))
     assert task.pack_widths == (32, 24)
     default = translation_config(tmp_path / "run", pretrained["mlm"], pretrained["clm"], translation_dir)
@@ -453,12 +536,28 @@ def test_a_packed_run_trains_as_the_padded_run_does(tmp_path, pretrained, transl
     losses = {}
     for pack in (False, True):
         out = tmp_path / f"pack-{pack}"
-        finetune.run(translation_config(out, pretrained["mlm"], pretrained["clm"], translation_dir,
-                                        train={"max_steps": 4, "epochs": None, "micro_batch_size": 8,
-                                               "grad_accum_steps": 2, "lr": 3e-3,
-                                               "tracker": "none", "log_every": 1, "warmup_ratio": 0.1,
-                                               "group_by_length": False, "pack_pairs": pack, "eval_every": 4,
-                                               "save_every": 4}))
+        finetune.run(
+            translation_config(
+                out,
+                pretrained["mlm"],
+                pretrained["clm"],
+                translation_dir,
+                train={
+                    "max_steps": 4,
+                    "epochs": None,
+                    "micro_batch_size": 8,
+                    "grad_accum_steps": 2,
+                    "lr": 3e-3,
+                    "tracker": "none",
+                    "log_every": 1,
+                    "warmup_ratio": 0.1,
+                    "group_by_length": False,
+                    "pack_pairs": pack,
+                    "eval_every": 4,
+                    "save_every": 4,
+                },
+            )
+        )
         losses[pack] = [r["train/loss"] for r in read_log(out) if "train/loss" in r]
         if not pack:
             assert not rows

@@ -52,7 +52,10 @@ def test_every_run_is_a_stage_and_study_json_holds_every_figure(study):
     assert s["schema"] == SCHEMA and s["task"] == "sentiment" and s["metric"] == "test_accuracy"
     assert s["label_counts"] == ["40", "all"] and s["seeds"] == [0, 1]
     assert {a: (v["label"], v["role"]) for a, v in s["arms"].items()} == {
-        "scratch": ("random init", "scratch"), "mlm": ("our MLM", "own"), "tfidf": ("TF-IDF + LR", "classical")}
+        "scratch": ("random init", "scratch"),
+        "mlm": ("our MLM", "own"),
+        "tfidf": ("TF-IDF + LR", "classical"),
+    }
     # 3 arms x (2 seeds at 40 labels + 1 seed with all labels)
     assert summary["runs"] == 9 and len(s["runs"]) == 9
     for stage, r in s["runs"].items():
@@ -77,8 +80,15 @@ def test_every_run_is_a_stage_and_study_json_holds_every_figure(study):
 def test_report_and_plots_have_every_section(study):
     _, run_dir, _ = study
     md = (run_dir / "report.md").read_text()
-    for heading in ("# Tiny study", "## Results", "## Conclusions", "## Arms", "## Pretraining cost", "## Plots",
-                    "## Every run"):
+    for heading in (
+        "# Tiny study",
+        "## Results",
+        "## Conclusions",
+        "## Arms",
+        "## Pretraining cost",
+        "## Plots",
+        "## Every run",
+    ):
         assert heading in md
     assert "| start | 40 labels | all labels |" in md
     for label in ("random init", "our MLM", "TF-IDF + LR"):
@@ -115,7 +125,8 @@ def test_tfidf_sees_the_examples_fine_tuning_sees(study):
     assert base["train_examples"] == ft["train_examples"] == 40 and base["method"] == "tfidf_logreg"
     rows = [json.loads(line) for line in (run_dir / "baseline-tfidf-40-s1/predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 120 and base["test_accuracy"] == pytest.approx(
-        accuracy_score([r["label"] for r in rows], [r["prediction"] for r in rows]))
+        accuracy_score([r["label"] for r in rows], [r["prediction"] for r in rows])
+    )
 
 
 def test_tfidf_subsample_is_the_fine_tuning_subsample(tmp_path, sentiment_dir):
@@ -123,8 +134,11 @@ def test_tfidf_subsample_is_the_fine_tuning_subsample(tmp_path, sentiment_dir):
     from nlp_ssl.baselines import BaselineConfig, _Texts
     from nlp_ssl.tasks.classification import load_sentiment_data
 
-    data = {"train": {"name": str(sentiment_dir), "split": "train"}, "labels": ["negative", "positive"],
-            "train_samples": 30}
+    data = {
+        "train": {"name": str(sentiment_dir), "split": "train"},
+        "labels": ["negative", "positive"],
+        "train_samples": 30,
+    }
     cfg = from_dict(BaselineConfig, {"output_dir": str(tmp_path / "b"), "data": data, "seed": 3})
     splits, _, index = load_sentiment_data(cfg, _Texts())
     assert len(index) == 30 and "eval" in splits  # no validation split: held out of train, as fine-tuning does
@@ -132,14 +146,20 @@ def test_tfidf_subsample_is_the_fine_tuning_subsample(tmp_path, sentiment_dir):
     assert (labels == 0).sum() == 15
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: r["finetune"].update(init="mlm"), "finetune.init: set per arm"),
-    (lambda r: r.update(label_counts=[0]), "'label_counts' must be positive"),
-    (lambda r: r.update(by_label_count={"50": {}}), "'by_label_count' names ['50']"),
-    (lambda r: r["arms"]["mlm"]["recipe"].update(init="nowhere-stage"), "finetune.mlm-40-s0.init: 'nowhere-stage' is not a pretraining stage"),
-    (lambda r: r["arms"]["mlm"]["recipe"].update(dropuot=0.1), "unknown key 'finetune.mlm-40-s0.dropuot'"),
-    (lambda r: r.update(seeds_at_all=3), "'seeds_at_all' must be in 1..2"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r["finetune"].update(init="mlm"), "finetune.init: set per arm"),
+        (lambda r: r.update(label_counts=[0]), "'label_counts' must be positive"),
+        (lambda r: r.update(by_label_count={"50": {}}), "'by_label_count' names ['50']"),
+        (
+            lambda r: r["arms"]["mlm"]["recipe"].update(init="nowhere-stage"),
+            "finetune.mlm-40-s0.init: 'nowhere-stage' is not a pretraining stage",
+        ),
+        (lambda r: r["arms"]["mlm"]["recipe"].update(dropuot=0.1), "unknown key 'finetune.mlm-40-s0.dropuot'"),
+        (lambda r: r.update(seeds_at_all=3), "'seeds_at_all' must be in 1..2"),
+    ],
+)
 def test_bad_study_recipes_fail_before_anything_runs(tmp_path, tiny_corpus, sentiment_dir, change, message):
     raw = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
     change(raw)
@@ -156,8 +176,13 @@ def test_arm_roles_are_inferred_unless_the_recipe_names_one(tmp_path, tiny_corpu
     raw["arms"]["outside"] = {"recipe": {"init": str(tmp_path / "elsewhere")}}
     raw["arms"]["ours_outside"] = {"role": "own", "recipe": {"init": str(tmp_path / "elsewhere")}}
     cfg = from_dict(StudyConfig, raw)
-    assert {a: cfg.role(a) for a in cfg.arms} == {"scratch": "scratch", "mlm": "own", "tfidf": "classical",
-                                                   "outside": "transfer", "ours_outside": "own"}
+    assert {a: cfg.role(a) for a in cfg.arms} == {
+        "scratch": "scratch",
+        "mlm": "own",
+        "tfidf": "classical",
+        "outside": "transfer",
+        "ours_outside": "own",
+    }
     raw["arms"]["ours_outside"]["role"] = "mine"
     with pytest.raises(ConfigError, match="role"):
         from_dict(StudyConfig, raw)
@@ -168,14 +193,18 @@ def test_the_start_column_tells_tfidf_variants_apart(tmp_path, tiny_corpus, sent
 
     raw = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
     raw["arms"]["chars"] = {"method": "tfidf_logreg", "recipe": {"char_ngrams": [2, 5]}}
-    raw["arms"]["frozen_chars"] = {"method": "frozen_logreg",
-                                   "recipe": {"init": "mlm", "tfidf": True, "char_ngrams": [2, 5]}}
+    raw["arms"]["frozen_chars"] = {
+        "method": "frozen_logreg",
+        "recipe": {"init": "mlm", "tfidf": True, "char_ngrams": [2, 5]},
+    }
     raw["arms"]["frozen"] = {"method": "frozen_logreg", "recipe": {"init": "mlm", "tfidf": True}}
     cfg = from_dict(StudyConfig, raw)
     assert {a: _start(cfg.arms[a], cfg) for a in ("tfidf", "chars", "frozen", "frozen_chars")} == {
-        "tfidf": None, "chars": "TF-IDF with character 2-5-grams",
+        "tfidf": None,
+        "chars": "TF-IDF with character 2-5-grams",
         "frozen": "frozen features of pretrain-mlm + TF-IDF",
-        "frozen_chars": "frozen features of pretrain-mlm + TF-IDF with character 2-5-grams"}
+        "frozen_chars": "frozen features of pretrain-mlm + TF-IDF with character 2-5-grams",
+    }
 
 
 def test_an_arm_may_run_at_a_subset_of_label_counts_and_seeds(tmp_path, tiny_corpus, sentiment_dir):
@@ -184,10 +213,16 @@ def test_an_arm_may_run_at_a_subset_of_label_counts_and_seeds(tmp_path, tiny_cor
     raw["arms"]["scratch"].update(seeds=[1])
     cfg = from_dict(StudyConfig, raw)
     assert [stage for stage, *_ in cfg.runs()] == [
-        "finetune-scratch-40-s1", "baseline-tfidf-40-s0", "baseline-tfidf-40-s1",
-        "finetune-mlm-all-s0", "baseline-tfidf-all-s0"]  # seeds_at_all=1 leaves scratch no seed with all labels
-    for key, value, message in (("label_counts", [7], "arms.mlm.label_counts must be a non-empty subset"),
-                                ("seeds", [5], "arms.mlm.seeds must be a non-empty subset")):
+        "finetune-scratch-40-s1",
+        "baseline-tfidf-40-s0",
+        "baseline-tfidf-40-s1",
+        "finetune-mlm-all-s0",
+        "baseline-tfidf-all-s0",
+    ]  # seeds_at_all=1 leaves scratch no seed with all labels
+    for key, value, message in (
+        ("label_counts", [7], "arms.mlm.label_counts must be a non-empty subset"),
+        ("seeds", [5], "arms.mlm.seeds must be a non-empty subset"),
+    ):
         bad = study_raw(tmp_path / "s", tiny_corpus, sentiment_dir)
         bad["arms"]["mlm"][key] = value
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -201,7 +236,9 @@ def test_a_gap_is_called_clear_only_when_a_t_test_says_so():
         return {n: {"values": {str(i): v for i, v in enumerate(vs)}, **_summary(vs)} for n, vs in per_count.items()}
 
     study = {
-        "metric": "test_accuracy", "label_counts": ["50", "all"], "pretraining": {},
+        "metric": "test_accuracy",
+        "label_counts": ["50", "all"],
+        "pretraining": {},
         "arms": {"own": {"label": "ours", "role": "own"}, "scratch": {"label": "random init", "role": "scratch"}},
         "results": {
             # at 50 labels the gap (2 points) is within the seeds' scatter; with all labels it is not
@@ -220,15 +257,26 @@ def test_a_gap_is_called_clear_only_when_a_t_test_says_so():
     assert any("with all labels (clear: one-sample t-test against a single run p<0.001)" in l for l in lines)
 
     # two classical baselines: an arm is held to the stronger one at each label count, named
-    study["arms"].update({"tfidf": {"label": "TF-IDF words", "role": "classical"},
-                          "chars": {"label": "TF-IDF words + chars", "role": "classical"}})
-    study["results"].update({"tfidf": arm_results({"50": [0.59, 0.60, 0.61], "all": [0.79]}),
-                             "chars": arm_results({"50": [0.56, 0.57, 0.58], "all": [0.81]})})
+    study["arms"].update(
+        {
+            "tfidf": {"label": "TF-IDF words", "role": "classical"},
+            "chars": {"label": "TF-IDF words + chars", "role": "classical"},
+        }
+    )
+    study["results"].update(
+        {
+            "tfidf": arm_results({"50": [0.59, 0.60, 0.61], "all": [0.79]}),
+            "chars": arm_results({"50": [0.56, 0.57, 0.58], "all": [0.81]}),
+        }
+    )
     lines = conclusions(study)
-    assert any("ours trails TF-IDF words + chars (the strongest classical arm here) by 1.0 points with all labels"
-               in l for l in lines)
-    assert any("ours beats TF-IDF words (the strongest classical arm here) by 1.3 points with 50 labels" in l
-               for l in lines)
+    assert any(
+        "ours trails TF-IDF words + chars (the strongest classical arm here) by 1.0 points with all labels" in l
+        for l in lines
+    )
+    assert any(
+        "ours beats TF-IDF words (the strongest classical arm here) by 1.3 points with 50 labels" in l for l in lines
+    )
     assert not any("TF-IDF words by" in l or "chars (the strongest classical arm here) by 1.3" in l for l in lines)
     assert not any("TF-IDF + logistic regression" in l for l in lines)
     assert "Overall, ours beats the strongest classical arm at 1 of the 2 label counts both ran (50)." in lines
@@ -239,8 +287,9 @@ def test_a_gap_is_called_clear_only_when_a_t_test_says_so():
     study["arms"]["never"] = {"label": "never run", "role": "classical"}
     study["results"]["never"] = {n: {"values": {}, "mean": None, "std": None, "n": 0} for n in ("50", "all")}
     lines = conclusions(study)
-    assert any("ours beats TF-IDF words (the strongest classical arm here) by 1.0 points with all labels" in l
-               for l in lines)
+    assert any(
+        "ours beats TF-IDF words (the strongest classical arm here) by 1.0 points with all labels" in l for l in lines
+    )
     assert not any("never run" in l for l in lines)
     study["results"]["scratch"]["all"] = {"values": {}, "mean": None, "std": None, "n": 0}
     assert "Overall, ours beats random init at 1 of the 1 label counts both ran (50)." in conclusions(study)
@@ -266,8 +315,11 @@ def test_finetune_curves_show_training_loss_and_every_evaluation(study, monkeypa
     monkeypatch.setattr(report, "_save", lambda plt, fig, path: drawn.setdefault("fig", fig) and path)
     report.plot_finetuning(s, run_dir, run_dir / "unused.png")
     loss_ax, metric_ax = drawn["fig"].axes
-    trained = [st for st, r in s["runs"].items() if r["label_count"] == "all" and r["seed"] == 0
-               and (run_dir / st / "train_log.jsonl").is_file()]
+    trained = [
+        st
+        for st, r in s["runs"].items()
+        if r["label_count"] == "all" and r["seed"] == 0 and (run_dir / st / "train_log.jsonl").is_file()
+    ]
     assert trained and len(loss_ax.lines) == len(metric_ax.lines) == len(trained)
     for stage, loss_line, metric_line in zip(trained, loss_ax.lines, metric_ax.lines):
         log = [json.loads(x) for x in (run_dir / stage / "train_log.jsonl").read_text().splitlines()]

@@ -28,13 +28,23 @@ def config(tmp_path, corpus, **kw):
 @pytest.mark.parametrize("model", ["bpe", "wordpiece", "unigram"])
 def test_each_model_loads_with_autotokenizer(tmp_path, corpus_file, model):
     normalization = ["lowercase"] if model == "wordpiece" else []
-    cfg = config(tmp_path, corpus_file, model=model, vocab_size=300 if model == "bpe" else 120, normalization=normalization)
+    cfg = config(
+        tmp_path, corpus_file, model=model, vocab_size=300 if model == "bpe" else 120, normalization=normalization
+    )
     metrics = run(cfg)
     tok = AutoTokenizer.from_pretrained(cfg.output_dir)
     # a class name transformers 4.x knows too
-    assert json.loads((tmp_path / "tok/tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert (
+        json.loads((tmp_path / "tok/tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    )
     # ids fixed by SpecialTokens order: both objectives find what they need
-    assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.mask_token_id) == (0, 1, 2, 3, 4)
+    assert (tok.pad_token_id, tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.mask_token_id) == (
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
     assert tok.cls_token == tok.bos_token and tok.sep_token == tok.eos_token
     assert len(tok) == metrics["vocab_size"] <= cfg.vocab_size
     text = "The movie was brilliant. The ending awful."
@@ -56,7 +66,15 @@ def test_byte_level_bpe_round_trips_any_text(tmp_path, corpus_file):
 
 
 def test_normalization_lowercases(tmp_path, corpus_file):
-    run(config(tmp_path, corpus_file, model="wordpiece", vocab_size=120, normalization=["nfd", "lowercase", "strip_accents"]))
+    run(
+        config(
+            tmp_path,
+            corpus_file,
+            model="wordpiece",
+            vocab_size=120,
+            normalization=["nfd", "lowercase", "strip_accents"],
+        )
+    )
     tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert tok.tokenize("MOVIE") == tok.tokenize("movie") and tok.tokenize("Mövie") == tok.tokenize("movie")
 
@@ -68,9 +86,10 @@ def test_streaming_gives_the_same_tokenizer(tmp_path, corpus_file):
     streamed.datasets[0].streaming = True
     run(eager)
     run(streamed)
-    assert json.loads((tmp_path / "tok/tokenizer.json").read_text())["model"] == json.loads(
-        (tmp_path / "streamed/tokenizer.json").read_text()
-    )["model"]
+    assert (
+        json.loads((tmp_path / "tok/tokenizer.json").read_text())["model"]
+        == json.loads((tmp_path / "streamed/tokenizer.json").read_text())["model"]
+    )
 
 
 def test_several_datasets_share_one_vocabulary(tmp_path, corpus_file):

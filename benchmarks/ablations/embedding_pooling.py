@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from rt_screen import DATA  # first: it puts the repository on the import path
 
 from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts
@@ -66,8 +65,9 @@ def score(x: dict, y: dict, train_index: np.ndarray, seed: int, grid=C_GRID) -> 
 
     best = None
     for c in grid:
-        model = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(scaled(x["train"][train_index]),
-                                                                               y["train"][train_index])
+        model = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(
+            scaled(x["train"][train_index]), y["train"][train_index]
+        )
         acc = (model.predict(scaled(x["eval"])) == y["eval"]).mean()
         if best is None or acc > best[0]:
             best = (acc, model)
@@ -95,15 +95,23 @@ def main() -> None:
         results[how] = {}
         for n in args.counts:
             accs = []
-            for seed in (args.seeds if n != "all" else args.seeds[:1]):
-                cfg = from_dict(BaselineConfig, {"output_dir": "unused", "seed": seed,
-                                                 "data": {**DATA, "train_samples": None if n == "all" else int(n)}})
+            for seed in args.seeds if n != "all" else args.seeds[:1]:
+                cfg = from_dict(
+                    BaselineConfig,
+                    {
+                        "output_dir": "unused",
+                        "seed": seed,
+                        "data": {**DATA, "train_samples": None if n == "all" else int(n)},
+                    },
+                )
                 splits, _, train_index = load_sentiment_data(cfg, _Texts())
                 x = {k: pooled(s["baseline_text"], tokenizer, vectors, weights, how) for k, s in splits.items()}
                 y = {k: np.asarray(s["label_id"]) for k, s in splits.items()}
                 accs.append(score(x, y, train_index, seed, args.C))
-            results[how][n] = {"mean": round(100 * float(np.mean(accs)), 1),
-                               "std": round(100 * float(np.std(accs, ddof=1)), 1) if len(accs) > 1 else None}
+            results[how][n] = {
+                "mean": round(100 * float(np.mean(accs)), 1),
+                "std": round(100 * float(np.std(accs, ddof=1)), 1) if len(accs) > 1 else None,
+            }
             print(how, n, results[how][n], flush=True)
     print(json.dumps(results, indent=1))
 

@@ -61,7 +61,7 @@ def main() -> None:
         start = time.perf_counter()
         with torch.inference_mode():
             for at in range(0, len(order), size):
-                chunk = order[at:at + size]
+                chunk = order[at : at + size]
                 batch = tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
                 generated = model.generate(**batch)
                 steps += generated.shape[1]
@@ -69,9 +69,16 @@ def main() -> None:
                     outputs[i] = text.strip()
         seconds = time.perf_counter() - start
         bleu = sacrebleu.corpus_bleu(outputs, [references]).score
-        results.append({"order": order_name, "batch_size": size, "seconds": round(seconds, 2),
-                        "sentences_per_s": round(len(ids) / seconds, 1), "decoder_steps": steps,
-                        "bleu": round(bleu, 2)})
+        results.append(
+            {
+                "order": order_name,
+                "batch_size": size,
+                "seconds": round(seconds, 2),
+                "sentences_per_s": round(len(ids) / seconds, 1),
+                "decoder_steps": steps,
+                "bleu": round(bleu, 2),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
 
 

@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from rt_screen import DATA  # first: it puts the repository on the import path
 
 from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts, held_out_folds, tfidf_vectorizer, unit_norm_scaler
@@ -51,11 +50,18 @@ def main() -> None:
     results: dict = {}
     for n in args.counts:
         picked: dict = {"validation": [], "cv": [], "pooled": [], "best": [], "worst": []}
-        for seed in (args.seeds if n != "all" else args.seeds[:1]):
-            cfg = from_dict(BaselineConfig, {"output_dir": "unused", "seed": seed,
-                                             "selection": "validation_and_cv", "cv_folds": args.folds,
-                                             "char_ngrams": None if args.words_only else args.char_ngrams,
-                                             "data": {**DATA, "train_samples": None if n == "all" else int(n)}})
+        for seed in args.seeds if n != "all" else args.seeds[:1]:
+            cfg = from_dict(
+                BaselineConfig,
+                {
+                    "output_dir": "unused",
+                    "seed": seed,
+                    "selection": "validation_and_cv",
+                    "cv_folds": args.folds,
+                    "char_ngrams": None if args.words_only else args.char_ngrams,
+                    "data": {**DATA, "train_samples": None if n == "all" else int(n)},
+                },
+            )
             splits, _, train_index = load_sentiment_data(cfg, _Texts())
             text = {k: s["baseline_text"] for k, s in splits.items()}
             text["train"] = [text["train"][i] for i in train_index]
@@ -70,30 +76,50 @@ def main() -> None:
                 dense = {k: scaler.transform(v) for k, v in dense.items()}
             folds = held_out_folds(cfg, y["train"])  # the stage's own folds
             rows = []
-            for weight in ([None] if args.no_vectors else args.weights):
-                x = {k: sparse[k] if weight is None else sp.hstack([sparse[k], sp.csr_matrix(weight * dense[k])],
-                                                                   format="csr") for k in sparse}
+            for weight in [None] if args.no_vectors else args.weights:
+                x = {
+                    k: sparse[k]
+                    if weight is None
+                    else sp.hstack([sparse[k], sp.csr_matrix(weight * dense[k])], format="csr")
+                    for k in sparse
+                }
                 for c in args.C:
-                    def fit(rows_):
-                        return LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x["train"][rows_],
-                                                                                            y["train"][rows_])
+
+                    def fit(rows_, c=c, seed=seed, x=x, y=y):  # called at once, in this iteration
+                        return LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(
+                            x["train"][rows_], y["train"][rows_]
+                        )
+
                     model = fit(np.arange(len(y["train"])))
                     right_val = int((model.predict(x["eval"]) == y["eval"]).sum())
                     right_cv = sum(int((fit(tr).predict(x["train"][te]) == y["train"][te]).sum()) for tr, te in folds)
-                    rows.append({"C": c, "weight": weight, "validation": right_val / len(y["eval"]),
-                                 "cv": right_cv / len(y["train"]),
-                                 "pooled": (right_val + right_cv) / (len(y["eval"]) + len(y["train"])),
-                                 "test": float((model.predict(x["test"]) == y["test"]).mean())})
+                    rows.append(
+                        {
+                            "C": c,
+                            "weight": weight,
+                            "validation": right_val / len(y["eval"]),
+                            "cv": right_cv / len(y["train"]),
+                            "pooled": (right_val + right_cv) / (len(y["eval"]) + len(y["train"])),
+                            "test": float((model.predict(x["test"]) == y["test"]).mean()),
+                        }
+                    )
             for rule in ("validation", "cv", "pooled"):
                 best = max(rows, key=lambda r: r[rule])  # first of ties: the smaller C, then the smaller weight
                 picked[rule].append(best["test"])
-                print(f"{n} seed {seed} {rule:10s} C={best['C']:g} weight={best['weight']} "
-                      f"{rule} {100 * best[rule]:.2f} test {100 * best['test']:.2f}", flush=True)
+                print(
+                    f"{n} seed {seed} {rule:10s} C={best['C']:g} weight={best['weight']} "
+                    f"{rule} {100 * best[rule]:.2f} test {100 * best['test']:.2f}",
+                    flush=True,
+                )
             picked["best"].append(max(r["test"] for r in rows))
             picked["worst"].append(min(r["test"] for r in rows))
-        results[n] = {rule: {"mean": round(100 * float(np.mean(v)), 2),
-                             "std": round(100 * float(np.std(v, ddof=1)), 2) if len(v) > 1 else None}
-                      for rule, v in picked.items()}
+        results[n] = {
+            rule: {
+                "mean": round(100 * float(np.mean(v)), 2),
+                "std": round(100 * float(np.std(v, ddof=1)), 2) if len(v) > 1 else None,
+            }
+            for rule, v in picked.items()
+        }
         print(n, json.dumps(results[n]), flush=True)
     print(json.dumps(results, indent=1))
 

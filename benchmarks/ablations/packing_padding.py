@@ -39,14 +39,18 @@ from nlp_ssl.tasks.pair_packing import assign_rows  # noqa: E402
 def layouts(sources: np.ndarray, targets: np.ndarray, batch: int, widths: tuple[int, int]) -> dict:
     """Computed positions and attention-score work of one batch, padded and packed."""
     s_max, t_max = sources.max(), targets.max()
-    padded = {"positions": batch * (s_max + t_max),
-              "attention": batch * (s_max * s_max + t_max * t_max + t_max * s_max)}
+    padded = {
+        "positions": batch * (s_max + t_max),
+        "attention": batch * (s_max * s_max + t_max * t_max + t_max * s_max),
+    }
     rows = assign_rows(sources, targets, *widths)
     s_width = max(sources[row].sum() for row in rows)
     t_width = max(targets[row].sum() for row in rows)
-    packed = {"positions": len(rows) * (s_width + t_width),
-              "attention": len(rows) * (s_width * s_width + t_width * t_width + t_width * s_width),
-              "rows": len(rows)}
+    packed = {
+        "positions": len(rows) * (s_width + t_width),
+        "attention": len(rows) * (s_width * s_width + t_width * t_width + t_width * s_width),
+        "rows": len(rows),
+    }
     return {"padded": padded, "packed": packed}
 
 
@@ -56,15 +60,25 @@ def main() -> None:
     parser.add_argument("--source", default="translation.en")
     parser.add_argument("--target", default="translation.de")
     parser.add_argument("--train-rows", type=int, default=8000, help="0: the whole split")
-    parser.add_argument("--tokenizer", type=Path, default=None,
-                        help="a tokenizer folder (default: an 8,000-token BPE trained on both columns of the "
-                             "whole train split, as bench_seq2seq.py does)")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="a tokenizer folder (default: an 8,000-token BPE trained on both columns of the "
+        "whole train split, as bench_seq2seq.py does)",
+    )
     parser.add_argument("--max-source-length", type=int, default=64)
     parser.add_argument("--max-target-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--widths", type=int, nargs=2, action="append", default=None,
-                        help="packed row widths (source, target) to try; repeatable (default: the max lengths)")
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs=2,
+        action="append",
+        default=None,
+        help="packed row widths (source, target) to try; repeatable (default: the max lengths)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -78,12 +92,17 @@ def main() -> None:
         folder = args.tokenizer
         if folder is None:
             folder = Path(tmp) / "tok"
-            train_tokenizer(TokenizerConfig(output_dir=str(folder), vocab_size=8000, datasets=[
-                DatasetSpec(name=args.dataset, split="train",
-                            text_column=[args.source, args.target])]))
+            train_tokenizer(
+                TokenizerConfig(
+                    output_dir=str(folder),
+                    vocab_size=8000,
+                    datasets=[DatasetSpec(name=args.dataset, split="train", text_column=[args.source, args.target])],
+                )
+            )
         tokenizer = load_tokenizer(folder)
-        pairs = tokenize_pairs(spec, tokenizer, args.source, args.target, args.max_source_length,
-                               args.max_target_length)
+        pairs = tokenize_pairs(
+            spec, tokenizer, args.source, args.target, args.max_source_length, args.max_target_length
+        )
     sources = np.array([len(ids) for ids in pairs["input_ids"]])
     targets = np.array([len(ids) for ids in pairs["labels"]])
     real = 0
@@ -92,7 +111,7 @@ def main() -> None:
     for epoch in range(args.epochs):
         order = np.random.default_rng([args.seed, epoch]).permutation(len(sources))
         for start in range(0, len(order) - args.batch_size + 1, args.batch_size):
-            batch = order[start: start + args.batch_size]
+            batch = order[start : start + args.batch_size]
             real += int(sources[batch].sum() + targets[batch].sum())
             for k, widths in enumerate(widths_tried):
                 for layout, counts in layouts(sources[batch], targets[batch], args.batch_size, widths).items():
@@ -104,14 +123,20 @@ def main() -> None:
                         totals[key][name] += value
     steps = args.epochs * (len(sources) // args.batch_size)
     padded = totals["padded"]
-    result = {"settings": vars(args) | {"tokenizer": str(args.tokenizer), "widths": args.widths},
-              "pairs": len(sources),
-              "source_tokens": {"mean": round(float(sources.mean()), 1), "max": int(sources.max())},
-              "target_tokens": {"mean": round(float(targets.mean()), 1), "max": int(targets.max())},
-              "layouts": {key: {"real_over_computed": round(real / t["positions"], 3),
-                                "attention_vs_padded": round(t["attention"] / padded["attention"], 3),
-                                **({"rows_per_batch": round(t["rows"] / steps, 1)} if "rows" in t else {})}
-                          for key, t in totals.items()}}
+    result = {
+        "settings": vars(args) | {"tokenizer": str(args.tokenizer), "widths": args.widths},
+        "pairs": len(sources),
+        "source_tokens": {"mean": round(float(sources.mean()), 1), "max": int(sources.max())},
+        "target_tokens": {"mean": round(float(targets.mean()), 1), "max": int(targets.max())},
+        "layouts": {
+            key: {
+                "real_over_computed": round(real / t["positions"], 3),
+                "attention_vs_padded": round(t["attention"] / padded["attention"], 3),
+                **({"rows_per_batch": round(t["rows"] / steps, 1)} if "rows" in t else {}),
+            }
+            for key, t in totals.items()
+        },
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -24,17 +24,46 @@ import argparse
 import json
 
 import numpy as np
-
 from rt_screen import DATA  # first: it puts the repository on the import path
 
 from nlp_ssl.baselines import C_GRID, unit_norm_scaler
 from nlp_ssl.data import DatasetSpec, load_split
 from nlp_ssl.tasks.classification import balanced_subsample
 
-POSITIVE = ["great", "good", "wonderful", "excellent", "brilliant", "fun", "funny", "beautiful", "perfect",
-            "enjoyable", "moving", "charming", "masterpiece", "best"]
-NEGATIVE = ["terrible", "bad", "awful", "boring", "dull", "stupid", "poor", "weak", "mediocre", "horrible",
-            "disappointing", "tedious", "flat", "mess", "worst", "fails"]
+POSITIVE = [
+    "great",
+    "good",
+    "wonderful",
+    "excellent",
+    "brilliant",
+    "fun",
+    "funny",
+    "beautiful",
+    "perfect",
+    "enjoyable",
+    "moving",
+    "charming",
+    "masterpiece",
+    "best",
+]
+NEGATIVE = [
+    "terrible",
+    "bad",
+    "awful",
+    "boring",
+    "dull",
+    "stupid",
+    "poor",
+    "weak",
+    "mediocre",
+    "horrible",
+    "disappointing",
+    "tedious",
+    "flat",
+    "mess",
+    "worst",
+    "fails",
+]
 
 
 def mask_scores(model, padded, mask_id: int, words: list[int]):
@@ -71,16 +100,17 @@ def encode(texts: list[str], model, tokenizer, template: str, words: list[int], 
     room = max_length - len(before) - len(after) - 2
 
     def padded(rows: list[list[int]]):
-        return tokenizer.pad({"input_ids": [[tokenizer.cls_token_id, *r, tokenizer.sep_token_id] for r in rows]},
-                             return_tensors="pt")
+        return tokenizer.pad(
+            {"input_ids": [[tokenizer.cls_token_id, *r, tokenizer.sep_token_id] for r in rows]}, return_tensors="pt"
+        )
 
     scores, pooled = [], []
     with torch.inference_mode():
         for start in range(0, len(texts), batch):
-            ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts[start:start + batch]]
+            ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts[start : start + batch]]
             prompted = padded([before + x[:room] + after for x in ids])
             scores.append(mask_scores(model, prompted, tokenizer.mask_token_id, words))
-            pooled.append(mean_pooled(model, padded([x[:max_length - 2] for x in ids])))
+            pooled.append(mean_pooled(model, padded([x[: max_length - 2] for x in ids])))
     return np.concatenate(scores), np.concatenate(pooled)
 
 
@@ -106,22 +136,32 @@ def main() -> None:
     word_ids = [tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in bank]
     pair = [bank.index(w) for w in args.pair]
 
-    splits = {k: load_split(DatasetSpec(**DATA[name])) for k, name in
-              (("train", "train"), ("eval", "validation"), ("test", "test"))}
+    splits = {
+        k: load_split(DatasetSpec(**DATA[name]))
+        for k, name in (("train", "train"), ("eval", "validation"), ("test", "test"))
+    }
     y = {k: np.asarray(s["label"]) for k, s in splits.items()}
-    feats = {k: encode(list(s["text"]), model, tokenizer, args.template, word_ids, DATA["max_length"], args.batch)
-             for k, s in splits.items()}
+    feats = {
+        k: encode(list(s["text"]), model, tokenizer, args.template, word_ids, DATA["max_length"], args.batch)
+        for k, s in splits.items()
+    }
 
     def zero_shot(shift: np.ndarray) -> float:
         s = feats["test"][0][:, pair] - shift
         return float(np.mean((s[:, 0] > s[:, 1]).astype(int) == y["test"]))
 
-    result = {"run": str(args.run), "template": args.template, "pair": args.pair, "words": bank,
-              "zero_shot": zero_shot(np.zeros(2)),
-              "calibrated": zero_shot(feats["train"][0][:, pair].mean(0)), "by_count": {}}
+    result = {
+        "run": str(args.run),
+        "template": args.template,
+        "pair": args.pair,
+        "words": bank,
+        "zero_shot": zero_shot(np.zeros(2)),
+        "calibrated": zero_shot(feats["train"][0][:, pair].mean(0)),
+        "by_count": {},
+    }
     for n in args.counts:
         rows: dict = {"words": [], "pooled": [], "both": []}
-        for seed in (args.seeds if n != "all" else args.seeds[:1]):
+        for seed in args.seeds if n != "all" else args.seeds[:1]:
             index = np.arange(len(y["train"])) if n == "all" else balanced_subsample(y["train"], int(n), seed)
             scaled = []  # each block scaled on this training sample, once
             for p in (0, 1):
@@ -129,11 +169,18 @@ def main() -> None:
                 scaled.append({k: scaler.transform(feats[k][p][index] if k == "train" else feats[k][p]) for k in feats})
             for kind, parts in (("words", [0]), ("pooled", [1]), ("both", [0, 1])):
                 x = {k: np.hstack([scaled[p][k] for p in parts]) for k in feats}
-                best = max((LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x["train"], y["train"][index])
-                            for c in C_GRID), key=lambda m: m.score(x["eval"], y["eval"]))
+                best = max(
+                    (
+                        LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(x["train"], y["train"][index])
+                        for c in C_GRID
+                    ),
+                    key=lambda m: m.score(x["eval"], y["eval"]),
+                )
                 rows[kind].append(best.score(x["test"], y["test"]))
-        result["by_count"][n] = {k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
-                                     "values": v} for k, v in rows.items()}
+        result["by_count"][n] = {
+            k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None, "values": v}
+            for k, v in rows.items()
+        }
     print(json.dumps(result, indent=1))
 
 

@@ -12,6 +12,10 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("NLP_SSL_DATA_DIR", str(REPO.parent / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = {"train": {"name": "rotten_tomatoes", "split": "train"},
-        "validation": {"name": "rotten_tomatoes", "split": "validation"},
-        "test": {"name": "rotten_tomatoes", "split": "test"}, "labels": ["negative", "positive"], "max_length": 64}
+DATA = {
+    "train": {"name": "rotten_tomatoes", "split": "train"},
+    "validation": {"name": "rotten_tomatoes", "split": "validation"},
+    "test": {"name": "rotten_tomatoes", "split": "test"},
+    "labels": ["negative", "positive"],
+    "max_length": 64,
+}

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from rt_screen import REPO  # first: it puts the repository on the import path
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
-from rt_screen import REPO  # first: it puts the repository on the import path
-
 from nlp_ssl.baselines import unit_norm_scaler
+
 DATA = Path(os.environ.get("NLP_SSL_DATA_DIR", REPO.parent / "shared" / "data")) / "rotten_tomatoes"
 C_GRID = (0.1, 0.3, 1, 3, 10, 30)
 
@@ -71,23 +71,35 @@ def main():
     scaler = unit_norm_scaler(dense[0])  # unit-norm rows, as the baseline does
     dense = [scaler.transform(d) for d in dense]
     both = lambda: FeatureUnion([("w", words()), ("c", chars())])  # noqa: E731
-    variants = {"word 1-2": words, "word 1-3": lambda: words(3), "char 2-5": chars, "word 1-2 + char 2-5": both,
-                "NB word 1-2": lambda: NBWeighted(words, y), "NB word 1-2 + char 2-5": lambda: NBWeighted(both, y)}
+    variants = {
+        "word 1-2": words,
+        "word 1-3": lambda: words(3),
+        "char 2-5": chars,
+        "word 1-2 + char 2-5": both,
+        "NB word 1-2": lambda: NBWeighted(words, y),
+        "NB word 1-2 + char 2-5": lambda: NBWeighted(both, y),
+    }
     for name, make in variants.items():
         vectorizer = make()
         sparse = [vectorizer.fit_transform(train), vectorizer.transform(val), vectorizer.transform(test)]
         for with_dense in (False, True):
             best = None
-            for weight in ((0.5, 1.0, 2.0) if with_dense else (1.0,)):
-                x = ([sp.hstack([s, sp.csr_matrix(weight * d)], format="csr") for s, d in zip(sparse, dense)]
-                     if with_dense else sparse)
+            for weight in (0.5, 1.0, 2.0) if with_dense else (1.0,):
+                x = (
+                    [sp.hstack([s, sp.csr_matrix(weight * d)], format="csr") for s, d in zip(sparse, dense)]
+                    if with_dense
+                    else sparse
+                )
                 for c in C_GRID:
                     model = LogisticRegression(C=c, max_iter=3000).fit(x[0], y)
                     score = (model.predict(x[1]) == yv).mean()
                     if best is None or score > best[0]:
                         best = (score, (model.predict(x[2]) == yt).mean(), c, weight)
-            print(f"{name:24s} {'+ vectors' if with_dense else '         '}  validation {100 * best[0]:.2f}  "
-                  f"test {100 * best[1]:.2f}  C={best[2]:g} weight={best[3]:g}", flush=True)
+            print(
+                f"{name:24s} {'+ vectors' if with_dense else '         '}  validation {100 * best[0]:.2f}  "
+                f"test {100 * best[1]:.2f}  C={best[2]:g} weight={best[3]:g}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ line here."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from nlp_ssl.errors import ConfigError
 

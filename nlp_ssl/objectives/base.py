@@ -43,9 +43,13 @@ class PretrainDataConfig:
         if len(streaming) > 1:
             raise ConfigError("'datasets' must all stream or all not (streaming: true on every one, or none)")
         if any(d.streaming for d in self.validation):
-            raise ConfigError("'validation' datasets cannot stream: a held-out set is small, load it (streaming: false)")
+            raise ConfigError(
+                "'validation' datasets cannot stream: a held-out set is small, load it (streaming: false)"
+            )
         if self.streaming and not self.validation:
-            raise ConfigError("streaming 'datasets' need 'validation' datasets (no fraction can be held out of a stream)")
+            raise ConfigError(
+                "streaming 'datasets' need 'validation' datasets (no fraction can be held out of a stream)"
+            )
         if self.shuffle_buffer < 0:
             raise ConfigError(f"'shuffle_buffer' must be >= 0, got {self.shuffle_buffer}")
 
@@ -92,11 +96,14 @@ class PretrainConfig(HubOptions):
         self.check_hub_options()
         self.check_objective()
         if self.init is not None and get_objective(self.objective).load is None:
-            raise ConfigError(f"'init': objective {self.objective!r} trains from scratch and cannot continue a "
-                              "checkpoint")
+            raise ConfigError(
+                f"'init': objective {self.objective!r} trains from scratch and cannot continue a checkpoint"
+            )
         if self.init_embeddings is not None and self.init is not None:
-            raise ConfigError("'init_embeddings' initialises a fresh model's token embeddings; 'init' continues a "
-                              "checkpoint that has its own: set one of them")
+            raise ConfigError(
+                "'init_embeddings' initialises a fresh model's token embeddings; 'init' continues a "
+                "checkpoint that has its own: set one of them"
+            )
         if self.tokenizer is None and self.init is None:
             raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init')")
         if self.init is None and self.data.block_size > self.model.max_positions:

@@ -38,8 +38,12 @@ def load_data(cfg: PretrainConfig, tokenizer, word_starts: bool = False):
     # hold out a seeded sample of blocks; training sees the rest
     n = len(train.blocks)
     train_idx, eval_idx = hold_out(
-        n, d.validation_fraction, cfg.seed,
-        f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation", salt=12345)
+        n,
+        d.validation_fraction,
+        cfg.seed,
+        f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation",
+        salt=12345,
+    )
     return train, train_idx, train, eval_idx
 
 
@@ -61,9 +65,20 @@ class BlockTask:
     """Engine task over memory-mapped packed blocks (or a ``PackedStream``); an objective
     subclasses it with its loss ``module``, ``_batch`` and ``flops_per_token``."""
 
-    def __init__(self, model, tokenizer, train_blocks: np.ndarray | None, train_index: np.ndarray | None,
-                 eval_blocks: np.ndarray, eval_index: np.ndarray, *, seed: int, stream=None,
-                 train_words: np.ndarray | None = None, eval_words: np.ndarray | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        train_blocks: np.ndarray | None,
+        train_index: np.ndarray | None,
+        eval_blocks: np.ndarray,
+        eval_index: np.ndarray,
+        *,
+        seed: int,
+        stream=None,
+        train_words: np.ndarray | None = None,
+        eval_words: np.ndarray | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         # index arrays select rows of the (memory-mapped) block arrays without copying them
@@ -94,8 +109,9 @@ class BlockTask:
         blocks, numbers, words = self.stream.next_blocks(size)
         return self._batch(blocks, numbers, self.stream.epoch, "train", words)
 
-    def _batch(self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str,
-               words: np.ndarray | None = None) -> Batch:
+    def _batch(
+        self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str, words: np.ndarray | None = None
+    ) -> Batch:
         """The objective's ``Batch`` of ``blocks`` (token ids, one row per block); ``example_ids``
         number the blocks for ``example_seed``."""
         raise NotImplementedError

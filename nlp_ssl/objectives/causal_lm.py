@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from nlp_ssl.engine import Batch
 from nlp_ssl.models import ModelConfig, flops_per_token, load_pretrained
 from nlp_ssl.objectives import Objective
-from nlp_ssl.objectives.blocks import BlockTask
 from nlp_ssl.objectives.base import PretrainConfig
+from nlp_ssl.objectives.blocks import BlockTask
 
 
 @dataclass
@@ -81,8 +81,9 @@ class CausalLMTask(BlockTask):
         super().__init__(model, tokenizer, *args, **kwargs)
         self.module = CausalLMLoss(model)
 
-    def _batch(self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str,
-               words: np.ndarray | None = None) -> Batch:
+    def _batch(
+        self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str, words: np.ndarray | None = None
+    ) -> Batch:
         ids = torch.from_numpy(blocks)
         return Batch({"input_ids": ids}, n_targets=ids.size(0) * (ids.size(1) - 1), n_tokens=ids.numel())
 
@@ -91,8 +92,10 @@ class CausalLMTask(BlockTask):
 
 
 def _usage(where: str) -> str:
-    return (f'from transformers import pipeline\n\ngenerate = pipeline("text-generation", model="{where}")\n'
-            'generate("The movie was", max_new_tokens=20)')
+    return (
+        f'from transformers import pipeline\n\ngenerate = pipeline("text-generation", model="{where}")\n'
+        'generate("The movie was", max_new_tokens=20)'
+    )
 
 
 OBJECTIVE = Objective(

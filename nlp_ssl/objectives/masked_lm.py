@@ -24,8 +24,8 @@ from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.models import ModelConfig, flops_per_token, load_pretrained, mlm_head_names
 from nlp_ssl.objectives import Objective
-from nlp_ssl.objectives.blocks import BlockTask, word_offsets
 from nlp_ssl.objectives.base import PretrainConfig
+from nlp_ssl.objectives.blocks import BlockTask, word_offsets
 
 
 @dataclass
@@ -43,7 +43,11 @@ class MaskingConfig:
     def __post_init__(self):
         if not 0 < self.probability < 1:
             raise ConfigError(f"'probability' must be in (0, 1), got {self.probability}")
-        if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
+        if (
+            self.mask_replace_prob < 0
+            or self.random_replace_prob < 0
+            or self.mask_replace_prob + self.random_replace_prob > 1
+        ):
             raise ConfigError("'mask_replace_prob' and 'random_replace_prob' must be >= 0 and sum to at most 1")
 
 
@@ -73,31 +77,39 @@ def build_masked_lm(cfg: ModelConfig, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
     )
     require_mask_token(tokenizer, tokenizer.name_or_path)
-    shape = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                 num_attention_heads=heads, **ids)
-    encoder = dict(intermediate_size=inter, hidden_dropout_prob=cfg.dropout,
-                   attention_probs_dropout_prob=cfg.dropout, **shape)
+    shape = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, **ids
+    )
+    encoder = dict(
+        intermediate_size=inter, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, **shape
+    )
     if cfg.architecture == "modernbert":
         from transformers import ModernBertConfig, ModernBertForMaskedLM
 
         # GeGLU has three matrices where BERT's MLP has two: 2/3 of the width keeps the size
         glu = max(64, round(inter * 2 / 3 / 64) * 64)
         config = ModernBertConfig(
-            intermediate_size=glu, max_position_embeddings=cfg.max_positions,
+            intermediate_size=glu,
+            max_position_embeddings=cfg.max_positions,
             # blocks are short: every layer attends globally (ModernBERT's local layers
             # only pay off at thousands of tokens)
-            layer_types=["full_attention"] * layers, attention_dropout=cfg.dropout, mlp_dropout=cfg.dropout,
-            embedding_dropout=cfg.dropout, classifier_pooling="mean",
+            layer_types=["full_attention"] * layers,
+            attention_dropout=cfg.dropout,
+            mlp_dropout=cfg.dropout,
+            embedding_dropout=cfg.dropout,
+            classifier_pooling="mean",
             cls_token_id=tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
             sep_token_id=tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
-            **shape)
+            **shape,
+        )
         return ModernBertForMaskedLM(config)
     if cfg.architecture == "roberta-prelayernorm":
         from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
 
         # RoBERTa numbers positions from pad_token_id + 1
         config = RobertaPreLayerNormConfig(
-            max_position_embeddings=cfg.max_positions + tokenizer.pad_token_id + 1, type_vocab_size=1, **encoder)
+            max_position_embeddings=cfg.max_positions + tokenizer.pad_token_id + 1, type_vocab_size=1, **encoder
+        )
         return RobertaPreLayerNormForMaskedLM(config)
     config = BertConfig(max_position_embeddings=cfg.max_positions, type_vocab_size=2, **encoder)
     return BertForMaskedLM(config)
@@ -108,11 +120,14 @@ def load_masked_lm(model_dir: str, dropout: float | None = None, key: str = "ini
     masked-LM pretraining."""
     from transformers import AutoModelForMaskedLM
 
-    model = load_pretrained(model_dir, AutoModelForMaskedLM, "masked-LM (an encoder such as BERT/RoBERTa)", dropout,
-                            key)
+    model = load_pretrained(
+        model_dir, AutoModelForMaskedLM, "masked-LM (an encoder such as BERT/RoBERTa)", dropout, key
+    )
     if mlm_head_names(model) is None:
-        raise DataError(f"{key}: {model_dir}: {type(model).__name__} has no BERT/RoBERTa/ModernBERT-style MLM head "
-                        "(cls, lm_head, or head + decoder), which the sparse masked-LM loss uses")
+        raise DataError(
+            f"{key}: {model_dir}: {type(model).__name__} has no BERT/RoBERTa/ModernBERT-style MLM head "
+            "(cls, lm_head, or head + decoder), which the sparse masked-LM loss uses"
+        )
     return model
 
 
@@ -156,8 +171,9 @@ class MaskedLMTask(BlockTask):
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.mask_probability = masking.probability
 
-    def _batch(self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str,
-               words: np.ndarray | None = None) -> Batch:
+    def _batch(
+        self, blocks: np.ndarray, example_ids: np.ndarray, epoch: int, split: str, words: np.ndarray | None = None
+    ) -> Batch:
         ids = torch.from_numpy(blocks)
         inputs, labels = self.mask(ids, example_ids, epoch, split, words)
         return Batch({"input_ids": inputs, "labels": labels}, int((labels != -100).sum()), ids.numel())
@@ -185,9 +201,12 @@ class MaskedLMTask(BlockTask):
 
 
 def _usage(where: str) -> str:
-    return (f'from transformers import AutoModelForMaskedLM, AutoTokenizer\n\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
-            f'model = AutoModelForMaskedLM.from_pretrained("{where}")  # or fine-tune it: AutoModelForSequenceClassification')
+    return (
+        f"from transformers import AutoModelForMaskedLM, AutoTokenizer\n\n"
+        f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+        f'model = AutoModelForMaskedLM.from_pretrained("{where}")'
+        "  # or fine-tune it: AutoModelForSequenceClassification"
+    )
 
 
 OBJECTIVE = Objective(
@@ -202,7 +221,8 @@ OBJECTIVE = Objective(
     build=lambda recipe, tokenizer: build_masked_lm(recipe.model, tokenizer),
     load=lambda model_dir, recipe: load_masked_lm(model_dir, recipe.model.dropout),
     check_tokenizer=require_mask_token,
-    make_task=lambda model, tokenizer, recipe, **blocks: MaskedLMTask(model, tokenizer, masking=recipe.masking,
-                                                                      **blocks),
+    make_task=lambda model, tokenizer, recipe, **blocks: MaskedLMTask(
+        model, tokenizer, masking=recipe.masking, **blocks
+    ),
     word_starts=lambda recipe: recipe.masking.whole_word,
 )

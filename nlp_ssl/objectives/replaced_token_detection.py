@@ -19,8 +19,8 @@ from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import ModelConfig, count_parameters, flops_per_token, mlm_head_names
 from nlp_ssl.objectives import Objective
-from nlp_ssl.objectives.masked_lm import MaskedLMTask, MaskingConfig, build_masked_lm
 from nlp_ssl.objectives.base import PretrainConfig
+from nlp_ssl.objectives.masked_lm import MaskedLMTask, MaskingConfig, build_masked_lm
 
 
 @dataclass
@@ -54,11 +54,14 @@ class ReplacedTokenDetectionPretrainConfig(PretrainConfig):
 
     def check_objective(self) -> None:
         if self.init is not None:
-            raise ConfigError("'init' continues mlm or clm pretraining; 'rtd' trains its encoder and generator "
-                              "from scratch")
+            raise ConfigError(
+                "'init' continues mlm or clm pretraining; 'rtd' trains its encoder and generator from scratch"
+            )
         if self.rtd.generator_layers > self.model.resolved()[0]:
-            raise ConfigError(f"'rtd.generator_layers' ({self.rtd.generator_layers}) exceeds the encoder's "
-                              f"{self.model.resolved()[0]} layers")
+            raise ConfigError(
+                f"'rtd.generator_layers' ({self.rtd.generator_layers}) exceeds the encoder's "
+                f"{self.model.resolved()[0]} layers"
+            )
 
 
 def build_discriminator(cfg: ModelConfig, tokenizer):
@@ -102,11 +105,12 @@ class ReplacedTokenDetectionLoss(torch.nn.Module):
         self.generator_head_names = mlm_head_names(generator)
         hidden = model.config.hidden_size
         # ELECTRA's discriminator head: dense + GELU, then one logit per token
-        self.rtd_head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+        self.rtd_head = torch.nn.Sequential(
+            torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+        )
         self.disc_scale = disc_weight * mask_probability
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, sample_seeds: torch.Tensor,
-                parts: bool = False):
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, sample_seeds: torch.Tensor, parts: bool = False):
         selected = labels != -100
         gen_base = getattr(self.generator, self.generator.base_model_prefix)
         out = gen_base(input_ids=input_ids).last_hidden_state[selected]
@@ -179,14 +183,20 @@ class ReplacedTokenDetectionTask(MaskedLMTask):
         # the discriminator body (no vocabulary projection) and its per-token head, plus the
         # generator with its sparse head
         hidden = self.model.config.hidden_size
-        return (flops_per_token(self.model, self.block_size) - self.head_flops() + 6 * (hidden * hidden + hidden)
-                + flops_per_token(self.module.generator, self.block_size)
-                - self.head_flops() * (1 - self.mask_probability))
+        return (
+            flops_per_token(self.model, self.block_size)
+            - self.head_flops()
+            + 6 * (hidden * hidden + hidden)
+            + flops_per_token(self.module.generator, self.block_size)
+            - self.head_flops() * (1 - self.mask_probability)
+        )
 
     def describe(self) -> dict:
         # the generator shares the word embeddings: count them once
-        return {"generator_parameters": count_parameters(self.module) - count_parameters(self.model),
-                **super().describe()}
+        return {
+            "generator_parameters": count_parameters(self.module) - count_parameters(self.model),
+            **super().describe(),
+        }
 
     def compute_metrics(self, out: dict, split: str) -> dict:
         if not out:
@@ -205,15 +215,18 @@ def make_task(model, tokenizer, recipe: ReplacedTokenDetectionPretrainConfig, **
     """The task with its generator, built after the encoder (and so from the RNG state the
     encoder's initialisation left)."""
     generator = build_generator(recipe.model, recipe.rtd.generator_layers, model, tokenizer)
-    return ReplacedTokenDetectionTask(model, tokenizer, masking=recipe.masking, generator=generator,
-                                      disc_weight=recipe.rtd.disc_weight, **blocks)
+    return ReplacedTokenDetectionTask(
+        model, tokenizer, masking=recipe.masking, generator=generator, disc_weight=recipe.rtd.disc_weight, **blocks
+    )
 
 
 def _usage(where: str) -> str:
-    return (f'from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
-            f'# the encoder body: fine-tune it with a new head (or AutoModel for its hidden states)\n'
-            f'model = AutoModelForSequenceClassification.from_pretrained("{where}", num_labels=2)')
+    return (
+        f"from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+        f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+        f"# the encoder body: fine-tune it with a new head (or AutoModel for its hidden states)\n"
+        f'model = AutoModelForSequenceClassification.from_pretrained("{where}", num_labels=2)'
+    )
 
 
 OBJECTIVE = Objective(

@@ -3,8 +3,9 @@ training defaults, and tokenized ``datasets`` splits read by row."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -111,8 +112,9 @@ class TokenizedSplits:
     def init_splits(self, splits: dict, columns: list[str], train_index=None) -> None:
         self.texts = splits
         """The full rows (original columns kept), for predictions.jsonl."""
-        self.splits = {name: ds.select_columns([c for c in columns if c in ds.column_names])
-                       for name, ds in splits.items()}
+        self.splits = {
+            name: ds.select_columns([c for c in columns if c in ds.column_names]) for name, ds in splits.items()
+        }
         self.index = {name: np.arange(len(ds)) for name, ds in splits.items()}
         if train_index is not None:
             self.index["train"] = np.asarray(train_index)

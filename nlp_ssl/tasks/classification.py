@@ -1,11 +1,12 @@
 """Sequence classification (``task: sentiment``): labelled text -> label.
 
-The recipe schema (``SentimentConfig``), setup, and what this task adds to the engine: reading labelled splits (labels checked and mapped to
-ids, texts tokenized once with ``datasets.map`` and cached), the class-balanced few-label
-subsample, a loss module over any ``AutoModelForSequenceClassification`` (BERT-style from
-the [CLS] position, GPT-style from the last non-pad token), dynamic padding with
-``DataCollatorWithPadding`` (fine-tuning never packs: examples must not see each other),
-and accuracy / macro and per-class F1 through the shipped ``evaluate`` module.
+The recipe schema (``SentimentConfig``), setup, and what this task adds to the engine: reading
+labelled splits (labels checked and mapped to ids, texts tokenized once with ``datasets.map``
+and cached), the class-balanced few-label subsample, a loss module over any
+``AutoModelForSequenceClassification`` (BERT-style from the [CLS] position, GPT-style from the
+last non-pad token), dynamic padding with ``DataCollatorWithPadding`` (fine-tuning never packs:
+examples must not see each other), and accuracy / macro and per-class F1 through the shipped
+``evaluate`` module.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class LabelSet:
     names: list[str]
 
     @classmethod
-    def of(cls, model) -> "LabelSet":
+    def of(cls, model) -> LabelSet:
         """The labels a saved classifier predicts, from its config."""
         return cls([model.config.id2label[i] for i in range(model.config.num_labels)])
 
@@ -106,14 +107,22 @@ def infer_labels(ds, column: str, where: str) -> LabelSet:
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         low, high = min(values), max(values)
         if low < 0:
-            raise DataError(f"{where}: label {low} is negative; integer labels must be 0..K-1 "
-                            "(an unlabeled split, such as GLUE test, cannot be used for training or scoring)")
+            raise DataError(
+                f"{where}: label {low} is negative; integer labels must be 0..K-1 "
+                "(an unlabeled split, such as GLUE test, cannot be used for training or scoring)"
+            )
         return LabelSet([str(i) for i in range(high + 1)])
     return LabelSet(sorted({str(v) for v in values}))
 
 
-def tokenize_labelled(spec: DatasetSpec, tokenizer, labels: LabelSet | None, label_column: str,
-                      max_length: int, num_proc: int | None = None):
+def tokenize_labelled(
+    spec: DatasetSpec,
+    tokenizer,
+    labels: LabelSet | None,
+    label_column: str,
+    max_length: int,
+    num_proc: int | None = None,
+):
     """Load a split, check text and label columns, and tokenize it (``datasets.map``, cached).
 
     Returns the tokenized dataset (original columns kept, plus ``input_ids``,
@@ -127,8 +136,7 @@ def tokenize_labelled(spec: DatasetSpec, tokenizer, labels: LabelSet | None, lab
         raise ConfigError(f"{where}: 'text_column' takes one column, or two for sentence pairs; got {columns}")
     for column in columns + [label_column]:
         if column.split(".")[0] not in ds.column_names:
-            raise missing_column(where, column, ds.column_names,
-                                 "label column" if column == label_column else "column")
+            raise missing_column(where, column, ds.column_names, "label column" if column == label_column else "column")
     if labels is None:
         labels = infer_labels(ds, label_column, where)
 
@@ -138,8 +146,7 @@ def tokenize_labelled(spec: DatasetSpec, tokenizer, labels: LabelSet | None, lab
         enc["label_id"] = labels.to_ids(batch[label_column], indices, where)
         return dict(enc)
 
-    ds = ds.map(encode, batched=True, with_indices=True, num_proc=num_proc,
-                desc=f"tokenizing {spec.describe()}")
+    ds = ds.map(encode, batched=True, with_indices=True, num_proc=num_proc, desc=f"tokenizing {spec.describe()}")
     return ds, labels
 
 
@@ -173,8 +180,15 @@ class ClassificationTask(TokenizedSplits):
 
     model_inputs = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, model, tokenizer, splits: dict, labels: LabelSet, train_index: np.ndarray | None = None,
-                 text_columns: list[str] | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        splits: dict,
+        labels: LabelSet,
+        train_index: np.ndarray | None = None,
+        text_columns: list[str] | None = None,
+    ):
         from transformers import DataCollatorWithPadding
 
         self.model = model
@@ -225,12 +239,14 @@ class ClassificationTask(TokenizedSplits):
             record = {c: dig(example, c) for c in self.text_columns}
             probs = outputs["probs"][k]
             pred = int(outputs["prediction"][k])
-            record.update({
-                "label": names[int(outputs["label"][k])],
-                "prediction": names[pred],
-                "probability": round(float(probs[pred]), 6),
-                "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
-            })
+            record.update(
+                {
+                    "label": names[int(outputs["label"][k])],
+                    "prediction": names[pred],
+                    "probability": round(float(probs[pred]), 6),
+                    "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
+                }
+            )
             out.append(record)
         return out
 
@@ -254,9 +270,15 @@ class ClassificationTask(TokenizedSplits):
         return float(np.mean([len(x) for x in sample])) if len(sample) else 1.0
 
 
-
-def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratch: bool = False,
-                     dropout: float | None = None, key: str = "init"):
+def build_classifier(
+    model_dir: str,
+    labels: LabelSet,
+    tokenizer,
+    *,
+    from_scratch: bool = False,
+    dropout: float | None = None,
+    key: str = "init",
+):
     """A sequence classifier from a model folder, its vocabulary checked against ``tokenizer``.
 
     ``from_scratch`` keeps the folder's architecture and tokenizer but not its weights: the
@@ -282,16 +304,21 @@ def build_classifier(model_dir: str, labels: LabelSet, tokenizer, *, from_scratc
             model = AutoModelForSequenceClassification.from_config(config)
         else:
             # a folder that is already a classifier with another label count gets a new head
-            model = from_pretrained(AutoModelForSequenceClassification, model_dir, config=config,
-                                    ignore_mismatched_sizes=True)
+            model = from_pretrained(
+                AutoModelForSequenceClassification, model_dir, config=config, ignore_mismatched_sizes=True
+            )
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
-            raise DataError(f"{key}: {model_dir}: a {config.model_type!r} model cannot classify sequences "
-                            "(use an encoder such as BERT/RoBERTa or a decoder such as GPT-2)") from None
+            raise DataError(
+                f"{key}: {model_dir}: a {config.model_type!r} model cannot classify sequences "
+                "(use an encoder such as BERT/RoBERTa or a decoder such as GPT-2)"
+            ) from None
         raise
     except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
-        raise DataError(f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
-                        "the checkpoint may be incomplete or damaged") from None
+        raise DataError(
+            f"{key}: {model_dir}: weights cannot be loaded ({str(exc).splitlines()[0][:160]}); "
+            "the checkpoint may be incomplete or damaged"
+        ) from None
     check_vocab(model, tokenizer, tokenizer.name_or_path)
     return model
 
@@ -322,8 +349,10 @@ class SentimentDataConfig:
         if self.max_length < 2:
             raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
         if self.labels is not None and len(self.labels) < 2:
-            raise ConfigError(f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
-                              "unset to take them from the data")
+            raise ConfigError(
+                f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
+                "unset to take them from the data"
+            )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
         if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
@@ -369,15 +398,22 @@ def load_sentiment_data(cfg: SentimentConfig, tokenizer):
         splits["eval"], _ = tokenize_labelled(d.validation, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
         pool = np.arange(len(train))
     else:
-        pool, held = hold_out(len(train), d.validation_fraction, cfg.seed,
-                              f"data.train: {len(train)} examples are too few to hold out a validation set")
+        pool, held = hold_out(
+            len(train),
+            d.validation_fraction,
+            cfg.seed,
+            f"data.train: {len(train)} examples are too few to hold out a validation set",
+        )
         splits["eval"] = train.select(held)
     if d.test is not None:
         splits["test"], _ = tokenize_labelled(d.test, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
     for name, key in (("eval", "validation"), ("test", "test")):
         if name in splits and len(set(splits[name]["label_id"])) < 2 <= len(labels.names):
-            logger.warning("data.%s holds examples of one label only: its accuracy says little (max_rows takes "
-                           "the first rows, and some datasets are sorted by label)", key)
+            logger.warning(
+                "data.%s holds examples of one label only: its accuracy says little (max_rows takes "
+                "the first rows, and some datasets are sorted by label)",
+                key,
+            )
     train_index = pool
     if d.train_samples is not None:
         if d.train_samples > len(pool):
@@ -398,8 +434,10 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     model_dir = resolve_model_dir(cfg.init)
     positions = max_positions(model_dir, "init")
     if positions is not None and cfg.data.max_length > positions:
-        raise ConfigError(f"'data.max_length' ({cfg.data.max_length}) exceeds the {positions} positions of the model "
-                          f"in {model_dir}; set data.max_length={positions} or less")
+        raise ConfigError(
+            f"'data.max_length' ({cfg.data.max_length}) exceeds the {positions} positions of the model "
+            f"in {model_dir}; set data.max_length={positions} or less"
+        )
     tokenizer = load_tokenizer_for(model_dir, cfg.tokenizer)
     # saved with the model: evaluate/predict then truncate as training did
     tokenizer.model_max_length = cfg.data.max_length
@@ -412,10 +450,17 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
         logger.info("token embeddings of %d ids from %s", rows, cfg.init_embeddings)
     task = ClassificationTask(model, tokenizer, splits, labels, train_index, text_columns=cfg.data.train.text_columns)
     origin = {"init": cfg.init, "from_scratch": cfg.from_scratch, "init_embeddings": cfg.init_embeddings}
-    logger.info("sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
-                model_dir, " (fresh weights)" if cfg.from_scratch else "", task.describe()["parameters"] / 1e6,
-                len(labels.names), task.n_train, len(task.index["eval"]))
+    logger.info(
+        "sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
+        model_dir,
+        " (fresh weights)" if cfg.from_scratch else "",
+        task.describe()["parameters"] / 1e6,
+        len(labels.names),
+        task.n_train,
+        len(task.index["eval"]),
+    )
     return task, origin
+
 
 def evaluation_task(ft, data: DatasetSpec, options) -> ClassificationTask:
     """A saved classifier over one ``test`` split (``nlp-ssl evaluate``): ``options`` carries
@@ -428,15 +473,27 @@ def evaluation_task(ft, data: DatasetSpec, options) -> ClassificationTask:
 def predict(ft, texts: list[str], max_length: int) -> list[dict]:
     """Label and probability (and every label's) per text."""
     use_types = bool(getattr(ft.model.config, "type_vocab_size", 0))
-    enc = ft.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt",
-                       return_token_type_ids=use_types)
+    enc = ft.tokenizer(
+        texts,
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=use_types,
+    )
     probs = torch.softmax(ft.model(**enc).logits.float(), dim=-1)
     names = LabelSet.of(ft.model).names
     results = []
     for text, p in zip(texts, probs):
         k = int(p.argmax())
-        results.append({"text": text, "label": names[k], "probability": round(float(p[k]), 6),
-                        "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}})
+        results.append(
+            {
+                "text": text,
+                "label": names[k],
+                "probability": round(float(p[k]), 6),
+                "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)},
+            }
+        )
     return results
 
 
@@ -446,8 +503,10 @@ def _purpose(recipe: dict, model_config: dict) -> str:
 
 
 def _usage(where: str) -> str:
-    return (f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{where}")\n'
-            'classify("a gripping, beautifully shot film", truncation=True)  # longer texts: cut to the trained length')
+    return (
+        f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{where}")\n'
+        'classify("a gripping, beautifully shot film", truncation=True)  # longer texts: cut to the trained length'
+    )
 
 
 SENTIMENT = FinetuneTask(
@@ -468,5 +527,5 @@ SENTIMENT = FinetuneTask(
     purpose=_purpose,
     usage=_usage,
     limitations="Sentiment labels are binary polarity of short English movie-review text; other domains, "
-                "sarcasm and mixed opinions are out of scope.",
+    "sarcasm and mixed opinions are out of scope.",
 )

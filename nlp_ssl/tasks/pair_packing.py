@@ -73,8 +73,8 @@ def _segments(rows: list[list[int]], lengths: list[int], multiple: int | None) -
     for r, row in enumerate(rows):
         at = 0
         for k, i in enumerate(row):
-            segment[r, at: at + lengths[i]] = k + 1
-            position[r, at: at + lengths[i]] = np.arange(lengths[i])
+            segment[r, at : at + lengths[i]] = k + 1
+            position[r, at : at + lengths[i]] = np.arange(lengths[i])
             at += lengths[i]
     return segment, position
 
@@ -99,8 +99,16 @@ def for_attention(mask, half) -> torch.Tensor | dict:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def pack_pairs(examples: list[dict], model_config, *, source_width: int, target_width: int, pad_id: int,
-               start_id: int, pad_to_multiple_of: int | None = None) -> dict:
+def pack_pairs(
+    examples: list[dict],
+    model_config,
+    *,
+    source_width: int,
+    target_width: int,
+    pad_id: int,
+    start_id: int,
+    pad_to_multiple_of: int | None = None,
+) -> dict:
     """Forward arguments of ``Seq2SeqLoss`` for tokenized pairs (``input_ids``, ``labels``)
     packed into rows of at most ``source_width`` / ``target_width`` tokens; the masks are
     boolean ``[rows, 1, queries, keys]`` (``for_attention`` adapts them to each half)."""

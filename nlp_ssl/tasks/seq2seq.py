@@ -53,8 +53,10 @@ class GenerationOptions:
         if self.no_repeat_ngram_size < 0:
             raise ConfigError(f"'no_repeat_ngram_size' must be >= 0, got {self.no_repeat_ngram_size}")
         if self.num_beams == 1 and (self.early_stopping or self.length_penalty != 1.0):
-            raise ConfigError("'generation.early_stopping' and 'generation.length_penalty' apply to beam search only: "
-                              "set generation.num_beams > 1 or leave them unset")
+            raise ConfigError(
+                "'generation.early_stopping' and 'generation.length_penalty' apply to beam search only: "
+                "set generation.num_beams > 1 or leave them unset"
+            )
         from transformers import GenerationConfig
 
         try:  # every other combination transformers would refuse when the model is saved
@@ -65,11 +67,16 @@ class GenerationOptions:
 
     def kwargs(self) -> dict:
         """``GenerationConfig`` arguments; beam-only ones only with beam search."""
-        out = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
-               "no_repeat_ngram_size": self.no_repeat_ngram_size}
+        out = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+        }
         if self.num_beams > 1:
-            out.update(length_penalty=self.length_penalty,
-                       early_stopping=True if self.early_stopping is None else self.early_stopping)
+            out.update(
+                length_penalty=self.length_penalty,
+                early_stopping=True if self.early_stopping is None else self.early_stopping,
+            )
         return out
 
 
@@ -197,26 +204,46 @@ class Seq2SeqLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, labels, decoder_input_ids, cross_attention_mask=None,
-                position_ids=None, decoder_attention_mask=None, decoder_position_ids=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        labels,
+        decoder_input_ids,
+        cross_attention_mask=None,
+        position_ids=None,
+        decoder_attention_mask=None,
+        decoder_position_ids=None,
+    ):
         if cross_attention_mask is None:
             # the decoder reads the start token, then every target but the last: padding after
             # the targets is masked (the decoder would otherwise warn that its input looks padded)
             decoder_mask = torch.ones_like(decoder_input_ids)
             decoder_mask[:, 1:] = labels[:, :-1] != -100
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                                decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_mask).logits
+            logits = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_mask,
+            ).logits
         else:
             # packed rows (``pair_packing``): the model would give the decoder the encoder's own
             # mask for cross-attention, so the encoder runs first and the decoder gets its own
             for_attention = pair_packing.for_attention
             encoder, decoder = self.model.encoder, self.model.decoder
-            encoded = encoder(input_ids=input_ids, attention_mask=for_attention(attention_mask, encoder),
-                              position_ids=position_ids, return_dict=True)
-            logits = self.model(encoder_outputs=encoded, attention_mask=for_attention(cross_attention_mask, decoder),
-                                decoder_input_ids=decoder_input_ids,
-                                decoder_attention_mask=for_attention(decoder_attention_mask, decoder),
-                                decoder_position_ids=decoder_position_ids).logits
+            encoded = encoder(
+                input_ids=input_ids,
+                attention_mask=for_attention(attention_mask, encoder),
+                position_ids=position_ids,
+                return_dict=True,
+            )
+            logits = self.model(
+                encoder_outputs=encoded,
+                attention_mask=for_attention(cross_attention_mask, decoder),
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=for_attention(decoder_attention_mask, decoder),
+                decoder_position_ids=decoder_position_ids,
+            ).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
 
 
@@ -234,8 +261,15 @@ def start_token_id(tokenizer) -> int:
     return start
 
 
-def tokenize_pairs(spec: DatasetSpec, tokenizer, source_column: str, target_column: str, max_source_length: int,
-                   max_target_length: int, num_proc: int | None = None):
+def tokenize_pairs(
+    spec: DatasetSpec,
+    tokenizer,
+    source_column: str,
+    target_column: str,
+    max_source_length: int,
+    max_target_length: int,
+    num_proc: int | None = None,
+):
     """Load a split, check both columns row by row, tokenize sources and targets (cached)."""
     source = resolve(spec)
     ds = load_split(spec, source)
@@ -254,21 +288,36 @@ def tokenize_pairs(spec: DatasetSpec, tokenizer, source_column: str, target_colu
                     raise DataError(f"{where}: row {row}: column {column!r} is empty, expected a {kind} text")
         enc = tokenizer(sources, truncation=True, max_length=max_source_length)
         tgt = tokenizer(targets, add_special_tokens=False, truncation=True, max_length=max_target_length - 1)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-                "labels": [ids + [end] for ids in tgt["input_ids"]]}
+        return {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "labels": [ids + [end] for ids in tgt["input_ids"]],
+        }
 
     return ds.map(encode, batched=True, with_indices=True, num_proc=num_proc, desc=f"tokenizing {spec.describe()}")
 
 
-def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch: bool | str = False,
-                  dropout: float | None = None, generation=None):
+def build_seq2seq(
+    encoder_dir: str,
+    decoder_dir: str,
+    tokenizer,
+    *,
+    from_scratch: bool | str = False,
+    dropout: float | None = None,
+    generation=None,
+):
     """An ``EncoderDecoderModel`` from an encoder folder and a decoder folder (cross-attention
     added to the decoder), or the same shapes with fresh weights (all of them, or the
     decoder's alone with ``from_scratch="decoder"``); every id that generation and the label
     shift need is set (a warm start without them repeats one token)."""
     from safetensors import SafetensorError
-    from transformers import (AutoModel, AutoModelForCausalLM, EncoderDecoderConfig, EncoderDecoderModel,
-                              GenerationConfig)
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        EncoderDecoderConfig,
+        EncoderDecoderModel,
+        GenerationConfig,
+    )
 
     from nlp_ssl.models import check_vocab, from_pretrained, load_model_config, set_dropout
 
@@ -292,15 +341,22 @@ def build_seq2seq(encoder_dir: str, decoder_dir: str, tokenizer, *, from_scratch
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
             model = EncoderDecoderModel(encoder=encoder, decoder=decoder, config=config)
     except ValueError as exc:
-        raise DataError(f"cannot build an encoder-decoder from {encoder_dir} and {decoder_dir}: "
-                        f"{str(exc).splitlines()[0][:200]}") from None
+        raise DataError(
+            f"cannot build an encoder-decoder from {encoder_dir} and {decoder_dir}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     except (OSError, SafetensorError) as exc:  # missing, truncated or corrupted weights
-        raise DataError(f"encoder {encoder_dir} / decoder {decoder_dir}: weights cannot be loaded "
-                        f"({str(exc).splitlines()[0][:160]}); the checkpoint may be incomplete or damaged") from None
+        raise DataError(
+            f"encoder {encoder_dir} / decoder {decoder_dir}: weights cannot be loaded "
+            f"({str(exc).splitlines()[0][:160]}); the checkpoint may be incomplete or damaged"
+        ) from None
     check_vocab(model.encoder, tokenizer, tokenizer.name_or_path)
     check_vocab(model.decoder, tokenizer, tokenizer.name_or_path)
-    ids = {"decoder_start_token_id": start_token_id(tokenizer), "eos_token_id": end_token_id(tokenizer),
-           "pad_token_id": tokenizer.pad_token_id, "bos_token_id": start_token_id(tokenizer)}
+    ids = {
+        "decoder_start_token_id": start_token_id(tokenizer),
+        "eos_token_id": end_token_id(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": start_token_id(tokenizer),
+    }
     for key, value in ids.items():
         setattr(model.config, key, value)
     model.config.vocab_size = model.config.decoder.vocab_size
@@ -314,8 +370,18 @@ class Seq2SeqTask(TokenizedSplits):
 
     length_columns = ("input_ids", "labels")
 
-    def __init__(self, model, tokenizer, splits: dict, *, source_column: str, target_column: str, metric: str,
-                 train_index: np.ndarray | None = None, pack_widths: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        splits: dict,
+        *,
+        source_column: str,
+        target_column: str,
+        metric: str,
+        train_index: np.ndarray | None = None,
+        pack_widths: tuple[int, int] | None = None,
+    ):
         from transformers import DataCollatorForSeq2Seq
 
         self.model = model
@@ -328,16 +394,22 @@ class Seq2SeqTask(TokenizedSplits):
         """``sacrebleu_chrf`` (translation) or ``rouge`` (summarization)."""
         self.init_splits(splits, ["input_ids", "attention_mask", "labels"], train_index)
         # labels padded with -100; decoder inputs made by the model's own shift of the labels
-        self.collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
-                                               pad_to_multiple_of=pad_multiple())
+        self.collator = DataCollatorForSeq2Seq(
+            tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=pad_multiple()
+        )
 
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
         _, examples = self.examples(split, indices)
         if split == "train" and self.pack_widths is not None:  # evaluation generates from one pair per row
-            inputs = pair_packing.pack_pairs(examples, self.model.config, source_width=self.pack_widths[0],
-                                target_width=self.pack_widths[1], pad_id=self.tokenizer.pad_token_id,
-                                start_id=self.model.config.decoder_start_token_id,
-                                pad_to_multiple_of=pad_multiple())
+            inputs = pair_packing.pack_pairs(
+                examples,
+                self.model.config,
+                source_width=self.pack_widths[0],
+                target_width=self.pack_widths[1],
+                pad_id=self.tokenizer.pad_token_id,
+                start_id=self.model.config.decoder_start_token_id,
+                pad_to_multiple_of=pad_multiple(),
+            )
         else:
             inputs = dict(self.collator(examples))
         targets = int((inputs["labels"] != -100).sum())
@@ -365,18 +437,23 @@ class Seq2SeqTask(TokenizedSplits):
             return {}
         hyps, refs = self.hypotheses(outputs), self.references(split, outputs)
         scores = metrics.load(self.metric).compute(predictions=hyps, references=[[r] for r in refs])
-        scores["gen_len"] = float(np.mean([len(self.tokenizer(h, add_special_tokens=False)["input_ids"]) for h in hyps]))
+        scores["gen_len"] = float(
+            np.mean([len(self.tokenizer(h, add_special_tokens=False)["input_ids"]) for h in hyps])
+        )
         return scores
 
     def records(self, split: str, outputs: dict) -> list[dict]:
         rows = self.source_rows(split, outputs)
-        return [{"source": dig(row, self.source_column), "reference": dig(row, self.target_column), "hypothesis": hyp}
-                for row, hyp in zip(rows, self.hypotheses(outputs))]
+        return [
+            {"source": dig(row, self.source_column), "reference": dig(row, self.target_column), "hypothesis": hyp}
+            for row, hyp in zip(rows, self.hypotheses(outputs))
+        ]
 
     def flops_per_token(self) -> float:
         # 6 x the matmul weights (embedding tables excluded, the output projection included)
-        embeddings = sum(p.numel() for m in self.model.modules() if isinstance(m, torch.nn.Embedding)
-                         for p in m.parameters())
+        embeddings = sum(
+            p.numel() for m in self.model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
+        )
         dec = self.model.config.decoder
         hidden = getattr(dec, "hidden_size", None) or dec.n_embd
         return 6.0 * (count_parameters(self.model) - embeddings + dec.vocab_size * hidden)
@@ -399,8 +476,10 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     d = cfg.data
     encoder = resolve_model_dir(cfg.init, key="init")
     decoder = resolve_model_dir(cfg.init_decoder, key="init_decoder") if cfg.init_decoder else encoder
-    for folder, length, key in ((encoder, d.max_source_length, "max_source_length"),
-                                (decoder, d.max_target_length, "max_target_length")):
+    for folder, length, key in (
+        (encoder, d.max_source_length, "max_source_length"),
+        (decoder, d.max_target_length, "max_target_length"),
+    ):
         positions = max_positions(folder, "init" if folder == encoder else "init_decoder")
         if positions is not None and length > positions:
             raise ConfigError(f"'data.{key}' ({length}) exceeds the {positions} positions of the model in {folder}")
@@ -410,8 +489,9 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
     tokenizer.model_max_length = d.max_source_length
 
     def pairs(spec):
-        return tokenize_pairs(spec, tokenizer, d.source_column, d.target_column, d.max_source_length,
-                              d.max_target_length, d.num_proc)
+        return tokenize_pairs(
+            spec, tokenizer, d.source_column, d.target_column, d.max_source_length, d.max_target_length, d.num_proc
+        )
 
     with accelerator.main_process_first():
         train = pairs(d.train)
@@ -420,19 +500,25 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
         if d.validation is not None:
             splits["eval"] = pairs(d.validation)
         else:
-            pool, held = hold_out(len(train), d.validation_fraction, cfg.seed,
-                                  f"data.train: {len(train)} pairs are too few to hold out a validation set")
+            pool, held = hold_out(
+                len(train),
+                d.validation_fraction,
+                cfg.seed,
+                f"data.train: {len(train)} pairs are too few to hold out a validation set",
+            )
             splits["eval"] = train.select(held)
         if d.test is not None:
             splits["test"] = pairs(d.test)
     if d.train_samples is not None and d.train_samples < len(pool):
         pool = np.sort(np.random.default_rng([cfg.seed, 0x5A3]).permutation(pool)[: d.train_samples])
     set_seed(cfg.seed)
-    model = build_seq2seq(encoder, decoder, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout,
-                          generation=cfg.generation)
+    model = build_seq2seq(
+        encoder, decoder, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout, generation=cfg.generation
+    )
     if cfg.init_embeddings is not None:
-        rows = copy_token_embeddings([model.encoder, model.decoder], cfg.init_embeddings, tokenizer,
-                                     cfg.tokenizer or encoder)
+        rows = copy_token_embeddings(
+            [model.encoder, model.decoder], cfg.init_embeddings, tokenizer, cfg.tokenizer or encoder
+        )
         logger.info("encoder and decoder token embeddings of %d ids from %s", rows, cfg.init_embeddings)
     # what evaluate/predict need to know about this model, saved in its config.json
     model.config.nlp_ssl = {"task": cfg.task, "source_column": d.source_column, "target_column": d.target_column}
@@ -445,16 +531,39 @@ def setup_seq2seq(cfg: Seq2SeqConfig, accelerator):
         elif cfg.train.pack_pairs:
             raise ConfigError(f"'train.pack_pairs': {reason}; set it to false")
         else:
-            logger.warning("training one pair per row, padded: %s (train.pack_pairs: false silences this; "
-                           "train.group_by_length: true pads less, at some cost in quality)", reason)
-    task = Seq2SeqTask(model, tokenizer, splits, source_column=d.source_column, target_column=d.target_column,
-                       metric=metric, train_index=pool, pack_widths=pack_widths)
-    origin = {"init": cfg.init, "init_decoder": cfg.init_decoder or cfg.init, "from_scratch": cfg.from_scratch,
-              "init_embeddings": cfg.init_embeddings}
-    logger.info("%s fine-tuning, encoder %s, decoder %s%s: %.2fM parameters, %d train / %d validation pairs",
-                cfg.task, encoder, decoder, {True: " (fresh weights)", "decoder": " (fresh decoder)"}.get(cfg.from_scratch, ""),
-                task.describe()["parameters"] / 1e6, task.n_train, len(task.index["eval"]))
+            logger.warning(
+                "training one pair per row, padded: %s (train.pack_pairs: false silences this; "
+                "train.group_by_length: true pads less, at some cost in quality)",
+                reason,
+            )
+    task = Seq2SeqTask(
+        model,
+        tokenizer,
+        splits,
+        source_column=d.source_column,
+        target_column=d.target_column,
+        metric=metric,
+        train_index=pool,
+        pack_widths=pack_widths,
+    )
+    origin = {
+        "init": cfg.init,
+        "init_decoder": cfg.init_decoder or cfg.init,
+        "from_scratch": cfg.from_scratch,
+        "init_embeddings": cfg.init_embeddings,
+    }
+    logger.info(
+        "%s fine-tuning, encoder %s, decoder %s%s: %.2fM parameters, %d train / %d validation pairs",
+        cfg.task,
+        encoder,
+        decoder,
+        {True: " (fresh weights)", "decoder": " (fresh decoder)"}.get(cfg.from_scratch, ""),
+        task.describe()["parameters"] / 1e6,
+        task.n_train,
+        len(task.index["eval"]),
+    )
     return task, origin
+
 
 METRICS = {"translation": "sacrebleu_chrf", "summarization": "rouge"}
 """The ``evaluate`` module scoring each task's generations."""
@@ -467,10 +576,17 @@ def evaluation_task(ft, data: DatasetSpec, options) -> Seq2SeqTask:
     target = options.target_column or ft.saved.get("target_column")
     if not source or not target:
         raise ConfigError("this encoder-decoder does not record its columns: pass --source-column and --target-column")
-    ds = tokenize_pairs(data, ft.tokenizer, source, target, options.max_length,
-                        ft.model.generation_config.max_new_tokens + 1)
-    return Seq2SeqTask(ft.model, ft.tokenizer, {"test": ds}, source_column=source, target_column=target,
-                       metric=METRICS.get(ft.saved.get("task", "translation"), "rouge"))
+    ds = tokenize_pairs(
+        data, ft.tokenizer, source, target, options.max_length, ft.model.generation_config.max_new_tokens + 1
+    )
+    return Seq2SeqTask(
+        ft.model,
+        ft.tokenizer,
+        {"test": ds},
+        source_column=source,
+        target_column=target,
+        metric=METRICS.get(ft.saved.get("task", "translation"), "rouge"),
+    )
 
 
 def predict(ft, texts: list[str], max_length: int) -> list[dict]:
@@ -483,33 +599,53 @@ def predict(ft, texts: list[str], max_length: int) -> list[dict]:
 
 def _usage(text: str):
     def usage(where: str) -> str:
-        return (f'from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n'
-                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
-                f'model = AutoModelForSeq2SeqLM.from_pretrained("{where}")  # beam search etc. in generation_config.json\n'
-                f'inputs = tokenizer(["{text}"], return_tensors="pt", truncation=True)\n'
-                'print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))')
+        return (
+            f"from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+            f'model = AutoModelForSeq2SeqLM.from_pretrained("{where}")  # beam search etc. in generation_config.json\n'
+            f'inputs = tokenizer(["{text}"], return_tensors="pt", truncation=True)\n'
+            "print(tokenizer.batch_decode(model.generate(**inputs), skip_special_tokens=True))"
+        )
+
     return usage
 
 
-_SHARED = dict(setup=setup_seq2seq, model_noun="encoder-decoder", auto_model="AutoModelForSeq2SeqLM",
-               recognises=lambda config: bool(config.get("is_encoder_decoder")) or any(
-                   a.endswith(("EncoderDecoderModel", "ForConditionalGeneration"))
-                   for a in config.get("architectures") or []), evaluation_task=evaluation_task, predict=predict,
-               starts_from={"init": "the encoder", "init_decoder": "the decoder"}, examples="source/target pairs",
-               warm_start_note=" (warm-started, cross-attention added)")
+_SHARED = dict(
+    setup=setup_seq2seq,
+    model_noun="encoder-decoder",
+    auto_model="AutoModelForSeq2SeqLM",
+    recognises=lambda config: (
+        bool(config.get("is_encoder_decoder"))
+        or any(
+            a.endswith(("EncoderDecoderModel", "ForConditionalGeneration")) for a in config.get("architectures") or []
+        )
+    ),
+    evaluation_task=evaluation_task,
+    predict=predict,
+    starts_from={"init": "the encoder", "init_decoder": "the decoder"},
+    examples="source/target pairs",
+    warm_start_note=" (warm-started, cross-attention added)",
+)
 
 TRANSLATION = FinetuneTask(
-    name="translation", config=TranslationConfig, pipeline_tag="translation", title="Translation",
+    name="translation",
+    config=TranslationConfig,
+    pipeline_tag="translation",
+    title="Translation",
     headline=("test_bleu", "test_chrf"),
-    purpose=lambda recipe, model_config: (f"{recipe.get('data', {}).get('source_lang')} -> "
-                                           f"{recipe.get('data', {}).get('target_lang')} translation"),
+    purpose=lambda recipe, model_config: (
+        f"{recipe.get('data', {}).get('source_lang')} -> {recipe.get('data', {}).get('target_lang')} translation"
+    ),
     usage=_usage("A man is riding a bicycle down the street."),
     languages=lambda recipe: [recipe["data"]["source_lang"], recipe["data"]["target_lang"]],
     **_SHARED,
 )
 
 SUMMARIZATION = FinetuneTask(
-    name="summarization", config=SummarizationConfig, pipeline_tag="summarization", title="Summarization",
+    name="summarization",
+    config=SummarizationConfig,
+    pipeline_tag="summarization",
+    title="Summarization",
     headline=("test_rougeL", "test_rouge1"),
     purpose=lambda recipe, model_config: "summarization",
     usage=_usage("#Person1#: Hi! ..."),
