@@ -71,16 +71,15 @@ class _StrictLoader(yaml.SafeLoader):
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
-                key = self.construct_object(key_node, deep=True)
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    first = seen.get(key)
+                    seen.setdefault(key, line)
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
-                if first != key_node.start_mark.line + 1:
-                    raise DuplicateKeyError(
-                        f"key {key!r} appears twice in one mapping (lines {first} and "
-                        f"{key_node.start_mark.line + 1}); keep one"
-                    )
+                if first is not None:
+                    where = f"line {line}" if first == line else f"lines {first} and {line}"
+                    raise DuplicateKeyError(f"key {key!r} appears twice in one mapping ({where}); keep one")
         return super().construct_mapping(node, deep=deep)
 
 
@@ -88,6 +87,25 @@ class CommandLineText(str):
     """An override's value exactly as typed, where YAML read it as text: a path or name from the
     command line is taken literally (``output_dir=runs/exp #2`` is that folder, not ``runs/exp``
     with a comment). Behaves as the string; ``to_dict`` writes it as a plain one."""
+
+
+class CommandLineScalar:
+    """An override YAML reads as a number, boolean or null, with the text as typed: a key that
+    takes text gets the text (``data.source_lang=no`` is Norwegian, not false; ``data.config=2017``
+    a name; ``output_dir=~`` the home folder), any other key the value."""
+
+    __slots__ = ("text", "parsed")
+
+    def __init__(self, text: str, parsed: Any):
+        self.text, self.parsed = text, parsed
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, CommandLineScalar) and (self.text, self.parsed) == (other.text, other.parsed)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(self.parsed)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -104,8 +122,13 @@ def apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
-    if isinstance(value, str) or (isinstance(value, (dict, list)) and not text.lstrip().startswith(("{", "["))):
+    quoted = len(text.strip()) > 1 and text.strip()[0] == text.strip()[-1] and text.strip()[0] in "'\""
+    if quoted and isinstance(value, str):
+        pass  # '"no"' asks for the text no, as in a recipe file
+    elif isinstance(value, str) or (isinstance(value, (dict, list)) and not text.lstrip().startswith(("{", "["))):
         value = CommandLineText(text)  # lists and mappings only in flow style: "a: b" is text
+    elif not isinstance(value, (dict, list)):
+        value = CommandLineScalar(text, value)
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -243,8 +266,10 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
 
 def _coerce(tp: Any, value: Any, source: str, key: str):
     origin = get_origin(tp)
-    if tp is Any:
+    if tp is Any:  # a section read later by another recipe class (a pipeline's stages): kept as typed
         return value
+    if isinstance(value, CommandLineScalar):
+        value = value.text if _takes_text(tp, value) else value.parsed
     if origin in (Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:
@@ -309,6 +334,7 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
 PATH_KEYS = (
     "output_dir",
     "run_dir",
+    "resume",
     "tokenizer",
     "init",
     "init_decoder",
@@ -353,6 +379,8 @@ def to_dict(obj) -> Any:
     """Plain-data view of a config (what gets written next to every output)."""
     if isinstance(obj, str):
         return str(obj)
+    if isinstance(obj, CommandLineScalar):
+        return obj.parsed
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list):
@@ -381,6 +409,20 @@ def check_name(name: Any, where: str) -> None:
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _takes_text(tp: Any, value: CommandLineScalar) -> bool:
+    """Whether a key of type ``tp`` takes the override's text rather than YAML's reading of it."""
+    if tp is str:
+        return True
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return value.text in args and value.parsed not in args
+    if origin in (Union, types.UnionType):
+        if value.parsed is None and type(None) in args:
+            return False
+        return any(_takes_text(a, value) for a in args if a is not type(None) and a is not type(value.parsed))
+    return False
 
 
 def _describe(value: Any) -> str:

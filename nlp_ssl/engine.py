@@ -187,13 +187,18 @@ class TrainConfig:
             if self.metric_for_best is None:
                 raise ConfigError("'early_stopping_patience' needs 'metric_for_best' (the metric to watch)")
 
-    @staticmethod
-    def check_given(data: dict) -> None:
-        default = TrainConfig.__dataclass_fields__["max_steps"].default
-        if data.get("epochs") is not None and data.get("max_steps", default) != default:
+    @classmethod
+    def check_given(cls, data: dict) -> None:
+        """``max_steps`` given while ``epochs`` (set, or this section's default) sizes the run
+        would be ignored. A saved recipe writes both, with ``max_steps`` at its default."""
+        fields = cls.__dataclass_fields__
+        default = fields["max_steps"].default
+        steps = getattr(data.get("max_steps"), "parsed", data.get("max_steps", default))
+        epochs = getattr(data.get("epochs"), "parsed", data.get("epochs", fields["epochs"].default))
+        if epochs is not None and steps != default:
             raise ConfigError(
-                f"'max_steps' ({data['max_steps']}) and 'epochs' ({data['epochs']}) are both set, and "
-                "epochs decides the run's length (max_steps would be ignored); keep one"
+                f"'max_steps' ({steps}) would be ignored: 'epochs' ({epochs}) sizes the run; set "
+                f"epochs: null (train.epochs=null) to train {steps} steps, or leave max_steps out"
             )
 
     @property

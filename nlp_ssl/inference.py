@@ -266,7 +266,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 # What str.splitlines() (and so many a reader of our output) breaks lines at, besides "\n":
-# escaped, so that output line k is the record of input line k.
+# escaped, so that output line k is the record of the k-th non-blank input line.
 _LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 

@@ -124,7 +124,8 @@ def output_kind(path: Path) -> str | None:
     try:
         card = (path / "README.md").read_text(encoding="utf-8")
         front = yaml.safe_load(card.split("---")[1]) if card.startswith("---") else None
-        if isinstance(front, dict) and "nlp-ssl" in (front.get("tags") or []) and (path / "config.json").is_file():
+        tags = front.get("tags") if isinstance(front, dict) else None
+        if isinstance(tags, list) and "nlp-ssl" in tags and (path / "config.json").is_file():
             return "export"
     except (OSError, ValueError, IndexError, TypeError, yaml.YAMLError):
         pass
@@ -143,36 +144,94 @@ def refuse_replacing(out: Path, kind: str) -> None:
     or a folder of anyone else's (or another stage's) files."""
     why = not_replaceable(out, kind)
     if why is not None:
-        ours_to_judge = "nlp-ssl" in why  # a place (the home folder, a root) is never to be removed
+        what, removable = why
         raise OutputError(
-            f"--overwrite will not replace {output_path(out)}: it is {why}; choose a new folder for "
-            "the output" + (", or remove this one yourself if it is truly not needed" if ours_to_judge else "")
+            f"--overwrite will not replace {output_path(out)}: it is {what}; choose a new folder for the output"
+            + (", or remove this one yourself if it is truly not needed" if removable else "")
         )
 
 
-def not_replaceable(out: Path, kind: str) -> str | None:
-    """Why folder ``out`` is not one a ``kind`` command may replace ("the working directory",
-    "not an nlp-ssl output ..."), or None when it may (or is empty, or absent)."""
+def not_replaceable(out: Path, kind: str) -> tuple[str, bool] | None:
+    """Why folder ``out`` is not one a ``kind`` command may replace (``"the working
+    directory"``, ...) and whether removing it by hand could be right (not for a place such as
+    the home folder); None when it may be replaced (or is empty, or absent)."""
     out = output_path(out)
     if not out.is_dir() or not any(out.iterdir()):
         return None
     cwd, home, repo = Path.cwd().resolve(), Path.home().resolve(), _repository()
     if out.parent == out:
-        return "a filesystem root"
+        return "a filesystem root", False
     if out == home or out in home.parents:
-        return "your home folder" if out == home else f"a folder that contains your home folder {home}"
+        return ("your home folder" if out == home else f"a folder that contains your home folder {home}"), False
     if out == cwd or out in cwd.parents:
-        return "the working directory" if out == cwd else f"a folder that contains the working directory {cwd}"
+        where = "the working directory" if out == cwd else f"a folder that contains the working directory {cwd}"
+        return where, False
     if (out / ".git").exists() or (repo is not None and (out == repo or out in repo.parents)):
-        return "a source repository"
+        return "a source repository", False
     found = output_kind(out)
-    if found == kind:
-        return None
-    return (
-        "not an nlp-ssl output (it holds files nlp-ssl did not write)"
-        if found is None
-        else f"an nlp-ssl {found} output, not a {kind} one"
-    )
+    if found is None:
+        return "not an nlp-ssl output (it holds files nlp-ssl did not write)", True
+    if found != kind:
+        return f"an nlp-ssl {found} output, not {_an(kind)} {kind} one", True
+    inner = _inner_output(out)
+    if inner is not None:
+        return f"{_an(kind)} {kind} output that holds another output, {inner}", True
+    return None
+
+
+_OWN_FOLDERS = ("model", "checkpoints", "best_model", "logs")
+"""What a run folder holds of its own; another output stored anywhere else inside it is not its."""
+
+
+def _inner_output(out: Path) -> Path | None:
+    for marker in (RUN_INFO_FILE, METRICS_FILE):
+        for found in out.rglob(marker):
+            inside = found.parent.relative_to(out)
+            if inside.parts and inside.parts[0] not in _OWN_FOLDERS:
+                return found.parent
+    return None
+
+
+def _an(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+RUN_DIR_FILES = ("run_info.json", "results.json", "study.json", "report.md", "report.html", "plots", "cache", "logs")
+"""What a pipeline or study writes into its run folder beside its stage folders."""
+_STAGE_FOLDER = re.compile(r"tokenizer|(pretrain|finetune|baseline)-[A-Za-z0-9][A-Za-z0-9._-]*")
+_LEFTOVER = re.compile(r"\..+\.(lock|overwrite|partial(-\w+)?|old-\d+|trash-\d+)")
+
+
+def check_run_dir(run_dir: Path, kind: str) -> None:
+    """A pipeline or study writes its stages into ``run_dir``, replacing a stage whose recipe
+    changed: it must be empty, or one this kind of command wrote (its ``run_info.json``, or,
+    for folders from before that file, nothing but stage folders of nlp-ssl outputs and the
+    results). Anything else is someone's folder."""
+    run_dir = output_path(run_dir, "run_dir")
+    check_writable(run_dir)
+    if not run_dir.is_dir() or output_kind(run_dir) == kind:
+        return
+    foreign = []
+    for entry in sorted(run_dir.iterdir()):
+        if _LEFTOVER.fullmatch(entry.name) or entry.name in RUN_DIR_FILES:
+            continue
+        if not (entry.is_dir() and _STAGE_FOLDER.fullmatch(entry.name) and output_kind(entry) is not None):
+            foreign.append(entry.name)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(
+            f"run_dir {run_dir} holds files no nlp-ssl {kind} wrote ({shown}), which its stages could replace; "
+            "choose a new or empty folder"
+        )
+
+
+def mark_run_dir(run_dir: Path, kind: str) -> None:
+    """Record that ``run_dir`` is a ``kind`` (pipeline, study) run folder, before any stage runs."""
+    run_dir = output_path(run_dir, "run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = run_dir / RUN_INFO_FILE
+    if not info.is_file():
+        write_json(info, {"stage": kind, "started_at": now(), "command": sys.argv, "versions": library_versions()})
 
 
 def config_inputs(cfg) -> dict[str, Path]:
@@ -250,7 +309,9 @@ def refuse_without_overwrite(path: Path, kind: str) -> None:
     pass it, or, where it would refuse too, choose another folder."""
     why = not_replaceable(path, kind)
     if why is not None:
-        raise OutputError(f"output_dir {path} exists and is not empty, and it is {why}; choose a new or empty folder")
+        raise OutputError(
+            f"output_dir {path} exists and is not empty, and it is {why[0]}; choose a new or empty folder"
+        )
     if is_finished(path):
         raise OutputError(f"output_dir {path} holds a finished run ({METRICS_FILE}); pass --overwrite to replace it")
     raise OutputError(f"output_dir {path} exists and is not empty; pass --overwrite to replace it")
@@ -277,14 +338,27 @@ RESUME_MAY_CHANGE = (
     "train.log_every",
     "train.save_every",
     "train.keep_last",
+    "train.max_steps",
+    "train.epochs",
+    "train.eval_every",
+    "train.eval_batch_size",
+    "train.eval_max_batches",
+    "train.peak_flops",
+    "train.compile",
+    "train.gradient_checkpointing",
+    "train.workers",
     "data.cache_dir",
+    "data.num_proc",
+    "data.test",
     "push_to_hub",
     "hub_model_id",
     "hub_private",
     "hub_checkpoint_branch",
 )
-"""Recipe keys a resumed run may change: they do not alter what it trains (a run folder may
-also be moved before it is resumed)."""
+"""Recipe keys a resumed run may change: where it writes, logs and pushes, how it computes
+(compilation, checkpointing of activations, workers), when and on how much it evaluates, and
+how long it trains (a longer run continues the same schedule, resized); a run folder may also
+be moved before it is resumed."""
 
 
 def prepare_run_dir(out: Path, resume: str | None, overwrite: bool, *, kind: str, config=None) -> None:
@@ -293,6 +367,20 @@ def prepare_run_dir(out: Path, resume: str | None, overwrite: bool, *, kind: str
     (``run_lock`` checks the folder too, but only on each node's first process: every
     process checks here.)"""
     check_writable(out)
+    if resume is not None and resume != "latest":
+        from nlp_ssl.checkpoint import STATE_FILE
+
+        path = Path(resume).expanduser()
+        if not (path / STATE_FILE).is_file() or not (path / "state").is_dir():
+            raise OutputError(
+                f"train.resume: {path} is not a complete checkpoint (no {STATE_FILE} or state/); "
+                "give a checkpoints/step-* folder, or latest"
+            )
+    found = output_kind(out) if out.is_dir() and any(out.iterdir()) else None
+    if found is not None and found != kind:  # said before any talk of resuming it
+        if overwrite:
+            refuse_replacing(out, kind)
+        refuse_without_overwrite(out, kind)
     if config is not None and resume is not None:
         refuse_changed_resume(out, config, resume, overwrite)
     if not out.exists() or not any(out.iterdir()):
@@ -316,10 +404,8 @@ def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> No
 
     from nlp_ssl.config import recipe_changes
 
-    if resume == "latest":
-        run, ignore = work_dir(out, overwrite), RESUME_MAY_CHANGE
-    else:  # a checkpoint path: <run>/checkpoints/step-N
-        run, ignore = Path(resume).expanduser().resolve().parent.parent, RESUME_MAY_CHANGE
+    # a checkpoint path is <run>/checkpoints/step-N
+    run = work_dir(out, overwrite) if resume == "latest" else Path(resume).expanduser().resolve().parent.parent
     saved = run / CONFIG_FILE
     if not saved.is_file() or not (run / "checkpoints").is_dir():
         return
@@ -327,13 +413,13 @@ def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> No
         recipe = yaml.safe_load(saved.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return  # not ours to judge; loading the checkpoint says what is wrong
-    changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, ignore)
+    changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, RESUME_MAY_CHANGE)
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise OutputError(
             f"train.resume={resume}: the recipe differs from the one {run} was started with ({shown}); "
             "a resumed run continues its own optimizer, schedule and data, so undo the change, or "
-            "start afresh with --overwrite"
+            + ("start afresh without train.resume" if overwrite else "start afresh with --overwrite")
         )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlp_ssl.data import DatasetSpec, _check_columns, _explain_load_failure, column_texts, load_split, resolve
+from nlp_ssl.data import DatasetSpec, _check_columns, column_texts, diagnose_file, load_split, resolve
 from nlp_ssl.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -295,10 +295,15 @@ class PackedStream:
             raise
         except Exception as exc:
             for spec in self._specs:
-                error = _explain_load_failure(exc, resolve(spec), spec)
-                if not str(error).startswith("dataset "):  # diagnosed: names the file and what is wrong
-                    raise error from None
-            raise _explain_load_failure(exc, resolve(self._specs[0]), self._specs[0]) from None
+                source = resolve(spec)
+                problem = next(filter(None, (diagnose_file(f, source.builder or "") for f in source.files)), None)
+                if problem:
+                    raise DataError(problem) from None
+            # not found in any file: say which stream, not guess which of its sources
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise DataError(
+                f"reading {', '.join(s.describe() for s in self._specs)} failed ({type(exc).__name__}: {message})"
+            ) from None
 
     def state_dict(self) -> dict:
         return {

@@ -21,7 +21,16 @@ from typing import Any
 from nlp_ssl.config import check_name, from_dict
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.hub_options import hub_offline
-from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, is_finished, locks_output, read_metrics, write_json
+from nlp_ssl.outputs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    check_run_dir,
+    is_finished,
+    locks_output,
+    mark_run_dir,
+    read_metrics,
+    write_json,
+)
 from nlp_ssl.tasks import TASKS, get_task
 
 logger = logging.getLogger(__name__)
@@ -202,16 +211,19 @@ def run(cfg: PipelineConfig, overwrite: bool = False) -> dict:
     return run_stages(cfg, overwrite)
 
 
-def run_stages(cfg: PipelineConfig, overwrite: bool = False) -> dict:
-    """``run`` without taking the run folder's lock (for a caller that holds it)."""
+def run_stages(cfg: PipelineConfig, overwrite: bool = False, kind: str = "pipeline") -> dict:
+    """``run`` without taking the run folder's lock (for a caller that holds it: a study,
+    ``kind``)."""
     import importlib
 
     from nlp_ssl.hub import refuse_offline_push
 
+    check_run_dir(Path(cfg.run_dir), kind)
     stages = plan(cfg)
     for stage in stages:  # before the first stage, not after hours of training
         if hasattr(stage.config, "push_to_hub"):
             refuse_offline_push(stage.config)
+    mark_run_dir(Path(cfg.run_dir), kind)
     rerun: set[str] = set()
     for stage in stages:
         out = Path(stage.config.output_dir)

@@ -189,7 +189,7 @@ def _merge(base: dict, extra: dict) -> dict:
 def run(cfg: StudyConfig, overwrite: bool = False) -> dict:
     from nlp_ssl import pipeline, report
 
-    pipeline.run_stages(cfg.pipeline(), overwrite=overwrite)
+    pipeline.run_stages(cfg.pipeline(), overwrite=overwrite, kind="study")
     study = collect(cfg)
     run_dir = Path(cfg.run_dir)
     write_json(run_dir / STUDY_FILE, study)

@@ -50,3 +50,17 @@ def make_reviews(n: int, seed: int = 0, labels=("negative", "positive")) -> list
         rng.shuffle(words)
         rows.append({"text": " ".join(words).capitalize() + ".", "label": label})
     return rows
+
+
+def hashes(*roots: Path, caches: Path | None = None) -> dict[str, str]:
+    """Every file and folder under ``roots`` (hidden ones too) by path: a file with the sha256
+    of its bytes, a folder as ``"folder"``, so that a changed, removed or added one shows. What
+    a command may cache under ``caches`` (packed blocks of data it read) does not count."""
+    import hashlib
+
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for root in roots
+        for p in sorted(Path(root).rglob("*"))
+        if caches is None or (p != caches and caches not in p.parents)
+    }

@@ -1,7 +1,6 @@
 """Every kind of bad input the stages and commands accept, in one table: each exits non-zero
 with one ``error:`` line naming the file, line, row or key, and leaves no output behind."""
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 import yaml
 
 from nlp_ssl.cli import main
-from tests.helpers import make_reviews, write_jsonl
+from tests.helpers import hashes, make_reviews, write_jsonl
 
 
 def recipe(tmp: Path, data: dict) -> str:
@@ -612,7 +611,7 @@ CASES = [
             str(copy_run(c, "ft")),
             "--overwrite",
         ],
-        "it is an nlp-ssl finetune output, not a evaluate one",
+        "it is an nlp-ssl finetune output, not an evaluate one",
     ),
     (
         "pipeline stage name that is a path",
@@ -665,7 +664,15 @@ CASES = [
     (
         "max_steps beside epochs",
         lambda c: ["finetune", recipe(c.tmp, sentiment_raw(c)), "train.max_steps=5"],
-        "'max_steps' (5) and 'epochs' (1) are both set, and epochs decides the run's length",
+        "'max_steps' (5) would be ignored: 'epochs' (1) sizes the run; set epochs: null (train.epochs=null) to train 5",
+    ),
+    (
+        "max_steps beside fine-tuning's default epochs",
+        lambda c: [
+            "finetune",
+            recipe(c.tmp, {**sentiment_raw(c), "train": {"max_steps": 5, "tracker": "none"}}),
+        ],
+        "'max_steps' (5) would be ignored: 'epochs' (3.0) sizes the run",
     ),
     # -- files that broke a library instead of being named -----------------------------------------------
     (
@@ -814,17 +821,6 @@ class Ctx:
             finetuned,
         )
         self.mlm, self.clm = pretrained["mlm"], pretrained["clm"]
-
-
-def hashes(*roots: Path, caches: Path | None = None) -> dict[str, str]:
-    """Every file under ``roots`` (dot-files too) by path, with the sha256 of its bytes; what a
-    command may cache under ``caches`` (packed blocks of data it read) does not count."""
-    return {
-        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-        for root in roots
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and (caches is None or caches not in p.parents)
-    }
 
 
 @pytest.mark.parametrize("name, argv, message", CASES, ids=[c[0] for c in CASES])

@@ -1,7 +1,6 @@
 """What ``--overwrite`` may replace (only a finished or interrupted nlp-ssl output of the kind the
 command writes), paths taken as typed, and the lines a command reads and prints."""
 
-import hashlib
 import json
 import logging
 import shutil
@@ -14,10 +13,7 @@ from nlp_ssl.cli import main
 from nlp_ssl.config import apply_override
 from nlp_ssl.errors import OutputError
 from nlp_ssl.outputs import output_kind, refuse_replacing
-
-
-def hashes(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+from tests.helpers import hashes
 
 
 def someones_folder(path: Path) -> Path:
@@ -95,7 +91,10 @@ def test_overwrite_never_replaces_a_folder_nlp_ssl_did_not_write(tmp_path, ctx, 
     code = main(argv + ["--overwrite"] if command != "pipeline" else argv)
     err = capsys.readouterr().err
     assert code == 2, err[-500:]
-    assert f"will not replace {target}: it is not an nlp-ssl output" in err
+    if command == "pipeline":  # refused before any stage: its run folder holds someone's files
+        assert f"run_dir {target.parent} holds files no nlp-ssl pipeline wrote (finetune-rt)" in err
+    else:
+        assert f"will not replace {target}: it is not an nlp-ssl output" in err
     assert hashes(tmp_path / "runs") == before
 
 
@@ -108,7 +107,8 @@ def test_overwrite_replaces_its_own_kind_only(tmp_path, ctx, capsys):
     for command in ("pretrain", "finetune", "baseline", "evaluate", "export"):
         capsys.readouterr()
         assert main(argv[command] + ["--overwrite"]) == 2, command
-        assert f"it is an nlp-ssl tokenizer output, not a {command} one" in capsys.readouterr().err
+        article = "an" if command[0] in "aeiou" else "a"
+        assert f"it is an nlp-ssl tokenizer output, not {article} {command} one" in capsys.readouterr().err
         assert hashes(target) == before
     assert main(argv["tokenizer"] + ["--overwrite", "vocab_size=310"]) == 0
     assert json.loads((target / "metrics.json").read_text())["vocab_size"] == 310
@@ -165,7 +165,9 @@ def test_command_line_paths_are_taken_as_typed(tmp_path, tiny_corpus, capsys):
         "quoted='x'",
     ):
         apply_override(raw, item)
-    assert raw == {
+    scalars = {k: getattr(v, "parsed", v) for k, v in raw.items()}
+    scalars["train"] = {k: getattr(v, "parsed", v) for k, v in raw["train"].items()}
+    assert scalars == {
         "output_dir": "runs/exp #2",
         "name": "a: b",
         "tags": {"a": "b"},
@@ -173,8 +175,16 @@ def test_command_line_paths_are_taken_as_typed(tmp_path, tiny_corpus, capsys):
         "labels": ["neg", "pos"],
         "init": None,
         "push_to_hub": True,
-        "quoted": "'x'",
+        "quoted": "x",  # quotes ask for YAML's reading, as in a recipe file
     }
+    # a key that takes text gets the text YAML would read as something else
+    from nlp_ssl.config import load_recipe
+    from nlp_ssl.tasks.seq2seq import TranslationData
+
+    spec = {"train": {"files": "x.jsonl"}, "source_lang": "en", "target_lang": "de"}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
+    data = load_recipe(TranslationData, tmp_path / "d.yaml", ["source_lang=no", "train.config=2017"])
+    assert (data.source_lang, data.train.config) == ("no", "2017")
     recipe = tmp_path / "tok.yaml"
     recipe.write_text(
         yaml.safe_dump(
@@ -190,13 +200,30 @@ def test_command_line_paths_are_taken_as_typed(tmp_path, tiny_corpus, capsys):
     assert saved["output_dir"] == str(tmp_path / "exp #2")
 
 
-def test_predict_reads_one_record_per_line(tmp_path, finetuned, capsys):
+def test_predict_reads_one_record_per_line(tmp_path, finetuned, capsys, monkeypatch):
+    """Each line of the input (blank ones skipped) is one record and one line of output, also
+    for readers that split lines at U+2028, vertical tabs and form feeds as str.splitlines does."""
+    import io
+
+    lines = ["good film\u2028really", "bad\x0bfilm", "fine\x0cthing", "last line"]
     texts = tmp_path / "texts.txt"
-    texts.write_text("good film\u2028really\nbad\x0bfilm\n\nfine\x0cthing\nlast line", encoding="utf-8")
-    capsys.readouterr()
-    assert main(["predict", str(finetuned), "--file", str(texts), "--json"]) == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.split("\n") if line]
-    assert [r["text"] for r in records] == ["good film\u2028really", "bad\x0bfilm", "fine\x0cthing", "last line"]
+    texts.write_text("\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]), encoding="utf-8")
+    for source in (str(texts), "-"):
+        for json_lines in (True, False):
+            monkeypatch.setattr("sys.stdin", io.StringIO(texts.read_text(encoding="utf-8")))
+            capsys.readouterr()
+            assert main(["predict", str(finetuned), "--file", source, *(["--json"] if json_lines else [])]) == 0
+            out = capsys.readouterr().out.splitlines()
+            assert len(out) == 4, (source, json_lines, out)
+            if json_lines:
+                assert [json.loads(line)["text"] for line in out] == lines
+            else:
+                assert [line.split("\t")[2] for line in out] == [
+                    "good film\\u2028really",
+                    "bad\\u000bfilm",
+                    "fine\\u000cthing",
+                    "last line",
+                ]
 
 
 def test_an_error_starts_its_own_line_after_an_unfinished_progress_bar(capsys):
@@ -222,3 +249,40 @@ def test_a_resume_with_nothing_to_resume_says_so(tmp_path, tiny_tokenizer, tiny_
     with caplog.at_level(logging.WARNING, logger="nlp_ssl"):
         pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=2, resume="latest"))
     assert "train.resume=latest: " in caplog.text and "holds no checkpoint yet; starting from step 0" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["pipeline", "study"])
+def test_a_run_dir_of_someones_files_is_refused_with_or_without_overwrite(tmp_path, ctx, capsys, command):
+    tiny, corpus, mlm, finetuned, sentiment = ctx
+    run_dir = someones_folder(tmp_path / "mine")
+    (run_dir / "results.json").write_text('{"mine": true}')  # a name the pipeline writes too
+    stage = {
+        "task": "sentiment",
+        "data": {**sentiment_data(sentiment), "max_length": 32},
+        "train": {"epochs": 1, "tracker": "none"},
+    }
+    raw = (
+        {"run_dir": str(run_dir), "finetune": {"rt": {**stage, "init": str(mlm)}}}
+        if command == "pipeline"
+        else {"run_dir": str(run_dir), "finetune": stage, "arms": {"tfidf": {"method": "tfidf_logreg"}}}
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    before = hashes(run_dir)
+    for extra in ([], ["--overwrite"]):
+        capsys.readouterr()
+        assert main([command, str(recipe), *extra]) == 2
+        assert f"run_dir {run_dir} holds files no nlp-ssl {command} wrote (results.csv, sub)" in capsys.readouterr().err
+        assert hashes(run_dir) == before
+
+
+def test_an_output_holding_another_output_is_not_replaced(tmp_path, ctx, capsys):
+    argv = commands(tmp_path, tmp_path / "tok", ctx)
+    assert main(argv["tokenizer"]) == 0
+    (tmp_path / "inner").mkdir()
+    inner = commands(tmp_path / "inner", tmp_path / "tok" / "v2", ctx)["tokenizer"]
+    assert main(inner) == 0
+    capsys.readouterr()
+    assert main(argv["tokenizer"] + ["--overwrite"]) == 2
+    assert f"it is a tokenizer output that holds another output, {tmp_path / 'tok' / 'v2'}" in capsys.readouterr().err
+    assert (tmp_path / "tok" / "v2" / "metrics.json").is_file()
