@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(dump_yaml(cfg), end="")
             return None
-        return module.run(cfg, overwrite=args.overwrite)
+        from nlp_ssl.hub import publishing  # publishing is the CLI's to hand to a stage, not the stage's
+
+        return module.run(cfg, overwrite=args.overwrite, **publishing(cfg))
 
     return _guarded(run_stage)
 

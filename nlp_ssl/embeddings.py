@@ -30,7 +30,6 @@ import numpy as np
 from nlp_ssl import checkpoint as ckpt
 from nlp_ssl import train_log
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import Tracker
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.objectives import Objective
 from nlp_ssl.outputs import (
@@ -47,6 +46,7 @@ from nlp_ssl.outputs import (
     write_run_files,
 )
 from nlp_ssl.progress import launched
+from nlp_ssl.training import Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ def _tracking(cfg: EmbeddingPretrainConfig, work: Path, resumed_epoch: int):
     """The Accelerator every stage logs through (one process here: gensim's threads do the
     work), so the skip-gram curves reach the same trackers and ``train_log.jsonl`` as any
     other stage's, one record per epoch."""
-    from nlp_ssl.engine import make_accelerator
+    from nlp_ssl.training import make_accelerator
 
     accelerator = make_accelerator(cfg.train, work)
     train_log.start(accelerator, work, resumed_epoch, cfg.train.tracker, cfg)

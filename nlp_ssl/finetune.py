@@ -14,11 +14,11 @@ import logging
 import shutil
 from pathlib import Path
 
-from nlp_ssl.engine import BEST_DIR, evaluate, save_model_folder
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.outputs import MODEL_DIR, PREDICTIONS_FILE, locks_output, write_jsonl
 from nlp_ssl.stage import run_training_stage
 from nlp_ssl.tasks import TASKS, get_task
+from nlp_ssl.training import BEST_DIR, evaluate, save_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def recipe_class(raw: dict, source: str) -> type:
 
 
 @locks_output()
-def run(cfg, overwrite: bool = False) -> dict:
+def run(cfg, overwrite: bool = False, publisher=None) -> dict:
     """Fine-tune on any registered task: the task's setup, then one shared flow."""
     spec = get_task(cfg.task)
     origin: dict = {}
@@ -84,7 +84,7 @@ def run(cfg, overwrite: bool = False) -> dict:
             "predictions_split": "test" if split == "test" else "validation",
         }
 
-    return run_training_stage(cfg, overwrite, "finetune", setup, finish)
+    return run_training_stage(cfg, overwrite, "finetune", setup, finish, publisher)
 
 
 def _load_weights(model, folder: Path) -> None:

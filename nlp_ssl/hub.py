@@ -73,6 +73,30 @@ def checkpoint_pusher(options: HubOptions):
     return on_checkpoint
 
 
+class Publisher:
+    """What a training stage is handed to publish a recipe with ``push_to_hub`` /
+    ``hub_checkpoint_branch``: a check before any work, a hook per checkpoint, the push of the
+    finished run. The CLI and the pipeline hand one to every stage whose recipe can push."""
+
+    def __init__(self, options: HubOptions):
+        self.options = options
+
+    def check(self) -> None:
+        refuse_offline_push(self.options)
+
+    @property
+    def on_checkpoint(self):
+        return checkpoint_pusher(self.options)
+
+    def after(self, run_dir: Path, is_main_process: bool) -> dict:
+        return after_run(self.options, run_dir, is_main_process)
+
+
+def publishing(cfg) -> dict:
+    """The keyword arguments that hand a stage its publisher (none for a recipe that cannot push)."""
+    return {"publisher": Publisher(cfg)} if isinstance(cfg, HubOptions) else {}
+
+
 def push(
     checkpoint: str,
     repo_id: str,

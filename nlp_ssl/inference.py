@@ -112,7 +112,6 @@ def load_finetuned(checkpoint: str) -> Finetuned:
 
 
 def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
-    from nlp_ssl.engine import TrainConfig, evaluate, make_accelerator
     from nlp_ssl.outputs import (
         PREDICTIONS_FILE,
         check_output_dir,
@@ -123,6 +122,7 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
         write_jsonl,
         write_run_files,
     )
+    from nlp_ssl.training import TrainConfig, evaluate, make_accelerator
 
     started = now()
     out = output_path(cfg.output_dir)

@@ -216,7 +216,7 @@ def run_stages(cfg: PipelineConfig, overwrite: bool = False, kind: str = "pipeli
     ``kind``)."""
     import importlib
 
-    from nlp_ssl.hub import refuse_offline_push
+    from nlp_ssl.hub import publishing, refuse_offline_push
 
     check_run_dir(Path(cfg.run_dir), kind)
     stages = plan(cfg)
@@ -239,7 +239,9 @@ def run_stages(cfg: PipelineConfig, overwrite: bool = False, kind: str = "pipeli
             logger.info("pipeline: %s was interrupted; resuming it", stage.name)
         else:
             logger.info("pipeline: running %s", stage.name)
-        importlib.import_module(stage.module).run(stage.config, overwrite=not resume and out.exists())
+        importlib.import_module(stage.module).run(
+            stage.config, overwrite=not resume and out.exists(), **publishing(stage.config)
+        )
         rerun.add(stage.name)
     results = collect_results(cfg, stages)
     write_json(Path(cfg.run_dir) / RESULTS_FILE, results)

@@ -15,7 +15,6 @@ import logging
 import math
 from pathlib import Path
 
-from nlp_ssl.engine import save_model_folder
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import (
     check_same_tokenizer,
@@ -31,6 +30,7 @@ from nlp_ssl.outputs import MODEL_DIR, locks_output
 from nlp_ssl.packing import PackedStream
 from nlp_ssl.stage import run_training_stage
 from nlp_ssl.tokenizer import load_tokenizer
+from nlp_ssl.training import save_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -96,17 +96,18 @@ def set_input_limit(tokenizer, model, trained: int | None) -> None:
         model.generation_config.max_length = limit
 
 
-def run(cfg, overwrite: bool = False) -> dict:
+def run(cfg, overwrite: bool = False, publisher=None) -> dict:
     """Pretrain with ``cfg``'s objective (``cfg`` is the class ``recipe_class`` picked: for
-    skipgram / cbow an ``EmbeddingPretrainConfig``, run by its objective's own stage)."""
+    skipgram / cbow an ``EmbeddingPretrainConfig``, run by its objective's own stage, which
+    publishes nothing); ``publisher`` as in ``run_training_stage``."""
     objective = get_objective(cfg.objective)
     if objective.run is not None:
         return objective.run(cfg, overwrite=overwrite)
-    return _run_transformer(cfg, overwrite=overwrite)
+    return _run_transformer(cfg, overwrite=overwrite, publisher=publisher)
 
 
 @locks_output()
-def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
+def _run_transformer(cfg: PretrainConfig, overwrite: bool = False, publisher=None) -> dict:
     from nlp_ssl.objectives.blocks import load_data
 
     objective = get_objective(cfg.objective)
@@ -173,4 +174,4 @@ def _run_transformer(cfg: PretrainConfig, overwrite: bool = False) -> dict:
             "corpus_docs": train.n_docs if train else "streamed",
         }
 
-    return run_training_stage(cfg, overwrite, "pretrain", setup, finish)
+    return run_training_stage(cfg, overwrite, "pretrain", setup, finish, publisher)

@@ -237,8 +237,8 @@ def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(
 ):
     """Translation / summarization: the vectors become the encoder's and the decoder's token
     embeddings, and the decoder's output layer (tied) with them; GPT-2 and BERT decoders."""
-    from nlp_ssl.engine import make_accelerator
     from nlp_ssl.tasks.seq2seq import setup_seq2seq
+    from nlp_ssl.training import make_accelerator
     from tests.finetune_helpers import translation_config, write_translation_folder
 
     data = write_translation_folder(tmp_path / "mt", sizes=(20, 4, 4))
@@ -269,8 +269,8 @@ def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(
 
 
 def test_encoder_decoder_warm_start_refuses_other_tokenizer(tmp_path, pretrained, topical):
-    from nlp_ssl.engine import make_accelerator
     from nlp_ssl.tasks.seq2seq import setup_seq2seq
+    from nlp_ssl.training import make_accelerator
     from tests.finetune_helpers import translation_config, write_translation_folder
 
     other_corpus, other_tok = topical

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nlp_ssl.checkpoint import list_checkpoints
-from nlp_ssl.engine import BEST_DIR, Batch, ScoredTask, Task, TrainConfig, evaluate, fit, make_accelerator
 from nlp_ssl.train_log import read_log
+from nlp_ssl.training import BEST_DIR, Batch, ScoredTask, Task, TrainConfig, evaluate, fit, make_accelerator
 
 N_TRAIN, N_EVAL, DIM, OUT = 32, 10, 4, 3
 
@@ -258,7 +258,7 @@ def trained_on(task: VaryingLengths) -> list[list[int]]:
 
 
 def test_group_by_length_keeps_the_examples_and_batches_similar_lengths():
-    from nlp_ssl.engine import group_by_length
+    from nlp_ssl.training import group_by_length
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 200, size=1000)
@@ -308,7 +308,7 @@ def test_a_resume_keeps_the_batch_order_the_run_started_with(tmp_path, caplog):
     with pytest.raises(PowerCut):
         fit(crashed, config(group_by_length=True), folder(tmp_path, "resumed"), seed=3)
     resumed = VaryingLengths()
-    with caplog.at_level("WARNING", logger="nlp_ssl.engine"):
+    with caplog.at_level("WARNING", logger="nlp_ssl.training"):
         fit(resumed, config(group_by_length=False, resume="latest"), folder(tmp_path, "resumed"), seed=3)
     assert "resuming keeps the run's batch order" in caplog.text
     assert trained_on(resumed) == trained_on(straight)[3:]
@@ -320,7 +320,7 @@ def test_a_resume_keeps_the_batch_order_the_run_started_with(tmp_path, caplog):
 
 
 def test_a_checkpoint_from_before_the_group_size_was_saved_resumes_with_groups_of_50(tmp_path, monkeypatch):
-    from nlp_ssl.engine import TrainState
+    from nlp_ssl.training import TrainState
 
     grouped = {"group_by_length": True, "micro_batch_size": 2}  # 16 batches an epoch: 50 sorts it whole
     straight = VaryingLengths()
@@ -367,7 +367,7 @@ def test_a_resume_keeps_the_length_groups_the_run_started_with(tmp_path, caplog)
     with pytest.raises(PowerCut):
         fit(crashed, config(**grouped, length_group_batches=2), folder(tmp_path, "resumed"), seed=3)
     resumed = VaryingLengths()
-    with caplog.at_level("WARNING", logger="nlp_ssl.engine"):
+    with caplog.at_level("WARNING", logger="nlp_ssl.training"):
         fit(resumed, config(**grouped, length_group_batches=8, resume="latest"), folder(tmp_path, "resumed"), seed=3)
     assert "resuming keeps its length groups" in caplog.text
     assert trained_on(resumed) == trained_on(straight)[3:]
@@ -383,7 +383,7 @@ def test_final_eval_is_the_evaluation_of_the_weights_the_run_ends_with(tmp_path)
     """With ``metric_for_best`` the best model's scores, saved with it, come back in the summary
     (a fine-tuning run reports them instead of scoring the split again); a ``best_model/`` that
     is not the one the run's state counts as best gives nothing to reuse."""
-    from nlp_ssl.engine import BEST_SCORES
+    from nlp_ssl.training import BEST_SCORES
 
     task = ScoredRegression(scores=[0.9, 0.5])
     summary = fit(

@@ -197,7 +197,7 @@ def test_a_finish_without_best_model_ships_what_its_name_says(
 
 
 def test_early_stopping_needs_a_metric():
-    from nlp_ssl.engine import TrainConfig
+    from nlp_ssl.training import TrainConfig
 
     with pytest.raises(ConfigError, match="needs 'metric_for_best'"):
         TrainConfig(early_stopping_patience=2)

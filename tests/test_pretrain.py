@@ -17,16 +17,16 @@ from transformers import (
     pipeline,
 )
 
-from nlp_ssl import engine, pretrain
+from nlp_ssl import pretrain
 from nlp_ssl.checkpoint import list_checkpoints, resume_candidates, staging_path
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import TrainingError, TrainingInterrupted
 from nlp_ssl.errors import ConfigError, DataError, OutputError
 from nlp_ssl.models import ModelConfig, check_vocab
 from nlp_ssl.objectives.causal_lm import build_causal_lm
 from nlp_ssl.objectives.masked_lm import build_masked_lm
 from nlp_ssl.packing import pack
 from nlp_ssl.train_log import read_log
+from nlp_ssl.training import TrainingError, TrainingInterrupted, loop
 from tests.helpers import needs_shared_data
 from tests.pretrain_helpers import tiny_config
 
@@ -338,10 +338,10 @@ def test_freed_heap_memory_is_returned_to_the_os_every_few_steps(tmp_path, tiny_
     if sys.platform.startswith("linux"):
         assert memory._MALLOC_TRIM is not None  # glibc: the trim is really there
     calls = []
-    monkeypatch.setattr(engine, "release_free_memory", lambda: calls.append(1))
+    monkeypatch.setattr(loop, "release_free_memory", lambda: calls.append(1))
     pretrain.run(tiny_config(tmp_path / "run", tiny_tokenizer, tiny_corpus, max_steps=25, save_every=25, eval_every=25))
     # every RELEASE_MEMORY_EVERY steps, and after the evaluation and the checkpoint at step 25
-    assert len(calls) == 25 // engine.RELEASE_MEMORY_EVERY + 2
+    assert len(calls) == 25 // loop.RELEASE_MEMORY_EVERY + 2
 
 
 def _streaming(cfg, corpus):
@@ -370,7 +370,7 @@ def test_streaming_pretraining_resumes_exactly(tmp_path, tiny_corpus, tiny_token
 
     stopped = _streaming(tiny_config(tmp_path / "stopped", tiny_tokenizer, tiny_corpus, objective, **kw), tiny_corpus)
     with monkeypatch.context() as m:
-        real = engine.save_checkpoint
+        real = loop.save_checkpoint
         calls = {"n": 0}
 
         def save_then_signal(*args, **kwargs):
@@ -380,7 +380,7 @@ def test_streaming_pretraining_resumes_exactly(tmp_path, tiny_corpus, tiny_token
                 os.kill(os.getpid(), signal.SIGTERM)
             return path
 
-        m.setattr(engine, "save_checkpoint", save_then_signal)
+        m.setattr(loop, "save_checkpoint", save_then_signal)
         with pytest.raises(TrainingInterrupted, match=r"at step 10"):
             pretrain.run(stopped)
     stopped.train.resume = "latest"

@@ -196,12 +196,16 @@ def test_a_training_recipe_pushes_its_checkpoints_and_its_result(tmp_path, hub, 
 
 def test_a_recipe_that_would_push_offline_is_refused_before_training(tmp_path, runs, sentiment_dir):
     from nlp_ssl import finetune
-    from nlp_ssl.hub import PublishError
+    from nlp_ssl.errors import ConfigError
+    from nlp_ssl.hub import Publisher, PublishError
     from tests.finetune_helpers import sentiment_config
 
     cfg = sentiment_config(tmp_path / "run", runs["base"], sentiment_dir)
     cfg.push_to_hub, cfg.hub_model_id = True, "me/trained"
     with pytest.raises(PublishError, match="HF_HUB_OFFLINE is too"):
+        finetune.run(cfg, publisher=Publisher(cfg))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="this stage was given no publisher"):  # never a push dropped silently
         finetune.run(cfg)
     assert not (tmp_path / "run").exists()
 

@@ -149,9 +149,9 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
     import errno
 
     from nlp_ssl import checkpoint as ckpt
-    from nlp_ssl import engine
+    from nlp_ssl.training import checkpointing
 
-    real, calls = engine.write_model_folder, []
+    real, calls = checkpointing.write_model_folder, []
 
     def fills_the_disk(task, directory):
         calls.append(directory)
@@ -161,7 +161,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
             raise OSError(errno.ENOSPC, "No space left on device")
         real(task, directory)
 
-    monkeypatch.setattr(engine, "write_model_folder", fills_the_disk)
+    monkeypatch.setattr(checkpointing, "write_model_folder", fills_the_disk)
     out = tmp_path / "run"
     cfg = tiny_config(out, tiny_tokenizer, tiny_corpus, "mlm", max_steps=12, save_every=4, keep_last=3)
     with pytest.raises(
@@ -172,7 +172,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(
         pretrain.run(cfg)
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000004"]  # no partial one left
     assert ckpt.verify(out / "checkpoints/step-00000004") is None
-    monkeypatch.setattr(engine, "write_model_folder", real)  # space freed
+    monkeypatch.setattr(checkpointing, "write_model_folder", real)  # space freed
     cfg.train.resume = "latest"
     pretrain.run(cfg)
     assert_same_run(out, reference)
@@ -293,7 +293,7 @@ def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(
     from dataclasses import replace
 
     from nlp_ssl import embeddings, pretrain
-    from nlp_ssl.engine import TrainingError
+    from nlp_ssl.training import TrainingError
     from tests.pretrain_helpers import tiny_config
     from tests.test_embeddings import embedding_config
 

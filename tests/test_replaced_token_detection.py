@@ -7,7 +7,6 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification
 
 from nlp_ssl import pretrain
-from nlp_ssl.engine import TrainingInterrupted
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import ModelConfig
 from nlp_ssl.objectives.masked_lm import MaskingConfig
@@ -19,6 +18,7 @@ from nlp_ssl.objectives.replaced_token_detection import (
     sample_rows,
 )
 from nlp_ssl.tokenizer import load_tokenizer
+from nlp_ssl.training import TrainingInterrupted
 from tests.pretrain_helpers import tiny_config
 from tests.test_pretrain import _sigterm_during_step, assert_same_weights, losses, weights
 

@@ -61,8 +61,8 @@ def test_encoder_decoder_is_assembled_from_mlm_and_clm_checkpoints(pretrained):
 
 
 def test_labels_are_masked_and_decoder_inputs_shifted(translated, pretrained, translation_dir):
-    from nlp_ssl.engine import make_accelerator
     from nlp_ssl.tasks.seq2seq import setup_seq2seq
+    from nlp_ssl.training import make_accelerator
 
     cfg = translation_config(
         translated.parent / "probe",
@@ -477,10 +477,10 @@ def test_rows_hold_every_pair_once_within_the_widths():
 def test_packing_is_refused_for_architectures_it_was_not_verified_on(
     tmp_path, pretrained, translation_dir, monkeypatch, caplog
 ):
-    from nlp_ssl.engine import make_accelerator
     from nlp_ssl.errors import ConfigError
     from nlp_ssl.tasks.pair_packing import unsupported
     from nlp_ssl.tasks.seq2seq import setup_seq2seq
+    from nlp_ssl.training import make_accelerator
 
     model = _tiny_encoder_decoder("bert", "gpt2")
     model.config.encoder.model_type = "t5"

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from nlp_ssl.data import DatasetSpec
-from nlp_ssl.engine import TrainConfig
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import ModelConfig
 from nlp_ssl.objectives import get_objective
+from nlp_ssl.training.config import TrainConfig
 
 
 @dataclass

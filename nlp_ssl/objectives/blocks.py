@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nlp_ssl.data import hold_out
-from nlp_ssl.engine import Batch
 from nlp_ssl.models import count_parameters
 from nlp_ssl.packing import pack
+from nlp_ssl.training.contract import Batch
 
 if TYPE_CHECKING:
     from nlp_ssl.objectives.base import PretrainConfig

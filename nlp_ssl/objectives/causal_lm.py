@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.engine import Batch
 from nlp_ssl.models import ModelConfig, flops_per_token, load_pretrained
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.base import PretrainConfig
 from nlp_ssl.objectives.blocks import BlockTask
+from nlp_ssl.training.contract import Batch
 
 
 @dataclass

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.models import ModelConfig, count_parameters, flops_per_token, mlm_head_names
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.base import PretrainConfig
 from nlp_ssl.objectives.masked_lm import MaskedLMTask, MaskingConfig, build_masked_lm
+from nlp_ssl.training.contract import Batch
 
 
 @dataclass

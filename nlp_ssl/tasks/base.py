@@ -9,8 +9,8 @@ from typing import Literal
 
 import numpy as np
 
-from nlp_ssl.engine import TrainConfig
 from nlp_ssl.errors import ConfigError
+from nlp_ssl.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, missing_column, resolve
-from nlp_ssl.engine import Batch
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.models import count_parameters, flops_per_token
 from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, pad_multiple
+from nlp_ssl.training.contract import Batch
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,45 @@
+"""The run's counters, saved with every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (through Accelerate's custom-state hook)."""
+
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    """In training steps; evaluations and checkpoints are counted apart."""
+    evaluation_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    best: dict = field(default_factory=dict)
+    group_by_length: bool | None = None
+    """The batch order the run was started with, so a resume continues it whatever the
+    recipe (or its default) now says; None until a run sets it (and from checkpoints
+    written before it was saved)."""
+    length_group_batches: int | None = None
+    """The same, for the size of its length groups."""
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "seconds": self.seconds,
+            "evaluation_seconds": self.evaluation_seconds,
+            "checkpoint_seconds": self.checkpoint_seconds,
+            "best": self.best,
+            "group_by_length": self.group_by_length,
+            "length_group_batches": self.length_group_batches,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
+        # checkpoints written before these were counted have neither
+        self.evaluation_seconds = float(state.get("evaluation_seconds", 0.0))
+        self.checkpoint_seconds = float(state.get("checkpoint_seconds", 0.0))
+        self.best = dict(state.get("best", {}))
+        self.group_by_length = state.get("group_by_length")
+        self.length_group_batches = state.get("length_group_batches")
