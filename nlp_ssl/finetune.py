@@ -2,7 +2,7 @@
 
 The recipe's ``task`` picks its module (``nlp_ssl.tasks``: schema, setup, data, loss,
 metrics). Flow, the same for every task: model folder (ours or
-anyone's) -> task data -> ``engine.fit`` (the same loop as pretraining; best model kept by
+anyone's) -> task data -> ``training.fit`` (the same loop as pretraining; best model kept by
 ``train.metric_for_best``, optional early stopping) -> the best model scored on validation
 and test -> ``<output_dir>/model/`` (loads with ``AutoModelFor...`` and ``pipeline``),
 ``predictions.jsonl`` and the run files (``metrics.json`` last).

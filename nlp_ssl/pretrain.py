@@ -1,6 +1,6 @@
 """Pretraining stage: ``nlp-ssl pretrain RECIPE.yaml`` (alone, or under ``accelerate launch``).
 
-setup (tokenizer, model, packed data) -> ``engine.fit`` -> final model folder + run files.
+setup (tokenizer, model, packed data) -> ``training.fit`` -> final model folder + run files.
 One flow for every transformer objective: what differs between them (recipe schema, model,
 loss, batches) comes from the objective's module, found by ``nlp_ssl.objectives.get_objective``.
 Output: ``<output_dir>/model/`` (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM``, or for

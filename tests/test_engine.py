@@ -1,4 +1,4 @@
-"""``engine.fit`` alone, on a fake task: a linear model fitted by squared error, no transformers
+"""``training.fit`` alone, on a fake task: a linear model fitted by squared error, no transformers
 model, so that what fails here is the loop (accumulation, resume, evaluation, best model)."""
 
 import json
