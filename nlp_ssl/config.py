@@ -247,7 +247,7 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
     given = getattr(cls, "check_given", None)
     if given is not None:  # rules about which keys a recipe wrote, which defaults cannot show
         try:
-            given(data)
+            given({key: to_dict(value) for key, value in data.items()})  # as written: command-line values read
         except ConfigError as exc:
             raise ConfigError(f"{source}: {prefix + ': ' if prefix else ''}{exc}") from None
     kwargs = {}

@@ -456,11 +456,15 @@ def _diagnose_parquet(path: str) -> str | None:
     return None
 
 
+def diagnose_source(source: Source) -> str | None:
+    """The first problem ``diagnose_file`` finds in any of ``source``'s files."""
+    return next(filter(None, (diagnose_file(path, source.builder or "") for path in source.files)), None)
+
+
 def _explain_load_failure(exc: Exception, source: Source, spec: DatasetSpec) -> DataError:
-    for path in source.files:
-        problem = diagnose_file(path, source.builder or "")
-        if problem:
-            return DataError(problem)
+    problem = diagnose_source(source)
+    if problem:
+        return DataError(problem)
     message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     if source.kind == "hub":
         return DataError(f"dataset {spec.name!r}: {message}")

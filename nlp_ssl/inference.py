@@ -190,10 +190,10 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Command-line numbers in range, named by their option, before anything loads."""
-    for option in ("checkpoint", "dataset", "file", "output_dir"):
+    for option in ("dataset", "file", "output_dir"):  # an empty checkpoint: models.resolve_model_dir
         value = getattr(args, option, None)
         if isinstance(value, str) and not value.strip():
-            name = option if option in ("checkpoint", "dataset") else f"--{option.replace('_', '-')}"
+            name = option if option == "dataset" else f"--{option.replace('_', '-')}"
             raise ConfigError(
                 f"{name} is empty; it names a folder or file (an empty path would be the working "
                 "directory): give the path"

@@ -114,10 +114,11 @@ _OWN_FOLDERS = ("model", "checkpoints", "best_model", "logs")
 
 
 def _inner_output(out: Path) -> Path | None:
-    for marker in (RUN_INFO_FILE, METRICS_FILE):
-        for found in out.rglob(marker):
-            inside = found.parent.relative_to(out)
-            if inside.parts and inside.parts[0] not in _OWN_FOLDERS:
+    """Another output inside ``out``: searched outside its own folders (checkpoints hold many files)."""
+    for folder in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in _OWN_FOLDERS):
+        for marker in (RUN_INFO_FILE, METRICS_FILE):
+            found = next(folder.rglob(marker), None)
+            if found is not None:
                 return found.parent
     return None
 

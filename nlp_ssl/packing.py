@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlp_ssl.data import DatasetSpec, _check_columns, column_texts, diagnose_file, load_split, resolve
+from nlp_ssl.data import DatasetSpec, _check_columns, column_texts, diagnose_source, load_split, resolve
 from nlp_ssl.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -294,11 +294,9 @@ class PackedStream:
         except DataError:
             raise
         except Exception as exc:
-            for spec in self._specs:
-                source = resolve(spec)
-                problem = next(filter(None, (diagnose_file(f, source.builder or "") for f in source.files)), None)
-                if problem:
-                    raise DataError(problem) from None
+            problem = next(filter(None, (diagnose_source(resolve(spec)) for spec in self._specs)), None)
+            if problem:
+                raise DataError(problem) from None
             # not found in any file: say which stream, not guess which of its sources
             message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise DataError(

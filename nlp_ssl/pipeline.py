@@ -267,19 +267,13 @@ def _same_recipe(out: Path, config) -> bool:
     sets, and where the result is pushed, do not count: they do not change the model)."""
     import yaml
 
-    from nlp_ssl.config import to_dict, upgrade
+    from nlp_ssl.config import recipe_changes
 
     saved = out / CONFIG_FILE
     if not saved.is_file():
         return False
-    old = upgrade(type(config), yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
-    new = to_dict(config)
-    for recipe in (old, new):
-        if isinstance(recipe.get("train"), dict):
-            recipe["train"].pop("resume", None)
-        for key in ("push_to_hub", "hub_model_id", "hub_private", "hub_checkpoint_branch"):
-            recipe.pop(key, None)
-    return old == new
+    ignored = ("train.resume", "push_to_hub", "hub_model_id", "hub_private", "hub_checkpoint_branch")
+    return not recipe_changes(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, config, ignored)
 
 
 def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:

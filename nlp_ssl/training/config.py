@@ -140,8 +140,8 @@ class TrainConfig:
         would be ignored. A saved recipe writes both, with ``max_steps`` at its default."""
         fields = cls.__dataclass_fields__
         default = fields["max_steps"].default
-        steps = getattr(data.get("max_steps"), "parsed", data.get("max_steps", default))
-        epochs = getattr(data.get("epochs"), "parsed", data.get("epochs", fields["epochs"].default))
+        steps = data.get("max_steps", default)
+        epochs = data.get("epochs", fields["epochs"].default)
         if epochs is not None and steps != default:
             raise ConfigError(
                 f"'max_steps' ({steps}) would be ignored: 'epochs' ({epochs}) sizes the run; set "
