@@ -29,8 +29,9 @@ from pathlib import Path
 
 from harness import REPO  # first: the repository on the import path, offline defaults
 
-from nlp_ssl import embeddings, pretrain
+from nlp_ssl import pretrain
 from nlp_ssl.config import load_recipe
+from nlp_ssl.objectives import word2vec
 from nlp_ssl.tokenizer import load_tokenizer
 
 
@@ -113,7 +114,7 @@ def main() -> None:
             [f"output_dir={tmp}/run", f"train.epochs={args.epochs}", "train.tracker=none"],
         )
         tokenizer = load_tokenizer(cfg.tokenizer)
-        corpus = embeddings.load_corpus(cfg, tokenizer)  # tokenized once here; cached for the stage
+        corpus = word2vec.load_corpus(cfg, tokenizer)  # tokenized once here; cached for the stage
         sentences = list(corpus)
         path = Path(tmp) / "corpus.txt"
         path.write_text("\n".join(" ".join(s) for s in sentences) + "\n", encoding="utf-8")

@@ -137,10 +137,10 @@ def frozen_encoder(init: str, max_length: int, key: str = "init"):
 
     from sentence_transformers import SentenceTransformer
 
-    from nlp_ssl.embeddings import embedding_folder
     from nlp_ssl.models import max_positions, resolve_model_dir
+    from nlp_ssl.vectors import vector_folder
 
-    folder = embedding_folder(init)
+    folder = vector_folder(init)
     if folder is not None:
         return SentenceTransformer(str(folder), device="cpu"), str(folder)
     model_dir = resolve_model_dir(init, key=key)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nlp_ssl.errors import DataError
+from nlp_ssl.run_files import PARTIAL, sibling, sibling_of
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,16 @@ def write_manifest(folder: Path) -> None:
 
 
 def verify(folder: Path) -> str | None:
-    """What is wrong with a checkpoint's files, or None when they match its manifest
-    (a checkpoint from before manifests existed is taken as it is)."""
+    """What is wrong with a checkpoint's files, or None when they match its manifest."""
+    from nlp_ssl.run_format import checkpoint_has_manifest
+
     manifest = folder / MANIFEST
     if not manifest.is_file():
-        return None
+        try:
+            state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return f"{STATE_FILE} is unreadable"
+        return f"{MANIFEST} is missing" if isinstance(state, dict) and checkpoint_has_manifest(state) else None
     try:
         expected = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
@@ -112,12 +118,14 @@ def read_trainer_state(path: Path) -> dict:
 
 
 def staging_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINTS / f".{checkpoint_name(step)}.partial"
+    """Where every process writes the checkpoint of ``step``: one fixed name (no process id),
+    so that all processes of a launched run write into the same folder."""
+    return sibling(Path(run_dir) / CHECKPOINTS / checkpoint_name(step), PARTIAL)
 
 
 def commit(staging: Path, keep_last: int) -> Path:
     """Rename a fully written checkpoint into place and prune old ones (main process only)."""
-    final = staging.with_name(staging.name[1:].removesuffix(".partial"))
+    final = staging.with_name(sibling_of(staging.name).target)
     if final.exists():  # the same step saved again (e.g. final save right after a periodic one)
         shutil.rmtree(final)
     staging.rename(final)
@@ -131,6 +139,8 @@ def clean_partials(run_dir: Path) -> None:
     """Remove checkpoints a crash left half-written."""
     root = Path(run_dir) / CHECKPOINTS
     if root.is_dir():
-        for p in root.glob(".step-*.partial"):
-            logger.warning("removing incomplete checkpoint %s", p)
-            shutil.rmtree(p, ignore_errors=True)
+        for p in root.iterdir():
+            found = sibling_of(p.name)
+            if found is not None and found.state == PARTIAL and _NAME.match(found.target):
+                logger.warning("removing incomplete checkpoint %s", p)
+                shutil.rmtree(p, ignore_errors=True)

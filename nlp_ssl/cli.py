@@ -12,9 +12,10 @@ import sys
 from dataclasses import dataclass
 
 from nlp_ssl import __version__
-from nlp_ssl.config import describe_keys, dump_yaml, load_recipe
+from nlp_ssl.config import dump_yaml, load_recipe
 from nlp_ssl.errors import NlpSslError
 from nlp_ssl.progress import close_bars, setup_logging
+from nlp_ssl.recipe_keys import describe_keys
 
 logger = logging.getLogger("nlp_ssl.cli")
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from nlp_ssl import run_format
 from nlp_ssl.errors import ConfigError
 
 _MISSING = dataclasses.MISSING
@@ -169,22 +170,20 @@ def _parse_index(part: str, item: str, length: int) -> int:
     return index
 
 
-def upgrade(cls: type, data: dict) -> dict:
-    """A recipe saved by an earlier version in today's form, section by section: renamed keys
-    (``RENAMED``) take their new name, keys added since (``ADDED``) take the value the old
-    runs had, and keys the section no longer has are dropped."""
-    renamed = getattr(cls, "RENAMED", {})
+def upgrade(cls: type, data: dict, saved_format: int = 0) -> dict:
+    """A recipe saved by a run of ``saved_format`` (``nlp_ssl.run_format``) in today's form,
+    section by section; keys the section no longer has are dropped."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    data = {renamed.get(k, k): v for k, v in data.items()}
-    data = {**getattr(cls, "ADDED", {}), **data}
-    return {key: _upgrade_value(hints[key], value) for key, value in data.items() if key in names}
+    data = run_format.recipe_step(cls, data, saved_format)
+    return {key: _upgrade_value(hints[key], value, saved_format) for key, value in data.items() if key in names}
 
 
-def recipe_changes(saved: dict, config, ignore: tuple[str, ...] = ()) -> list[str]:
-    """How ``config`` differs from the recipe ``saved`` in a run folder (upgraded to today's
-    form), as ``key: old -> new`` lines with dotted keys; keys in ``ignore`` (dotted) do not count."""
-    old, new = upgrade(type(config), saved or {}), to_dict(config)
+def recipe_changes(saved: dict, config, ignore: tuple[str, ...] = (), saved_format: int = 0) -> list[str]:
+    """How ``config`` differs from the recipe ``saved`` in a run folder of ``saved_format``
+    (upgraded to today's form), as ``key: old -> new`` lines with dotted keys; keys in
+    ``ignore`` (dotted) do not count."""
+    old, new = upgrade(type(config), saved or {}, saved_format), to_dict(config)
     changes: list[str] = []
 
     def walk(a, b, where: str) -> None:
@@ -211,16 +210,16 @@ def _shown(value) -> str:
     )
 
 
-def _upgrade_value(hint, value):
+def _upgrade_value(hint, value, saved_format: int):
     """``value`` upgraded as the section(s) ``hint`` declares: ``X``, ``X | None``, ``list[X]``."""
     if get_origin(hint) in (Union, types.UnionType):
         classes = [a for a in get_args(hint) if a is not type(None)]
         lists = [a for a in classes if get_origin(a) is list]
         hint = lists[0] if isinstance(value, list) and len(lists) == 1 else classes[0] if len(classes) == 1 else None
     if get_origin(hint) is list and isinstance(value, list):
-        return [_upgrade_value(get_args(hint)[0], item) for item in value]
+        return [_upgrade_value(get_args(hint)[0], item, saved_format) for item in value]
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return upgrade(hint, value)
+        return upgrade(hint, value, saved_format)
     return value
 
 
@@ -234,7 +233,7 @@ def from_dict(cls: type, data: Any, source: str = "<recipe>", prefix: str = ""):
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
-        renamed = getattr(cls, "RENAMED", {}).get(key)
+        renamed = run_format.renamed_keys(cls).get(key)
         suggestion = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
         hint = f"; did you mean {_join(prefix, suggestion[0])!r}?" if suggestion else ""
         if renamed:
@@ -446,78 +445,3 @@ def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return " or ".join(repr(a) for a in get_args(tp))
     return {str: "a string", int: "an integer", float: "a number", bool: "true/false"}.get(tp, str(tp))
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (and its bases), by field name."""
-    import ast
-    import inspect
-    import textwrap
-
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:]):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr)
-                and isinstance(getattr(after, "value", None), ast.Constant)
-                and isinstance(after.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
-def describe_keys(cls: type, prefix: str = "") -> list[str]:
-    """One line per recipe key of ``cls``, nested sections dotted: name, type, default and the
-    first sentence of its docstring (what ``nlp-ssl STAGE --keys`` prints)."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    lines = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        tp, key = hints[f.name], _join(prefix, f.name)
-        nested = _dataclass_in(tp)
-        if nested is not None and not _is_list(tp):
-            lines.append(f"{key}:  (section)" + (f"  {_first_sentence(docs[f.name])}" if f.name in docs else ""))
-            lines += describe_keys(nested, key)
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = "required"
-        shown = default if default == "required" else yaml.safe_dump(to_dict(default), default_flow_style=True).strip()
-        shown = shown.removesuffix("\n...").removesuffix("...").strip()
-        help_text = f"  {_first_sentence(docs[f.name])}" if f.name in docs else ""
-        lines.append(f"{key} = {shown}{help_text}")
-    return lines
-
-
-def _dataclass_in(tp):
-    if dataclasses.is_dataclass(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
-
-
-def _is_list(tp) -> bool:
-    return typing.get_origin(tp) in (list, tuple) or any(
-        typing.get_origin(a) in (list, tuple) for a in typing.get_args(tp)
-    )
-
-
-def _first_sentence(text: str) -> str:
-    end = re.search(r"(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z`(])", text)
-    return text if end is None else text[: end.start() + 1]

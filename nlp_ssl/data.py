@@ -474,8 +474,8 @@ def _explain_load_failure(exc: Exception, source: Source, spec: DatasetSpec) -> 
 def hold_out(n: int, fraction: float, seed: int, too_few: str, salt: int = 0xE7A1) -> tuple:
     """Seeded ``(train, validation)`` positions for a recipe without a validation set: a
     ``fraction`` of the ``n`` rows (at least one) is held out, the rest trains; ``too_few`` is
-    the error when nothing would be left to train on. ``salt`` keeps each stage's draw as it
-    always was (fine-tuning and pretraining drew with different constants)."""
+    the error when nothing would be left to train on. ``salt`` gives each stage its own draw
+    (fine-tuning and pretraining use different ones), so a seed reproduces a stage's split."""
     import numpy as np
 
     order = np.random.default_rng([seed, salt]).permutation(n)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.outputs import MODEL_DIR, PREDICTIONS_FILE, locks_output, write_jsonl
-from nlp_ssl.stage import run_training_stage
+from nlp_ssl.stage import FitStage, run_stage
 from nlp_ssl.tasks import TASKS, get_task
 from nlp_ssl.training import BEST_DIR, evaluate, save_model_folder
 
@@ -33,15 +33,18 @@ def recipe_class(raw: dict, source: str) -> type:
 @locks_output()
 def run(cfg, overwrite: bool = False, publisher=None) -> dict:
     """Fine-tune on any registered task: the task's setup, then one shared flow."""
-    spec = get_task(cfg.task)
-    origin: dict = {}
+    return run_stage(Finetuning(cfg), overwrite, publisher)
 
-    def setup(accelerator):
-        task, where = spec.setup(cfg, accelerator)
-        origin.update(where)
+
+class Finetuning(FitStage):
+    kind = "finetune"
+
+    def make_task(self, accelerator):
+        task, self.origin = get_task(self.cfg.task).setup(self.cfg, accelerator)
         return task
 
-    def finish(task, summary: dict, accelerator, folder: Path, final_eval: dict) -> dict:
+    def finish(self, summary: dict, accelerator, folder: Path) -> dict:
+        cfg, task, final_eval = self.cfg, self.task, self.final_eval
         info = task.describe()
         best_dir = folder / BEST_DIR
         accelerator.wait_for_everyone()
@@ -77,14 +80,12 @@ def run(cfg, overwrite: bool = False, publisher=None) -> dict:
         train_summary = {k: v for k, v in summary.items() if not k.startswith("eval_")}
         return {
             "task": cfg.task,
-            **origin,
+            **self.origin,
             **info,
             **train_summary,
             **scores,
             "predictions_split": "test" if split == "test" else "validation",
         }
-
-    return run_training_stage(cfg, overwrite, "finetune", setup, finish, publisher)
 
 
 def _load_weights(model, folder: Path) -> None:

@@ -43,11 +43,11 @@ class RunRecord:
 def find_run(checkpoint: str) -> RunRecord:
     """The model folder behind ``checkpoint`` (a run, its ``model/``, a checkpoint, any
     model folder) and, when it came from an nlp-ssl run, that run's recipe and metrics."""
-    from nlp_ssl.embeddings import embedding_folder
     from nlp_ssl.models import read_config_json, resolve_model_dir
     from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE
+    from nlp_ssl.vectors import vector_folder
 
-    if embedding_folder(checkpoint) is not None:
+    if vector_folder(checkpoint) is not None:
         raise DataError(
             f"checkpoint {checkpoint}: a skipgram/cbow run; export and push take transformer runs. Its "
             "model/ folder is already a sentence-transformers folder: upload it with "
@@ -70,10 +70,11 @@ def find_run(checkpoint: str) -> RunRecord:
             if "stage" not in record.info:
                 record.info["stage"] = "pretrain" if "objective" in record.config else "finetune"
             trained_for = descriptor(record)
-            if trained_for is not None:  # a run saved before a recipe key was renamed or added
+            if trained_for is not None:
                 from nlp_ssl.config import upgrade
+                from nlp_ssl.run_format import run_format
 
-                record.config = upgrade(trained_for.config, record.config)
+                record.config = upgrade(trained_for.config, record.config, run_format(candidate))
             break
     return record
 

@@ -16,6 +16,7 @@ from typing import Literal
 
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.hub_options import hub_offline
+from nlp_ssl.vectors import load_vectors, vector_folder
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +135,7 @@ def resolve_model_dir(init: str, key: str = "init") -> str:
         if (folder / "config.json").is_file():
             return str(folder)
     if path.exists():
-        from nlp_ssl.embeddings import embedding_folder
-
-        if embedding_folder(str(path)) is not None:
+        if vector_folder(str(path)) is not None:
             raise DataError(
                 f"{key}: {path} is a skipgram/cbow run (token vectors, not a transformer); give it as "
                 "'init_embeddings' beside a transformer 'init' (or 'init' of a frozen_logreg baseline)"
@@ -355,8 +354,6 @@ def copy_token_embeddings(models, source: str, tokenizer, tokenizer_dir: str, ke
     import numpy as np
     import torch
 
-    from nlp_ssl.embeddings import load_vectors
-
     vectors, trained, folder = load_vectors(source, key=key)
     try:
         check_same_tokenizer(tokenizer, str(folder), tokenizer_dir)
@@ -382,3 +379,33 @@ def copy_token_embeddings(models, source: str, tokenizer, tokenizer_dir: str, ke
         for table in tables:
             table[torch.from_numpy(rows)] = torch.from_numpy(vectors[rows]).to(table.dtype)
     return int(len(rows))
+
+
+def check_length_fits(model_dir: str, setting: str, length: int, key: str = "init", suggest: bool = False) -> None:
+    """Refuse a configured length (``setting``, the recipe key: ``data.max_length``) longer than
+    the position table of the model in ``model_dir``: positions past the table have no embedding
+    to look up. ``key`` names the recipe key behind ``model_dir`` if its config cannot be read;
+    ``suggest`` adds the largest value that fits to the error."""
+    positions = max_positions(model_dir, key)
+    if positions is not None and length > positions:
+        message = f"'{setting}' ({length}) exceeds the {positions} positions of the model in {model_dir}"
+        raise ConfigError(message + (f"; set {setting}={positions} or less" if suggest else ""))
+
+
+def copy_init_embeddings(
+    models,
+    source: str | None,
+    tokenizer,
+    tokenizer_dir: str,
+    *,
+    log: logging.Logger | None = None,
+    what: str = "token embeddings",
+) -> int | None:
+    """A recipe's ``init_embeddings``: ``copy_token_embeddings`` from ``source`` when it is set,
+    and one line on ``log`` (the caller's logger, so the line names the stage) saying how many
+    rows ``what`` got. Returns the rows copied, None when ``source`` is None."""
+    if source is None:
+        return None
+    rows = copy_token_embeddings(models, source, tokenizer, tokenizer_dir)
+    (log or logger).info("%s of %d ids from %s", what, rows, source)
+    return rows

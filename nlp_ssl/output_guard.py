@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nlp_ssl.data import DatasetSpec, expand_files
 from nlp_ssl.errors import NlpSslError, OutputError
-from nlp_ssl.run_files import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE, is_finished
+from nlp_ssl.run_files import CONFIG_FILE, METRICS_FILE, OVERWRITE, RUN_INFO_FILE, is_finished, sibling, sibling_of
 
 INPUT_KEYS = ("tokenizer", "init", "init_decoder", "init_embeddings", "checkpoint")
 """Recipe keys that name a local folder a command reads."""
@@ -134,9 +134,6 @@ RUN_DIR_FILES = ("run_info.json", "results.json", "study.json", "report.md", "re
 _STAGE_FOLDER = re.compile(r"tokenizer|(pretrain|finetune|baseline)-[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-_LEFTOVER = re.compile(r"\..+\.(lock|overwrite|partial(-\w+)?|old-\d+|trash-\d+)")
-
-
 def check_run_dir(run_dir: Path, kind: str) -> None:
     """A pipeline or study writes its stages into ``run_dir``, replacing a stage whose recipe
     changed: it must be empty, or one this kind of command wrote (its ``run_info.json``, or,
@@ -148,7 +145,7 @@ def check_run_dir(run_dir: Path, kind: str) -> None:
         return
     foreign = []
     for entry in sorted(run_dir.iterdir()):
-        if _LEFTOVER.fullmatch(entry.name) or entry.name in RUN_DIR_FILES:
+        if sibling_of(entry.name) is not None or entry.name in RUN_DIR_FILES:  # its locks and leftovers
             continue
         if not (entry.is_dir() and _STAGE_FOLDER.fullmatch(entry.name) and output_kind(entry) is not None):
             foreign.append(entry.name)
@@ -290,6 +287,7 @@ def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> No
     import yaml
 
     from nlp_ssl.config import recipe_changes
+    from nlp_ssl.run_format import run_format
 
     # a checkpoint path is <run>/checkpoints/step-N
     run = work_dir(out, overwrite) if resume == "latest" else Path(resume).expanduser().resolve().parent.parent
@@ -300,7 +298,8 @@ def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> No
         recipe = yaml.safe_load(saved.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return  # not ours to judge; loading the checkpoint says what is wrong
-    changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, RESUME_MAY_CHANGE)
+    saved_format = run_format(run)
+    changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, RESUME_MAY_CHANGE, saved_format)
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise OutputError(
@@ -316,5 +315,5 @@ def work_dir(out: Path, overwrite: bool) -> Path:
     (``commit_run_dir``): until then the old run stays whole, whatever happens to the new one."""
     out = Path(out)
     if overwrite and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        return out.with_name(f".{out.name}.overwrite")
+        return sibling(out, OVERWRITE)
     return out

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import platform
-import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,25 +43,28 @@ from nlp_ssl.output_guard import (  # noqa: F401  (re-exported)
 from nlp_ssl.progress import launched
 from nlp_ssl.run_files import (  # noqa: F401  (re-exported)
     CONFIG_FILE,
+    LOCK,
     METRICS_FILE,
     MODEL_DIR,
     PREDICTIONS_FILE,
     RUN_INFO_FILE,
-    _remove,
-    _umask,
+    atomic_dir,
+    atomic_file,
+    clear_leftovers,
     hardware,
     is_finished,
     library_versions,
     now,
     read_metrics,
     replace_dir,
+    sibling,
+    sibling_of,
     write_json,
     write_jsonl,
     write_run_files,
     write_text,
 )
-
-logger = logging.getLogger(__name__)
+from nlp_ssl.run_format import FORMAT
 
 
 def mark_run_dir(run_dir: Path, kind: str) -> None:
@@ -73,7 +73,10 @@ def mark_run_dir(run_dir: Path, kind: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     info = run_dir / RUN_INFO_FILE
     if not info.is_file():
-        write_json(info, {"stage": kind, "started_at": now(), "command": sys.argv, "versions": library_versions()})
+        write_json(
+            info,
+            {"stage": kind, "format": FORMAT, "started_at": now(), "command": sys.argv, "versions": library_versions()},
+        )
 
 
 def prepare_run_dir(out: Path, resume: str | None, overwrite: bool, *, kind: str, config=None) -> None:
@@ -159,7 +162,7 @@ def run_lock(path: Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"output_dir {path} cannot be created ({exc.strerror or exc})") from None
-    lock = path.parent / f".{path.name}.lock"
+    lock = sibling(path, LOCK)
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
@@ -184,54 +187,11 @@ def run_lock(path: Path) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}, since {now()}".encode(), 0)
-        _clear_leftovers(path)
+        clear_leftovers(path)
         yield
     finally:
         lock.unlink(missing_ok=True)  # while still held, so nobody can lock the file being removed
         os.close(fd)
-
-
-def _clear_leftovers(path: Path) -> None:
-    """Tidy what a run killed while writing ``path`` left beside it: its staging folders
-    (``.<name>.partial-*``), folders being deleted (``.<name>.trash-*``) and, when the kill fell
-    between moving a finished output aside (``.<name>.old-<pid>``, whole until it is renamed to
-    trash) and moving its replacement in, that output, which is put back. Only in a
-    single-process run: in a launched one the other processes stage their own output without
-    this lock, so what lies there may be alive. Best effort: a leftover that cannot be removed
-    is reported and left."""
-    if launched().world_size > 1:
-        return
-    name = re.escape(path.name)
-    kinds = {
-        kind: re.compile(rf"\.{name}\.{pattern}")
-        for kind, pattern in (("partial", r"partial-[A-Za-z0-9_]+"), ("trash", r"trash-\d+"), ("old", r"old-\d+"))
-    }
-    found = {kind: [] for kind in kinds}
-    for entry in path.parent.iterdir():
-        for kind, pattern in kinds.items():
-            if pattern.fullmatch(entry.name):
-                found[kind].append(entry)
-    if found["old"] and not os.path.lexists(path):
-        if len(found["old"]) > 1:
-            logger.warning(
-                "output_dir %s is missing and several moved-aside outputs lie beside it (%s); leaving "
-                "them for you to choose",
-                path,
-                ", ".join(sorted(p.name for p in found["old"])),
-            )
-            found["old"] = []
-        else:
-            try:
-                os.replace(found["old"].pop(), path)
-                logger.warning("output_dir %s: put back the previous output, which a killed run had moved aside", path)
-            except OSError as exc:
-                logger.warning("output_dir %s: could not put back the output a killed run moved aside (%s)", path, exc)
-    for stale in found["partial"] + found["trash"] + found["old"]:
-        logger.info("output_dir %s: removing %s, left by a killed run", path, stale.name)
-        try:
-            _remove(stale)
-        except OSError as exc:
-            logger.warning("output_dir %s: could not remove %s (%s)", path, stale.name, exc)
 
 
 def locks_output(attr: str = "output_dir"):
@@ -263,11 +223,6 @@ def staged_output(
     check_output_dir(path, overwrite, inputs, kind=kind)
     with run_lock(path):
         check_output_dir(path, overwrite, inputs, kind=kind)  # again: another run may have finished it while we waited
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder should look like any other
-        try:
+        # a name of its own: in a launched run each process stages its own copy
+        with atomic_dir(path, unique=True) as staging:
             yield staging
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        replace_dir(staging, path)

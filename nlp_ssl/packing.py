@@ -21,6 +21,7 @@ import numpy as np
 
 from nlp_ssl.data import DatasetSpec, _check_columns, column_texts, diagnose_source, load_split, resolve
 from nlp_ssl.errors import DataError
+from nlp_ssl.run_files import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +157,10 @@ def pack(
         flags = np.concatenate([pc.list_flatten(t.data.column("word_start")).to_numpy() for t in tokenized])
         arrays.insert(1, (ws_path, flags[: n_blocks * block_size].astype(np.uint8).reshape(n_blocks, block_size)))
     for target, array in arrays:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_file(target) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, array)
-            os.replace(tmp, target)
         except OSError as exc:  # a disk that filled up while writing
-            tmp.unlink(missing_ok=True)
             raise DataError(
                 f"data.cache_dir {cache_dir}: the packed blocks cannot be written "
                 f"({exc.strerror or exc}); free space there or set data.cache_dir to another folder"

@@ -114,7 +114,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     pretrained = {}
     for name, section in cfg.pretrain.items():
         cls = pretrain_class(section, f"{source}: pretrain.{name}")
-        # skipgram / cbow runs are not published by export/push (see nlp_ssl.embeddings)
+        # skipgram / cbow runs are not published by export/push (see nlp_ssl.vectors)
         hub = _hub_keys(cfg, f"pretrain-{name}") if issubclass(cls, HubOptions) else {}
         raw = {**hub, **section, "output_dir": str(run_dir / f"pretrain-{name}")}
         needs = _link(raw, ("init", "init_embeddings"), pretrained, source, f"pretrain.{name}")
@@ -169,7 +169,7 @@ def _link(
             continue
         if value in pretrained:
             stage = pretrained[value]
-            vectors = get_objective(stage.config.objective).run is not None
+            vectors = get_objective(stage.config.objective).static_vectors
             if not any_kind and vectors != (key == "init_embeddings"):
                 kind = "a skipgram/cbow stage" if key == "init_embeddings" else "a transformer pretraining stage"
                 raise ConfigError(
@@ -268,12 +268,14 @@ def _same_recipe(out: Path, config) -> bool:
     import yaml
 
     from nlp_ssl.config import recipe_changes
+    from nlp_ssl.run_format import run_format
 
     saved = out / CONFIG_FILE
     if not saved.is_file():
         return False
     ignored = ("train.resume", "push_to_hub", "hub_model_id", "hub_private", "hub_checkpoint_branch")
-    return not recipe_changes(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, config, ignored)
+    saved_recipe = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    return not recipe_changes(saved_recipe, config, ignored, run_format(out))
 
 
 def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:

@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from nlp_ssl.outputs import write_text
+from nlp_ssl.outputs import atomic_file, write_text
 
 
 def scale(study: dict) -> tuple[float, str]:
@@ -234,10 +234,10 @@ def _finish(plt, fig, ax, path: Path) -> Path:
 
 def _save(plt, fig, path: Path) -> Path:
     """The PNG written through a temp file (readers never see half an image)."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            # the format named: matplotlib would take it from the temp name's suffix
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path
@@ -331,7 +331,7 @@ def plot_pretraining(study: dict, run_dir: Path, path: Path) -> Path:
     plt = _pyplot()
     runs: dict[str, list] = {}
     for name, p in study["pretraining"].items():
-        if p["objective"] in OBJECTIVES and get_objective(p["objective"]).run is not None:
+        if p["objective"] in OBJECTIVES and get_objective(p["objective"]).static_vectors:
             continue  # token vectors: a loss per epoch of another objective
         runs.setdefault(p["objective"], []).append(name)
     fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(6 * max(1, len(runs)), 4.5), squeeze=False)

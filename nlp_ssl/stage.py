@@ -1,10 +1,16 @@
-"""What every training stage does around ``nlp_ssl.training.fit``, in one place: the run folder checked
+"""What every training stage does around its training, in one place: the run folder checked
 and refused before any work, the recipe's input checked before the folder exists, training,
-the stage's own final outputs, the run files (``metrics.json`` last), the optional push."""
+the stage's own final outputs, the run files (``metrics.json`` last), the optional push.
+
+A stage is a ``TrainingStage`` object: what differs between pretraining objectives, fine-tuning
+tasks and the token-vector objectives is in its ``setup``, ``train`` and ``finish``, and what one
+step hands the next is kept on the object. ``run_stage`` runs any of them the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
 
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.outputs import (
@@ -19,6 +25,63 @@ from nlp_ssl.outputs import (
     write_run_files,
 )
 from nlp_ssl.training import fit, make_accelerator, plan_steps
+
+
+class TrainingStage:
+    """One run of a stage for recipe ``cfg`` (``output_dir``, ``train``, ``seed``)."""
+
+    kind: ClassVar[str]
+    """The stage as run folders record it (``pretrain``, ``finetune``)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def check(self) -> None:
+        """Refusals that need nothing loaded (how the run was launched); before any folder is read."""
+
+    def setup(self, accelerator, work: Path) -> None:
+        """Load and check everything the run needs. Runs before ``work`` (the folder the run
+        will write, which may hold the checkpoints of an interrupted run) is created or
+        touched, so that bad input leaves nothing behind."""
+        raise NotImplementedError
+
+    @property
+    def resume(self) -> str | None:
+        """The resume the run folder is opened for (``open_run_dir``)."""
+        return self.cfg.train.resume
+
+    def train(self, work: Path, accelerator, on_checkpoint) -> dict:
+        """Train, writing checkpoints and logs into ``work``; the training summary."""
+        raise NotImplementedError
+
+    def finish(self, summary: dict, accelerator, folder: Path) -> dict:
+        """Write the stage's final outputs into ``folder`` (its model into ``folder/model``)
+        and return its metrics. Every process calls it; only the main process's metrics are
+        written."""
+        raise NotImplementedError
+
+
+class FitStage(TrainingStage):
+    """A stage whose model trains in ``nlp_ssl.training.fit``: ``make_task`` builds its task."""
+
+    task = None
+    final_eval: dict = {}
+    """The validation metrics of the final weights (empty when unknown)."""
+
+    def make_task(self, accelerator):
+        raise NotImplementedError
+
+    def setup(self, accelerator, work: Path) -> None:
+        self.task = self.make_task(accelerator)
+        plan_steps(self.task.n_train, self.cfg.train, accelerator.num_processes)  # settings that do not fit the data
+
+    def train(self, work: Path, accelerator, on_checkpoint) -> dict:
+        cfg = self.cfg
+        summary = fit(
+            self.task, cfg.train, work, seed=cfg.seed, hparams=cfg, accelerator=accelerator, on_checkpoint=on_checkpoint
+        )
+        self.final_eval = summary.pop("final_eval")
+        return summary
 
 
 class LocalOnly:
@@ -41,46 +104,31 @@ class LocalOnly:
         return read_metrics(run_dir) if is_main_process else {}
 
 
-def run_training_stage(cfg, overwrite: bool, stage: str, setup: Callable, finish: Callable, publisher=None) -> dict:
-    """Train ``cfg`` (a recipe with ``output_dir``, ``train``, ``seed`` and the Hub keys).
-
-    ``setup(accelerator) -> engine task`` loads and checks everything the run needs; it runs
-    before ``output_dir`` is created or touched, so bad input leaves nothing behind.
-    ``finish(task, summary, accelerator, folder, final_eval) -> metrics`` writes the stage's
-    final outputs into ``folder`` (``final_eval``: the validation metrics of the final weights,
-    empty when unknown) (its model into ``folder/model``; every process calls it, only the main
-    process's metrics are written). ``folder`` is ``output_dir`` itself, or with ``--overwrite``
-    the replacement that takes its place once everything is written. ``publisher``
-    (``nlp_ssl.hub.Publisher``, handed over by the CLI or the pipeline) checks before any work,
-    pushes checkpoints and the finished run; without one, the run stays local.
-    """
+def run_stage(stage: TrainingStage, overwrite: bool, publisher=None) -> dict:
+    """Run ``stage`` into its recipe's ``output_dir``; with ``overwrite``, what was there is
+    replaced only once the new run is complete. ``publisher`` (``nlp_ssl.hub.Publisher``,
+    handed over by the CLI or the pipeline) checks before any work, pushes checkpoints and the
+    finished run; without one, the run stays local. Returns the run's metrics."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" bars drown the training bar
+    cfg = stage.cfg
     started = now()
     out = output_path(cfg.output_dir)
-    prepare_run_dir(out, cfg.train.resume, overwrite, kind=stage, config=cfg)
-    accelerator = make_accelerator(cfg.train, work_dir(out, overwrite))  # TensorBoard logs go with the run
+    stage.check()
+    prepare_run_dir(out, cfg.train.resume, overwrite, kind=stage.kind, config=cfg)
+    work = work_dir(out, overwrite)
+    accelerator = make_accelerator(cfg.train, work)  # TensorBoard logs go with the run
     publisher = publisher or LocalOnly(cfg)
     publisher.check()
-    task = setup(accelerator)
-    plan_steps(task.n_train, cfg.train, accelerator.num_processes)  # settings that do not fit the data
-    work = open_run_dir(out, cfg, overwrite, accelerator, cfg.train.resume)
+    stage.setup(accelerator, work)
+    work = open_run_dir(out, cfg, overwrite, accelerator, stage.resume)
     try:
-        summary = fit(
-            task,
-            cfg.train,
-            work,
-            seed=cfg.seed,
-            hparams=cfg,
-            accelerator=accelerator,
-            on_checkpoint=publisher.on_checkpoint,
-        )
-        final_eval = summary.pop("final_eval")
-        metrics = finish(task, summary, accelerator, work, final_eval)
+        summary = stage.train(work, accelerator, publisher.on_checkpoint)
+        metrics = stage.finish(summary, accelerator, work)
         if accelerator.is_main_process:
             metrics["model_dir"] = str(out / MODEL_DIR)
-            write_run_files(work, stage=stage, config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
+            write_run_files(work, stage=stage.kind, config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
         commit_run_dir(work, out, accelerator)
     finally:
         accelerator.end_training()

@@ -47,8 +47,8 @@ class StudyArm:
     pretraining stage of this study). Set ``own`` for an ablation arm that starts from one of
     our pretraining runs made outside the study."""
     label_counts: list[int | Literal["all"]] | None = None
-    """Run this arm at only these of the study's label counts (a costly arm, e.g. a 20M
-    transfer checkpoint that fine-tunes 10x slower); default all of them."""
+    """Run this arm at only these of the study's label counts (a costly arm, e.g. a transfer
+    checkpoint much larger than ours); default all of them."""
     seeds: list[int] | None = None
     """Run this arm with only these of the study's seeds; default all of them."""
     recipe: dict[str, Any] = field(default_factory=dict)

@@ -197,7 +197,7 @@ def test_a_section_of_another_objective_says_whose_it_is(tmp_path, objective, se
 
 def test_an_old_saved_recipe_is_upgraded_section_by_section():
     from nlp_ssl.config import from_dict, upgrade
-    from nlp_ssl.embeddings import EmbeddingPretrainConfig
+    from nlp_ssl.objectives.word2vec import EmbeddingPretrainConfig
     from nlp_ssl.tasks.seq2seq import TranslationConfig
 
     old = {

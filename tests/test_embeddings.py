@@ -8,9 +8,11 @@ import random
 import numpy as np
 import pytest
 
-from nlp_ssl import embeddings, pretrain
+from nlp_ssl import pretrain
 from nlp_ssl.config import from_dict
 from nlp_ssl.errors import ConfigError, DataError
+from nlp_ssl.objectives import word2vec
+from nlp_ssl.vectors import VECTORS_FILE, load_vectors
 from tests.helpers import write_jsonl
 
 ANIMALS = "cat dog horse cow sheep goat mouse bird".split()
@@ -39,7 +41,7 @@ def topical(tmp_path_factory):
 def embedding_config(out, tokenizer, corpus, objective="skipgram", **train):
     train_cfg = {"epochs": 3, "workers": 1, "tracker": "none", **train}
     return from_dict(
-        embeddings.EmbeddingPretrainConfig,
+        word2vec.EmbeddingPretrainConfig,
         {
             "output_dir": str(out),
             "objective": objective,
@@ -65,7 +67,7 @@ def word_ids(tokenizer_dir, words):
 def test_tokens_that_share_contexts_end_closer(tmp_path, topical, objective):
     corpus, tok = topical
     metrics = pretrain.run(embedding_config(tmp_path / "emb", tok, corpus, objective))
-    vectors, trained, _ = embeddings.load_vectors(tmp_path / "emb")
+    vectors, trained, _ = load_vectors(tmp_path / "emb")
     a, v = word_ids(tok, ANIMALS), word_ids(tok, VEHICLES)
     assert trained[a + v].all()
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
@@ -95,8 +97,8 @@ def test_recipe_reaches_gensim(topical, tmp_path):
     corpus, tok = topical
     cfg = embedding_config(tmp_path / "x", tok, corpus, "cbow")
     cfg.model.ns_exponent, cfg.model.sample, cfg.model.negative = 0.5, 1e-3, 7
-    w2v = embeddings.build_word2vec(cfg)
-    w2v.build_vocab(embeddings.load_corpus(cfg, load_tokenizer(tok)))
+    w2v = word2vec.build_word2vec(cfg)
+    w2v.build_vocab(word2vec.load_corpus(cfg, load_tokenizer(tok)))
     assert (w2v.sg, w2v.negative, w2v.window, w2v.vector_size) == (0, 7, 3, 32)
     counts = np.array([w2v.wv.get_vecattr(k, "count") for k in w2v.wv.index_to_key], dtype=np.float64)
     expected = np.cumsum(counts**0.5) / np.sum(counts**0.5)
@@ -106,7 +108,7 @@ def test_recipe_reaches_gensim(topical, tmp_path):
     keep = np.minimum((np.sqrt(counts / threshold) + 1) * threshold / counts, 1.0)
     got = np.array([w2v.wv.get_vecattr(k, "sample_int") for k in w2v.wv.index_to_key]) / 2**32
     np.testing.assert_allclose(got, keep, atol=1e-6)
-    assert embeddings.lr_schedule(cfg.train) == pytest.approx([0.025 - (0.025 - 1e-4) * e / 3 for e in range(4)])
+    assert word2vec.lr_schedule(cfg.train) == pytest.approx([0.025 - (0.025 - 1e-4) * e / 3 for e in range(4)])
 
 
 def test_curves_reach_tensorboard_and_the_log_once_an_epoch(tmp_path, topical):
@@ -159,8 +161,8 @@ def test_resume_is_exact(tmp_path, topical, monkeypatch):
     pretrain.run(embedding_config(tmp_path / "cut", tok, corpus, resume="latest"))
     assert counted == {"train": 1, "build_vocab": 0}  # it continued; it did not start over
     assert (tmp_path / "cut/train_log.jsonl").read_text().splitlines()[:2] == before
-    a, _, _ = embeddings.load_vectors(tmp_path / "full")
-    b, _, _ = embeddings.load_vectors(tmp_path / "cut")
+    a, _, _ = load_vectors(tmp_path / "full")
+    b, _, _ = load_vectors(tmp_path / "cut")
     np.testing.assert_array_equal(a, b)
     log = [json.loads(l)["step"] for l in (tmp_path / "cut/train_log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3]
@@ -172,7 +174,7 @@ def test_folder_loads_in_sentence_transformers_and_transformers(tmp_path, topica
 
     corpus, tok = topical
     pretrain.run(embedding_config(tmp_path / "emb", tok, corpus, epochs=1))
-    vectors, _, folder = embeddings.load_vectors(tmp_path / "emb")
+    vectors, _, folder = load_vectors(tmp_path / "emb")
     st = SentenceTransformer(str(folder), device="cpu")
     text = "cat dog and a bus"
     got = st.encode([text])[0]
@@ -188,15 +190,15 @@ def test_the_vectors_are_stored_once_and_older_folders_still_load(tmp_path, topi
 
     corpus, tok = topical
     pretrain.run(embedding_config(tmp_path / "emb", tok, corpus, epochs=1))
-    vectors, trained, folder = embeddings.load_vectors(tmp_path / "emb")
-    assert set(load_file(str(folder / embeddings.VECTORS_FILE))) == {"trained"}
-    save_file({"vectors": vectors + 1, "trained": trained.astype(np.uint8)}, str(folder / embeddings.VECTORS_FILE))
-    older, mask, _ = embeddings.load_vectors(tmp_path / "emb")
+    vectors, trained, folder = load_vectors(tmp_path / "emb")
+    assert set(load_file(str(folder / VECTORS_FILE))) == {"trained"}
+    save_file({"vectors": vectors + 1, "trained": trained.astype(np.uint8)}, str(folder / VECTORS_FILE))
+    older, mask, _ = load_vectors(tmp_path / "emb")
     np.testing.assert_array_equal(older, vectors + 1)
     np.testing.assert_array_equal(mask, trained)
-    save_file({"trained": trained[:-1].astype(np.uint8)}, str(folder / embeddings.VECTORS_FILE))
+    save_file({"trained": trained[:-1].astype(np.uint8)}, str(folder / VECTORS_FILE))
     with pytest.raises(DataError, match="vectors but a mask of"):
-        embeddings.load_vectors(tmp_path / "emb")
+        load_vectors(tmp_path / "emb")
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +223,7 @@ def test_warm_start_copies_vectors_into_every_architecture(
         cfg.model.architecture = architecture
     cfg.init_embeddings = str(embedding_run)
     _, model = pretrain.load_tokenizer_and_model(cfg)
-    vectors, trained, _ = embeddings.load_vectors(embedding_run)
+    vectors, trained, _ = load_vectors(embedding_run)
     table = model.get_input_embeddings().weight.detach().numpy()
     np.testing.assert_array_equal(table[: len(vectors)][trained], vectors[trained])
     cfg.init_embeddings = None
@@ -251,7 +253,7 @@ def test_warm_start_copies_vectors_into_both_halves_of_an_encoder_decoder(
         init_embeddings=str(embedding_run),
     )
     task, origin = setup_seq2seq(cfg, make_accelerator(cfg.train, tmp_path / "ft"))
-    vectors, trained, _ = embeddings.load_vectors(embedding_run)
+    vectors, trained, _ = load_vectors(embedding_run)
     model = task.model
     for half in (model.encoder, model.decoder):
         table = half.get_input_embeddings().weight.detach().numpy()
@@ -701,7 +703,7 @@ def test_corpus_drops_special_tokens(topical):
     corpus, tok = topical
     tokenizer = load_tokenizer(tok)
     cfg = embedding_config("unused", tok, corpus)
-    docs = list(embeddings.load_corpus(cfg, tokenizer))
+    docs = list(word2vec.load_corpus(cfg, tokenizer))
     special = {str(i) for i in tokenizer.all_special_ids}
     assert docs and not any(special & set(d) for d in docs)
     first = json.loads(corpus.read_text().splitlines()[0])["text"]

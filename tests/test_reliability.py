@@ -292,7 +292,7 @@ def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(
     a success replaces it and leaves nothing behind."""
     from dataclasses import replace
 
-    from nlp_ssl import embeddings, pretrain
+    from nlp_ssl import pretrain
     from nlp_ssl.training import TrainingError
     from tests.pretrain_helpers import tiny_config
     from tests.test_embeddings import embedding_config
@@ -303,7 +303,7 @@ def test_overwrite_replaces_a_finished_run_only_when_the_new_one_succeeds(
     elif stage == "finetune":
         cfg, run = sentiment_config(out, pretrained["mlm"], sentiment_dir, epochs=1), finetune.run
     else:
-        cfg, run = embedding_config(out, tiny_tokenizer, tiny_corpus), embeddings.run
+        cfg, run = embedding_config(out, tiny_tokenizer, tiny_corpus), pretrain.run
     run(cfg)
     before = _tree(out)
     assert "metrics.json" in before

@@ -23,8 +23,8 @@ from rt_screen import DATA  # first: it puts the repository on the import path
 
 from nlp_ssl.baselines import C_GRID, BaselineConfig, _Texts
 from nlp_ssl.config import from_dict
-from nlp_ssl.embeddings import load_vectors
 from nlp_ssl.tasks.classification import load_sentiment_data
+from nlp_ssl.vectors import load_vectors
 
 
 def token_counts(run: Path, vocab: int) -> np.ndarray:

@@ -14,8 +14,8 @@ OBJECTIVES = {
     "mlm": "nlp_ssl.objectives.masked_lm:OBJECTIVE",
     "clm": "nlp_ssl.objectives.causal_lm:OBJECTIVE",
     "rtd": "nlp_ssl.objectives.replaced_token_detection:OBJECTIVE",
-    "skipgram": "nlp_ssl.embeddings:SKIPGRAM",
-    "cbow": "nlp_ssl.embeddings:CBOW",
+    "skipgram": "nlp_ssl.objectives.word2vec:SKIPGRAM",
+    "cbow": "nlp_ssl.objectives.word2vec:CBOW",
 }
 
 
@@ -34,16 +34,18 @@ class Objective:
     """What the saved model is, for the card ("masked-language-model (BERT-style)")."""
     usage: Callable[[str], str]
     """``usage(repo_or_path) -> str``: a Python snippet for the model card."""
+    stage: Callable
+    """``stage(recipe) -> nlp_ssl.stage.TrainingStage``: the stage that trains it."""
     card_sections: tuple[str, ...] = ()
     """Recipe sections listed as hyperparameters on the card (``masking``...)."""
-    run: Callable | None = None
-    """``run(cfg, overwrite)``: the stage of an objective that does not train a transformer
-    through the engine (skipgram, cbow: token vectors, not exported); None for the others."""
+    static_vectors: bool = False
+    """The run is token vectors (``nlp_ssl.vectors``), not a transformer: read by
+    ``init_embeddings`` and frozen-feature heads, not exported or pushed."""
     training: str = ""
     """The objective as the card's training section names it ("masked-LM")."""
 
-    # The training side, for transformer objectives (``nlp_ssl.pretrain`` runs them all the
-    # same way over packed blocks; token-vector objectives leave these unset).
+    # The training side of transformer objectives (``objectives.transformer_stage`` runs them
+    # all the same way over packed blocks; token-vector objectives leave these unset).
     build: Callable | None = None
     """``build(recipe, tokenizer) -> model``: a fresh model sized by ``recipe.model``."""
     load: Callable | None = None

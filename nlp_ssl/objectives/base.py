@@ -29,8 +29,7 @@ class PretrainDataConfig:
     shuffle_buffer: int = 0
     """Streaming only: shuffle documents through a buffer of this many. ``datasets`` does not
     checkpoint the buffer, so a resumed run is exact only with 0 (a pre-shuffled corpus). It
-    also costs memory far beyond the documents themselves: 1,000 of them added ~0.33 GB to the
-    stream's RSS and ~0.7 GB to a training run's in ``benchmarks/bench_stream_memory.py``."""
+    also holds memory far beyond the documents themselves (docs/benchmarks.md, streaming memory)."""
 
     def __post_init__(self):
         if not self.datasets:
@@ -64,19 +63,17 @@ class PretrainConfig(HubOptions):
     and the other ``HubOptions``); each objective's config class adds its own sections
     (``nlp_ssl.objectives``), and ``recipe_class`` picks that class by ``objective``."""
 
-    RENAMED: ClassVar[dict[str, str]] = {"init_from": "init"}
     SECTIONS_ELSEWHERE: ClassVar[dict[str, str]] = {
         "masking": "applies to objectives mlm and rtd only",
         "rtd": "applies to objective rtd only",
     }
-    """Sections of other objectives, which every recipe saved before they moved to their objective
-    carries (its defaults written out)."""
+    """Sections of other objectives' recipes, named in the error when one is given here."""
 
     output_dir: str
     objective: str
     """``mlm`` masked-LM (BERT-style), ``clm`` next-token LM (GPT-style), ``rtd`` replaced-token
     detection (ELECTRA-style: saves the encoder body, for fine-tuning). ``skipgram`` and
-    ``cbow`` (token embeddings only) have their own recipe: ``nlp_ssl.embeddings``."""
+    ``cbow`` (token embeddings only) have their own recipe: ``nlp_ssl.objectives.word2vec``."""
     data: PretrainDataConfig
     tokenizer: str | None = None
     """Tokenizer folder (the tokenizer stage's output_dir). With ``init``: default the

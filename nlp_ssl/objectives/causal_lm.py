@@ -18,6 +18,7 @@ from nlp_ssl.models import ModelConfig, flops_per_token, load_pretrained
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.base import PretrainConfig
 from nlp_ssl.objectives.blocks import BlockTask
+from nlp_ssl.objectives.transformer_stage import TransformerPretraining
 from nlp_ssl.training.contract import Batch
 
 
@@ -105,6 +106,7 @@ OBJECTIVE = Objective(
     pipeline_tag="text-generation",
     what="next-token language model (GPT-style)",
     usage=_usage,
+    stage=TransformerPretraining,
     training="next-token LM",
     build=lambda recipe, tokenizer: build_causal_lm(recipe.model, tokenizer),
     load=lambda model_dir, recipe: load_causal_lm(model_dir, recipe.model.dropout),

@@ -25,6 +25,7 @@ from nlp_ssl.models import ModelConfig, flops_per_token, load_pretrained, mlm_he
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.base import PretrainConfig
 from nlp_ssl.objectives.blocks import BlockTask, word_offsets
+from nlp_ssl.objectives.transformer_stage import TransformerPretraining
 from nlp_ssl.training.contract import Batch
 
 
@@ -216,6 +217,7 @@ OBJECTIVE = Objective(
     pipeline_tag="fill-mask",
     what="masked-language-model (BERT-style)",
     usage=_usage,
+    stage=TransformerPretraining,
     card_sections=("masking",),
     training="masked-LM",
     build=lambda recipe, tokenizer: build_masked_lm(recipe.model, tokenizer),

@@ -20,6 +20,7 @@ from nlp_ssl.models import ModelConfig, count_parameters, flops_per_token, mlm_h
 from nlp_ssl.objectives import Objective
 from nlp_ssl.objectives.base import PretrainConfig
 from nlp_ssl.objectives.masked_lm import MaskedLMTask, MaskingConfig, build_masked_lm
+from nlp_ssl.objectives.transformer_stage import TransformerPretraining
 from nlp_ssl.training.contract import Batch
 
 
@@ -236,6 +237,7 @@ OBJECTIVE = Objective(
     pipeline_tag="feature-extraction",
     what="encoder pretrained by replaced-token detection (ELECTRA-style discriminator)",
     usage=_usage,
+    stage=TransformerPretraining,
     card_sections=("masking", "rtd"),
     training="replaced-token detection (generator masked-LM + per-token discriminator)",
     build=lambda recipe, tokenizer: build_discriminator(recipe.model, tokenizer),

@@ -1,6 +1,8 @@
-"""Fine-tuning tasks: one module each, holding its recipe schema, data preparation, model
-builder, loss, metrics and ``FinetuneTask`` descriptor. A new task is a new module plus one
-line here."""
+"""Fine-tuning tasks: one module each, holding its setup, engine task, metrics and
+``FinetuneTask`` descriptor (the module registered here), with its recipe schema, data
+preparation or model builder in modules beside it once it outgrows one file
+(``classification_recipe``, ``classification_data``; ``seq2seq_recipe``, ``seq2seq_model``).
+A new task is a new module plus one line here."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """What every fine-tuning task shares: its descriptor (``FinetuneTask``), the fine-tuning
-training defaults, and tokenized ``datasets`` splits read by row."""
+training defaults, the checks and the validation hold-out of its data section, and tokenized
+``datasets`` splits read by row."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Literal
 
 import numpy as np
 
+from nlp_ssl.data import hold_out
 from nlp_ssl.errors import ConfigError
+from nlp_ssl.models import count_parameters
 from nlp_ssl.training.config import TrainConfig
 
 
@@ -105,6 +108,31 @@ def check_dropout(dropout: float | None) -> None:
         raise ConfigError(f"'dropout' must be in [0, 1), got {dropout}")
 
 
+def check_split_options(train_samples: int | None, validation_fraction: float) -> None:
+    """The checks on a data section's ``train_samples`` and ``validation_fraction``: at least
+    one example to train on, and a hold-out that leaves most of ``train`` for training."""
+    if train_samples is not None and train_samples < 1:
+        raise ConfigError(f"'train_samples' must be positive, got {train_samples}")
+    if not 0 < validation_fraction < 0.5:
+        raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {validation_fraction}")
+
+
+def validation_split(train, validation, tokenize: Callable, *, fraction: float, seed: int, noun: str) -> tuple:
+    """``(eval split, training positions of train)``: the ``validation`` split tokenized by
+    ``tokenize(spec)`` when the recipe gives one, all of ``train`` then training; else a seeded
+    ``fraction`` of ``train`` held out (``noun`` names its rows in the error when it is too
+    small to spare them: "examples", "pairs")."""
+    if validation is not None:
+        return tokenize(validation), np.arange(len(train))
+    pool, held = hold_out(
+        len(train),
+        fraction,
+        seed,
+        f"data.train: {len(train)} {noun} are too few to hold out a validation set",
+    )
+    return train.select(held), pool
+
+
 class TokenizedSplits:
     """Splits (``train``, ``eval``, ``test``) of tokenized examples, each read through an index
     (the training index may be a subsample), and the untouched rows for prediction records."""
@@ -145,6 +173,20 @@ class TokenizedSplits:
         rows = self.index[split][np.asarray(indices)]
         features = self.splits[split][rows.tolist()]
         return rows, [{k: features[k][i] for k in features} for i in range(len(rows))]
+
+    def describe(self) -> dict:
+        """What ``metrics.json`` and the setup log say about the run: the trainable parameters,
+        what ``describe_model`` adds, then the examples of each split."""
+        return {
+            "parameters": count_parameters(self.model),
+            **self.describe_model(),
+            "train_examples": self.n_train,
+            **{f"{name}_examples": len(idx) for name, idx in self.index.items() if name != "train"},
+        }
+
+    def describe_model(self) -> dict:
+        """What a task adds to ``describe`` about its model (a classifier: its label count)."""
+        return {}
 
     def source_rows(self, split: str, outputs: dict) -> list[dict]:
         """The original rows behind gathered evaluation outputs, in their order."""

@@ -1,31 +1,45 @@
 """Sequence classification (``task: sentiment``): labelled text -> label.
 
-The recipe schema (``SentimentConfig``), setup, and what this task adds to the engine: reading
-labelled splits (labels checked and mapped to ids, texts tokenized once with ``datasets.map``
-and cached), the class-balanced few-label subsample, a loss module over any
+Setup, and what this task adds to the engine: a loss module over any
 ``AutoModelForSequenceClassification`` (BERT-style from the [CLS] position, GPT-style from the
 last non-pad token), dynamic padding with ``DataCollatorWithPadding`` (fine-tuning never packs:
 examples must not see each other), and accuracy / macro and per-class F1 through the shipped
-``evaluate`` module.
+``evaluate`` module. The recipe schema (``SentimentConfig``) is in ``classification_recipe``;
+reading labelled splits and the few-label subsample in ``classification_data``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlp_ssl.data import DatasetSpec, column_texts, dig, hold_out, load_split, missing_column, resolve
-from nlp_ssl.errors import ConfigError, DataError
-from nlp_ssl.hub_options import HubOptions
-from nlp_ssl.models import count_parameters, flops_per_token
-from nlp_ssl.tasks.base import FinetuneTask, FinetuneTrainConfig, TokenizedSplits, check_dropout, pad_multiple
+from nlp_ssl.data import DatasetSpec, dig
+from nlp_ssl.errors import DataError
+from nlp_ssl.models import flops_per_token
+from nlp_ssl.tasks.base import FinetuneTask, TokenizedSplits, pad_multiple, validation_split
+from nlp_ssl.tasks.classification_data import LabelSet, balanced_subsample, infer_labels, tokenize_labelled
+from nlp_ssl.tasks.classification_recipe import SentimentConfig, SentimentDataConfig
 from nlp_ssl.training.contract import Batch
+
+__all__ = [
+    "SENTIMENT",
+    "ClassificationTask",
+    "LabelSet",
+    "SentimentConfig",
+    "SentimentDataConfig",
+    "SequenceClassificationLoss",
+    "balanced_subsample",
+    "build_classifier",
+    "evaluation_task",
+    "infer_labels",
+    "load_sentiment_data",
+    "predict",
+    "setup_sentiment",
+    "tokenize_labelled",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,138 +55,6 @@ class SequenceClassificationLoss(torch.nn.Module):
         logits = self.model(**inputs).logits
         loss = F.cross_entropy(logits.float(), labels, reduction="sum")
         return (loss, logits) if return_logits else loss
-
-
-@dataclass
-class LabelSet:
-    """Label names in id order; ids are what the model predicts."""
-
-    names: list[str]
-
-    @classmethod
-    def of(cls, model) -> LabelSet:
-        """The labels a saved classifier predicts, from its config."""
-        return cls([model.config.id2label[i] for i in range(model.config.num_labels)])
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.names)}
-
-    def to_ids(self, values: list, rows, where: str) -> list[int]:
-        """Map a column of labels (ids or names) to ids, naming the first bad row."""
-        lookup = self.label2id
-        ids = []
-        for row, value in zip(rows, values):
-            value = _whole(value)
-            if value is None:
-                raise DataError(f"{where}: row {row}: label is missing (a blank cell or null)")
-            if isinstance(value, (bool, np.bool_)):
-                value = int(value)
-            if isinstance(value, (int, np.integer)):
-                if not 0 <= value < len(self.names):
-                    raise DataError(
-                        f"{where}: row {row}: label {value} is out of range (expected 0..{len(self.names) - 1}: "
-                        f"{', '.join(self.names)})"
-                    )
-                ids.append(int(value))
-            elif isinstance(value, str) and value in lookup:
-                ids.append(lookup[value])
-            else:
-                raise DataError(f"{where}: row {row}: label {value!r} is not one of: {', '.join(self.names)}")
-        return ids
-
-
-def _whole(value):
-    """A label as written: a CSV column with a blank cell loads as floats (``1.0``, and NaN for
-    the blank), which are the ids ``1`` and missing."""
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return None
-        if float(value).is_integer():
-            return int(value)
-    return value
-
-
-def infer_labels(ds, column: str, where: str) -> LabelSet:
-    """Label names from the data: a ``ClassLabel`` feature's names, ``0..max`` for integer
-    labels, or the sorted distinct strings."""
-    from datasets import ClassLabel
-
-    feature = ds.features.get(column)
-    if isinstance(feature, ClassLabel):
-        return LabelSet(list(feature.names))
-    values = [v for v in map(_whole, ds[column]) if v is not None]
-    if not values:
-        raise DataError(f"{where}: column {column!r} holds no labels")
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        low, high = min(values), max(values)
-        if low < 0:
-            raise DataError(
-                f"{where}: label {low} is negative; integer labels must be 0..K-1 "
-                "(an unlabeled split, such as GLUE test, cannot be used for training or scoring)"
-            )
-        return LabelSet([str(i) for i in range(high + 1)])
-    return LabelSet(sorted({str(v) for v in values}))
-
-
-def tokenize_labelled(
-    spec: DatasetSpec,
-    tokenizer,
-    labels: LabelSet | None,
-    label_column: str,
-    max_length: int,
-    num_proc: int | None = None,
-):
-    """Load a split, check text and label columns, and tokenize it (``datasets.map``, cached).
-
-    Returns the tokenized dataset (original columns kept, plus ``input_ids``,
-    ``attention_mask`` and ``label_id``) and the label set (inferred when ``labels`` is None).
-    """
-    source = resolve(spec)
-    ds = load_split(spec, source)
-    where = f"dataset {source.label}"
-    columns = spec.text_columns
-    if len(columns) > 2:
-        raise ConfigError(f"{where}: 'text_column' takes one column, or two for sentence pairs; got {columns}")
-    for column in columns + [label_column]:
-        if column.split(".")[0] not in ds.column_names:
-            raise missing_column(where, column, ds.column_names, "label column" if column == label_column else "column")
-    if labels is None:
-        labels = infer_labels(ds, label_column, where)
-
-    def encode(batch, indices):
-        texts = [column_texts(batch, c, spec, source.label, rows=indices) for c in columns]
-        enc = tokenizer(*texts, truncation=True, max_length=max_length)
-        enc["label_id"] = labels.to_ids(batch[label_column], indices, where)
-        return dict(enc)
-
-    ds = ds.map(encode, batched=True, with_indices=True, num_proc=num_proc, desc=f"tokenizing {spec.describe()}")
-    return ds, labels
-
-
-def balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` example indices with the classes as equally represented as the data allows.
-
-    Seeded; a smaller ``n`` with the same seed picks a subset of a larger one (each class
-    is read in one fixed shuffled order), so learning curves add labels rather than swap them.
-    """
-    labels = np.asarray(labels)
-    if n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng([seed, 0xBA1])
-    classes = np.unique(labels)
-    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
-    quota = {c: n // len(classes) for c in classes}
-    for c in rng.permutation(classes)[: n % len(classes)]:
-        quota[c] += 1
-    take = {c: min(quota[c], len(pools[c])) for c in classes}
-    short = n - sum(take.values())
-    while short > 0:  # a class ran out: the others fill in, one at a time
-        for c in classes:
-            if short and take[c] < len(pools[c]):
-                take[c] += 1
-                short -= 1
-    return np.sort(np.concatenate([pools[c][: take[c]] for c in classes]))
 
 
 class ClassificationTask(TokenizedSplits):
@@ -224,7 +106,7 @@ class ClassificationTask(TokenizedSplits):
         result = metrics.load("classification").compute(
             predictions=outputs["prediction"], references=outputs["label"], num_labels=len(self.labels.names)
         )
-        # per-class figures under the label's name (f1_positive) rather than its id
+        # per-class keys by the label's name (f1_positive): an id means nothing to a reader of metrics.json
         named = {}
         for key, value in result.items():
             head, _, tail = key.rpartition("_")
@@ -256,13 +138,8 @@ class ClassificationTask(TokenizedSplits):
         hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
         return flops_per_token(self.model, int(self._mean_length)) - 6 * cfg.vocab_size * hidden
 
-    def describe(self) -> dict:
-        return {
-            "parameters": count_parameters(self.model),
-            "num_labels": len(self.labels.names),
-            "train_examples": self.n_train,
-            **{f"{name}_examples": len(idx) for name, idx in self.index.items() if name != "train"},
-        }
+    def describe_model(self) -> dict:
+        return {"num_labels": len(self.labels.names)}
 
     def _mean_tokens(self, split: str) -> float:
         ds = self.splits[split]
@@ -323,90 +200,21 @@ def build_classifier(
     return model
 
 
-@dataclass
-class SentimentDataConfig:
-    train: DatasetSpec
-    validation: DatasetSpec | None = None
-    """When absent, ``validation_fraction`` of ``train`` is held out (seeded)."""
-    test: DatasetSpec | None = None
-    """Scored once, with the best model, at the end."""
-    label_column: str = "label"
-    labels: list[str] | None = None
-    """Label names in id order (integer labels index this list; string labels must be in it).
-    Default: a ClassLabel feature's names, else 0..max for integers, else the sorted strings."""
-    max_length: int = 128
-    """Tokens per example (longer texts are truncated)."""
-    train_samples: int | None = None
-    """Train on a seeded, class-balanced subsample of this many examples (few-label runs)."""
-    validation_fraction: float = 0.1
-    num_proc: int | None = None
-
-    def __post_init__(self):
-        if self.train_samples is not None and self.train_samples < 1:
-            raise ConfigError(f"'train_samples' must be positive, got {self.train_samples}")
-        if not 0 < self.validation_fraction < 0.5:
-            raise ConfigError(f"'validation_fraction' must be in (0, 0.5), got {self.validation_fraction}")
-        if self.max_length < 2:
-            raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
-        if self.labels is not None and len(self.labels) < 2:
-            raise ConfigError(
-                f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
-                "unset to take them from the data"
-            )
-        if self.labels is not None and len(set(self.labels)) != len(self.labels):
-            raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
-        if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
-            raise ConfigError("fine-tuning data cannot stream (labelled sets are loaded; set streaming: false)")
-
-
-@dataclass
-class SentimentConfig(HubOptions):
-    """Recipe of ``finetune`` with ``task: sentiment`` (any single-label text classification;
-    plus ``push_to_hub`` and the other ``HubOptions``)."""
-
-    output_dir: str
-    task: Literal["sentiment"]
-    init: str
-    """Model to start from: one of our pretraining runs (or its ``model/``, or a checkpoint),
-    any Hugging Face model folder, ``pkg:<package>/<path>``, or a Hub id (online)."""
-    data: SentimentDataConfig
-    from_scratch: bool = False
-    """Same architecture and tokenizer as ``init``, fresh weights: the labels-only baseline."""
-    init_embeddings: str | None = None
-    """A skipgram/cbow run (same tokenizer, as wide as the model) whose vectors replace the
-    model's token embeddings before training; with ``from_scratch``, the embeddings are then
-    the only pretrained part."""
-    tokenizer: str | None = None
-    """Tokenizer folder, when ``init`` has none."""
-    dropout: float | None = 0.1
-    """Set the model's dropout rates (None keeps the folder's; pretraining runs use 0)."""
-    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
-    seed: int = 0
-
-    def __post_init__(self):
-        self.check_hub_options()
-        check_dropout(self.dropout)
-
-
 def load_sentiment_data(cfg: SentimentConfig, tokenizer):
     """Tokenized train / eval / test splits, the label set, and the training indices."""
     d = cfg.data
     labels = LabelSet(list(d.labels)) if d.labels is not None else None
     train, labels = tokenize_labelled(d.train, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+
+    def labelled(spec):  # with the training split's labels
+        return tokenize_labelled(spec, tokenizer, labels, d.label_column, d.max_length, d.num_proc)[0]
+
     splits = {"train": train}
-    if d.validation is not None:
-        splits["eval"], _ = tokenize_labelled(d.validation, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
-        pool = np.arange(len(train))
-    else:
-        pool, held = hold_out(
-            len(train),
-            d.validation_fraction,
-            cfg.seed,
-            f"data.train: {len(train)} examples are too few to hold out a validation set",
-        )
-        splits["eval"] = train.select(held)
+    splits["eval"], pool = validation_split(
+        train, d.validation, labelled, fraction=d.validation_fraction, seed=cfg.seed, noun="examples"
+    )
     if d.test is not None:
-        splits["test"], _ = tokenize_labelled(d.test, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+        splits["test"] = labelled(d.test)
     for name, key in (("eval", "validation"), ("test", "test")):
         if name in splits and len(set(splits[name]["label_id"])) < 2 <= len(labels.names):
             logger.warning(
@@ -428,16 +236,11 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     task and what to report about where it started."""
     from accelerate.utils import set_seed
 
-    from nlp_ssl.models import copy_token_embeddings, max_positions, resolve_model_dir
+    from nlp_ssl.models import check_length_fits, copy_init_embeddings, resolve_model_dir
     from nlp_ssl.tokenizer import load_tokenizer_for
 
     model_dir = resolve_model_dir(cfg.init)
-    positions = max_positions(model_dir, "init")
-    if positions is not None and cfg.data.max_length > positions:
-        raise ConfigError(
-            f"'data.max_length' ({cfg.data.max_length}) exceeds the {positions} positions of the model "
-            f"in {model_dir}; set data.max_length={positions} or less"
-        )
+    check_length_fits(model_dir, "data.max_length", cfg.data.max_length, key="init", suggest=True)
     tokenizer = load_tokenizer_for(model_dir, cfg.tokenizer)
     # saved with the model: evaluate/predict then truncate as training did
     tokenizer.model_max_length = cfg.data.max_length
@@ -445,9 +248,7 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
         splits, labels, train_index = load_sentiment_data(cfg, tokenizer)
     set_seed(cfg.seed)  # the new head's initial weights are part of what a seed reproduces
     model = build_classifier(model_dir, labels, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
-    if cfg.init_embeddings is not None:
-        rows = copy_token_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer or model_dir)
-        logger.info("token embeddings of %d ids from %s", rows, cfg.init_embeddings)
+    copy_init_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer or model_dir, log=logger)
     task = ClassificationTask(model, tokenizer, splits, labels, train_index, text_columns=cfg.data.train.text_columns)
     origin = {"init": cfg.init, "from_scratch": cfg.from_scratch, "init_embeddings": cfg.init_embeddings}
     logger.info(

@@ -1,7 +1,7 @@
 """Several source/target pairs per row for encoder-decoder training, each pair seeing only itself.
 
-Short pairs padded to the longest of a random batch compute mostly padding (Multi30k: 45% of
-the positions). Packed, the same pairs fill a few rows; each keeps its own position ids
+Short pairs padded to the longest of a random batch compute mostly padding (measured in
+docs/benchmarks.md). Packed, the same pairs fill a few rows; each keeps its own position ids
 (counted from its first token) and its own attention: block-diagonal in the encoder, causal
 blocks in the decoder, and cross-attention from each target to its own source only. The loss
 and its gradients are the padded batch's to rounding (without dropout; with it, equal in

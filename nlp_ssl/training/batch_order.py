@@ -64,7 +64,7 @@ class BatchOrder:
     def _settle(cfg: TrainConfig, state: TrainState, resumed_from, task) -> int | None:
         """The run's grouping (None: random batches), recorded in ``state``: a new run's from
         the recipe, a resumed one's from its checkpoint (with a word where the recipe differs)."""
-        if state.group_by_length is None:  # a new run, or a checkpoint from before the order was saved
+        if state.group_by_length is None:  # a new run, or a checkpoint that did not record it
             if resumed_from is not None and cfg.group_by_length and isinstance(task, LengthAware):
                 logger.warning(
                     "%s does not record whether its batches were grouped by length: taking "
@@ -80,10 +80,8 @@ class BatchOrder:
                 resumed_from,
                 state.group_by_length,
             )
-        if state.length_group_batches is None:  # a new run, or a checkpoint from before the size was saved
-            state.length_group_batches = (
-                cfg.length_group_batches if resumed_from is None else TrainConfig.ADDED["length_group_batches"]
-            )
+        if state.length_group_batches is None:  # a new run (a checkpoint's is upgraded: run_format)
+            state.length_group_batches = cfg.length_group_batches
         if state.group_by_length and state.length_group_batches != cfg.length_group_batches:
             logger.warning(
                 "train.length_group_batches=%s, but %s was trained with %s: resuming keeps its length groups",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
 from nlp_ssl.errors import ConfigError
 
@@ -15,10 +15,6 @@ Tracker = Literal["tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml"
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, evaluation, logging and checkpointing; shared by all stages."""
-
-    ADDED: ClassVar[dict[str, Any]] = {"group_by_length": False, "eval_batch_size": None, "length_group_batches": 50}
-    """Keys added since runs were first saved, with the value those runs had: a saved recipe
-    without one is the same recipe as one that sets it to that value."""
 
     max_steps: int = 1000
     """Optimizer steps. Pretraining is sized in steps (streams have no length)."""

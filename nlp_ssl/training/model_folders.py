@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from nlp_ssl import train_log
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.outputs import replace_dir
+from nlp_ssl.run_files import atomic_dir
 from nlp_ssl.training.config import TrainConfig
 from nlp_ssl.training.contract import Task
 from nlp_ssl.training.state import TrainState
@@ -86,11 +85,8 @@ def write_model_folder(task: Task, directory: Path) -> None:
 def save_model_folder(task: Task, target: Path, scores: dict | None = None) -> None:
     """``write_model_folder`` beside ``target``, then renamed over it: readers never see
     half a model, nor a model with another model's ``scores`` (written into ``BEST_SCORES``)."""
-    staging = target.with_name(f".{target.name}.partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    write_model_folder(task, staging)
-    if scores is not None:
-        plain = {"step": scores["step"], "metrics": {k: train_log.plain(v) for k, v in scores["metrics"].items()}}
-        (staging / BEST_SCORES).write_text(json.dumps(plain, indent=2), encoding="utf-8")
-    replace_dir(staging, target)
+    with atomic_dir(target) as staging:
+        write_model_folder(task, staging)
+        if scores is not None:
+            plain = {"step": scores["step"], "metrics": {k: train_log.plain(v) for k, v in scores["metrics"].items()}}
+            (staging / BEST_SCORES).write_text(json.dumps(plain, indent=2), encoding="utf-8")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nlp_ssl.run_format import FORMAT, upgrade_train_state
+
 
 @dataclass
 class TrainState:
@@ -18,13 +20,14 @@ class TrainState:
     best: dict = field(default_factory=dict)
     group_by_length: bool | None = None
     """The batch order the run was started with, so a resume continues it whatever the
-    recipe (or its default) now says; None until a run sets it (and from checkpoints
-    written before it was saved)."""
+    recipe (or its default) now says; None until a run sets it (and from checkpoints that
+    did not record it)."""
     length_group_batches: int | None = None
     """The same, for the size of its length groups."""
 
     def state_dict(self) -> dict:
         return {
+            "format": FORMAT,
             "step": self.step,
             "tokens": self.tokens,
             "seconds": self.seconds,
@@ -36,10 +39,10 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        state = upgrade_train_state(state)
         self.step, self.tokens, self.seconds = int(state["step"]), int(state["tokens"]), float(state["seconds"])
-        # checkpoints written before these were counted have neither
-        self.evaluation_seconds = float(state.get("evaluation_seconds", 0.0))
-        self.checkpoint_seconds = float(state.get("checkpoint_seconds", 0.0))
-        self.best = dict(state.get("best", {}))
-        self.group_by_length = state.get("group_by_length")
-        self.length_group_batches = state.get("length_group_batches")
+        self.evaluation_seconds = float(state["evaluation_seconds"])
+        self.checkpoint_seconds = float(state["checkpoint_seconds"])
+        self.best = dict(state["best"])
+        self.group_by_length = state["group_by_length"]
+        self.length_group_batches = state["length_group_batches"]

@@ -3,14 +3,13 @@
 word2vec's two objectives (predict a token's neighbours from it, or it from its neighbours,
 with negative sampling and subsampling of frequent tokens) over the ids of the stage's own
 tokenizer, so any tokenizer and language works. Training is gensim's (optimised C, many
-threads, no GIL); this module gives it what every stage has: a recipe, cached tokenization,
-a checkpoint after every epoch with exact resume, a progress bar with tokens/s, TensorBoard
-and ``train_log.jsonl``.
+threads, no GIL); the run goes through the stage flow of every stage (``nlp_ssl.stage``):
+a recipe, cached tokenization, a checkpoint after every epoch with exact resume, a progress
+bar with tokens/s, TensorBoard and ``train_log.jsonl``.
 
-Output: ``<output_dir>/model/`` is a ``sentence_transformers`` static-embedding folder
-(``SentenceTransformer(dir).encode(texts)`` = mean of the token vectors) that also holds the
-tokenizer (``AutoTokenizer.from_pretrained(dir)``); the vectors warm-start transformers
-(``init_embeddings`` in ``pretrain`` and ``finetune``) and feed frozen-feature heads
+Output: ``<output_dir>/model/`` is a token-vector folder (``nlp_ssl.vectors``): a
+``sentence_transformers`` static-embedding folder that warm-starts transformers
+(``init_embeddings`` in ``pretrain`` and ``finetune``) and feeds frozen-feature heads
 (``nlp-ssl baseline`` with ``method: frozen_logreg``).
 """
 
@@ -32,29 +31,15 @@ from nlp_ssl import train_log
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.objectives import Objective
-from nlp_ssl.outputs import (
-    MODEL_DIR,
-    commit_run_dir,
-    locks_output,
-    now,
-    open_run_dir,
-    output_path,
-    prepare_run_dir,
-    replace_dir,
-    work_dir,
-    write_json,
-    write_run_files,
-)
+from nlp_ssl.outputs import MODEL_DIR, write_json
 from nlp_ssl.progress import launched
+from nlp_ssl.run_format import FORMAT
+from nlp_ssl.stage import TrainingStage
 from nlp_ssl.training import Tracker
+from nlp_ssl.vectors import save_vector_folder
 
 logger = logging.getLogger(__name__)
 
-VECTORS_FILE = "embeddings.safetensors"
-"""Which token ids got a vector (``trained``); its presence marks a skipgram/cbow folder."""
-STATIC_WEIGHTS, STATIC_KEY = "model.safetensors", "embedding.weight"
-"""Where ``sentence_transformers``' StaticEmbedding keeps the vectors, by token id."""
-INFO_FILE = "embeddings.json"
 # gensim truncates longer "sentences" in its batches; longer documents are cut into pieces
 MAX_PIECE = 10_000
 
@@ -220,7 +205,7 @@ def _save_checkpoint(w2v, out: Path, epoch: int, state: dict) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     w2v.save(str(staging / "word2vec.model"))
-    write_json(staging / ckpt.STATE_FILE, state)
+    write_json(staging / ckpt.STATE_FILE, {**state, "format": FORMAT})
     ckpt.write_manifest(staging)
     ckpt.commit(staging, keep_last=2)
 
@@ -240,71 +225,6 @@ def _load_checkpoint(out: Path):
     return None
 
 
-def save_embedding_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, target: Path, info: dict) -> None:
-    """A ``SentenceTransformer`` static-embedding folder + the tokenizer + our metadata,
-    written beside ``target`` and renamed over it."""
-    import torch
-    from safetensors.numpy import save_file
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
-
-    from nlp_ssl.tokenizer import save_tokenizer
-
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    st = SentenceTransformer(
-        modules=[StaticEmbedding(tokenizer, embedding_weights=torch.from_numpy(vectors))], device="cpu"
-    )
-    st.save(str(staging))
-    save_tokenizer(tokenizer, staging)
-    # the vectors themselves are the StaticEmbedding's weights (model.safetensors): only the mask here
-    save_file({"trained": trained.astype(np.uint8)}, str(staging / VECTORS_FILE))
-    write_json(staging / INFO_FILE, info)
-    replace_dir(staging, target)
-
-
-def embedding_folder(path: str | Path) -> Path | None:
-    """The static-embedding folder of a skipgram/cbow run (given the run or its ``model/``),
-    or None when ``path`` is not one."""
-    path = Path(path).expanduser()
-    for folder in (path, path / MODEL_DIR):
-        if (folder / VECTORS_FILE).is_file():
-            return folder
-    return None
-
-
-def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.ndarray, np.ndarray, Path]:
-    """Vectors ``[vocab, dim]``, the trained-row mask and the folder, from an embedding run or
-    its ``model/`` folder."""
-    from safetensors.numpy import load_file
-
-    folder = embedding_folder(path)
-    if folder is None:
-        path = Path(path).expanduser()
-        what = (
-            "does not exist"
-            if not path.exists()
-            else f"is not a skipgram/cbow run (no {VECTORS_FILE} in it or in {path / MODEL_DIR})"
-        )
-        raise DataError(f"{key}: {path} {what}")
-    name = VECTORS_FILE
-    try:
-        arrays = load_file(str(folder / name))
-        if "vectors" not in arrays:  # runs before the vectors were read from the StaticEmbedding kept both
-            name = STATIC_WEIGHTS
-            arrays["vectors"] = load_file(str(folder / name))[STATIC_KEY]
-        vectors, trained = arrays["vectors"], arrays["trained"].astype(bool)
-    except Exception as exc:
-        raise DataError(
-            f"{key}: {folder / name} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-        ) from None
-    if len(trained) != len(vectors):
-        raise DataError(
-            f"{key}: {folder}: {len(vectors)} vectors but a mask of {len(trained)} token ids; the folder mixes two runs"
-        )
-    return vectors, trained, folder
-
-
 def load_corpus(cfg: EmbeddingPretrainConfig, tokenizer) -> TokenCorpus:
     from nlp_ssl.packing import tokenize_split
 
@@ -316,82 +236,72 @@ def load_corpus(cfg: EmbeddingPretrainConfig, tokenizer) -> TokenCorpus:
     return corpus
 
 
-def _tracking(cfg: EmbeddingPretrainConfig, work: Path, resumed_epoch: int):
-    """The Accelerator every stage logs through (one process here: gensim's threads do the
-    work), so the skip-gram curves reach the same trackers and ``train_log.jsonl`` as any
-    other stage's, one record per epoch."""
-    from nlp_ssl.training import make_accelerator
+class Word2VecPretraining(TrainingStage):
+    """``pretrain`` for an ``EmbeddingPretrainConfig``: gensim's epochs, a checkpoint after each."""
 
-    accelerator = make_accelerator(cfg.train, work)
-    train_log.start(accelerator, work, resumed_epoch, cfg.train.tracker, cfg)
-    return accelerator
+    kind = "pretrain"
 
+    def check(self) -> None:
+        if launched().world_size > 1:
+            raise ConfigError(
+                f"objective {self.cfg.objective} trains with train.workers threads in one process; run it "
+                "without accelerate launch / torchrun"
+            )
 
-@locks_output()
-def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
+    def setup(self, accelerator, work: Path) -> None:
+        from nlp_ssl.tokenizer import load_tokenizer
 
-    from nlp_ssl.progress import progress_bar
-    from nlp_ssl.tokenizer import load_tokenizer
-
-    started = now()
-    out = output_path(cfg.output_dir)
-    if launched().world_size > 1:
-        raise ConfigError(
-            f"objective {cfg.objective} trains with train.workers threads in one process; run it "
-            "without accelerate launch / torchrun"
-        )
-    prepare_run_dir(out, cfg.train.resume, overwrite, kind="pretrain", config=cfg)
-    # everything that can reject the input runs before output_dir is touched
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    if not tokenizer.is_fast:
-        raise DataError(
-            f"tokenizer {cfg.tokenizer}: not a fast (tokenizers-backed) tokenizer, which the "
-            "sentence-transformers output folder needs"
-        )
-    corpus = load_corpus(cfg, tokenizer)
-    work = work_dir(out, overwrite)
-    resumed = None
-    if cfg.train.resume == "latest" and work.is_dir():
-        ckpt.clean_partials(work)
-        resumed = _load_checkpoint(work)
-    if resumed is None and cfg.train.resume == "latest":
-        logger.warning("train.resume=latest: %s holds no checkpoint yet; starting from epoch 0", work)
-    if resumed is not None:
-        w2v, state, path = resumed
-        w2v.workers = cfg.train.workers
-        logger.info("resumed from %s (epoch %d of %d)", path, state["epoch"], cfg.train.epochs)
-    else:
-        w2v = build_word2vec(cfg)
+        cfg = self.cfg
+        self.tokenizer = load_tokenizer(cfg.tokenizer)
+        if not self.tokenizer.is_fast:
+            raise DataError(
+                f"tokenizer {cfg.tokenizer}: not a fast (tokenizers-backed) tokenizer, which the "
+                "sentence-transformers output folder needs"
+            )
+        self.corpus = load_corpus(cfg, self.tokenizer)
+        resumed = _load_checkpoint(work) if cfg.train.resume == "latest" and work.is_dir() else None
+        if resumed is None and cfg.train.resume == "latest":
+            logger.warning("train.resume=latest: %s holds no checkpoint yet; starting from epoch 0", work)
+        self.resumed = resumed is not None
+        if resumed is not None:
+            self.w2v, self.state, path = resumed
+            self.w2v.workers = cfg.train.workers
+            logger.info("resumed from %s (epoch %d of %d)", path, self.state["epoch"], cfg.train.epochs)
+            return
+        self.w2v = build_word2vec(cfg)
         t = time.perf_counter()
-        w2v.build_vocab(corpus)
-        state = {
-            "epoch": 0,
-            "tokens": 0,
-            "seconds": 0.0,
-            "loss": None,
-            "vocab_seconds": round(time.perf_counter() - t, 3),
-        }
-        if len(w2v.wv) == 0:
+        self.w2v.build_vocab(self.corpus)
+        self.state = {"epoch": 0, "tokens": 0, "seconds": 0.0, "loss": None}
+        self.state["vocab_seconds"] = round(time.perf_counter() - t, 3)
+        if len(self.w2v.wv) == 0:
             raise DataError(
                 f"data: no token occurs {cfg.model.min_count} times (model.min_count); "
                 "the corpus is too small for these settings"
             )
-    open_run_dir(out, cfg, overwrite, resume="latest" if resumed is not None else None)
 
-    total = w2v.corpus_total_words
-    alphas = lr_schedule(cfg.train)
-    tracking = _tracking(cfg, work, state["epoch"])
-    logger.info(
-        "%s embeddings: %d of %d token ids in the vocabulary, %d dims, %s tokens x %d epochs, %d workers",
-        cfg.objective,
-        len(w2v.wv),
-        len(tokenizer),
-        cfg.model.dim,
-        f"{total:,}",
-        cfg.train.epochs,
-        cfg.train.workers,
-    )
-    try:
+    @property
+    def resume(self) -> str | None:
+        return "latest" if self.resumed else None
+
+    def train(self, work: Path, accelerator, on_checkpoint) -> dict:
+        from nlp_ssl.progress import progress_bar
+
+        cfg, w2v, corpus, state = self.cfg, self.w2v, self.corpus, self.state
+        ckpt.clean_partials(work)
+        total = w2v.corpus_total_words
+        alphas = lr_schedule(cfg.train)
+        # one record per epoch, through the trackers and train_log.jsonl of every stage
+        train_log.start(accelerator, work, state["epoch"], cfg.train.tracker, cfg)
+        logger.info(
+            "%s embeddings: %d of %d token ids in the vocabulary, %d dims, %s tokens x %d epochs, %d workers",
+            cfg.objective,
+            len(w2v.wv),
+            len(self.tokenizer),
+            cfg.model.dim,
+            f"{total:,}",
+            cfg.train.epochs,
+            cfg.train.workers,
+        )
         for epoch in range(state["epoch"], cfg.train.epochs):
             bar = progress_bar(
                 total=total, unit="tok", unit_scale=True, desc=f"{cfg.objective} epoch {epoch + 1}/{cfg.train.epochs}"
@@ -421,7 +331,7 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
                 "vocab_seconds": state.get("vocab_seconds"),
             }
             train_log.log(
-                tracking,
+                accelerator,
                 work,
                 epoch + 1,
                 {
@@ -440,35 +350,34 @@ def run(cfg: EmbeddingPretrainConfig, overwrite: bool = False) -> dict:
                 f"{total / seconds:,.0f}",
             )
             _save_checkpoint(w2v, work, epoch + 1, state)
-    finally:
-        tracking.end_training()
+        return state
 
-    vectors, trained = vectors_by_id(w2v, len(tokenizer))
-    info = {
-        "objective": cfg.objective,
-        "dim": cfg.model.dim,
-        "vocab_size": len(tokenizer),
-        "trained_tokens": int(trained.sum()),
-        "tokenizer": str(Path(cfg.tokenizer).absolute()),
-    }
-    save_embedding_folder(vectors, trained, tokenizer, work / MODEL_DIR, info)
-    metrics = {
-        **info,
-        "window": cfg.model.window,
-        "negative": cfg.model.negative,
-        "epochs": cfg.train.epochs,
-        "corpus_docs": corpus.n_docs,
-        "corpus_tokens": int(total),
-        "tokens": int(state["tokens"]),
-        "train_seconds": state["seconds"],
-        "tokens_per_s": round(state["tokens"] / max(state["seconds"], 1e-9)),
-        "parameters": int(trained.sum()) * cfg.model.dim,
-        "final_train_loss": round(state["loss"], 4) if state.get("loss") is not None else None,
-        "model_dir": str(out / MODEL_DIR),
-    }
-    write_run_files(work, stage="pretrain", config=cfg, seed=cfg.seed, started_at=started, metrics=metrics)
-    commit_run_dir(work, out)
-    return metrics
+    def finish(self, summary: dict, accelerator, folder: Path) -> dict:
+        cfg, tokenizer = self.cfg, self.tokenizer
+        vectors, trained = vectors_by_id(self.w2v, len(tokenizer))
+        info = {
+            "objective": cfg.objective,
+            "format": FORMAT,
+            "dim": cfg.model.dim,
+            "vocab_size": len(tokenizer),
+            "trained_tokens": int(trained.sum()),
+            "tokenizer": str(Path(cfg.tokenizer).absolute()),
+        }
+        save_vector_folder(vectors, trained, tokenizer, folder / MODEL_DIR, info)
+        info.pop("format")
+        return {
+            **info,
+            "window": cfg.model.window,
+            "negative": cfg.model.negative,
+            "epochs": cfg.train.epochs,
+            "corpus_docs": self.corpus.n_docs,
+            "corpus_tokens": int(self.w2v.corpus_total_words),
+            "tokens": int(summary["tokens"]),
+            "train_seconds": summary["seconds"],
+            "tokens_per_s": round(summary["tokens"] / max(summary["seconds"], 1e-9)),
+            "parameters": int(trained.sum()) * cfg.model.dim,
+            "final_train_loss": round(summary["loss"], 4) if summary.get("loss") is not None else None,
+        }
 
 
 def _usage(where: str) -> str:
@@ -479,8 +388,7 @@ def _usage(where: str) -> str:
     )
 
 
-# Their own stage (``run`` above), not exported or pushed: the model folder is already a
-# sentence-transformers folder.
+# Not exported or pushed: the model folder is already a sentence-transformers folder.
 SKIPGRAM = Objective(
     name="skipgram",
     config=EmbeddingPretrainConfig,
@@ -488,7 +396,8 @@ SKIPGRAM = Objective(
     pipeline_tag="sentence-similarity",
     what="static token embeddings (word2vec skip-gram)",
     usage=_usage,
-    run=run,
+    stage=Word2VecPretraining,
+    static_vectors=True,
     training="skip-gram with negative sampling",
 )
 CBOW = Objective(
@@ -498,6 +407,7 @@ CBOW = Objective(
     pipeline_tag="sentence-similarity",
     what="static token embeddings (word2vec CBOW)",
     usage=_usage,
-    run=run,
+    stage=Word2VecPretraining,
+    static_vectors=True,
     training="CBOW with negative sampling",
 )

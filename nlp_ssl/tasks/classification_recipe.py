@@ -1,0 +1,74 @@
+"""The recipe schema of ``task: sentiment`` (``SentimentConfig`` and its ``data`` section),
+checked as it loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nlp_ssl.data import DatasetSpec
+from nlp_ssl.errors import ConfigError
+from nlp_ssl.hub_options import HubOptions
+from nlp_ssl.tasks.base import FinetuneTrainConfig, check_dropout, check_split_options
+
+
+@dataclass
+class SentimentDataConfig:
+    train: DatasetSpec
+    validation: DatasetSpec | None = None
+    """When absent, ``validation_fraction`` of ``train`` is held out (seeded)."""
+    test: DatasetSpec | None = None
+    """Scored once, with the best model, at the end."""
+    label_column: str = "label"
+    labels: list[str] | None = None
+    """Label names in id order (integer labels index this list; string labels must be in it).
+    Default: a ClassLabel feature's names, else 0..max for integers, else the sorted strings."""
+    max_length: int = 128
+    """Tokens per example (longer texts are truncated)."""
+    train_samples: int | None = None
+    """Train on a seeded, class-balanced subsample of this many examples (few-label runs)."""
+    validation_fraction: float = 0.1
+    num_proc: int | None = None
+
+    def __post_init__(self):
+        check_split_options(self.train_samples, self.validation_fraction)
+        if self.max_length < 2:
+            raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ConfigError(
+                f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
+                "unset to take them from the data"
+            )
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
+        if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
+            raise ConfigError("fine-tuning data cannot stream (labelled sets are loaded; set streaming: false)")
+
+
+@dataclass
+class SentimentConfig(HubOptions):
+    """Recipe of ``finetune`` with ``task: sentiment`` (any single-label text classification;
+    plus ``push_to_hub`` and the other ``HubOptions``)."""
+
+    output_dir: str
+    task: Literal["sentiment"]
+    init: str
+    """Model to start from: one of our pretraining runs (or its ``model/``, or a checkpoint),
+    any Hugging Face model folder, ``pkg:<package>/<path>``, or a Hub id (online)."""
+    data: SentimentDataConfig
+    from_scratch: bool = False
+    """Same architecture and tokenizer as ``init``, fresh weights: the labels-only baseline."""
+    init_embeddings: str | None = None
+    """A skipgram/cbow run (same tokenizer, as wide as the model) whose vectors replace the
+    model's token embeddings before training; with ``from_scratch``, the embeddings are then
+    the only pretrained part."""
+    tokenizer: str | None = None
+    """Tokenizer folder, when ``init`` has none."""
+    dropout: float | None = 0.1
+    """Set the model's dropout rates (None keeps the folder's; pretraining runs use 0)."""
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        self.check_hub_options()
+        check_dropout(self.dropout)
