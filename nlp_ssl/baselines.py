@@ -30,13 +30,15 @@ from typing import Literal
 import numpy as np
 
 from nlp_ssl.errors import ConfigError
-from nlp_ssl.outputs import PREDICTIONS_FILE
+from nlp_ssl.head_model import Texts as _Texts
+from nlp_ssl.head_model import save_head_folder
+from nlp_ssl.head_model import score as named_scores
+from nlp_ssl.outputs import MODEL_DIR, PREDICTIONS_FILE
 from nlp_ssl.tasks.classification import SentimentDataConfig, load_sentiment_data
 
 logger = logging.getLogger(__name__)
 
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
-HEAD_FILE = "head.joblib"
 
 
 @dataclass
@@ -121,14 +123,6 @@ class BaselineConfig:
             )
 
 
-class _Texts:
-    """Stands in for a tokenizer in ``load_sentiment_data``: keeps the (cleaned) text, so the
-    baseline goes through the same loading, label checks and subsampling as fine-tuning."""
-
-    def __call__(self, *texts, truncation=True, max_length=None):
-        return {"baseline_text": [" ".join(parts) for parts in zip(*texts)]}
-
-
 def frozen_encoder(init: str, max_length: int, key: str = "init"):
     """A ``SentenceTransformer`` that mean-pools ``init``'s token representations: a
     skipgram/cbow run's static-embedding folder as saved, any transformers folder wrapped with
@@ -178,7 +172,6 @@ def tfidf_vectorizer(cfg: BaselineConfig):
 
 
 def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
-    import joblib
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
@@ -301,12 +294,8 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
     scores = {}
     for name, prefix in (("eval", "validation"), ("test", "test")):
         if name in X:
-            result = scorer.compute(
-                predictions=model.predict(X[name]).tolist(), references=y[name].tolist(), num_labels=len(labels.names)
-            )
-            for key, value in result.items():
-                head, _, tail = key.rpartition("_")
-                scores[f"{prefix}_{head}_{labels.names[int(tail)]}" if tail.isdigit() else f"{prefix}_{key}"] = value
+            found = named_scores(model.predict(X[name]), y[name], labels.names, scorer)
+            scores.update({f"{prefix}_{key}": value for key, value in found.items()})
     shown = "test" if "test" in X else "eval"
     probs = model.predict_proba(X[shown])
     records = [
@@ -336,7 +325,7 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         summary.update(
             {
                 "init": cfg.init,
-                "model_dir": model_dir,
+                "frozen_model_dir": model_dir,
                 "tfidf": cfg.tfidf,
                 "frozen_features": int(dense["train"].shape[1]),
                 "encode_seconds": round(encode_seconds, 3),
@@ -345,16 +334,18 @@ def run(cfg: BaselineConfig, overwrite: bool = False) -> dict:
         if sparse:
             summary.update({"dense_weight": weight, **fusion})
     summary.update({**scores, "predictions_split": "test" if shown == "test" else "validation"})
-    head = {
-        "classifier": model,
-        "vectorizer": vectorizer,
-        "scaler": scaler,
-        "dense_weight": weight if dense else None,
-        "labels": list(labels.names),
-        "frozen_model": model_dir if encoder is not None else None,
-    }
+    summary["model_dir"] = str(out / MODEL_DIR)
     with staged_output(out, overwrite=overwrite, inputs=sources, kind="baseline") as staging:
-        joblib.dump(head, staging / HEAD_FILE)
+        save_head_folder(
+            staging / MODEL_DIR,
+            classifier=model,
+            vectorizer=vectorizer,
+            scaler=scaler,
+            encoder=encoder,
+            dense_weight=weight if dense else None,
+            labels=labels.names,
+            method=cfg.method,
+        )
         write_jsonl(staging / PREDICTIONS_FILE, records)
         write_run_files(staging, stage="baseline", config=cfg, seed=cfg.seed, started_at=started, metrics=summary)
     logger.info(

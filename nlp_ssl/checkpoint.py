@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nlp_ssl.errors import DataError
 from nlp_ssl.run_files import PARTIAL, sibling, sibling_of
+from nlp_ssl.run_format import checkpoint_has_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,6 @@ def write_manifest(folder: Path) -> None:
 
 def verify(folder: Path) -> str | None:
     """What is wrong with a checkpoint's files, or None when they match its manifest."""
-    from nlp_ssl.run_format import checkpoint_has_manifest
-
     manifest = folder / MANIFEST
     if not manifest.is_file():
         try:

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from nlp_ssl.errors import DataError, OutputError
+from nlp_ssl.head_model import head_folder
 from nlp_ssl.model_card import build_card, find_run
 
 # What a loadable model folder needs, and nothing more.
@@ -50,8 +51,9 @@ def export(
 
     out = output_path(out_dir, "the export folder")  # before reading anything
     record = find_run(checkpoint)
-    files = export_files(record.model_dir)
-    if not any(f.endswith(".safetensors") for f in files):
+    head = record.stage == "baseline" or head_folder(record.model_dir) is not None
+    files = head_files(record.model_dir) if head else export_files(record.model_dir)
+    if not head and not any(f.endswith(".safetensors") for f in files):
         raise DataError(
             f"checkpoint {record.model_dir}: no *.safetensors weights (pickled weights are not exported; "
             "load the model and save_pretrained(..., safe_serialization=True) first)"
@@ -64,6 +66,7 @@ def export(
         inputs["run"] = record.run_dir.resolve()
     with staged_output(out, overwrite, inputs, kind="export") as staging:
         for name in files:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(record.model_dir / name, staging / name)
             if name.endswith(".json"):
                 _drop_path_keys(staging / name)
@@ -80,6 +83,16 @@ def export_files(model_dir: Path) -> list[str]:
         p.name
         for p in model_dir.iterdir()
         if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in EXPORTED)
+    )
+
+
+def head_files(model_dir: Path) -> list[str]:
+    """The files of a baseline run's head folder an export copies: all of it but the card
+    sentence-transformers wrote for the encoder (it names this machine's folders)."""
+    return sorted(
+        p.relative_to(model_dir).as_posix()
+        for p in model_dir.rglob("*")
+        if p.is_file() and not (p.name == "README.md" and p.parent != model_dir)
     )
 
 
@@ -118,7 +131,9 @@ def _drop_path_keys(path: Path) -> None:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run folder (pretrain or finetune), its model/ folder, or a checkpoint")
+    p.add_argument(
+        "checkpoint", help="a run folder (pretrain, finetune or baseline), its model/ folder, or a checkpoint"
+    )
     p.add_argument("out_dir", help="the folder to write (model files + README.md model card)")
     p.add_argument("--license", default="other", help="license identifier for the card (default: other)")
     p.add_argument(

@@ -184,6 +184,10 @@ def _commit_message(record: RunRecord) -> str:
         for key in (trained_for.headline[0], trained_for.headline[0].replace("test_", "validation_", 1)):
             if isinstance(m.get(key), (int, float)):
                 return f"Upload {record.kind} model ({key.replace('_', ' ', 1)} {m[key]:.4f}) trained with nlp-ssl"
+    if record.stage == "baseline" and isinstance(m.get("test_accuracy"), (int, float)):
+        return (
+            f"Upload {m.get('method')} {record.kind} head (test accuracy {m['test_accuracy']:.4f}) fitted with nlp-ssl"
+        )
     if record.stage == "pretrain" and m.get("eval_loss") is not None:
         return f"Upload {record.kind} pretrained model (eval loss {m['eval_loss']:.4f}) trained with nlp-ssl"
     return "Upload model exported with nlp-ssl"

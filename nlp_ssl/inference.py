@@ -111,6 +111,15 @@ def load_finetuned(checkpoint: str) -> Finetuned:
     return Finetuned(spec, model.eval(), tokenizer, saved=saved)
 
 
+def load_head(checkpoint: str):
+    """The ``HeadModel`` of a baseline run (``nlp_ssl.head_model``), or None for any other
+    checkpoint."""
+    from nlp_ssl.head_model import HeadModel, head_folder
+
+    folder = head_folder(checkpoint) if checkpoint and checkpoint.strip() else None
+    return HeadModel(folder) if folder is not None else None
+
+
 def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     from nlp_ssl.outputs import (
         PREDICTIONS_FILE,
@@ -128,6 +137,14 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     out = output_path(cfg.output_dir)
     inputs = config_inputs(cfg)
     check_output_dir(out, overwrite, inputs, kind="evaluate")  # before minutes of scoring
+    head = load_head(cfg.checkpoint)
+    if head is not None:
+        scores, records = head.evaluate(cfg.data, cfg.label_column, cfg.batch_size)
+        with staged_output(out, overwrite, inputs, kind="evaluate") as staging:
+            write_jsonl(staging / PREDICTIONS_FILE, records)
+            metrics = {"checkpoint": cfg.checkpoint, "dataset": cfg.data.describe(), "examples": len(records), **scores}
+            write_run_files(staging, stage="evaluate", config=cfg, seed=0, started_at=started, metrics=metrics)
+        return metrics
     ft = load_finetuned(cfg.checkpoint)
     options = replace(cfg, max_length=ft.input_length(cfg.max_length))
     task = ft.task.evaluation_task(ft, cfg.data, options)
@@ -154,6 +171,9 @@ def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_l
     encoder-decoder: the generated output (the model's saved generation settings)."""
     import torch
 
+    head = load_head(checkpoint)
+    if head is not None:  # it reads whole texts: there is no length to cut to
+        return head.predict(texts, batch_size)
     ft = load_finetuned(checkpoint)
     max_length = ft.input_length(max_length)
     # longest first (characters stand in for tokens): batches of similar lengths pad little

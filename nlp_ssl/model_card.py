@@ -14,6 +14,7 @@ import yaml
 
 from nlp_ssl.errors import DataError
 from nlp_ssl.metrics import REPORTED
+from nlp_ssl.run_format import upgrade_run_info
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 
@@ -43,10 +44,22 @@ class RunRecord:
 def find_run(checkpoint: str) -> RunRecord:
     """The model folder behind ``checkpoint`` (a run, its ``model/``, a checkpoint, any
     model folder) and, when it came from an nlp-ssl run, that run's recipe and metrics."""
+    from nlp_ssl.head_model import head_folder
     from nlp_ssl.models import read_config_json, resolve_model_dir
     from nlp_ssl.outputs import CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE
     from nlp_ssl.vectors import vector_folder
 
+    head = head_folder(checkpoint)
+    if head is not None:  # a baseline run's head: the run is the folder above it
+        record = RunRecord(head)
+        run = head.parent
+        if (run / CONFIG_FILE).is_file() and (run / RUN_INFO_FILE).is_file():
+            record.run_dir = run
+            record.config = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+            record.info = json.loads((run / RUN_INFO_FILE).read_text(encoding="utf-8"))
+            if (run / METRICS_FILE).is_file():
+                record.metrics = json.loads((run / METRICS_FILE).read_text(encoding="utf-8"))
+        return record
     if vector_folder(checkpoint) is not None:
         raise DataError(
             f"checkpoint {checkpoint}: a skipgram/cbow run; export and push take transformer runs. Its "
@@ -67,14 +80,13 @@ def find_run(checkpoint: str) -> RunRecord:
             metrics = candidate / METRICS_FILE
             if metrics.is_file() and model_dir.parent == candidate:  # a checkpoint's are not the final ones
                 record.metrics = json.loads(metrics.read_text(encoding="utf-8"))
-            if "stage" not in record.info:
-                record.info["stage"] = "pretrain" if "objective" in record.config else "finetune"
+            record.info = upgrade_run_info(record.info, record.config)
             trained_for = descriptor(record)
             if trained_for is not None:
                 from nlp_ssl.config import upgrade
-                from nlp_ssl.run_format import run_format
+                from nlp_ssl.run_files import saved_format
 
-                record.config = upgrade(trained_for.config, record.config, run_format(candidate))
+                record.config = upgrade(trained_for.config, record.config, saved_format(candidate))
             break
     return record
 
@@ -88,7 +100,7 @@ def eval_results(record: RunRecord) -> list:
     results = []
     m, cfg = record.metrics, record.config
     trained_for = descriptor(record)
-    if record.stage == "finetune":
+    if record.stage in ("finetune", "baseline"):
         data = cfg.get("data", {})
         splits = [("validation", data.get("validation") or data.get("train")), ("test", data.get("test"))]
         for split, spec in splits:
@@ -216,12 +228,35 @@ def build_card(
             f" ({m.get('processes', 1)} process{'es' if m.get('processes', 1) > 1 else ''})"
         )
     versions = ", ".join(f"{k} {v}" for k, v in record.info.get("versions", {}).items()) or "not recorded"
+    where = repo_id or "PATH_OR_REPO_ID"
+    if record.stage != "baseline":
+        parts = {
+            "summary": _summary(record, trained_for, base_model),
+            "usage": _usage(trained_for, where),
+            "training": _training(record, trained_for),
+            "hyperparameters": hyper,
+            "cost": cost,
+            "limitations": _limitations(trained_for),
+        }
+    else:
+        from nlp_ssl import head_card
+
+        card_data.library_name = "sklearn"
+        card_data.tags += ["skops", "sentence-transformers", "text-classification"]
+        parts = {
+            "summary": head_card.summary(record),
+            "usage": head_card.usage(record, where),
+            "training": head_card.training(record),
+            "hyperparameters": head_card.hyperparameters(record),
+            "cost": head_card.cost(record),
+            "limitations": f"{head_card.LIMITATIONS} {_limitations(None)}",
+        }
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=name,
-        summary=_summary(record, trained_for, base_model),
-        usage=_usage(trained_for, repo_id or "PATH_OR_REPO_ID"),
+        summary=parts["summary"],
+        usage=parts["usage"],
         results=[
             {
                 "split": r.dataset_split,
@@ -231,11 +266,11 @@ def build_card(
             }
             for r in results
         ],
-        training=_training(record, trained_for),
-        hyperparameters=hyper,
-        cost=cost,
+        training=parts["training"],
+        hyperparameters=parts["hyperparameters"],
+        cost=parts["cost"],
         versions=versions,
-        limitations=_limitations(trained_for),
+        limitations=parts["limitations"],
         nlp_ssl_version=record.info.get("versions", {}).get("nlp-ssl", __version__),
         command=_portable_command(record.info.get("command", [])),
         recipe=yaml.safe_dump(_portable(cfg), sort_keys=False).strip() if cfg else "# not an nlp-ssl run",
@@ -290,7 +325,7 @@ def descriptor(record: RunRecord):
     from nlp_ssl.objectives import OBJECTIVES, get_objective
     from nlp_ssl.tasks import TASKS, get_task
 
-    if record.stage == "finetune" and record.kind in TASKS:
+    if record.stage in ("finetune", "baseline") and record.kind in TASKS:
         return get_task(record.kind)
     if record.stage == "pretrain" and record.kind in OBJECTIVES:
         return get_objective(record.kind)

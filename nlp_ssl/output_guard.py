@@ -287,7 +287,7 @@ def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> No
     import yaml
 
     from nlp_ssl.config import recipe_changes
-    from nlp_ssl.run_format import run_format
+    from nlp_ssl.run_files import saved_format
 
     # a checkpoint path is <run>/checkpoints/step-N
     run = work_dir(out, overwrite) if resume == "latest" else Path(resume).expanduser().resolve().parent.parent
@@ -298,8 +298,7 @@ def refuse_changed_resume(out: Path, config, resume: str, overwrite: bool) -> No
         recipe = yaml.safe_load(saved.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return  # not ours to judge; loading the checkpoint says what is wrong
-    saved_format = run_format(run)
-    changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, RESUME_MAY_CHANGE, saved_format)
+    changes = recipe_changes(recipe if isinstance(recipe, dict) else {}, config, RESUME_MAY_CHANGE, saved_format(run))
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise OutputError(

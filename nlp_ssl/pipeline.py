@@ -268,14 +268,14 @@ def _same_recipe(out: Path, config) -> bool:
     import yaml
 
     from nlp_ssl.config import recipe_changes
-    from nlp_ssl.run_format import run_format
+    from nlp_ssl.run_files import saved_format
 
     saved = out / CONFIG_FILE
     if not saved.is_file():
         return False
     ignored = ("train.resume", "push_to_hub", "hub_model_id", "hub_private", "hub_checkpoint_branch")
     saved_recipe = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-    return not recipe_changes(saved_recipe, config, ignored, run_format(out))
+    return not recipe_changes(saved_recipe, config, ignored, saved_format(out))
 
 
 def collect_results(cfg: PipelineConfig, stages: list[PlannedStage]) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.objectives import OBJECTIVES, get_objective
 from nlp_ssl.objectives.base import PretrainConfig, PretrainDataConfig  # noqa: F401  (the stage's recipe)
-from nlp_ssl.objectives.transformer_stage import load_tokenizer_and_model, set_input_limit  # noqa: F401
 from nlp_ssl.outputs import locks_output
 from nlp_ssl.stage import run_stage
 

@@ -294,3 +294,20 @@ def write_run_files(directory: Path, *, stage: str, config, seed: int, started_a
 
 def read_metrics(directory: Path) -> dict:
     return json.loads((Path(directory) / METRICS_FILE).read_text(encoding="utf-8"))
+
+
+def saved_format(run_dir: Path) -> int:
+    """The format (``nlp_ssl.run_format``) of the run in ``run_dir``: its ``run_info.json``'s,
+    or for a run interrupted before it, its newest checkpoint's; 0 when neither says."""
+    from nlp_ssl.checkpoint import CHECKPOINTS, STATE_FILE
+
+    candidates = [Path(run_dir) / RUN_INFO_FILE]
+    candidates += sorted((Path(run_dir) / CHECKPOINTS).glob(f"step-*/{STATE_FILE}"), reverse=True)[:1]
+    for path in candidates:
+        try:
+            found = json.loads(path.read_text(encoding="utf-8")).get("format")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, int):
+            return found
+    return 0

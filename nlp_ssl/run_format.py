@@ -13,9 +13,7 @@ a value a file holds must check the format.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -83,18 +81,9 @@ def vector_arrays(arrays: dict, read_static: Callable[[], np.ndarray]) -> tuple[
     return vectors, arrays["trained"].astype(bool)
 
 
-def run_format(run_dir: Path) -> int:
-    """The format of the run in ``run_dir``: its ``run_info.json``'s, or for a run interrupted
-    before it, its newest checkpoint's; 0 when neither says."""
-    from nlp_ssl.checkpoint import CHECKPOINTS, STATE_FILE
-
-    candidates = [Path(run_dir) / "run_info.json"]
-    candidates += sorted((Path(run_dir) / CHECKPOINTS).glob(f"step-*/{STATE_FILE}"), reverse=True)[:1]
-    for path in candidates:
-        try:
-            found = json.loads(path.read_text(encoding="utf-8")).get("format")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(found, int):
-            return found
-    return 0
+def upgrade_run_info(info: dict, recipe: dict) -> dict:
+    """A run folder's ``run_info.json`` in today's form: format 0 may lack ``stage``, told by
+    the recipe's keys."""
+    if "stage" in info:
+        return info
+    return {**info, "stage": "pretrain" if "objective" in recipe else "finetune"}

@@ -37,7 +37,7 @@ class TrainingStage:
         self.cfg = cfg
 
     def check(self) -> None:
-        """Refusals that need nothing loaded (how the run was launched); before any folder is read."""
+        """Refusals that need nothing loaded (how the run was launched), before the run folder is checked."""
 
     def setup(self, accelerator, work: Path) -> None:
         """Load and check everything the run needs. Runs before ``work`` (the folder the run
@@ -65,8 +65,11 @@ class FitStage(TrainingStage):
     """A stage whose model trains in ``nlp_ssl.training.fit``: ``make_task`` builds its task."""
 
     task = None
-    final_eval: dict = {}
-    """The validation metrics of the final weights (empty when unknown)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.final_eval: dict = {}
+        """The validation metrics of the final weights (empty when unknown), set by ``train``."""
 
     def make_task(self, accelerator):
         raise NotImplementedError

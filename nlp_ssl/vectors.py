@@ -15,6 +15,7 @@ import numpy as np
 
 from nlp_ssl.errors import DataError
 from nlp_ssl.run_files import MODEL_DIR, atomic_dir, write_json
+from nlp_ssl.run_format import FORMAT, vector_arrays
 
 VECTORS_FILE = "embeddings.safetensors"
 """Which token ids got a vector (``trained``); its presence marks a skipgram/cbow folder."""
@@ -41,7 +42,7 @@ def save_vector_folder(vectors: np.ndarray, trained: np.ndarray, tokenizer, targ
         save_tokenizer(tokenizer, staging)
         # the vectors themselves are the StaticEmbedding's weights (model.safetensors): only the mask here
         save_file({"trained": trained.astype(np.uint8)}, str(staging / VECTORS_FILE))
-        write_json(staging / INFO_FILE, info)
+        write_json(staging / INFO_FILE, {**info, "format": FORMAT})
 
 
 def vector_folder(path: str | Path) -> Path | None:
@@ -59,8 +60,6 @@ def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.nda
     its ``model/`` folder."""
     from safetensors.numpy import load_file
 
-    from nlp_ssl.run_format import vector_arrays
-
     folder = vector_folder(path)
     if folder is None:
         path = Path(path).expanduser()
@@ -71,10 +70,14 @@ def load_vectors(path: str | Path, key: str = "init_embeddings") -> tuple[np.nda
         )
         raise DataError(f"{key}: {path} {what}")
     name = VECTORS_FILE
-    try:
-        arrays = load_file(str(folder / name))
+
+    def read_static():
+        nonlocal name
         name = STATIC_WEIGHTS
-        vectors, trained = vector_arrays(arrays, lambda: load_file(str(folder / name))[STATIC_KEY])
+        return load_file(str(folder / name))[STATIC_KEY]
+
+    try:
+        vectors, trained = vector_arrays(load_file(str(folder / name)), read_static)
     except Exception as exc:
         raise DataError(
             f"{key}: {folder / name} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"

@@ -64,3 +64,13 @@ def hashes(*roots: Path, caches: Path | None = None) -> dict[str, str]:
         for p in sorted(Path(root).rglob("*"))
         if caches is None or (p != caches and caches not in p.parents)
     }
+
+
+def saved_head(run: Path) -> dict:
+    """A baseline run's head read with skops and json alone (no nlp-ssl code): its
+    scikit-learn objects, ``dense_weight`` and ``labels``."""
+    import skops.io as sio
+
+    folder = Path(run) / "model"
+    config = json.loads((folder / "head_config.json").read_text(encoding="utf-8"))
+    return {**sio.load(folder / "head.skops"), "dense_weight": config["dense_weight"], "labels": config["labels"]}

@@ -235,3 +235,27 @@ def test_an_old_saved_recipe_is_upgraded_section_by_section():
         },
     )
     assert skipgram["train"] == {"epochs": 1}
+
+
+def test_the_reference_table_of_training_defaults_is_the_classes():
+    """docs/reference.md lists each setting whose default differs between stages, once per
+    stage; the table and the section classes must agree, and no differing setting is missing."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from nlp_ssl.tasks.base import FinetuneTrainConfig
+    from nlp_ssl.tasks.seq2seq import Seq2SeqTrainConfig
+    from nlp_ssl.training.config import TrainConfig
+
+    classes = (TrainConfig, FinetuneTrainConfig, Seq2SeqTrainConfig)
+    defaults = [{f.name: f.default for f in dataclasses.fields(c) if f.init} for c in classes]
+    differing = {k for k in defaults[0] if len({repr(d[k]) for d in defaults}) > 1}
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\s*\| `(\w+)` \| (.+?) \| (.+?) \| (.+?) \|$", text, flags=re.M)
+    table = {key: [yaml.safe_load(v.split(" (")[0]) for v in values] for key, *values in rows}
+    assert set(table) == differing
+    for key, shown in table.items():
+        assert shown == [d[key] for d in defaults], key

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from nlp_ssl import pretrain
 from nlp_ssl.errors import DataError
 from nlp_ssl.objectives.masked_lm import load_masked_lm
+from nlp_ssl.objectives.transformer_stage import load_tokenizer_and_model
 from nlp_ssl.packing import encode_documents
 from tests.pretrain_helpers import tiny_config
 
@@ -47,7 +48,7 @@ def test_continuing_starts_from_the_checkpoint_weights_and_loss(
         lr=1e-9,
         warmup_steps=0,
     )
-    _, model = pretrain.load_tokenizer_and_model(cfg)
+    _, model = load_tokenizer_and_model(cfg)
     saved = load_file(str(source / "model/model.safetensors"))
     state = model.state_dict()
     for key in saved:

@@ -12,8 +12,9 @@ from nlp_ssl import pretrain
 from nlp_ssl.config import from_dict
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.objectives import word2vec
+from nlp_ssl.objectives.transformer_stage import load_tokenizer_and_model
 from nlp_ssl.vectors import VECTORS_FILE, load_vectors
-from tests.helpers import write_jsonl
+from tests.helpers import saved_head, write_jsonl
 
 ANIMALS = "cat dog horse cow sheep goat mouse bird".split()
 VEHICLES = "car bus train truck bike plane boat tram".split()
@@ -222,12 +223,12 @@ def test_warm_start_copies_vectors_into_every_architecture(
     if objective == "mlm":  # clm is GPT-2 whatever model.architecture says
         cfg.model.architecture = architecture
     cfg.init_embeddings = str(embedding_run)
-    _, model = pretrain.load_tokenizer_and_model(cfg)
+    _, model = load_tokenizer_and_model(cfg)
     vectors, trained, _ = load_vectors(embedding_run)
     table = model.get_input_embeddings().weight.detach().numpy()
     np.testing.assert_array_equal(table[: len(vectors)][trained], vectors[trained])
     cfg.init_embeddings = None
-    fresh = pretrain.load_tokenizer_and_model(cfg)[1]
+    fresh = load_tokenizer_and_model(cfg)[1]
     untrained = np.nonzero(~trained)[0]
     np.testing.assert_array_equal(table[untrained], fresh.get_input_embeddings().weight.detach().numpy()[untrained])
 
@@ -294,15 +295,15 @@ def test_warm_start_refuses_other_tokenizer_and_width(tmp_path, tiny_corpus, tin
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
     cfg.init_embeddings = str(other)
     with pytest.raises(DataError, match="was trained with another tokenizer than"):
-        pretrain.load_tokenizer_and_model(cfg)
+        load_tokenizer_and_model(cfg)
     cfg = tiny_config(tmp_path / "lm", tiny_tokenizer, tiny_corpus, "mlm")
     cfg.model.hidden = 64
     cfg.init_embeddings = str(embedding_run)
     with pytest.raises(ConfigError, match="32-dim vectors but the model's token embeddings are 64 wide"):
-        pretrain.load_tokenizer_and_model(cfg)
+        load_tokenizer_and_model(cfg)
     cfg.init_embeddings = str(tmp_path / "nowhere")
     with pytest.raises(DataError, match="nowhere does not exist"):
-        pretrain.load_tokenizer_and_model(cfg)
+        load_tokenizer_and_model(cfg)
 
 
 def test_finetune_from_scratch_with_embeddings(tmp_path, pretrained, sentiment_dir, embedding_run):
@@ -320,7 +321,6 @@ def test_finetune_from_scratch_with_embeddings(tmp_path, pretrained, sentiment_d
 def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedding_run):
     """The frozen-feature head: its saved scikit-learn objects and the embedding folder
     reproduce its predictions with no nlp-ssl code; TF-IDF can sit beside the features."""
-    import joblib
     from sentence_transformers import SentenceTransformer
 
     from nlp_ssl import baselines
@@ -337,7 +337,7 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
     )
     m = baselines.run(cfg)
     assert m["method"] == "frozen_logreg" and m["frozen_features"] == 32 and m["features"] == 32
-    head = joblib.load(tmp_path / "head/head.joblib")
+    head = saved_head(tmp_path / "head")
     records = [json.loads(l) for l in (tmp_path / "head/predictions.jsonl").read_text().splitlines()]
     features = SentenceTransformer(str(embedding_run / "model"), device="cpu").encode([r["text"] for r in records])
     x = head["scaler"].transform(features)
@@ -361,7 +361,6 @@ def test_frozen_head_trains_predicts_and_reloads(tmp_path, sentiment_dir, embedd
 def test_tfidf_with_character_ngrams(tmp_path, sentiment_dir):
     """``char_ngrams``: character n-grams beside the word n-grams, in one saved vectorizer that
     reproduces the predictions; a misspelled word still lands on features; bad values are refused."""
-    import joblib
 
     from nlp_ssl import baselines
 
@@ -379,11 +378,11 @@ def test_tfidf_with_character_ngrams(tmp_path, sentiment_dir):
     )
     assert both["char_ngrams"] == "2-4" and "char_ngrams" not in words
     assert both["features"] > words["features"]
-    head = joblib.load(tmp_path / "chars/head.joblib")
+    head = saved_head(tmp_path / "chars")
     records = [json.loads(l) for l in (tmp_path / "chars/predictions.jsonl").read_text().splitlines()]
     x = head["vectorizer"].transform([r["text"] for r in records])
     assert [head["labels"][i] for i in head["classifier"].predict(x)] == [r["prediction"] for r in records]
-    word_only = joblib.load(tmp_path / "words/head.joblib")["vectorizer"]
+    word_only = saved_head(tmp_path / "words")["vectorizer"]
     assert word_only.transform(["brilliantt"]).nnz == 0 and head["vectorizer"].transform(["brilliantt"]).nnz > 0
 
     for bad, message in (
@@ -399,7 +398,6 @@ def test_late_fusion_is_one_classifier_averaging_two_heads(tmp_path, sentiment_d
     """``fusion: late``: the saved classifier's log-odds are the TF-IDF head's and the frozen
     head's averaged with the chosen share, and it reproduces the predictions from the saved
     scikit-learn objects alone."""
-    import joblib
     import scipy.sparse as sp
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
@@ -425,7 +423,7 @@ def test_late_fusion_is_one_classifier_averaging_two_heads(tmp_path, sentiment_d
     )
     m = baselines.run(cfg)
     assert m["fusion"] == "late" and m["frozen_share"] in (0.25, 0.5, 0.75) and m["dense_weight"] == 1.0
-    head = joblib.load(tmp_path / "late/head.joblib")
+    head = saved_head(tmp_path / "late")
     records = [json.loads(l) for l in (tmp_path / "late/predictions.jsonl").read_text().splitlines()]
     texts = [r["text"] for r in records]
     tfidf = head["vectorizer"].transform(texts)
@@ -470,7 +468,6 @@ def test_selection_on_validation_and_cross_validated_predictions(tmp_path, senti
     5-fold cross-validated predictions of the training sample together, recomputed here with
     scikit-learn alone; late fusion chooses its share the same way; too few examples of a label
     for the folds is a one-line error."""
-    import joblib
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -531,7 +528,7 @@ def test_selection_on_validation_and_cross_validated_predictions(tmp_path, senti
     )
     assert late["selection_examples"] == 150
     # the late head's held-out accuracy, each fold's two heads fitted on that fold's rows alone
-    head = joblib.load(tmp_path / "late/head.joblib")
+    head = saved_head(tmp_path / "late")
     dense, dense_val = (
         head["scaler"].transform(SentenceTransformer(str(embedding_run / "model"), device="cpu").encode(t))
         for t in (texts, splits["eval"]["baseline_text"])

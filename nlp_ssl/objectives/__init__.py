@@ -1,6 +1,7 @@
-"""Pretraining objectives: one module each, holding its recipe schema, model builder, loss,
-batch construction and ``Objective`` descriptor. A new objective is a new module plus one
-line here."""
+"""Pretraining objectives: a module for each (word2vec's holds skipgram and cbow), holding its
+recipe schema, model builder, loss, batch construction and ``Objective`` descriptor, which
+names the stage that trains it (``transformer_stage`` for every transformer objective). A new
+objective is a new module plus one line here."""
 
 from __future__ import annotations
 

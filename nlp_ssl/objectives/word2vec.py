@@ -31,8 +31,8 @@ from nlp_ssl import train_log
 from nlp_ssl.data import DatasetSpec
 from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.objectives import Objective
-from nlp_ssl.outputs import MODEL_DIR, write_json
 from nlp_ssl.progress import launched
+from nlp_ssl.run_files import MODEL_DIR, write_json
 from nlp_ssl.run_format import FORMAT
 from nlp_ssl.stage import TrainingStage
 from nlp_ssl.training import Tracker
@@ -240,6 +240,8 @@ class Word2VecPretraining(TrainingStage):
     """``pretrain`` for an ``EmbeddingPretrainConfig``: gensim's epochs, a checkpoint after each."""
 
     kind = "pretrain"
+    resumed = False
+    """Whether ``setup`` found a checkpoint to continue."""
 
     def check(self) -> None:
         if launched().world_size > 1:
@@ -357,14 +359,12 @@ class Word2VecPretraining(TrainingStage):
         vectors, trained = vectors_by_id(self.w2v, len(tokenizer))
         info = {
             "objective": cfg.objective,
-            "format": FORMAT,
             "dim": cfg.model.dim,
             "vocab_size": len(tokenizer),
             "trained_tokens": int(trained.sum()),
             "tokenizer": str(Path(cfg.tokenizer).absolute()),
         }
         save_vector_folder(vectors, trained, tokenizer, folder / MODEL_DIR, info)
-        info.pop("format")
         return {
             **info,
             "window": cfg.model.window,
