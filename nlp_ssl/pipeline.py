@@ -39,10 +39,24 @@ RESULTS_FILE = "results.json"
 
 
 @dataclass
+class PipelineData:
+    """Data written once for the stages of a pipeline; a stage's own keys win over these."""
+
+    unlabelled: list[dict[str, Any]] = field(default_factory=list)
+    """Datasets of unlabelled text (``name`` or ``files``, ``text_column``...): the tokenizer's
+    ``datasets`` and every pretraining stage's ``data.datasets``, unless the stage gives them."""
+    labelled: dict[str, Any] | None = None
+    """A classification ``data`` section (``train``, ``validation``, ``test``, ``label_column``,
+    ``labels``...): the ``data`` of every sentiment fine-tuning and baseline stage, under the
+    keys the stage sets itself (``max_length``, ``train_samples``...)."""
+
+
+@dataclass
 class PipelineConfig:
     """Recipe of the ``pipeline`` stage: a run folder and the recipes of its stages."""
 
     run_dir: str
+    data: PipelineData = field(default_factory=PipelineData)
     tokenizer: dict[str, Any] | None = None
     """A ``tokenizer`` recipe without ``output_dir`` (written to ``<run_dir>/tokenizer``)."""
     pretrain: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -104,8 +118,10 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
 
     run_dir = Path(cfg.run_dir)
     stages: list[PlannedStage] = []
+    shared = cfg.data
     if cfg.tokenizer is not None:
-        raw = {**cfg.tokenizer, "output_dir": str(run_dir / "tokenizer")}
+        unlabelled = {"datasets": shared.unlabelled} if shared.unlabelled else {}
+        raw = {**unlabelled, **cfg.tokenizer, "output_dir": str(run_dir / "tokenizer")}
         stages.append(
             PlannedStage(
                 "tokenizer", "nlp_ssl.tokenizer", from_dict(TokenizerConfig, raw, source, prefix="tokenizer"), []
@@ -117,6 +133,9 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
         # skipgram / cbow runs are not published by export/push (see nlp_ssl.vectors)
         hub = _hub_keys(cfg, f"pretrain-{name}") if issubclass(cls, HubOptions) else {}
         raw = {**hub, **section, "output_dir": str(run_dir / f"pretrain-{name}")}
+        own = raw.get("data")
+        if shared.unlabelled and (own is None or (isinstance(own, dict) and "datasets" not in own)):
+            raw["data"] = {"datasets": shared.unlabelled, **(own or {})}
         needs = _link(raw, ("init", "init_embeddings"), pretrained, source, f"pretrain.{name}")
         if "tokenizer" not in raw and "init" not in raw:
             if cfg.tokenizer is None:
@@ -131,6 +150,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
     for name, section in cfg.finetune.items():
         raw = {**_hub_keys(cfg, f"finetune-{name}"), **section, "output_dir": str(run_dir / f"finetune-{name}")}
         cls = recipe_class(raw, f"{source}: finetune.{name}")
+        _inherit_labelled(raw, cls, shared)
         starts = (*get_task(raw["task"]).starts_from, "init_embeddings")
         needs = _link(raw, starts, pretrained, source, f"finetune.{name}")
         stages.append(
@@ -140,6 +160,7 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
         )
     for name, section in cfg.baseline.items():
         raw = {**section, "output_dir": str(run_dir / f"baseline-{name}")}
+        _inherit_labelled(raw, BaselineConfig, shared)
         needs = _link(raw, ("init",), pretrained, source, f"baseline.{name}", any_kind=True)
         stages.append(
             PlannedStage(
@@ -150,6 +171,20 @@ def plan(cfg: PipelineConfig, source: str = "<pipeline>") -> list[PlannedStage]:
             )
         )
     return stages
+
+
+def _inherit_labelled(raw: dict, cls: type, shared: PipelineData) -> None:
+    """Give a stage whose ``data`` is a classification section the pipeline's labelled data,
+    under its own keys."""
+    import typing
+
+    from nlp_ssl.tasks.classification_recipe import SentimentDataConfig
+
+    own = raw.get("data")
+    if shared.labelled is None or typing.get_type_hints(cls).get("data") is not SentimentDataConfig:
+        return
+    if own is None or isinstance(own, dict):
+        raw["data"] = {**shared.labelled, **(own or {})}
 
 
 def _link(

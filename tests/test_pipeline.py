@@ -137,3 +137,67 @@ def test_stage_recipes_are_checked_before_anything_runs(tmp_path, tiny_corpus, s
     with pytest.raises(ConfigError, match="remove their 'output_dir'"):
         from_dict(PipelineConfig, raw)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_your_own_data_recipe_runs_on_a_generated_csv(tmp_path, monkeypatch):
+    """recipes/pipeline/your_data.yaml on generated files: a CSV of reviews with HTML line
+    breaks and string labels, unlabelled text; the data written once reaches every stage."""
+    import csv
+    from pathlib import Path
+
+    from nlp_ssl.config import load_recipe
+    from tests.helpers import make_reviews, make_sentences
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes/pipeline/your_data.yaml"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/unlabelled.txt").write_text("\n".join(make_sentences(400, seed=5)) + "\n")
+    for name, n, seed in (("labelled", 240, 1), ("test", 80, 2)):
+        with open(tmp_path / f"data/{name}.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["review", "sentiment"])
+            for row in make_reviews(n, seed=seed):
+                writer.writerow([row["text"].replace(" ", " <br /> ", 1), row["label"]])
+    monkeypatch.chdir(tmp_path)  # the recipe's paths are relative to where it runs
+    tiny = {
+        "tokenizer.vocab_size": 320,
+        "pretrain.sg.model.dim": 32,
+        "pretrain.sg.model.min_count": 1,
+        "pretrain.sg.train.epochs": 1,
+        "pretrain.sg.train.workers": 1,
+        "pretrain.sg.train.tracker": "none",
+        "pretrain.mlm.model.preset": "tiny",
+        "pretrain.mlm.model.layers": 1,
+        "pretrain.mlm.model.hidden": 32,
+        "pretrain.mlm.model.heads": 2,
+        "pretrain.mlm.model.max_positions": 64,
+        "pretrain.mlm.data.block_size": 32,
+        "pretrain.mlm.data.validation_fraction": 0.1,
+        "pretrain.mlm.data.cache_dir": str(tmp_path / "cache"),
+        "pretrain.mlm.train.max_steps": 4,
+        "pretrain.mlm.train.eval_every": 4,
+        "pretrain.mlm.train.save_every": 4,
+        "pretrain.mlm.train.tracker": "none",
+        "finetune.classifier.data.max_length": 32,
+        "finetune.classifier.dropout": 0.0,
+        "finetune.classifier.train.epochs": 3,
+        "finetune.classifier.train.micro_batch_size": 16,
+        "finetune.classifier.train.lr": 3e-3,
+        "finetune.classifier.train.tracker": "none",
+        "baseline.frozen.char_ngrams": [2, 3],
+    }
+    overrides = [f"run_dir={tmp_path / 'run'}"] + [f"{k}={v}" for k, v in tiny.items()]
+    cfg = load_recipe(PipelineConfig, recipe, overrides)
+    summary = run(cfg)
+    assert summary["stages_run"] == 6
+    results = load_results(tmp_path / "run")
+    for stage in ("finetune-classifier", "baseline-frozen", "baseline-tfidf"):
+        metrics = results["stages"][stage]
+        assert metrics["test_accuracy"] > 0.5, stage  # the label words decide the label
+        assert {"test_f1_negative", "test_f1_positive"} <= set(metrics)  # the string labels, in order
+    ft = yaml.safe_load((tmp_path / "run/finetune-classifier/resolved_config.yaml").read_text())
+    assert ft["data"]["label_column"] == "sentiment" and ft["data"]["max_length"] == 32
+    assert ft["data"]["test"]["files"] == "data/test.csv" and ft["data"]["test"]["text_column"] == "review"
+    sg = yaml.safe_load((tmp_path / "run/pretrain-sg/resolved_config.yaml").read_text())
+    assert sg["data"]["datasets"][0]["files"] == "data/unlabelled.txt"
+    records = [json.loads(x) for x in (tmp_path / "run/baseline-tfidf/predictions.jsonl").read_text().splitlines()]
+    assert "<br" not in records[0]["text"] and records[0]["label"] in ("negative", "positive")
