@@ -67,10 +67,35 @@ def sections(study: dict, plots: dict) -> list[dict]:
     """The report's content, once: each section has a title and any of ``paragraphs``,
     ``bullets`` (``(level, text)``), ``table`` (``header``, ``numeric``, ``rows``) and
     ``images`` (``(name, path)``). ``markdown`` and ``to_html`` only render it."""
+    from nlp_ssl.study import VERDICT_REFERENCES, verdicts
+
+    references = [name for name, _ in VERDICT_REFERENCES]
     out = [
+        {
+            "title": "Verdicts",
+            "table": {
+                "header": [
+                    "labels",
+                    "best arm",
+                    _metric_name(study),
+                    *(f"over {name}" for name in references),
+                    "our best arm",
+                ],
+                "numeric": [False, False, True, *([False] * len(references)), False],
+                "rows": [
+                    [v["labels"], v["best"], v["score"], *(v[name] for name in references), v["ours"]]
+                    for v in verdicts(study)
+                ],
+            },
+            "paragraphs": [
+                "Each margin is over the strongest arm of its kind at that label count; clear: the gap is more "
+                "than seed noise (p < 0.05)."
+            ],
+        },
         {"title": "Results", "table": _results_table(study)},
         {
             "title": "Conclusions",
+            "folded": "every arm against the strongest baselines, label count by label count",
             "bullets": [(1 if line.startswith("  ") else 0, line.strip()) for line in study["conclusions"]],
         },
         {
@@ -163,7 +188,10 @@ def markdown(study: dict, plots: dict) -> str:
     out = [f"# {study['title']}", "", _intro(study)]
     for section in sections(study, plots):
         out += ["", f"## {section['title']}", ""]
+        folded = section.get("folded")
+        out += [f"<details><summary>{html.escape(folded)}</summary>", ""] if folded else []
         out += [f"{'  ' * level}- {text}" for level, text in section.get("bullets", [])]
+        out += ["", "</details>"] if folded else []
         out += _markdown_table(section["table"]) if "table" in section else []
         for name, path in section.get("images", []):
             out += [f"![{name}]({path})", ""]
@@ -179,11 +207,13 @@ def to_html(study: dict, plots: dict) -> str:
     for section in sections(study, plots):
         body.append(f"<h2>{e(section['title'])}</h2>")
         if section.get("bullets"):
-            body.append(
+            bullets = (
                 "<ul>"
                 + "".join(f"<li{' class=sub' if level else ''}>{e(text)}</li>" for level, text in section["bullets"])
                 + "</ul>"
             )
+            folded = section.get("folded")
+            body.append(f"<details><summary>{e(folded)}</summary>{bullets}</details>" if folded else bullets)
         if "table" in section:
             t = section["table"]
             cls = [" class=n" if n else "" for n in t["numeric"]]

@@ -322,6 +322,82 @@ REFERENCES = (
 )
 
 
+def compare(study: dict, a: str, b: str, n: str) -> tuple[float, float | None, str] | None:
+    """The gap between two arms at ``n`` labels, the p-value of a test that it is not seed
+    noise, and which test that was; None when either arm has no result there."""
+    ra, rb = study["results"][a][n], study["results"][b][n]
+    if ra["mean"] is None or rb["mean"] is None:
+        return None
+    va, vb = list(ra["values"].values()), list(rb["values"].values())
+    test = TEST_NAME if min(len(va), len(vb)) >= 2 else "one-sample t-test against a single run"
+    return ra["mean"] - rb["mean"], gap_p_value(va, vb), test
+
+
+def verdict(p: float | None, test: str) -> str:
+    if p is None:
+        return ""
+    shown = "p<0.001" if p < 0.001 else f"p={p:.3f}"
+    return f" (clear: {test} {shown})" if p < ALPHA else f" (not clear: {test} {shown})"
+
+
+def strongest(study: dict, roles: tuple[str, ...], n: str) -> str | None:
+    """The arm of ``roles`` with the best mean at ``n`` labels: an arm is held to the
+    strongest baseline, not to each."""
+    results = study["results"]
+    scored = [a for a, info in study["arms"].items() if info["role"] in roles and results[a][n]["mean"] is not None]
+    return max(scored, key=lambda a: results[a][n]["mean"], default=None)
+
+
+def _labels_text(n: str) -> str:
+    return "all labels" if n == "all" else f"{n} labels"
+
+
+VERDICT_REFERENCES = (
+    ("labels only", ("classical", "scratch")),
+    ("someone else's checkpoint", ("transfer",)),
+)
+
+
+def verdicts(study: dict) -> list[dict]:
+    """The study in one small table: per label count, the best arm and its margin over the
+    strongest labels-only arm (TF-IDF or random initialisation) and over the strongest arm
+    from someone else's checkpoint, and, when the best is not ours, how far our best trails it;
+    each with whether the gap is clear (the test named)."""
+    from nlp_ssl.report import scale
+
+    factor, unit = scale(study)
+    arms, results = study["arms"], study["results"]
+    rows = []
+    for n in study["label_counts"]:
+        ranked = sorted((a for a in arms if results[a][n]["mean"] is not None), key=lambda a: -results[a][n]["mean"])
+        if not ranked:
+            continue
+        best = ranked[0]
+        r = results[best][n]
+        row = {
+            "labels": _labels_text(n),
+            "best": arms[best]["label"],
+            "score": f"{r['mean'] * factor:.1f}" + (f" ± {r['std'] * factor:.1f}" if r["n"] > 1 else ""),
+        }
+        for name, roles in VERDICT_REFERENCES:
+            ref = strongest(study, roles, n)
+            if arms[best]["role"] in roles:
+                row[name] = "(the best arm is one)"
+            elif ref is None or (c := compare(study, best, ref, n)) is None:
+                row[name] = "-"
+            else:
+                gap, p, test = c
+                row[name] = f"+{gap * factor:.1f}{unit} over {arms[ref]['label']}{verdict(p, test)}"
+        ours = strongest(study, ("own",), n)
+        if arms[best]["role"] == "own" or ours is None:
+            row["ours"] = "(the best arm)" if ours is not None else "-"
+        else:
+            gap, p, test = compare(study, ours, best, n)
+            row["ours"] = f"{arms[ours]['label']}, {-gap * factor:.1f}{unit} behind{verdict(p, test)}"
+        rows.append(row)
+    return rows
+
+
 def conclusions(study: dict) -> list[str]:
     """Plain-language findings computed from the numbers: who wins at each label count, by
     how much, and whether a gap is more than seed noise (Welch's t-test, p < 0.05)."""
@@ -335,31 +411,6 @@ def conclusions(study: dict) -> list[str]:
     def fmt(v: float) -> str:
         return f"{v * factor:.1f}"
 
-    def compare(a: str, b: str, n: str) -> tuple[float, float | None, str] | None:
-        """The gap between two arms, the p-value of a test that it is not seed noise, and
-        which test that was."""
-        ra, rb = results[a][n], results[b][n]
-        if ra["mean"] is None or rb["mean"] is None:
-            return None
-        va, vb = list(ra["values"].values()), list(rb["values"].values())
-        test = TEST_NAME if min(len(va), len(vb)) >= 2 else "one-sample t-test against a single run"
-        return ra["mean"] - rb["mean"], gap_p_value(va, vb), test
-
-    def verdict(p: float | None, test: str) -> str:
-        if p is None:
-            return ""
-        shown = "p<0.001" if p < 0.001 else f"p={p:.3f}"
-        return f" (clear: {test} {shown})" if p < ALPHA else f" (not clear: {test} {shown})"
-
-    def strongest(role: str, n: str) -> str | None:
-        """The reference of ``role`` with the best mean at ``n`` labels: an arm is held to the
-        strongest baseline, not to each."""
-        scored = [a for a in by_role[role] if results[a][n]["mean"] is not None]
-        return max(scored, key=lambda a: results[a][n]["mean"], default=None)
-
-    def labels_text(n: str) -> str:
-        return "all labels" if n == "all" else f"{n} labels"
-
     lines = []
     for n in study["label_counts"]:
         ranked = sorted((a for a in arms if results[a][n]["mean"] is not None), key=lambda a: -results[a][n]["mean"])
@@ -368,29 +419,29 @@ def conclusions(study: dict) -> list[str]:
         best, parts = ranked[0], []
         r = results[best][n]
         parts.append(
-            f"With {labels_text(n)}, {label[best]} is best ({fmt(r['mean'])}"
+            f"With {_labels_text(n)}, {label[best]} is best ({fmt(r['mean'])}"
             + (f" ± {fmt(r['std'])} over {r['n']} seeds" if r["n"] > 1 else "")
             + ")"
         )
         if len(ranked) > 1:
-            gap, p, test = compare(best, ranked[1], n)
+            gap, p, test = compare(study, best, ranked[1], n)
             parts.append(f"{fmt(gap)}{unit} ahead of {label[ranked[1]]}{verdict(p, test)}")
         lines.append(", ".join(parts) + ".")
         for ref_role, generic, kind in REFERENCES:
-            ref = strongest(ref_role, n)
+            ref = strongest(study, (ref_role,), n)
             if ref is not None:
                 what = generic if len(by_role[ref_role]) == 1 else f"{label[ref]} (the strongest {kind} here)"
                 for arm in by_role["own"] + by_role["transfer"]:
-                    c = compare(arm, ref, n)
+                    c = compare(study, arm, ref, n)
                     if c is None:
                         continue
                     gap, p, test = c
                     if abs(gap) * factor < 0.05:
-                        lines.append(f"  {label[arm]} matches {what} with {labels_text(n)}.")
+                        lines.append(f"  {label[arm]} matches {what} with {_labels_text(n)}.")
                         continue
                     verb = "beats" if gap > 0 else "trails"
                     lines.append(
-                        f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {labels_text(n)}"
+                        f"  {label[arm]} {verb} {what} by {fmt(abs(gap))}{unit} with {_labels_text(n)}"
                         f"{verdict(p, test)}."
                     )
     for arm in by_role["own"]:
@@ -401,7 +452,7 @@ def conclusions(study: dict) -> list[str]:
             gaps = {
                 n: c[0]
                 for n in study["label_counts"]
-                if (ref := strongest(ref_role, n)) and (c := compare(arm, ref, n))
+                if (ref := strongest(study, (ref_role,), n)) and (c := compare(study, arm, ref, n))
             }
             if not gaps:
                 continue

@@ -344,3 +344,59 @@ def test_label_efficiency_is_drawn_on_a_log_axis_with_hollow_single_seed_points(
     # the "all" column ran one seed per arm: every arm gets a hollow marker there
     hollow = [line for line in ax.lines if line.get_markerfacecolor() == "white"]
     assert len(hollow) == len(s["arms"])
+
+
+def test_the_verdicts_table_comes_first_and_the_pairwise_lines_fold():
+    """Per label count: the best arm, its margin over the strongest labels-only arm and over
+    someone else's checkpoint, and whether each gap is clear, the test named; computed from a
+    fake study, rendered first in both reports, the pairwise lines folded after it."""
+    import re
+
+    from nlp_ssl.report import markdown, to_html
+    from nlp_ssl.study import _summary, conclusions, verdicts
+
+    def arm_results(per_count):
+        return {n: {"values": {str(i): v for i, v in enumerate(vs)}, **_summary(vs)} for n, vs in per_count.items()}
+
+    study = {
+        "title": "Fake",
+        "task": "sentiment",
+        "dataset": "d",
+        "seeds": [0, 1, 2],
+        "metric": "test_accuracy",
+        "label_counts": ["50", "all"],
+        "pretraining": {},
+        "runs": {},
+        "arms": {
+            "own": {"label": "ours", "role": "own", "start": "x"},
+            "scratch": {"label": "random init", "role": "scratch", "start": None},
+            "tfidf": {"label": "TF-IDF", "role": "classical", "start": None},
+            "minilm": {"label": "MiniLM", "role": "transfer", "start": "m"},
+        },
+        "results": {
+            "own": arm_results({"50": [0.70, 0.71, 0.72], "all": [0.80, 0.81, 0.79]}),
+            "scratch": arm_results({"50": [0.55, 0.56, 0.54], "all": [0.70, 0.71, 0.69]}),
+            "tfidf": arm_results({"50": [0.60, 0.62, 0.58], "all": [0.78, 0.79, 0.80]}),
+            "minilm": arm_results({"50": [0.66, 0.70, 0.62], "all": [0.84, 0.85, 0.83]}),
+        },
+    }
+    study["conclusions"] = conclusions(study)
+    fifty, everything = verdicts(study)
+    assert fifty["labels"] == "50 labels" and fifty["best"] == "ours" and fifty["score"] == "71.0 ± 1.0"
+    assert fifty["labels only"] == "+11.0 points over TF-IDF (clear: Welch's t-test p=0.004)"
+    assert fifty["someone else's checkpoint"].startswith("+5.0 points over MiniLM (not clear: Welch's t-test p=")
+    assert everything["best"] == "MiniLM" and everything["someone else's checkpoint"] == "(the best arm is one)"
+    assert everything["labels only"].startswith("+5.0 points over TF-IDF (clear: Welch's t-test p=")
+    assert fifty["ours"] == "(the best arm)"
+    assert everything["ours"].startswith("ours, 4.0 points behind (clear: Welch's t-test p=")
+
+    md = markdown(study, {})
+    headings = re.findall(r"^## (.*)$", md, flags=re.M)
+    assert headings[:3] == ["Verdicts", "Results", "Conclusions"]
+    assert "| 50 labels | ours | 71.0 ± 1.0 | +11.0 points over TF-IDF (clear: Welch's t-test p=0.004) |" in md
+    assert md.index("## Verdicts") < md.index("| start | 50 labels | all labels |")
+    folded = md.split("## Conclusions")[1].split("## ")[0]
+    assert folded.strip().startswith("<details><summary>") and folded.strip().endswith("</details>")
+    page = to_html(study, {})
+    assert re.search(r"<h2>Conclusions</h2>\s*<details><summary>[^<]+</summary><ul>", page)
+    assert page.index("<h2>Verdicts</h2>") < page.index("<h2>Results</h2>")
