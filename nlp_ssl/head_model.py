@@ -120,7 +120,7 @@ class HeadModel:
         from nlp_ssl.progress import is_main_process
         from nlp_ssl.tasks.classification_data import LabelSet, tokenize_labelled
 
-        ds, labels = tokenize_labelled(spec, Texts(), LabelSet(self.labels), label_column, max_length=None)
+        ds, labels = tokenize_labelled(spec, Texts(), LabelSet(self.labels), label_column)
         texts, gold = list(ds["baseline_text"]), np.asarray(ds["label_id"])
         probabilities = self.probabilities(texts, batch_size, progress=is_main_process())
         scores = score(probabilities.argmax(1), gold, labels.names, metrics.load("classification"))
@@ -151,5 +151,5 @@ class Texts:
     """Stands in for a tokenizer in the sentiment data loading: keeps the (cleaned) text as
     ``baseline_text``, so a head reads exactly the rows and labels a fine-tuned classifier would."""
 
-    def __call__(self, *texts, truncation=True, max_length=None):
+    def __call__(self, texts: list[list[str]]) -> dict:
         return {"baseline_text": [" ".join(parts) for parts in zip(*texts)]}

@@ -32,6 +32,10 @@ class EvaluateConfig:
     label_column: str = "label"
     max_length: int | None = None
     """Default: the length the model was fine-tuned with (its tokenizer's ``model_max_length``)."""
+    long_texts: str | None = None
+    """Classifiers: ``windows`` or ``truncate`` (default: as fine-tuning evaluated)."""
+    window_overlap: int | None = None
+    """Classifiers: tokens each window repeats (default: as fine-tuning evaluated)."""
     batch_size: int = 64
     source_column: str | None = None
     """Encoder-decoders: default the columns the model was fine-tuned on."""
@@ -166,9 +170,24 @@ def evaluate_checkpoint(cfg: EvaluateConfig, overwrite: bool = False) -> dict:
     return metrics
 
 
-def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> list[dict]:
-    """For a classifier: label and probability (and every label's) per text; for an
-    encoder-decoder: the generated output (the model's saved generation settings)."""
+@dataclass
+class ReadingOptions:
+    """How ``predict`` reads a text longer than one input (classifiers; None: as fine-tuned)."""
+
+    long_texts: str | None = None
+    window_overlap: int | None = None
+
+
+def predict_texts(
+    checkpoint: str,
+    texts: list[str],
+    batch_size: int = 64,
+    max_length: int | None = None,
+    reading: ReadingOptions | None = None,
+) -> list[dict]:
+    """For a classifier: label and probability (and every label's) per text, a long text's
+    from all its windows; for an encoder-decoder: the generated output (the model's saved
+    generation settings)."""
     import torch
 
     head = load_head(checkpoint)
@@ -182,7 +201,9 @@ def predict_texts(checkpoint: str, texts: list[str], batch_size: int = 64, max_l
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             chunk = order[start : start + batch_size]
-            for i, result in zip(chunk, ft.task.predict(ft, [texts[i] for i in chunk], max_length)):
+            for i, result in zip(
+                chunk, ft.task.predict(ft, [texts[i] for i in chunk], max_length, reading or ReadingOptions())
+            ):
                 results[i] = result
     return results
 
@@ -204,8 +225,25 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default=None, help="default: runs/evaluate/<checkpoint>-<dataset>-<split>")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=None, help="default: the length the model was fine-tuned with")
+    add_reading_arguments(p)
     p.add_argument("--max-rows", type=int, default=None, help="score only the first N rows")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
+
+
+def add_reading_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--long-texts",
+        choices=("windows", "truncate"),
+        default=None,
+        help="classifiers, a text longer than --max-length: read whole in windows whose logits are "
+        "averaged, or cut (default: as the model was evaluated in fine-tuning; windows for others' models)",
+    )
+    p.add_argument(
+        "--window-overlap",
+        type=int,
+        default=None,
+        help="tokens each window repeats from the one before (default: as fine-tuned, else max-length / 4)",
+    )
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -218,7 +256,7 @@ def check_options(args: argparse.Namespace) -> None:
                 f"{name} is empty; it names a folder or file (an empty path would be the working "
                 "directory): give the path"
             )
-    for option, least in (("batch_size", 1), ("max_length", 2), ("max_rows", 1)):
+    for option, least in (("batch_size", 1), ("max_length", 2), ("max_rows", 1), ("window_overlap", 0)):
         value = getattr(args, option, None)
         if value is not None and value < least:
             raise ConfigError(f"--{option.replace('_', '-')} must be >= {least}, got {value}")
@@ -246,6 +284,8 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         output_dir=output_dir,
         label_column=args.label_column,
         max_length=args.max_length,
+        long_texts=args.long_texts,
+        window_overlap=args.window_overlap,
         batch_size=args.batch_size,
         source_column=args.source_column,
         target_column=args.target_column,
@@ -266,6 +306,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per text (with every label's probability)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=None)
+    add_reading_arguments(p)
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -275,7 +316,8 @@ def run_predict(args: argparse.Namespace) -> None:
         texts += _read_lines(args.file)
     if not texts:
         raise DataError("predict: no texts (give them as arguments or with --file)")
-    for r in predict_texts(args.checkpoint, texts, args.batch_size, args.max_length):
+    reading = ReadingOptions(args.long_texts, args.window_overlap)
+    for r in predict_texts(args.checkpoint, texts, args.batch_size, args.max_length, reading):
         if args.json:
             print(json.dumps(r, ensure_ascii=False).translate(_LINE_BREAKS))
         elif "output" in r:  # encoder-decoder: one output line per input

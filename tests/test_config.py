@@ -163,7 +163,8 @@ def test_keys_lists_every_recipe_key_with_default_and_help(capsys):
     out = capsys.readouterr().out
     assert out.startswith("# task: sentiment\n")
     assert "\ninit = required  Model to start from:" in out
-    assert "\ndata.max_length = 128  Tokens per example (longer texts are truncated).\n" in out
+    assert "\ndata.max_length = 128  Tokens per model input; a longer text is read in windows of this many" in out
+    assert "\ndata.long_texts = windows  A text longer than ``max_length``: ``windows``, read whole" in out
     assert "\ntrain.lr = 0.0001\n" in out
     assert main(["pretrain", "--keys"]) == 0
     out = capsys.readouterr().out

@@ -40,8 +40,9 @@ class FinetuneTask:
     """``evaluation_task(finetuned, dataset_spec, options) -> engine task`` over one ``test``
     split, for ``nlp-ssl evaluate``."""
     predict: Callable
-    """``predict(finetuned, texts, max_length) -> one dict per text`` (one batch, under
-    ``torch.no_grad``), for ``nlp-ssl predict``."""
+    """``predict(finetuned, texts, max_length, options) -> one dict per text`` (one batch, under
+    ``torch.no_grad``), for ``nlp-ssl predict``; ``options`` (``inference.ReadingOptions``)
+    says how a classifier reads texts longer than ``max_length``."""
     pipeline_tag: str
     """The Hub's pipeline tag (``text-classification``...)."""
     title: str

@@ -11,17 +11,19 @@ reading labelled splits and the few-label subsample in ``classification_data``.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nlp_ssl.data import DatasetSpec, dig
-from nlp_ssl.errors import DataError
+from nlp_ssl.errors import ConfigError, DataError
 from nlp_ssl.models import flops_per_token
 from nlp_ssl.tasks.base import FinetuneTask, TokenizedSplits, pad_multiple, validation_split
 from nlp_ssl.tasks.classification_data import LabelSet, balanced_subsample, infer_labels, tokenize_labelled
 from nlp_ssl.tasks.classification_recipe import SentimentConfig, SentimentDataConfig
+from nlp_ssl.tasks.windows import Windows, cut_share, default_overlap, pool_logits, report_cuts
 from nlp_ssl.training.contract import Batch
 
 __all__ = [
@@ -51,16 +53,20 @@ class SequenceClassificationLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, labels: torch.Tensor, return_logits: bool = False, **inputs):
+    def forward(self, labels: torch.Tensor, return_logits: bool = False, window_owner=None, **inputs):
         logits = self.model(**inputs).logits
+        if window_owner is not None:  # several windows of one text: one prediction per text
+            logits = pool_logits(logits, window_owner, len(labels))
         loss = F.cross_entropy(logits.float(), labels, reduction="sum")
         return (loss, logits) if return_logits else loss
 
 
 class ClassificationTask(TokenizedSplits):
-    """Engine task over tokenized labelled splits (``train``, ``eval`` and optionally ``test``)."""
+    """Engine task over labelled splits (``train``, ``eval`` and optionally ``test``) encoded
+    by ``Windows.encode``: each example is a text and its token windows, of which a batch reads
+    every one in evaluation and what ``windows.train`` says in training."""
 
-    model_inputs = ("input_ids", "attention_mask", "token_type_ids")
+    model_inputs = ("input_ids", "token_type_ids")
 
     def __init__(
         self,
@@ -68,30 +74,85 @@ class ClassificationTask(TokenizedSplits):
         tokenizer,
         splits: dict,
         labels: LabelSet,
+        windows: Windows,
         train_index: np.ndarray | None = None,
         text_columns: list[str] | None = None,
+        seed: int = 0,
     ):
         from transformers import DataCollatorWithPadding
 
         self.model = model
         self.tokenizer = tokenizer
         self.labels = labels
+        self.windows = windows
+        self.seed = seed
+        """Seeds the window a training batch draws from a long text (with the text and epoch)."""
         self.text_columns = text_columns or ["text"]
         """Columns copied into prediction records."""
         self.module = SequenceClassificationLoss(model)
         # GPT-2 would add token-type embeddings looked up in its word embeddings: only models
         # with a token-type table get token_type_ids
-        keep = [c for c in self.model_inputs if c != "token_type_ids" or getattr(model.config, "type_vocab_size", 0)]
-        self.init_splits(splits, keep + ["label_id"], train_index)
+        self.inputs = [
+            c for c in self.model_inputs if c != "token_type_ids" or getattr(model.config, "type_vocab_size", 0)
+        ]
+        self.init_splits(splits, self.inputs + ["label_id", "windows"], train_index)
         self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
-        self._mean_length = self._mean_tokens(next(iter(splits)))
+        self._window_lengths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        first = next(iter(splits))
+        self._mean_length = float(np.mean(self._windows_of(first)[1])) if len(splits[first]) else 1.0
 
     def make_batch(self, indices: np.ndarray, epoch: int, split: str) -> Batch:
         rows, examples = self.examples(split, indices)
-        for example in examples:
-            example["labels"] = example.pop("label_id")
-        inputs = self.collator(examples)
-        return Batch(dict(inputs), n_targets=len(rows), n_tokens=int(inputs["attention_mask"].sum()))
+        windows, owner, labels = [], [], []
+        for k, (row, example) in enumerate(zip(rows, examples)):
+            n = len(example["input_ids"])
+            for w in self.windows.picked(n, int(row), epoch, self.seed, training=split == "train"):
+                windows.append({c: example[c][w] for c in self.inputs if c in example})
+                owner.append(k)
+            labels.append(example["label_id"])
+        inputs = dict(self.collator(windows))
+        inputs["labels"] = torch.tensor(labels)
+        if len(windows) > len(examples):
+            inputs["window_owner"] = torch.tensor(owner)
+        return Batch(inputs, n_targets=len(rows), n_tokens=int(inputs["attention_mask"].sum()))
+
+    def lengths(self, split: str) -> np.ndarray:
+        """Tokens a batch reads of each example: every window's in evaluation and with
+        ``train_windows: all``, else one window's (the first stands for a drawn one)."""
+        if split not in self._lengths:
+            owner, sizes = self._windows_of(split)
+            n = len(self.splits[split])
+            if split == "train" and self.windows.train != "all":
+                first = np.ones(len(owner), dtype=bool)
+                first[1:] = owner[1:] != owner[:-1]
+                per_row = np.zeros(n, dtype=np.int64)
+                per_row[owner[first]] = sizes[first]
+            else:
+                per_row = np.bincount(owner, weights=sizes, minlength=n).astype(np.int64)
+            self._lengths[split] = per_row[self.index[split]]
+        return self._lengths[split]
+
+    def _windows_of(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each stored window's row and token count, in row order (read in Arrow)."""
+        if split not in self._window_lengths:
+            import pyarrow.compute as pc
+
+            column = self.splits[split].select_columns(["input_ids"]).with_format("arrow")[:]["input_ids"]
+            column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+            owner = pc.list_parent_indices(column).to_numpy().astype(np.int64)
+            sizes = pc.list_value_length(pc.list_flatten(column)).to_numpy().astype(np.int64)
+            self._window_lengths[split] = owner, sizes
+        return self._window_lengths[split]
+
+    def cut_shares(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Per split: the share of texts the model does not read whole, and the share longer
+        than one window."""
+        cut, long = {}, {}
+        for name, ds in self.splits.items():
+            counts = np.asarray(ds.select_columns(["windows"])["windows"])[self.index[name]]
+            cut[name] = cut_share(counts, self.windows, training=name == "train")
+            long[name] = float(np.mean(counts > 1)) if len(counts) else 0.0
+        return cut, long
 
     def eval_step(self, module, inputs: dict):
         loss, logits = module(**inputs, return_logits=True)
@@ -141,10 +202,15 @@ class ClassificationTask(TokenizedSplits):
     def describe_model(self) -> dict:
         return {"num_labels": len(self.labels.names)}
 
-    def _mean_tokens(self, split: str) -> float:
-        ds = self.splits[split]
-        sample = ds[: min(len(ds), 2000)]["input_ids"]
-        return float(np.mean([len(x) for x in sample])) if len(sample) else 1.0
+    def describe(self) -> dict:
+        cut, long = self.cut_shares()
+        return {
+            **super().describe(),
+            **self.windows.saved(),
+            **({"train_windows": self.windows.train} if self.windows.whole else {}),
+            **{f"{name}_long_share": round(v, 4) for name, v in long.items()},
+            **{f"{name}_truncated_share": round(v, 4) for name, v in cut.items()},
+        }
 
 
 def build_classifier(
@@ -200,14 +266,15 @@ def build_classifier(
     return model
 
 
-def load_sentiment_data(cfg: SentimentConfig, tokenizer):
-    """Tokenized train / eval / test splits, the label set, and the training indices."""
+def load_sentiment_data(cfg: SentimentConfig, encode):
+    """Encoded train / eval / test splits, the label set, and the training indices.
+    ``encode`` turns a batch of texts into columns (``tokenize_labelled``)."""
     d = cfg.data
     labels = LabelSet(list(d.labels)) if d.labels is not None else None
-    train, labels = tokenize_labelled(d.train, tokenizer, labels, d.label_column, d.max_length, d.num_proc)
+    train, labels = tokenize_labelled(d.train, encode, labels, d.label_column, d.num_proc)
 
     def labelled(spec):  # with the training split's labels
-        return tokenize_labelled(spec, tokenizer, labels, d.label_column, d.max_length, d.num_proc)[0]
+        return tokenize_labelled(spec, encode, labels, d.label_column, d.num_proc)[0]
 
     splits = {"train": train}
     splits["eval"], pool = validation_split(
@@ -242,14 +309,27 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     model_dir = resolve_model_dir(cfg.init)
     check_length_fits(model_dir, "data.max_length", cfg.data.max_length, key="init", suggest=True)
     tokenizer = load_tokenizer_for(model_dir, cfg.tokenizer)
-    # saved with the model: evaluate/predict then truncate as training did
+    # saved with the model: a window of evaluate/predict is as long as training's
     tokenizer.model_max_length = cfg.data.max_length
+    windows = cfg.data.windows
+    windows.check(tokenizer)
     with accelerator.main_process_first():  # tokenize once; the other processes read the cache
-        splits, labels, train_index = load_sentiment_data(cfg, tokenizer)
+        splits, labels, train_index = load_sentiment_data(cfg, partial(windows.encode, tokenizer))
     set_seed(cfg.seed)  # the new head's initial weights are part of what a seed reproduces
     model = build_classifier(model_dir, labels, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+    model.config.nlp_ssl = {"task": cfg.task, **windows.saved()}
     copy_init_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer or model_dir, log=logger)
-    task = ClassificationTask(model, tokenizer, splits, labels, train_index, text_columns=cfg.data.train.text_columns)
+    task = ClassificationTask(
+        model,
+        tokenizer,
+        splits,
+        labels,
+        windows,
+        train_index,
+        text_columns=cfg.data.train.text_columns,
+        seed=cfg.seed,
+    )
+    report_cuts(*task.cut_shares(), windows)
     origin = {"init": cfg.init, "from_scratch": cfg.from_scratch, "init_embeddings": cfg.init_embeddings}
     logger.info(
         "sentiment fine-tuning from %s%s: %.2fM parameters, %d labels, %d train / %d validation examples",
@@ -263,26 +343,52 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     return task, origin
 
 
+def reading(ft, max_length: int, options=None) -> Windows:
+    """How a saved classifier reads long texts: ``options`` (``long_texts``, ``window_overlap``:
+    ``evaluate``'s and ``predict``'s options) where given, else as it was evaluated in
+    fine-tuning (``config.nlp_ssl``), else (anyone's classifier) in windows. A saved overlap
+    that does not fit a window of another ``max_length`` falls back to the default."""
+    saved = ft.saved
+    mode = getattr(options, "long_texts", None) or saved.get("long_texts") or "windows"
+    overlap = getattr(options, "window_overlap", None)
+    windows = Windows.of(max_length, mode, overlap)
+    if overlap is None and windows.whole and saved.get("window_overlap") is not None:
+        trained = Windows.of(max_length, mode, saved["window_overlap"])
+        try:
+            trained.check(ft.tokenizer)
+            windows = trained
+        except ConfigError:
+            windows = Windows.of(max_length, mode, default_overlap(max_length))
+    windows.check(ft.tokenizer, key="--window-overlap" if overlap is not None else "data.window_overlap")
+    return windows
+
+
 def evaluation_task(ft, data: DatasetSpec, options) -> ClassificationTask:
     """A saved classifier over one ``test`` split (``nlp-ssl evaluate``): ``options`` carries
-    ``label_column`` and ``max_length``."""
+    ``label_column``, ``max_length`` and how to read long texts (``reading``)."""
     labels = LabelSet.of(ft.model)
-    ds, _ = tokenize_labelled(data, ft.tokenizer, labels, options.label_column, options.max_length)
-    return ClassificationTask(ft.model, ft.tokenizer, {"test": ds}, labels, text_columns=data.text_columns)
+    windows = reading(ft, options.max_length, options)
+    ds, _ = tokenize_labelled(data, partial(windows.encode, ft.tokenizer), labels, options.label_column)
+    task = ClassificationTask(ft.model, ft.tokenizer, {"test": ds}, labels, windows, text_columns=data.text_columns)
+    report_cuts(*task.cut_shares(), windows)
+    return task
 
 
-def predict(ft, texts: list[str], max_length: int) -> list[dict]:
-    """Label and probability (and every label's) per text."""
-    use_types = bool(getattr(ft.model.config, "type_vocab_size", 0))
-    enc = ft.tokenizer(
-        texts,
-        truncation=True,
-        max_length=max_length,
-        padding=True,
-        return_tensors="pt",
-        return_token_type_ids=use_types,
-    )
-    probs = torch.softmax(ft.model(**enc).logits.float(), dim=-1)
+def predict(ft, texts: list[str], max_length: int, options=None, window_batch: int = 64) -> list[dict]:
+    """Label and probability (and every label's) per text, a long text's from the mean of its
+    windows' logits (``reading``); the windows run ``window_batch`` at a time."""
+    windows = reading(ft, max_length, options)
+    enc = windows.encode(ft.tokenizer, [texts])
+    keep = [c for c in ClassificationTask.model_inputs if c in enc]
+    if not getattr(ft.model.config, "type_vocab_size", 0):
+        keep = [c for c in keep if c != "token_type_ids"]
+    flat = [{c: enc[c][t][w] for c in keep} for t in range(len(texts)) for w in range(len(enc["input_ids"][t]))]
+    owner = torch.tensor([t for t in range(len(texts)) for _ in enc["input_ids"][t]])
+    pieces = []
+    for start in range(0, len(flat), window_batch):
+        batch = ft.tokenizer.pad(flat[start : start + window_batch], return_tensors="pt")
+        pieces.append(ft.model(**batch).logits.float())
+    probs = torch.softmax(pool_logits(torch.cat(pieces), owner, len(texts)), dim=-1)
     names = LabelSet.of(ft.model).names
     results = []
     for text, p in zip(texts, probs):
@@ -304,10 +410,28 @@ def _purpose(recipe: dict, model_config: dict) -> str:
 
 
 def _usage(where: str) -> str:
-    return (
-        f'from transformers import pipeline\n\nclassify = pipeline("text-classification", model="{where}")\n'
-        'classify("a gripping, beautifully shot film", truncation=True)  # longer texts: cut to the trained length'
-    )
+    return f"""from transformers import pipeline
+
+classify = pipeline("text-classification", model="{where}")
+classify("a gripping, beautifully shot film", truncation=True)
+# pipeline() reads a longer text's first window only (the tokenizer's model_max_length tokens)
+
+# A whole text of any length, as nlp-ssl evaluate and predict read it: the tokenizer's
+# overlapping windows, their logits averaged
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{where}")
+model = AutoModelForSequenceClassification.from_pretrained("{where}").eval()
+text = "a gripping, beautifully shot film. " * 200
+overlap = getattr(model.config, "nlp_ssl", {{}}).get("window_overlap") or tokenizer.model_max_length // 4
+windows = tokenizer(
+    text, truncation=True, stride=overlap, return_overflowing_tokens=True, padding=True, return_tensors="pt"
+)
+windows.pop("overflow_to_sample_mapping")
+with torch.no_grad():
+    logits = model(**windows).logits.mean(0)
+print(model.config.id2label[int(logits.argmax())], logits.softmax(-1).max().item())"""
 
 
 SENTIMENT = FinetuneTask(

@@ -1,9 +1,10 @@
 """Labelled text for classification: label sets (checked and mapped to ids), splits
-tokenized once with ``datasets.map`` and cached, and the class-balanced few-label subsample."""
+encoded once with ``datasets.map`` and cached, and the class-balanced few-label subsample."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,16 +87,17 @@ def infer_labels(ds, column: str, where: str) -> LabelSet:
 
 def tokenize_labelled(
     spec: DatasetSpec,
-    tokenizer,
+    encode: Callable[[list[list[str]]], dict],
     labels: LabelSet | None,
     label_column: str,
-    max_length: int,
     num_proc: int | None = None,
 ):
-    """Load a split, check text and label columns, and tokenize it (``datasets.map``, cached).
+    """Load a split, check text and label columns, and encode it (``datasets.map``, cached).
 
-    Returns the tokenized dataset (original columns kept, plus ``input_ids``,
-    ``attention_mask`` and ``label_id``) and the label set (inferred when ``labels`` is None).
+    ``encode`` takes a batch of texts, one list per text column, and returns new columns
+    (``Windows.encode``: the token windows; a classical head: the text itself). Returns the
+    dataset (original columns kept, plus those and ``label_id``) and the label set (inferred
+    when ``labels`` is None).
     """
     source = resolve(spec)
     ds = load_split(spec, source)
@@ -109,13 +111,13 @@ def tokenize_labelled(
     if labels is None:
         labels = infer_labels(ds, label_column, where)
 
-    def encode(batch, indices):
+    def encode_rows(batch, indices):
         texts = [column_texts(batch, c, spec, source.label, rows=indices) for c in columns]
-        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+        enc = dict(encode(texts))
         enc["label_id"] = labels.to_ids(batch[label_column], indices, where)
         return dict(enc)
 
-    ds = ds.map(encode, batched=True, with_indices=True, num_proc=num_proc, desc=f"tokenizing {spec.describe()}")
+    ds = ds.map(encode_rows, batched=True, with_indices=True, num_proc=num_proc, desc=f"tokenizing {spec.describe()}")
     return ds, labels
 
 

@@ -10,6 +10,7 @@ from nlp_ssl.data import DatasetSpec
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.hub_options import HubOptions
 from nlp_ssl.tasks.base import FinetuneTrainConfig, check_dropout, check_split_options
+from nlp_ssl.tasks.windows import LongTexts, TrainWindows, Windows
 
 
 @dataclass
@@ -24,7 +25,18 @@ class SentimentDataConfig:
     """Label names in id order (integer labels index this list; string labels must be in it).
     Default: a ClassLabel feature's names, else 0..max for integers, else the sorted strings."""
     max_length: int = 128
-    """Tokens per example (longer texts are truncated)."""
+    """Tokens per model input; a longer text is read in windows of this many (``long_texts``)."""
+    long_texts: LongTexts = "windows"
+    """A text longer than ``max_length``: ``windows``, read whole in overlapping windows whose
+    logits are averaged into one prediction (evaluation, ``evaluate``, ``predict``); or
+    ``truncate``, cut to its first ``max_length`` tokens."""
+    window_overlap: int | None = None
+    """Tokens each window repeats from the one before (the tokenizers' ``stride``), smaller than
+    the window's text tokens. Default: a quarter of ``max_length``."""
+    train_windows: TrainWindows = "random"
+    """What training reads of a long text (with ``long_texts: windows``): ``random``, one
+    window drawn anew each epoch; ``first``; or ``all``, every window, their logits averaged
+    as in evaluation (as many forward passes as windows)."""
     train_samples: int | None = None
     """Train on a seeded, class-balanced subsample of this many examples (few-label runs)."""
     validation_fraction: float = 0.1
@@ -34,6 +46,11 @@ class SentimentDataConfig:
         check_split_options(self.train_samples, self.validation_fraction)
         if self.max_length < 2:
             raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
+        if self.long_texts == "truncate" and (self.window_overlap is not None or self.train_windows != "random"):
+            raise ConfigError(
+                "'window_overlap' and 'train_windows' choose how windows are read; with "
+                "long_texts: truncate there are none (drop them, or set long_texts: windows)"
+            )
         if self.labels is not None and len(self.labels) < 2:
             raise ConfigError(
                 f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
@@ -43,6 +60,11 @@ class SentimentDataConfig:
             raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
         if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
             raise ConfigError("fine-tuning data cannot stream (labelled sets are loaded; set streaming: false)")
+
+    @property
+    def windows(self) -> Windows:
+        """How texts longer than ``max_length`` are read."""
+        return Windows.of(self.max_length, self.long_texts, self.window_overlap, self.train_windows)
 
 
 @dataclass

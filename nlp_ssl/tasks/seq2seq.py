@@ -310,8 +310,9 @@ def evaluation_task(ft, data: DatasetSpec, options) -> Seq2SeqTask:
     )
 
 
-def predict(ft, texts: list[str], max_length: int) -> list[dict]:
-    """The generated output per text, with the model's saved generation settings."""
+def predict(ft, texts: list[str], max_length: int, options=None) -> list[dict]:
+    """The generated output per text, with the model's saved generation settings (``options``,
+    how a classifier reads long texts, does not apply)."""
     enc = ft.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     generated = ft.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     outputs = ft.tokenizer.batch_decode(generated, skip_special_tokens=True)
