@@ -34,7 +34,8 @@ from nlp_ssl.head_model import Texts as _Texts
 from nlp_ssl.head_model import save_head_folder
 from nlp_ssl.head_model import score as named_scores
 from nlp_ssl.outputs import MODEL_DIR, PREDICTIONS_FILE
-from nlp_ssl.tasks.classification import SentimentDataConfig, load_sentiment_data
+from nlp_ssl.tasks.classification import load_sentiment_data
+from nlp_ssl.tasks.classification_recipe import LabelledDataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class BaselineConfig:
     """Recipe of the ``baseline`` stage (used by studies; ``nlp-ssl baseline RECIPE.yaml`` alone)."""
 
     output_dir: str
-    data: SentimentDataConfig
+    data: LabelledDataConfig
     method: Literal["tfidf_logreg", "frozen_logreg"] = "tfidf_logreg"
     task: Literal["sentiment"] = "sentiment"
     init: str | None = None

@@ -282,7 +282,10 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
             except EmptyPathError:
                 raise
             except ConfigError as exc:
-                errors.append(exc)
+                errors.append((option, exc))
+        sections = [exc for option, exc in errors if dataclasses.is_dataclass(option)]
+        if isinstance(value, dict) and len(sections) == 1:
+            raise sections[0]  # a section that is there but wrong: its own error, not "must be a mapping"
         expected = " or ".join(_type_name(o) for o in options)
         raise ConfigError(f"{source}: {key!r} must be {expected}, got {_describe(value)}")
     if origin is Literal:

@@ -377,10 +377,20 @@ def _usage(trained_for, where: str) -> str:
 def _training(record: RunRecord, trained_for) -> str:
     cfg, m = record.config, record.metrics
     if record.stage == "pretrain":
+        data = cfg.get("data", {})
+        long = data.get("long_blocks")
+        blocks = f"{data.get('block_size')} tokens"
+        if long:
+            short, full = data.get("block_size"), long["block_size"]
+            nan = float("nan")
+            blocks += (
+                f", then blocks of {full} tokens for the last {long['fraction']:.0%} of the steps (validation "
+                f"loss {m.get(f'eval_loss_at_{short}', nan):.4f} at {short} tokens, "
+                f"{m.get(f'eval_loss_at_{full}', nan):.4f} at {full})"
+            )
         return (
             f"Objective: {trained_for.training if trained_for else record.kind} on packed blocks of "
-            f"{cfg.get('data', {}).get('block_size')} tokens; final validation loss "
-            f"{m.get('eval_loss', float('nan')):.4f}."
+            f"{blocks}; final validation loss {m.get('eval_loss', float('nan')):.4f}."
         )
     if record.stage == "finetune":
         best = (

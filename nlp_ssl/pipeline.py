@@ -178,10 +178,11 @@ def _inherit_labelled(raw: dict, cls: type, shared: PipelineData) -> None:
     under its own keys."""
     import typing
 
-    from nlp_ssl.tasks.classification_recipe import SentimentDataConfig
+    from nlp_ssl.tasks.classification_recipe import LabelledDataConfig
 
     own = raw.get("data")
-    if shared.labelled is None or typing.get_type_hints(cls).get("data") is not SentimentDataConfig:
+    section = typing.get_type_hints(cls).get("data")
+    if shared.labelled is None or not (isinstance(section, type) and issubclass(section, LabelledDataConfig)):
         return
     if own is None or isinstance(own, dict):
         raw["data"] = {**shared.labelled, **(own or {})}

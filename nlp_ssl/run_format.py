@@ -29,6 +29,10 @@ RECIPE_RENAMED: dict[str, dict[str, str]] = {
 RECIPE_ADDED: dict[str, dict[str, object]] = {
     "TrainConfig": {"group_by_length": False, "eval_batch_size": None, "length_group_batches": 50},
     "Seq2SeqTrainConfig": {"pack_pairs": False},
+    # added within format 1 (a fill-in, so it needs no new format): earlier classifiers cut
+    # long texts, earlier pretraining had one block length
+    "SentimentDataConfig": {"long_texts": "truncate", "window_overlap": None, "train_windows": "random"},
+    "PretrainDataConfig": {"long_blocks": None},
 }
 # Trainer-state counters added since, with what a checkpoint without them means;
 # ``group_by_length`` None: not recorded, the recipe says.

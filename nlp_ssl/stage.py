@@ -74,14 +74,25 @@ class FitStage(TrainingStage):
     def make_task(self, accelerator):
         raise NotImplementedError
 
+    def engine_config(self):
+        """The ``TrainConfig`` the engine runs: the recipe's ``train``, unless a stage counts
+        its examples in other units than the recipe does."""
+        return self.cfg.train
+
     def setup(self, accelerator, work: Path) -> None:
         self.task = self.make_task(accelerator)
-        plan_steps(self.task.n_train, self.cfg.train, accelerator.num_processes)  # settings that do not fit the data
+        plan_steps(self.task.n_train, self.engine_config(), accelerator.num_processes)  # what does not fit the data
 
     def train(self, work: Path, accelerator, on_checkpoint) -> dict:
         cfg = self.cfg
         summary = fit(
-            self.task, cfg.train, work, seed=cfg.seed, hparams=cfg, accelerator=accelerator, on_checkpoint=on_checkpoint
+            self.task,
+            self.engine_config(),
+            work,
+            seed=cfg.seed,
+            hparams=cfg,
+            accelerator=accelerator,
+            on_checkpoint=on_checkpoint,
         )
         self.final_eval = summary.pop("final_eval")
         return summary

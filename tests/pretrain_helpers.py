@@ -5,7 +5,7 @@ from pathlib import Path
 from nlp_ssl.config import from_dict
 
 
-def tiny_config(out: Path, tokenizer: Path, corpus: Path, objective: str = "mlm", **train):
+def tiny_config(out: Path, tokenizer: Path, corpus: Path, objective: str = "mlm", *, data=None, **train):
     from nlp_ssl.pretrain import recipe_class
 
     train_cfg = {
@@ -28,6 +28,7 @@ def tiny_config(out: Path, tokenizer: Path, corpus: Path, objective: str = "mlm"
             "block_size": 32,
             "validation_fraction": 0.1,
             "cache_dir": str(out.parent / "cache"),
+            **(data or {}),
         },
         "model": {"preset": "tiny", "layers": 1, "hidden": 32, "heads": 2, "max_positions": 64},
         "train": train_cfg,

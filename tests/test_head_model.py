@@ -11,6 +11,7 @@ import pytest
 
 from nlp_ssl import baselines, pretrain
 from nlp_ssl.config import from_dict
+from tests.helpers import saved_head
 from tests.test_embeddings import embedding_config
 from tests.test_push import TOKEN, client_env, nlp_ssl
 
@@ -116,3 +117,13 @@ def test_push_uploads_the_head(heads, tmp_path):
         (commit,) = state["commits"]
         assert commit["summary"].startswith("Upload tfidf_logreg sentiment head (test accuracy")
         assert commit["files"] == ["README.md", "head.skops", "head_config.json"]
+
+
+def test_the_head_file_stays_small_in_members_whatever_the_vocabulary(heads):
+    """skops stores each numpy scalar as an archive member and re-lists the archive for every
+    one (hours for a 200,000-term vocabulary): the vocabularies are saved as Python ints."""
+    import zipfile
+
+    members = zipfile.ZipFile(heads["both"] / "model" / "head.skops").namelist()
+    vocabulary = sum(len(part.vocabulary_) for _, part in saved_head(heads["both"])["vectorizer"].transformer_list)
+    assert vocabulary > 500 and len(members) < 20

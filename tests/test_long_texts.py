@@ -16,7 +16,7 @@ from nlp_ssl import finetune
 from nlp_ssl.cli import main
 from nlp_ssl.errors import ConfigError
 from nlp_ssl.inference import ReadingOptions, load_finetuned, predict_texts
-from nlp_ssl.tasks.windows import Windows, pool_logits
+from nlp_ssl.tasks.windows import COUNT_COLUMN, Windows, pool_logits
 from tests.finetune_helpers import sentiment_config
 from tests.helpers import NEGATIVE, NEUTRAL, POSITIVE, write_jsonl
 
@@ -44,14 +44,14 @@ def test_windows_are_the_tokenizers_overflow_and_truncation_keeps_the_first(fine
     owner = ref["overflow_to_sample_mapping"]
     assert enc["input_ids"][0] == [ids for ids, o in zip(ref["input_ids"], owner) if o == 0]
     assert enc["input_ids"][1] == [tok("Great film.")["input_ids"]]
-    assert enc["windows"][0] == len(enc["input_ids"][0]) > 3 and enc["windows"][1] == 1
+    assert enc[COUNT_COLUMN][0] == len(enc["input_ids"][0]) > 3 and enc[COUNT_COLUMN][1] == 1
     # consecutive windows share `overlap` text tokens
     first, second = enc["input_ids"][0][:2]
     assert first[-1 - 4 : -1] == second[1 : 1 + 4]
 
     cut = Windows.of(16, "truncate", None).encode(tok, [texts])
     assert cut["input_ids"][0] == [tok(texts[0], truncation=True, max_length=16)["input_ids"]]
-    assert cut["windows"] == [
+    assert cut[COUNT_COLUMN] == [
         len(tok(texts[0], truncation=True, max_length=16, return_overflowing_tokens=True)["input_ids"]),
         1,
     ]
@@ -135,7 +135,7 @@ def test_a_batch_of_all_windows_pools_them_into_one_loss_per_text(tmp_path, fine
     ds, labels = tokenize_labelled(spec, lambda texts: plan.encode(ft.tokenizer, texts), LabelSet.of(ft.model), "label")
     task = ClassificationTask(ft.model, ft.tokenizer, {"train": ds, "eval": ds}, labels, plan)
     batch = task.make_batch(np.array([0, 1]), epoch=0, split="train")
-    n = ds[0]["windows"]
+    n = ds[0][COUNT_COLUMN]
     assert n > 2 and batch.inputs["window_owner"].tolist() == [0] * n + [1] and batch.n_targets == 2
     with torch.no_grad():
         loss = task.module(**batch.inputs)
@@ -178,7 +178,7 @@ def test_predict_evaluate_and_the_card_read_texts_longer_than_the_positions(tmp_
     # a short text is one window: the plain prediction, pipeline()'s
     classify = pipeline("text-classification", model=str(finetuned / "model"))
     assert got[1]["probability"] == pytest.approx(classify("Great good film.")[0]["score"], abs=1e-5)
-    assert classify(text, truncation=True)[0]["label"] in ("negative", "positive")  # what the card says pipeline() does
+    # what the card says pipeline() does: the first window, as predict with --long-texts truncate
     cut = predict_texts(str(finetuned), [text], reading=ReadingOptions(long_texts="truncate"))
     assert cut[0]["probability"] == pytest.approx(classify(text, truncation=True)[0]["score"], abs=1e-5)
 
@@ -229,3 +229,117 @@ def test_predict_refuses_an_overlap_that_leaves_nothing_to_read(finetuned, capsy
     assert main(["predict", str(finetuned), "Great film.", "--window-overlap", "40"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --window-overlap: 40 must be at least 0 and smaller than the 30 text tokens")
+
+
+def test_recipes_saved_before_windows_read_as_what_they_did(pretrained, sentiment_dir, tiny_tokenizer, tiny_corpus):
+    """A run saved before these keys existed cut long texts (and pretrained at one length):
+    its recipe reads so, a baseline's data has none of them, and a pretraining recipe without
+    long_blocks is the same recipe."""
+    from nlp_ssl.baselines import BaselineConfig
+    from nlp_ssl.config import from_dict, recipe_changes, to_dict
+    from tests.pretrain_helpers import tiny_config
+
+    cfg = sentiment_config(Path("out"), pretrained["mlm"], sentiment_dir)
+    old = to_dict(cfg)
+    for key in ("long_texts", "window_overlap", "train_windows"):
+        del old["data"][key]
+    assert recipe_changes(old, cfg) == ["data.long_texts: truncate -> windows"]
+    cut = sentiment_config(Path("out"), pretrained["mlm"], sentiment_dir, data={"long_texts": "truncate"})
+    assert recipe_changes(old, cut) == []
+    raw = {"output_dir": "o", "method": "tfidf_logreg", "data": {"train": {"name": str(sentiment_dir)}}}
+    baseline = from_dict(BaselineConfig, raw)
+    assert "long_texts" not in to_dict(baseline)["data"]
+    with pytest.raises(ConfigError, match="unknown key 'data.long_texts'"):
+        from_dict(BaselineConfig, {**raw, "data": {**raw["data"], "long_texts": "windows"}})
+    pre = tiny_config(Path("p"), tiny_tokenizer, tiny_corpus, "mlm")
+    saved = to_dict(pre)
+    del saved["data"]["long_blocks"]
+    assert recipe_changes(saved, pre) == []
+
+
+def test_short_texts_make_the_batches_they_made_before(finetuned):
+    """Every text fits one window: the token ids and the batch are those of the plain
+    tokenizer call and DataCollatorWithPadding."""
+    from transformers import DataCollatorWithPadding
+
+    from nlp_ssl.data import DatasetSpec
+    from nlp_ssl.tasks.classification import ClassificationTask, LabelSet, encoder, tokenize_labelled
+
+    ft = load_finetuned(str(finetuned))
+    texts = ["Great good film.", "Boring awful slow movie with a plot.", "Bad."]
+    spec_rows = [{"text": t, "label": k % 2} for k, t in enumerate(texts)]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = DatasetSpec(files=str(write_jsonl(Path(tmp) / "s.jsonl", spec_rows)))
+        plan = Windows.of(32, "windows", None)
+        ds, labels = tokenize_labelled(spec, encoder(plan, ft.tokenizer), LabelSet.of(ft.model), "label")
+        task = ClassificationTask(ft.model, ft.tokenizer, {"train": ds}, labels, plan)
+        batch = task.make_batch(np.arange(3), epoch=1, split="train")
+    old = [dict(ft.tokenizer(t, truncation=True, max_length=32)) for t in texts]
+    keep = set(task.inputs) | {"attention_mask"}
+    expected = DataCollatorWithPadding(ft.tokenizer)([{k: v for k, v in e.items() if k in keep} for e in old])
+    assert set(batch.inputs) == set(expected) | {"labels"}
+    for key, value in expected.items():
+        assert torch.equal(batch.inputs[key], value), key
+    assert batch.inputs["labels"].tolist() == [0, 1, 0]
+
+
+def test_sentence_pairs_are_cut_and_say_so(tmp_path, pretrained):
+    from nlp_ssl.config import from_dict
+    from nlp_ssl.tasks.classification import SentimentConfig
+
+    rows = [{"a": long_text(40, k), "b": "Great film." if k % 2 else "Bad film.", "label": k % 2} for k in range(40)]
+    for split in ("train", "validation", "test"):
+        write_jsonl(tmp_path / "pairs" / f"{split}.jsonl", rows)
+    spec = {"name": str(tmp_path / "pairs"), "text_column": ["a", "b"]}
+    cfg = sentiment_config(tmp_path / "run", pretrained["mlm"], tmp_path / "pairs", epochs=1)
+    raw = {
+        **{k: getattr(cfg, k) for k in ("output_dir", "task", "init", "seed")},
+        "data": {
+            "train": {**spec, "split": "train"},
+            "validation": {**spec, "split": "validation"},
+            "labels": ["negative", "positive"],
+            "max_length": 32,
+        },
+        "train": {"epochs": 1, "micro_batch_size": 8, "tracker": "none"},
+    }
+    metrics = finetune.run(from_dict(SentimentConfig, raw))
+    assert metrics["eval_long_share"] == 1.0 and metrics["eval_truncated_share"] == 1.0
+
+
+def test_a_causal_classifier_reads_windows_and_its_card_snippet_agrees(tmp_path, pretrained, capsys):
+    """GPT-2 classifies from the last token of each window; pipeline() and the card's snippet
+    pass no token-type ids (GPT-2 would add them as word embeddings)."""
+    from transformers import pipeline
+
+    from nlp_ssl.tasks.classification import _usage
+
+    data = windowed_folder(
+        tmp_path / "data", {"train": 10, "validation": 4, "test": 4}, {"train": 30, "validation": 4, "test": 4}
+    )
+    finetune.run(sentiment_config(tmp_path / "clm", pretrained["clm"], data, epochs=1))
+    model_dir = tmp_path / "clm" / "model"
+    assert "token_type_ids" not in tokenizer_of(tmp_path / "clm")("Great film.")
+    text = long_text(300, 9, cue="awful")
+    got = predict_texts(str(tmp_path / "clm"), [text, "Great good film."])
+    classify = pipeline("text-classification", model=str(model_dir))
+    assert got[1]["probability"] == pytest.approx(classify("Great good film.")[0]["score"], abs=1e-5)
+    code = _usage(str(model_dir)).replace('"a gripping, beautifully shot film. " * 200', repr(text))
+    exec(compile(code, "model card snippet", "exec"), {})
+    label, probability = capsys.readouterr().out.split()
+    assert label == got[0]["label"] and float(probability) == pytest.approx(got[0]["probability"], abs=1e-5)
+
+
+def test_a_held_out_validation_reads_windows_too(tmp_path, pretrained):
+    data = windowed_folder(
+        tmp_path / "data", {"train": 20, "validation": 0, "test": 2}, {"train": 20, "validation": 0, "test": 2}
+    )
+    (data / "validation.jsonl").unlink()
+    cfg = sentiment_config(
+        tmp_path / "run", pretrained["mlm"], data, epochs=1, data={"validation": None, "validation_fraction": 0.25}
+    )
+    metrics = finetune.run(cfg)
+    assert (
+        metrics["eval_examples"] == 10 and 0 < metrics["eval_long_share"] < 1 and metrics["eval_truncated_share"] == 0.0
+    )

@@ -15,6 +15,23 @@ from nlp_ssl.training.config import TrainConfig
 
 
 @dataclass
+class LongBlocks:
+    """The long phase of a length schedule: the last ``fraction`` of the optimizer steps read
+    blocks of ``block_size`` tokens, the steps before them blocks of ``data.block_size``."""
+
+    block_size: int = 512
+    """A multiple of ``data.block_size``. A long block is that many consecutive short blocks of
+    the same text, so every step reads as many tokens in either phase (the short phase reads
+    each long block as consecutive short rows)."""
+    fraction: float = 0.1
+    """Of ``max_steps`` (BERT: the last 10% at 512 tokens, 90% at 128 before them)."""
+
+    def __post_init__(self):
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"'fraction' must be in (0, 1], got {self.fraction}")
+
+
+@dataclass
 class PretrainDataConfig:
     datasets: list[DatasetSpec]
     """Corpora, concatenated in order, then packed."""
@@ -30,6 +47,10 @@ class PretrainDataConfig:
     """Streaming only: shuffle documents through a buffer of this many. ``datasets`` does not
     checkpoint the buffer, so a resumed run is exact only with 0 (a pre-shuffled corpus). It
     also holds memory far beyond the documents themselves (docs/benchmarks.md, streaming memory)."""
+    long_blocks: LongBlocks | None = None
+    """A sequence-length schedule: most steps at ``block_size``, then a phase of longer blocks,
+    so the model learns the positions it is saved with (``long_blocks.block_size``) at a
+    fraction of the cost of training at that length throughout."""
 
     def __post_init__(self):
         if not self.datasets:
@@ -51,6 +72,27 @@ class PretrainDataConfig:
             )
         if self.shuffle_buffer < 0:
             raise ConfigError(f"'shuffle_buffer' must be >= 0, got {self.shuffle_buffer}")
+        long = self.long_blocks
+        if long is not None:
+            if long.block_size <= self.block_size or long.block_size % self.block_size:
+                raise ConfigError(
+                    f"'long_blocks.block_size' ({long.block_size}) must be a multiple of 'block_size' "
+                    f"({self.block_size}) larger than it (a long block is consecutive short ones)"
+                )
+            if self.streaming:
+                raise ConfigError(
+                    "'long_blocks' needs packed data (streaming: false): a long block is cut from packed ones"
+                )
+
+    @property
+    def longest_block(self) -> int:
+        """Tokens of the longest block the model trains on: the positions it learns."""
+        return self.long_blocks.block_size if self.long_blocks is not None else self.block_size
+
+    @property
+    def rows_per_block(self) -> int:
+        """Short rows per packed block (1 without a length schedule)."""
+        return self.longest_block // self.block_size
 
     @property
     def streaming(self) -> bool:
@@ -103,10 +145,23 @@ class PretrainConfig(HubOptions):
             )
         if self.tokenizer is None and self.init is None:
             raise ConfigError("missing required key 'tokenizer' (a tokenizer folder; optional only with 'init')")
-        if self.init is None and self.data.block_size > self.model.max_positions:
+        longest = self.data.longest_block
+        if self.init is None and longest > self.model.max_positions:
+            key = "long_blocks.block_size" if self.data.long_blocks is not None else "block_size"
+            raise ConfigError(f"'data.{key}' ({longest}) exceeds 'model.max_positions' ({self.model.max_positions})")
+        rows = self.data.rows_per_block
+        if rows > 1 and (self.train.metric_for_best is not None or self.train.early_stopping_patience is not None):
             raise ConfigError(
-                f"'data.block_size' ({self.data.block_size}) exceeds 'model.max_positions' ({self.model.max_positions})"
+                "'train.metric_for_best' / 'early_stopping_patience' compare evaluations, and with "
+                "data.long_blocks they are at two lengths: leave them unset"
             )
+        for key in ("micro_batch_size", "eval_batch_size"):
+            value = getattr(self.train, key)
+            if rows > 1 and value is not None and value % rows:
+                raise ConfigError(
+                    f"'train.{key}' ({value}) must be a multiple of {rows} with data.long_blocks: a step "
+                    f"reads {rows} short rows in place of each long block"
+                )
 
     def check_objective(self) -> None:
         """What one objective's recipe does not allow; its config class overrides this. Runs

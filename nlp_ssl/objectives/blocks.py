@@ -10,6 +10,7 @@ process or split over several, and after a resume.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,17 +24,37 @@ if TYPE_CHECKING:
     from nlp_ssl.objectives.base import PretrainConfig
 
 
+@dataclass(frozen=True)
+class LengthSchedule:
+    """Blocks packed at the long length, read as ``rows`` consecutive short rows each until
+    the last ``fraction`` of the steps (``data.long_blocks``)."""
+
+    rows: int
+    fraction: float
+
+    @classmethod
+    def of(cls, cfg: PretrainConfig) -> LengthSchedule | None:
+        long = cfg.data.long_blocks
+        return None if long is None else cls(cfg.data.rows_per_block, long.fraction)
+
+    def long_from(self, total: int) -> int:
+        """The first step (counted from 0) that reads whole blocks in a run of ``total`` steps."""
+        return total - max(1, round(self.fraction * total))
+
+
 def load_data(cfg: PretrainConfig, tokenizer, word_starts: bool = False):
     """Packed train and validation blocks, and which block indices each split uses
     (train blocks are None when the training data streams). ``word_starts``: also record
-    where words start, for whole-word masking."""
+    where words start, for whole-word masking. With a length schedule, blocks are packed at
+    the long length (its own cache); the short rows are cut from them."""
     d = cfg.data
+    size = d.longest_block
     if d.streaming:
-        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, word_starts)
+        valid = pack(d.validation, tokenizer, size, d.cache_dir, d.num_proc, word_starts)
         return None, None, valid, np.arange(len(valid.blocks))
-    train = pack(d.datasets, tokenizer, d.block_size, d.cache_dir, d.num_proc, word_starts)
+    train = pack(d.datasets, tokenizer, size, d.cache_dir, d.num_proc, word_starts)
     if d.validation:
-        valid = pack(d.validation, tokenizer, d.block_size, d.cache_dir, d.num_proc, word_starts)
+        valid = pack(d.validation, tokenizer, size, d.cache_dir, d.num_proc, word_starts)
         return train, np.arange(len(train.blocks)), valid, np.arange(len(valid.blocks))
     # hold out a seeded sample of blocks; training sees the rest
     n = len(train.blocks)
@@ -41,7 +62,7 @@ def load_data(cfg: PretrainConfig, tokenizer, word_starts: bool = False):
         n,
         d.validation_fraction,
         cfg.seed,
-        f"data: only {n} blocks of {d.block_size} tokens; need more text to hold out validation",
+        f"data: only {n} blocks of {size} tokens; need more text to hold out validation",
         salt=12345,
     )
     return train, train_idx, train, eval_idx
@@ -78,6 +99,7 @@ class BlockTask:
         stream=None,
         train_words: np.ndarray | None = None,
         eval_words: np.ndarray | None = None,
+        schedule: LengthSchedule | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -91,8 +113,26 @@ class BlockTask:
             self.blocks["train"] = (train_blocks, np.asarray(train_index))
         self.seed = seed
         self.n_train = None if stream is not None else len(train_index)
-        self.block_size = eval_blocks.shape[1]
+        self.packed_size = eval_blocks.shape[1]
+        """Tokens per stored block (the long length under a length schedule)."""
+        self.schedule = schedule
+        self.rows = schedule.rows if schedule is not None else 1
+        """Rows each block is read as now: the schedule's short rows, 1 in its long phase."""
         self._eval = np.arange(len(eval_index))
+
+    @property
+    def block_size(self) -> int:
+        """Tokens per model row now."""
+        return self.packed_size // self.rows
+
+    def at_step(self, step: int, total: int) -> None:
+        """The row length of step ``step`` (from 0) of ``total``: short rows, then whole blocks."""
+        if self.schedule is not None:
+            self.read_as(1 if step >= self.schedule.long_from(total) else self.schedule.rows)
+
+    def read_as(self, rows: int) -> None:
+        """Read each block as ``rows`` rows from now on (evaluation at a given length)."""
+        self.rows = rows
 
     def eval_indices(self, split: str = "eval") -> np.ndarray:
         return self._eval
@@ -102,7 +142,12 @@ class BlockTask:
         rows = index[np.asarray(indices)]
         words = self.words[split]
         words = None if words is None else np.asarray(words[rows])
-        return self._batch(np.asarray(blocks[rows], dtype=np.int64), rows, epoch, split, words)
+        ids = np.asarray(blocks[rows], dtype=np.int64)
+        if self.rows > 1:  # consecutive short rows of each block, numbered apart for their seeds
+            ids = ids.reshape(-1, self.block_size)
+            words = None if words is None else words.reshape(-1, self.block_size)
+            rows = (rows[:, None] * self.rows + np.arange(self.rows)).reshape(-1)
+        return self._batch(ids, rows, epoch, split, words)
 
     def next_batch(self, size: int) -> Batch:
         """Streaming: the next ``size`` blocks of this process's share of the stream."""
@@ -130,5 +175,6 @@ class BlockTask:
             "parameters": count_parameters(self.model),
             "train_blocks": self.n_train if self.n_train is not None else "streaming",
             "eval_blocks": int(len(self._eval)),
-            "block_size": self.block_size,
+            "block_size": self.packed_size // (self.schedule.rows if self.schedule else 1),
+            **({"long_block_size": self.packed_size} if self.schedule else {}),
         }

@@ -178,7 +178,10 @@ class ReplacedTokenDetectionTask(MaskedLMTask):
         return batch
 
     def eval_step(self, module, inputs: dict):
-        return module(**inputs, parts=True)
+        loss, parts = module(**inputs, parts=True)
+        if self.rows > 1:  # a block read as short rows: its rows' sums are the block's
+            parts = {k: v.reshape(-1, self.rows).sum(1) for k, v in parts.items()}
+        return loss, parts
 
     def flops_per_token(self) -> float:
         # the discriminator body (no vocabulary projection) and its per-token head, plus the

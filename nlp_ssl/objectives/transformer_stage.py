@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from nlp_ssl.models import (
@@ -18,11 +19,12 @@ from nlp_ssl.models import (
     resolve_model_dir,
 )
 from nlp_ssl.objectives import get_objective
+from nlp_ssl.objectives.blocks import LengthSchedule
 from nlp_ssl.outputs import MODEL_DIR
 from nlp_ssl.packing import PackedStream
 from nlp_ssl.stage import FitStage
 from nlp_ssl.tokenizer import load_tokenizer
-from nlp_ssl.training import save_model_folder
+from nlp_ssl.training import evaluate, save_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +42,11 @@ def load_tokenizer_and_model(cfg):
         check_vocab(model, tokenizer, cfg.tokenizer)
         copy_init_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer, log=logger)
         # positions past the blocks it trains on stay untrained: that is the model's real limit
-        set_input_limit(tokenizer, model, cfg.data.block_size)
+        set_input_limit(tokenizer, model, cfg.data.longest_block)
         return tokenizer, model
     model_dir = resolve_model_dir(cfg.init, key="init")
-    check_length_fits(model_dir, "data.block_size", cfg.data.block_size, key="init")
+    key = "data.long_blocks.block_size" if cfg.data.long_blocks is not None else "data.block_size"
+    check_length_fits(model_dir, key, cfg.data.longest_block, key="init")
     tokenizer_dir = cfg.tokenizer or model_dir
     tokenizer = load_tokenizer(tokenizer_dir)
     if objective.check_tokenizer is not None:
@@ -52,7 +55,7 @@ def load_tokenizer_and_model(cfg):
     set_seed(cfg.seed)  # a head the checkpoint lacks is initialised fresh
     model = objective.load(model_dir, cfg)
     check_vocab(model, tokenizer, tokenizer_dir)
-    set_input_limit(tokenizer, model, tokenizer.model_max_length)
+    set_input_limit(tokenizer, model, max(tokenizer.model_max_length, cfg.data.longest_block))
     logger.info("continuing %s pretraining from %s", cfg.objective, model_dir)
     return tokenizer, model
 
@@ -112,6 +115,7 @@ class TransformerPretraining(FitStage):
             stream=self.stream,
             train_words=train.word_starts if train else None,
             eval_words=valid.word_starts,
+            schedule=LengthSchedule.of(cfg),
         )
         info = task.describe()
         logger.info(
@@ -125,6 +129,30 @@ class TransformerPretraining(FitStage):
             accelerator.num_processes,
         )
         return task
+
+    def engine_config(self):
+        # the engine's examples are packed blocks; under a length schedule each is several of
+        # the recipe's (short) rows, so its batch sizes count blocks
+        rows = self.cfg.data.rows_per_block
+        train = self.cfg.train
+        if rows == 1:
+            return train
+        return replace(
+            train,
+            micro_batch_size=train.micro_batch_size // rows,
+            eval_batch_size=None if train.eval_batch_size is None else train.eval_batch_size // rows,
+        )
+
+    def train(self, work: Path, accelerator, on_checkpoint) -> dict:
+        summary = super().train(work, accelerator, on_checkpoint)
+        schedule = self.task.schedule
+        if schedule is not None:  # the final weights' loss at each length they were trained at
+            cfg = self.engine_config()
+            for rows in (schedule.rows, 1):
+                self.task.read_as(rows)
+                loss = evaluate(self.task, self.task.module, accelerator, cfg)["loss"]
+                summary[f"eval_loss_at_{self.task.block_size}"] = round(loss, 4)
+        return summary
 
     def finish(self, summary: dict, accelerator, folder: Path) -> dict:
         if not accelerator.is_main_process:

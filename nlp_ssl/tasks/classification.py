@@ -23,7 +23,7 @@ from nlp_ssl.models import flops_per_token
 from nlp_ssl.tasks.base import FinetuneTask, TokenizedSplits, pad_multiple, validation_split
 from nlp_ssl.tasks.classification_data import LabelSet, balanced_subsample, infer_labels, tokenize_labelled
 from nlp_ssl.tasks.classification_recipe import SentimentConfig, SentimentDataConfig
-from nlp_ssl.tasks.windows import Windows, cut_share, default_overlap, pool_logits, report_cuts
+from nlp_ssl.tasks.windows import COUNT_COLUMN, Windows, cut_share, encode_windows, pool_logits, report_cuts
 from nlp_ssl.training.contract import Batch
 
 __all__ = [
@@ -45,6 +45,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+EVAL_WINDOWS = 256
+"""Windows per forward pass when a batch of long texts is scored."""
+
 
 class SequenceClassificationLoss(torch.nn.Module):
     """Sum of per-example cross-entropies (the engine normalises by the global count)."""
@@ -54,7 +57,15 @@ class SequenceClassificationLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, labels: torch.Tensor, return_logits: bool = False, window_owner=None, **inputs):
-        logits = self.model(**inputs).logits
+        if window_owner is not None and not torch.is_grad_enabled():
+            # evaluation of long texts: a batch of texts may be hundreds of windows
+            pieces = [
+                self.model(**{k: v[start : start + EVAL_WINDOWS] for k, v in inputs.items()}).logits
+                for start in range(0, len(window_owner), EVAL_WINDOWS)
+            ]
+            logits = torch.cat(pieces)
+        else:
+            logits = self.model(**inputs).logits
         if window_owner is not None:  # several windows of one text: one prediction per text
             logits = pool_logits(logits, window_owner, len(labels))
         loss = F.cross_entropy(logits.float(), labels, reduction="sum")
@@ -95,7 +106,7 @@ class ClassificationTask(TokenizedSplits):
         self.inputs = [
             c for c in self.model_inputs if c != "token_type_ids" or getattr(model.config, "type_vocab_size", 0)
         ]
-        self.init_splits(splits, self.inputs + ["label_id", "windows"], train_index)
+        self.init_splits(splits, self.inputs + ["label_id", COUNT_COLUMN], train_index)
         self.collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
         self._window_lengths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         first = next(iter(splits))
@@ -138,7 +149,6 @@ class ClassificationTask(TokenizedSplits):
             import pyarrow.compute as pc
 
             column = self.splits[split].select_columns(["input_ids"]).with_format("arrow")[:]["input_ids"]
-            column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
             owner = pc.list_parent_indices(column).to_numpy().astype(np.int64)
             sizes = pc.list_value_length(pc.list_flatten(column)).to_numpy().astype(np.int64)
             self._window_lengths[split] = owner, sizes
@@ -149,8 +159,11 @@ class ClassificationTask(TokenizedSplits):
         than one window."""
         cut, long = {}, {}
         for name, ds in self.splits.items():
-            counts = np.asarray(ds.select_columns(["windows"])["windows"])[self.index[name]]
-            cut[name] = cut_share(counts, self.windows, training=name == "train")
+            counts = ds.select_columns([COUNT_COLUMN]).with_format("numpy")[:][COUNT_COLUMN]
+            owner, _ = self._windows_of(name)
+            stored = np.bincount(owner, minlength=len(ds))
+            counts, stored = counts[self.index[name]], stored[self.index[name]]
+            cut[name] = cut_share(counts, stored, self.windows, training=name == "train")
             long[name] = float(np.mean(counts > 1)) if len(counts) else 0.0
         return cut, long
 
@@ -314,10 +327,15 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     windows = cfg.data.windows
     windows.check(tokenizer)
     with accelerator.main_process_first():  # tokenize once; the other processes read the cache
-        splits, labels, train_index = load_sentiment_data(cfg, partial(windows.encode, tokenizer))
+        splits, labels, train_index = load_sentiment_data(cfg, encoder(windows, tokenizer))
     set_seed(cfg.seed)  # the new head's initial weights are part of what a seed reproduces
     model = build_classifier(model_dir, labels, tokenizer, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
     model.config.nlp_ssl = {"task": cfg.task, **windows.saved()}
+    if not getattr(model.config, "type_vocab_size", 0) and "token_type_ids" in tokenizer.model_input_names:
+        # GPT-2 would look token-type ids up as words: pipeline() and the card's snippet must not pass them
+        names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+        tokenizer.model_input_names = names
+        tokenizer.init_kwargs["model_input_names"] = names  # what save_pretrained writes
     copy_init_embeddings(model, cfg.init_embeddings, tokenizer, cfg.tokenizer or model_dir, log=logger)
     task = ClassificationTask(
         model,
@@ -343,14 +361,23 @@ def setup_sentiment(cfg: SentimentConfig, accelerator):
     return task, origin
 
 
+def encoder(windows: Windows, tokenizer):
+    """What ``tokenize_labelled`` maps over the texts: their windows (a partial of plain
+    values, so that the ``datasets`` cache is keyed by them, not by ``train_windows``)."""
+    return partial(encode_windows, tokenizer, windows.length, windows.overlap)
+
+
 def reading(ft, max_length: int, options=None) -> Windows:
     """How a saved classifier reads long texts: ``options`` (``long_texts``, ``window_overlap``:
     ``evaluate``'s and ``predict``'s options) where given, else as it was evaluated in
     fine-tuning (``config.nlp_ssl``), else (anyone's classifier) in windows. A saved overlap
     that does not fit a window of another ``max_length`` falls back to the default."""
     saved = ft.saved
-    mode = getattr(options, "long_texts", None) or saved.get("long_texts") or "windows"
-    overlap = getattr(options, "window_overlap", None)
+    asked_mode, overlap = getattr(options, "long_texts", None), getattr(options, "window_overlap", None)
+    if asked_mode == "truncate" and overlap is not None:
+        raise ConfigError("--window-overlap chooses how windows overlap; --long-texts truncate reads none")
+    # an overlap asked for means windows, whatever the model was evaluated with
+    mode = asked_mode or ("windows" if overlap is not None else saved.get("long_texts") or "windows")
     windows = Windows.of(max_length, mode, overlap)
     if overlap is None and windows.whole and saved.get("window_overlap") is not None:
         trained = Windows.of(max_length, mode, saved["window_overlap"])
@@ -358,8 +385,13 @@ def reading(ft, max_length: int, options=None) -> Windows:
             trained.check(ft.tokenizer)
             windows = trained
         except ConfigError:
-            windows = Windows.of(max_length, mode, default_overlap(max_length))
-    windows.check(ft.tokenizer, key="--window-overlap" if overlap is not None else "data.window_overlap")
+            logger.info(
+                "the saved window_overlap %d does not fit windows of %d tokens: overlapping by %d",
+                saved["window_overlap"],
+                max_length,
+                windows.overlap,
+            )
+    windows.check(ft.tokenizer, key="--window-overlap" if overlap is not None else f"--max-length {max_length}")
     return windows
 
 
@@ -368,9 +400,9 @@ def evaluation_task(ft, data: DatasetSpec, options) -> ClassificationTask:
     ``label_column``, ``max_length`` and how to read long texts (``reading``)."""
     labels = LabelSet.of(ft.model)
     windows = reading(ft, options.max_length, options)
-    ds, _ = tokenize_labelled(data, partial(windows.encode, ft.tokenizer), labels, options.label_column)
+    ds, _ = tokenize_labelled(data, encoder(windows, ft.tokenizer), labels, options.label_column)
     task = ClassificationTask(ft.model, ft.tokenizer, {"test": ds}, labels, windows, text_columns=data.text_columns)
-    report_cuts(*task.cut_shares(), windows)
+    report_cuts(*task.cut_shares(), windows, option="--long-texts windows")
     return task
 
 
@@ -416,15 +448,16 @@ classify = pipeline("text-classification", model="{where}")
 classify("a gripping, beautifully shot film", truncation=True)
 # pipeline() reads a longer text's first window only (the tokenizer's model_max_length tokens)
 
-# A whole text of any length, as nlp-ssl evaluate and predict read it: the tokenizer's
-# overlapping windows, their logits averaged
+# A whole text of any length, as nlp-ssl evaluate and predict read it (unless the model was
+# fine-tuned with long_texts: truncate): the tokenizer's overlapping windows, logits averaged
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{where}")
 model = AutoModelForSequenceClassification.from_pretrained("{where}").eval()
 text = "a gripping, beautifully shot film. " * 200
-overlap = getattr(model.config, "nlp_ssl", {{}}).get("window_overlap") or tokenizer.model_max_length // 4
+overlap = getattr(model.config, "nlp_ssl", {{}}).get("window_overlap")
+overlap = tokenizer.model_max_length // 4 if overlap is None else overlap
 windows = tokenizer(
     text, truncation=True, stride=overlap, return_overflowing_tokens=True, padding=True, return_tensors="pt"
 )

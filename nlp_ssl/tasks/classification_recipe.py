@@ -14,7 +14,10 @@ from nlp_ssl.tasks.windows import LongTexts, TrainWindows, Windows
 
 
 @dataclass
-class SentimentDataConfig:
+class LabelledDataConfig:
+    """A labelled text classification ``data`` section: what fine-tuning and the classical
+    heads (``nlp-ssl baseline``) share."""
+
     train: DatasetSpec
     validation: DatasetSpec | None = None
     """When absent, ``validation_fraction`` of ``train`` is held out (seeded)."""
@@ -26,6 +29,31 @@ class SentimentDataConfig:
     Default: a ClassLabel feature's names, else 0..max for integers, else the sorted strings."""
     max_length: int = 128
     """Tokens per model input; a longer text is read in windows of this many (``long_texts``)."""
+    train_samples: int | None = None
+    """Train on a seeded, class-balanced subsample of this many examples (few-label runs)."""
+    validation_fraction: float = 0.1
+    num_proc: int | None = None
+
+    def __post_init__(self):
+        check_split_options(self.train_samples, self.validation_fraction)
+        if self.max_length < 2:
+            raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ConfigError(
+                f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
+                "unset to take them from the data"
+            )
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
+        if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
+            raise ConfigError("fine-tuning data cannot stream (labelled sets are loaded; set streaming: false)")
+
+
+@dataclass
+class SentimentDataConfig(LabelledDataConfig):
+    """``task: sentiment``'s ``data``: labelled data, and how a model reads texts longer than
+    one input."""
+
     long_texts: LongTexts = "windows"
     """A text longer than ``max_length``: ``windows``, read whole in overlapping windows whose
     logits are averaged into one prediction (evaluation, ``evaluate``, ``predict``); or
@@ -37,29 +65,14 @@ class SentimentDataConfig:
     """What training reads of a long text (with ``long_texts: windows``): ``random``, one
     window drawn anew each epoch; ``first``; or ``all``, every window, their logits averaged
     as in evaluation (as many forward passes as windows)."""
-    train_samples: int | None = None
-    """Train on a seeded, class-balanced subsample of this many examples (few-label runs)."""
-    validation_fraction: float = 0.1
-    num_proc: int | None = None
 
     def __post_init__(self):
-        check_split_options(self.train_samples, self.validation_fraction)
-        if self.max_length < 2:
-            raise ConfigError(f"'max_length' must be >= 2, got {self.max_length}")
+        super().__post_init__()
         if self.long_texts == "truncate" and (self.window_overlap is not None or self.train_windows != "random"):
             raise ConfigError(
                 "'window_overlap' and 'train_windows' choose how windows are read; with "
                 "long_texts: truncate there are none (drop them, or set long_texts: windows)"
             )
-        if self.labels is not None and len(self.labels) < 2:
-            raise ConfigError(
-                f"'labels' must name at least 2 labels, in id order, got {self.labels}; or leave it "
-                "unset to take them from the data"
-            )
-        if self.labels is not None and len(set(self.labels)) != len(self.labels):
-            raise ConfigError(f"'labels' must be distinct names, got {self.labels}")
-        if any(d.streaming for d in (self.train, self.validation, self.test) if d is not None):
-            raise ConfigError("fine-tuning data cannot stream (labelled sets are loaded; set streaming: false)")
 
     @property
     def windows(self) -> Windows:

@@ -13,7 +13,7 @@
 from nlp_ssl.training.batch_order import BatchOrder, group_by_length
 from nlp_ssl.training.checkpointing import TrainingError, save_checkpoint
 from nlp_ssl.training.config import StepPlan, Tracker, TrainConfig, plan_steps
-from nlp_ssl.training.contract import Batch, LengthAware, ScoredTask, Stream, StreamingTask, Task
+from nlp_ssl.training.contract import Batch, LengthAware, ScoredTask, StepAware, Stream, StreamingTask, Task
 from nlp_ssl.training.evaluation import evaluate
 from nlp_ssl.training.loop import TrainingInterrupted, fit, make_accelerator, param_groups
 from nlp_ssl.training.model_folders import BEST_DIR, BEST_SCORES, save_model_folder, write_model_folder
@@ -25,6 +25,7 @@ __all__ = [
     "Batch",
     "BatchOrder",
     "LengthAware",
+    "StepAware",
     "ScoredTask",
     "StepPlan",
     "Stream",

@@ -141,3 +141,16 @@ class LengthAware(Protocol):
     def lengths(self, split: str) -> np.ndarray:
         """Tokens per example of ``split``, one entry per position ``make_batch`` takes."""
         ...
+
+
+@runtime_checkable
+class StepAware(Protocol):
+    """A task whose batches depend on where the run is (a sequence-length schedule); the
+    engine checks for it with ``isinstance``."""
+
+    def at_step(self, step: int, total: int) -> None:
+        """Called before the batches of each optimizer step are built, ``step`` the steps done
+        so far (so after a resume too, before its first batch) of ``total``. What it sets must
+        depend on these two numbers only, so that a resumed run reads what the uninterrupted
+        one did; evaluations after the step see the same setting."""
+        ...

@@ -38,7 +38,7 @@ from nlp_ssl.progress import launched, progress_bar
 from nlp_ssl.training.batch_order import BatchOrder
 from nlp_ssl.training.checkpointing import TrainingError, resume, save_checkpoint
 from nlp_ssl.training.config import StepPlan, TrainConfig, plan_steps
-from nlp_ssl.training.contract import Task
+from nlp_ssl.training.contract import StepAware, Task
 from nlp_ssl.training.evaluation import evaluate, headline, to_device
 from nlp_ssl.training.model_folders import best_scores, track_best
 from nlp_ssl.training.state import TrainState
@@ -191,6 +191,8 @@ def fit(
         run.module.train()
         while state.step < plan.total and not state.best.get("stopped_early"):
             t_step = time.perf_counter()
+            if isinstance(task, StepAware):
+                task.at_step(state.step, plan.total)
             micro = [
                 task.next_batch(cfg.micro_batch_size)
                 if run.streaming
@@ -225,6 +227,8 @@ def fit(
                     f"{run_dir / ckpt.CHECKPOINTS}; rerun with train.resume=latest to continue"
                 )
     if not last_metrics:  # resumed from the final checkpoint: nothing ran, still report eval
+        if isinstance(task, StepAware):  # as the last step trained
+            task.at_step(max(state.step - 1, 0), plan.total)
         last_metrics = evaluate(task, run.module, accelerator, cfg)
     return _summary(run, last_metrics)
 
