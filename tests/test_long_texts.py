@@ -343,3 +343,21 @@ def test_a_held_out_validation_reads_windows_too(tmp_path, pretrained):
     assert (
         metrics["eval_examples"] == 10 and 0 < metrics["eval_long_share"] < 1 and metrics["eval_truncated_share"] == 0.0
     )
+
+
+def test_a_held_out_validation_of_a_label_sorted_file_is_in_random_order(tmp_path):
+    """train.eval_max_batches scores the first held-out examples: of a file sorted by label
+    (imdb, rotten_tomatoes) they must not all be one label."""
+    from nlp_ssl.baselines import BaselineConfig
+    from nlp_ssl.config import from_dict
+    from nlp_ssl.head_model import Texts
+    from nlp_ssl.tasks.classification import load_sentiment_data
+
+    rows = [{"text": f"review {k}", "label": int(k >= 200)} for k in range(400)]
+    write_jsonl(tmp_path / "sorted" / "train.jsonl", rows)
+    raw = {"output_dir": "o", "method": "tfidf_logreg", "data": {"train": {"name": str(tmp_path / "sorted")}}}
+    splits, _, pool = load_sentiment_data(from_dict(BaselineConfig, raw), Texts())
+    first = splits["eval"]["label_id"][:10]
+    assert len(splits["eval"]) == 40 and 0 < sum(first) < 10
+    held = {t for t in splits["eval"]["baseline_text"]}
+    assert held.isdisjoint(splits["train"][int(i)]["baseline_text"] for i in pool)
