@@ -60,6 +60,14 @@ def load_tokenizer_and_model(cfg):
     return tokenizer, model
 
 
+def _block_shape(cfg, info: dict) -> str:
+    long = cfg.data.long_blocks
+    if long is None:
+        return str(info["block_size"])
+    rows, first = cfg.data.rows_per_block, 1 - long.fraction
+    return f"{long.block_size} (read as {rows} x {info['block_size']} for the first {first:.0%} of the steps)"
+
+
 def set_input_limit(tokenizer, model, trained: int | None) -> None:
     """Save the model with the longest input it can take: the tokenizer's ``model_max_length``
     (what ``truncation=True`` cuts to in ``pipeline()`` and ``AutoTokenizer`` calls) and, for a
@@ -119,11 +127,11 @@ class TransformerPretraining(FitStage):
         )
         info = task.describe()
         logger.info(
-            "%s pretraining: %.2fM parameters, %s train blocks x %d tokens (%s docs), %d eval blocks, %d processes",
+            "%s pretraining: %.2fM parameters, %s train blocks x %s tokens (%s docs), %d eval blocks, %d processes",
             cfg.objective,
             info["parameters"] / 1e6,
             info["train_blocks"],
-            info["block_size"],
+            _block_shape(cfg, info),
             train.n_docs if train else "streamed",
             info["eval_blocks"],
             accelerator.num_processes,
