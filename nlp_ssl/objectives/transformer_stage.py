@@ -63,9 +63,9 @@ def load_tokenizer_and_model(cfg):
 def _block_shape(cfg, info: dict) -> str:
     long = cfg.data.long_blocks
     if long is None:
-        return str(info["block_size"])
+        return f"{info['block_size']} tokens"
     rows, first = cfg.data.rows_per_block, 1 - long.fraction
-    return f"{long.block_size} (read as {rows} x {info['block_size']} for the first {first:.0%} of the steps)"
+    return f"{long.block_size} tokens (read as {rows} x {info['block_size']} for the first {first:.0%} of the steps)"
 
 
 def set_input_limit(tokenizer, model, trained: int | None) -> None:
@@ -127,7 +127,7 @@ class TransformerPretraining(FitStage):
         )
         info = task.describe()
         logger.info(
-            "%s pretraining: %.2fM parameters, %s train blocks x %s tokens (%s docs), %d eval blocks, %d processes",
+            "%s pretraining: %.2fM parameters, %s train blocks x %s (%s docs), %d eval blocks, %d processes",
             cfg.objective,
             info["parameters"] / 1e6,
             info["train_blocks"],
