@@ -44,6 +44,7 @@ def test_steps_read_short_rows_then_whole_blocks_with_the_same_tokens(
     assert [b.shape for b in seen] == [(8, 32)] * 7 + [(4, 64)] * 3  # the last 30% of 10 steps at 64
     assert metrics["tokens"] == 10 * 8 * 32 and metrics["block_size"] == 32 and metrics["long_block_size"] == 64
     assert set(metrics) >= {"eval_loss_at_32", "eval_loss_at_64"}
+    assert (metrics["global_batch"], metrics["long_global_batch"]) == (8, 4)
     # a short step's rows are consecutive halves of packed 64-token blocks of the text
     packed = pack([DatasetSpec(files=str(tiny_corpus))], _tokenizer(tiny_tokenizer), 64, str(tmp_path / "cache"))
     halves = {tuple(r) for b in packed.blocks for r in np.asarray(b).reshape(2, 32)}

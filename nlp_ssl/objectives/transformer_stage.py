@@ -155,6 +155,9 @@ class TransformerPretraining(FitStage):
         summary = super().train(work, accelerator, on_checkpoint)
         schedule = self.task.schedule
         if schedule is not None:  # the final weights' loss at each length they were trained at
+            # the engine counted blocks; the recipe's batch is rows of block_size
+            summary["long_global_batch"] = summary["global_batch"]
+            summary["global_batch"] *= schedule.rows
             cfg = self.engine_config()
             for rows in (schedule.rows, 1):
                 self.task.read_as(rows)
