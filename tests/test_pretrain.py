@@ -45,6 +45,13 @@ def losses(run_dir: Path, key="train/loss") -> dict:
     return {r["step"]: r[key] for r in read_log(run_dir) if key in r}
 
 
+def assert_resumed_as_straight(resumed: Path, straight: Path):
+    """A resumed run logged the uninterrupted run's train and eval losses and ended at its weights."""
+    assert losses(resumed) == pytest.approx(losses(straight), rel=1e-6)
+    assert losses(resumed, "eval/loss") == pytest.approx(losses(straight, "eval/loss"))
+    assert_same_weights(weights(resumed), weights(straight))
+
+
 # -- packing ---------------------------------------------------------------------------
 
 
@@ -207,9 +214,7 @@ def test_resume_is_exact_across_an_epoch_boundary(tmp_path, tiny_corpus, tiny_to
         pretrain.run(stopped)
     stopped.train.resume = "latest"
     pretrain.run(stopped)
-    assert losses(tmp_path / "stopped") == pytest.approx(losses(tmp_path / "straight"), rel=1e-6)
-    assert losses(tmp_path / "stopped", "eval/loss") == pytest.approx(losses(tmp_path / "straight", "eval/loss"))
-    assert_same_weights(weights(tmp_path / "stopped"), weights(tmp_path / "straight"))
+    assert_resumed_as_straight(tmp_path / "stopped", tmp_path / "straight")
 
 
 def test_half_written_checkpoint_is_never_picked_up(tmp_path, tiny_corpus, tiny_tokenizer):
